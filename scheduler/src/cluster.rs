@@ -1,0 +1,144 @@
+//! The `Cluster` port: everything the engine receives from and sends to the
+//! cluster. The Kubernetes adapter implements it over the API; the simulator
+//! implements it in memory. The engine never knows which it has.
+
+use crate::intern::Sym;
+use crate::labels::Labels;
+use crate::model::{CompileError, PodInfo};
+use crate::cache::PdbInfo;
+use k8s_openapi::api::core::v1 as corev1;
+use std::sync::Arc;
+
+/// Something that happened in the cluster, as the engine consumes it.
+#[derive(Clone, Debug)]
+pub enum ClusterUpdate {
+    /// A node was added or changed.
+    NodeUpserted(Arc<corev1::Node>),
+    /// A node was deleted.
+    NodeDeleted(String),
+    /// A pod was added or changed (bound or not, any scheduler).
+    PodUpserted(Arc<PodInfo>),
+    /// A pod was deleted.
+    PodDeleted {
+        /// UID.
+        uid: Arc<str>,
+    },
+    /// A pod that could not be compiled; the engine reports it if it belongs
+    /// to one of its profiles.
+    PodInvalid {
+        /// UID.
+        uid: Arc<str>,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// `spec.schedulerName`.
+        scheduler_name: String,
+        /// What is wrong.
+        error: CompileError,
+    },
+    /// A namespace was added or its labels changed.
+    NamespaceUpserted {
+        /// Name.
+        name: Sym,
+        /// Labels.
+        labels: Labels,
+    },
+    /// A namespace was deleted.
+    NamespaceDeleted(Sym),
+    /// A PodDisruptionBudget was added or changed.
+    PdbUpserted(PdbInfo),
+    /// A PodDisruptionBudget was deleted.
+    PdbDeleted {
+        /// Namespace.
+        namespace: Sym,
+        /// Name.
+        name: String,
+    },
+    /// A custom object a plugin watches changed (kind as the plugin
+    /// registers it, e.g. `PodGroup`). Plugins hold its data themselves.
+    Custom {
+        /// Kind.
+        kind: &'static str,
+        /// Namespace.
+        namespace: Sym,
+        /// Name.
+        name: String,
+    },
+}
+
+/// Why a bind failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// The pod is already bound (HTTP 409): forget, do not retry.
+    #[error("pod is already bound: {0}")]
+    Conflict(String),
+    /// The pod is gone (HTTP 404): forget, do not retry.
+    #[error("pod no longer exists: {0}")]
+    NotFound(String),
+    /// Anything else: requeue with backoff.
+    #[error("bind failed: {0}")]
+    Other(String),
+}
+
+/// A failure of a non-bind call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ClusterError(pub String);
+
+/// The scheduling condition to publish on a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodCondition {
+    /// `PodScheduled` status: false for unschedulable.
+    pub scheduled: bool,
+    /// `Unschedulable`, `SchedulerError`, ...
+    pub reason: String,
+    /// The aggregated message.
+    pub message: String,
+    /// `status.nominatedNodeName` to set (Some("") clears it).
+    pub nominated_node: Option<String>,
+}
+
+/// An event to record on a pod (events.k8s.io/v1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    /// The pod's namespace.
+    pub namespace: Sym,
+    /// The pod's name.
+    pub name: Arc<str>,
+    /// The pod's uid.
+    pub uid: Arc<str>,
+    /// `Normal` or `Warning`.
+    pub kind: EventKind,
+    /// `Scheduled`, `FailedScheduling`, `Preempted`...
+    pub reason: &'static str,
+    /// The note.
+    pub message: String,
+}
+
+/// Event type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Normal.
+    Normal,
+    /// Warning.
+    Warning,
+}
+
+/// The engine's outbound calls. Implementations must be cheap to call from
+/// the scheduling thread: `record_event` must not block, and the async calls
+/// run on the binding pool.
+#[async_trait::async_trait]
+pub trait ClusterPort: Send + Sync + 'static {
+    /// Binds `pod` to `node` (the `pods/binding` subresource).
+    async fn bind(&self, pod: &PodInfo, node: Sym) -> Result<(), BindError>;
+
+    /// Publishes the PodScheduled condition (and nominated node) on a pod.
+    async fn update_pod_condition(&self, pod: &PodInfo, condition: PodCondition) -> Result<(), ClusterError>;
+
+    /// Deletes a pod (a preemption victim), with a reason for its event.
+    async fn delete_pod(&self, pod: &PodInfo, reason: &str) -> Result<(), ClusterError>;
+
+    /// Records an event. Must not block; may drop or aggregate under load.
+    fn record_event(&self, event: PodEvent);
+}

@@ -1,0 +1,19 @@
+//! The plugin framework: extension-point traits, per-cycle state, statuses,
+//! requeue events and the set of pods waiting at Permit.
+
+mod cycle_state;
+mod events;
+mod plugin;
+mod status;
+mod waiting;
+
+pub use cycle_state::{CycleState, StateData};
+pub use events::{ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint};
+pub use plugin::{
+    BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeRef, NodeScore, PermitPlugin,
+    PermitResult, Plugin, PluginArgsError, PluginFactory, PostBindPlugin, PostFilterContext, PostFilterPlugin,
+    PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
+    QueueSortPlugin, Registry, ReservePlugin, ScorePlugin, SortKey,
+};
+pub use status::{Code, Diagnosis, Reason, Status};
+pub use waiting::{PermitDecision, WaitingPodView, WaitingPods};

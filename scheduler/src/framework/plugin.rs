@@ -1,0 +1,420 @@
+//! The extension points. A plugin is one value implementing [`Plugin`] and
+//! returning itself from the `as_*` accessor of each point it serves.
+//!
+//! This is the surface vendors build on: keep it small and stable.
+
+use super::cycle_state::CycleState;
+use super::events::{ClusterEvent, ClusterEventKind, QueueingHint};
+use super::status::{Diagnosis, Status};
+use super::waiting::WaitingPods;
+use crate::cache::Snapshot;
+use crate::cluster::ClusterPort;
+use crate::clock::Clock;
+use crate::intern::Sym;
+use crate::model::{NodeId, NodeInfo, PodInfo};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A node chosen for a pod: id in the snapshot and name in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeRef {
+    /// Snapshot id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: Sym,
+}
+
+/// A plugin. Implement the traits of the extension points it serves and
+/// return `Some(self)` from the matching accessors.
+pub trait Plugin: Send + Sync + 'static {
+    /// The name used in configuration (`NodeResourcesFit`).
+    fn name(&self) -> &'static str;
+
+    /// PreEnqueue: may hold a pod back from the active queue.
+    fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
+        None
+    }
+    /// QueueSort: orders the active queue.
+    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
+        None
+    }
+    /// PreFilter.
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        None
+    }
+    /// Filter.
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+        None
+    }
+    /// PostFilter.
+    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
+        None
+    }
+    /// PreScore.
+    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
+        None
+    }
+    /// Score (and NormalizeScore).
+    fn as_score(&self) -> Option<&dyn ScorePlugin> {
+        None
+    }
+    /// Reserve / Unreserve.
+    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        None
+    }
+    /// Permit.
+    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
+        None
+    }
+    /// PreBind.
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
+        None
+    }
+    /// Bind.
+    fn as_bind(&self) -> Option<&dyn BindPlugin> {
+        None
+    }
+    /// PostBind.
+    fn as_post_bind(&self) -> Option<&dyn PostBindPlugin> {
+        None
+    }
+
+    /// The cluster events that can make a pod this plugin rejected
+    /// schedulable again (kube-scheduler's EventsToRegister). A plugin that
+    /// rejects pods and registers nothing leaves them to the periodic flush.
+    fn events_to_register(&self) -> Vec<ClusterEventKind> {
+        Vec::new()
+    }
+
+    /// Finer answer for one pod and one registered event. Default: retry.
+    fn queueing_hint(&self, _pod: &PodInfo, _event: &ClusterEvent<'_>) -> QueueingHint {
+        QueueingHint::Queue
+    }
+}
+
+/// PreEnqueue: runs when a pod is added to the queue or re-checked; a
+/// non-success keeps it out of the active queue (gated).
+pub trait PreEnqueuePlugin: Send + Sync {
+    /// Success lets the pod in.
+    fn pre_enqueue(&self, pod: &PodInfo) -> Status;
+}
+
+/// Position in the active queue; smaller pops first. The queue breaks
+/// remaining ties by arrival order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SortKey {
+    /// Most significant part.
+    pub primary: i64,
+    /// Next.
+    pub secondary: i64,
+    /// Least significant.
+    pub tertiary: u64,
+}
+
+/// QueueSort: maps a queued pod to its [`SortKey`]. One per process: every
+/// profile must use the same.
+pub trait QueueSortPlugin: Send + Sync {
+    /// The key. `enqueued_ns` is when the pod (re-)entered the queue, in
+    /// nanoseconds of the scheduler's clock.
+    fn sort_key(&self, pod: &PodInfo, enqueued_ns: u64) -> SortKey;
+}
+
+/// What PreFilter decided.
+#[derive(Clone, Debug, Default)]
+pub struct PreFilterResult {
+    /// Success, Skip (do not run this plugin's Filter), or a rejection.
+    pub status: Status,
+    /// If set, only these nodes are candidates (intersected across plugins).
+    pub nodes: Option<Vec<NodeId>>,
+}
+
+impl PreFilterResult {
+    /// Success, all nodes.
+    pub fn ok() -> Self {
+        PreFilterResult::default()
+    }
+    /// Skip this plugin's Filter.
+    pub fn skip() -> Self {
+        PreFilterResult {
+            status: Status::skip(),
+            nodes: None,
+        }
+    }
+    /// A whole-pod status.
+    pub fn status(status: Status) -> Self {
+        PreFilterResult {
+            status,
+            nodes: None,
+        }
+    }
+    /// Success, restricted to `nodes`.
+    pub fn nodes(nodes: Vec<NodeId>) -> Self {
+        PreFilterResult {
+            status: Status::success(),
+            nodes: Some(nodes),
+        }
+    }
+}
+
+/// PreFilter: per-pod work before nodes are filtered.
+pub trait PreFilterPlugin: Send + Sync {
+    /// Computes state for Filter, or rejects the pod, or narrows the nodes.
+    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> PreFilterResult;
+
+    /// Whether `add_pod`/`remove_pod` are implemented (kube-scheduler's
+    /// PreFilterExtensions), so preemption can update this plugin's state.
+    fn has_extensions(&self) -> bool {
+        false
+    }
+
+    /// `other` is now on `node` in a what-if evaluation (preemption,
+    /// nominated pods): update state computed in `pre_filter`.
+    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo) -> Status {
+        Status::success()
+    }
+
+    /// `other` was removed from `node` in a what-if evaluation.
+    fn remove_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo) -> Status {
+        Status::success()
+    }
+}
+
+/// Filter: can the pod run on this node? Called for every candidate node,
+/// possibly from several threads: no locks, no allocation on success.
+pub trait FilterPlugin: Send + Sync {
+    /// Success, or why not.
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
+
+    /// True when the result depends only on the pod and this node's
+    /// [`NodeInfo`] (and on state PreFilter derived from the pod alone).
+    /// The engine may then reuse the result for equivalent pods until the
+    /// node changes.
+    fn is_node_local(&self) -> bool {
+        false
+    }
+}
+
+/// What PostFilter achieved.
+#[derive(Clone, Debug, Default)]
+pub struct PostFilterResult {
+    /// Success when the pod may fit after the actions below.
+    pub status: Status,
+    /// The node the pod is nominated to.
+    pub nominated_node: Option<NodeRef>,
+    /// Pods to delete so the pod fits (preemption victims).
+    pub victims: Vec<Arc<PodInfo>>,
+    /// Lower-priority pods nominated to the same node that lose their
+    /// nomination.
+    pub clear_nominations: Vec<Arc<PodInfo>>,
+}
+
+/// What a PostFilter plugin may use besides the snapshot.
+pub struct PostFilterContext<'a> {
+    /// The snapshot.
+    pub snapshot: &'a Snapshot,
+    /// Why each node was rejected.
+    pub diagnosis: &'a Diagnosis,
+    /// Runs the profile's PreFilter extensions and Filters on a what-if node.
+    pub evaluator: &'a dyn FilterEvaluator,
+    /// Pods nominated to nodes (by earlier preemptions), with their nodes.
+    pub nominated: &'a [(Arc<PodInfo>, NodeId)],
+}
+
+/// Runs the current profile's filters against modified nodes (for
+/// preemption's what-if checks).
+pub trait FilterEvaluator: Send + Sync {
+    /// Runs every Filter of the profile on `node` with `state`.
+    fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
+    /// Calls every PreFilter extension's `remove_pod`.
+    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) -> Status;
+    /// Calls every PreFilter extension's `add_pod`.
+    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) -> Status;
+}
+
+/// PostFilter: runs when no node fits (preemption lives here).
+pub trait PostFilterPlugin: Send + Sync {
+    /// Tries to make room.
+    fn post_filter(&self, state: &mut CycleState, pod: &PodInfo, ctx: &PostFilterContext<'_>) -> PostFilterResult;
+}
+
+/// PreScore: per-pod work before scoring.
+pub trait PreScorePlugin: Send + Sync {
+    /// Success, Skip (do not run this plugin's Score) or Error.
+    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot, feasible: &[NodeId]) -> Status;
+}
+
+/// One node's score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeScore {
+    /// The node.
+    pub node: NodeId,
+    /// Its score.
+    pub score: i64,
+}
+
+/// The highest score a plugin should report after normalization.
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// Score and NormalizeScore.
+pub trait ScorePlugin: Send + Sync {
+    /// Scores one feasible node. Called for every feasible node, possibly
+    /// from several threads.
+    fn score(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status>;
+
+    /// Whether `normalize` does anything (saves a pass when not).
+    fn has_normalize(&self) -> bool {
+        false
+    }
+
+    /// Rescales all scores into `0..=MAX_NODE_SCORE`.
+    fn normalize(&self, _state: &CycleState, _pod: &PodInfo, _scores: &mut [NodeScore]) -> Status {
+        Status::success()
+    }
+
+    /// As [`FilterPlugin::is_node_local`], for scores before normalization.
+    fn is_node_local(&self) -> bool {
+        false
+    }
+}
+
+/// Reserve and Unreserve: claim and give back plugin-held resources.
+pub trait ReservePlugin: Send + Sync {
+    /// The pod is assumed on `node`; claim what the plugin tracks.
+    fn reserve(&self, state: &mut CycleState, pod: &PodInfo, node: NodeRef, snap: &Snapshot) -> Status;
+    /// The pod will not run on `node` after all; give back exactly what
+    /// `reserve` took. Must be idempotent.
+    fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: NodeRef);
+}
+
+/// Permit's answer.
+#[derive(Clone, Debug)]
+pub struct PermitResult {
+    /// Success, Wait or a rejection.
+    pub status: Status,
+    /// With Wait: how long at most.
+    pub timeout: Duration,
+}
+
+impl PermitResult {
+    /// Proceed.
+    pub fn allow() -> Self {
+        PermitResult {
+            status: Status::success(),
+            timeout: Duration::ZERO,
+        }
+    }
+    /// Hold the pod up to `timeout`.
+    pub fn wait(timeout: Duration) -> Self {
+        PermitResult {
+            status: Status::wait(),
+            timeout,
+        }
+    }
+    /// Reject.
+    pub fn reject(status: Status) -> Self {
+        PermitResult {
+            status,
+            timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// Permit: the last gate before binding; may hold pods (gangs wait here).
+pub trait PermitPlugin: Send + Sync {
+    /// Allow, wait, or reject.
+    fn permit(&self, state: &mut CycleState, pod: &PodInfo, node: NodeRef) -> PermitResult;
+}
+
+/// PreBind: work before the bind call (volumes, device claims). Runs in the
+/// binding cycle, off the scheduling thread.
+#[async_trait::async_trait]
+pub trait PreBindPlugin: Send + Sync {
+    /// Success to continue.
+    async fn pre_bind(&self, state: &CycleState, pod: &PodInfo, node: NodeRef) -> Status;
+}
+
+/// Bind: performs the binding. The first plugin not returning Skip wins.
+#[async_trait::async_trait]
+pub trait BindPlugin: Send + Sync {
+    /// Success, Skip (let the next binder try) or an error.
+    async fn bind(&self, state: &CycleState, pod: &PodInfo, node: NodeRef) -> Status;
+}
+
+/// PostBind: informational, after a successful bind.
+pub trait PostBindPlugin: Send + Sync {
+    /// Notification.
+    fn post_bind(&self, state: &CycleState, pod: &PodInfo, node: NodeRef);
+}
+
+/// What a plugin gets when it is built.
+#[derive(Clone)]
+pub struct Handle {
+    /// The cluster, for plugins that call it (binders, claim writers).
+    pub cluster: Arc<dyn ClusterPort>,
+    /// Pods waiting at Permit.
+    pub waiting: WaitingPods,
+    /// The scheduler's clock.
+    pub clock: Arc<dyn Clock>,
+    /// The profile's scheduler name.
+    pub scheduler_name: Sym,
+}
+
+/// Why a plugin could not be built from its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PluginArgsError {
+    /// Field path inside the plugin's args.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PluginArgsError {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PluginArgsError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds a plugin from its `pluginConfig` args (`None` when not given).
+pub type PluginFactory =
+    Arc<dyn Fn(Option<&serde_json::Value>, &Handle) -> Result<Arc<dyn Plugin>, PluginArgsError> + Send + Sync>;
+
+/// Plugin factories by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    factories: std::collections::BTreeMap<String, PluginFactory>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Registers `factory` under `name`; a later registration replaces an
+    /// earlier one (so a vendor can swap an in-tree plugin).
+    pub fn register(
+        &mut self,
+        name: &str,
+        factory: impl Fn(Option<&serde_json::Value>, &Handle) -> Result<Arc<dyn Plugin>, PluginArgsError>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.factories.insert(name.to_owned(), Arc::new(factory));
+    }
+
+    /// The factory for `name`.
+    pub fn get(&self, name: &str) -> Option<&PluginFactory> {
+        self.factories.get(name)
+    }
+
+    /// Registered names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(|s| s.as_str())
+    }
+}
