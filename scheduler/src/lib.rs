@@ -29,3 +29,4 @@ pub mod labels;
 pub mod model;
 pub mod queue;
 pub mod resources;
+pub mod testing;

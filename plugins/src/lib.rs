@@ -1,0 +1,66 @@
+//! # strata-plugins
+//!
+//! Every in-tree plugin of Strata, one module each, built on the public
+//! plugin API of `strata-scheduler` exactly as a vendor's plugin would be.
+//!
+//! [`registry`] returns all of them by configuration name;
+//! [`default_plugins`] is the set a profile runs when its configuration does
+//! not say otherwise, with kube-scheduler's default score weights.
+
+pub mod balanced_allocation;
+pub mod default_binder;
+pub mod default_preemption;
+pub mod image_locality;
+pub mod inter_pod_affinity;
+pub mod node_affinity;
+pub mod node_name;
+pub mod node_ports;
+pub mod node_resources_fit;
+pub mod node_unschedulable;
+pub mod pod_topology_spread;
+pub mod priority_sort;
+pub mod scheduling_gates;
+pub mod taint_toleration;
+
+use strata_scheduler::framework::Registry;
+
+/// All in-tree plugins by name.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(priority_sort::NAME, priority_sort::factory);
+    r.register(scheduling_gates::NAME, scheduling_gates::factory);
+    r.register(node_name::NAME, node_name::factory);
+    r.register(node_unschedulable::NAME, node_unschedulable::factory);
+    r.register(node_resources_fit::NAME, node_resources_fit::factory);
+    r.register(balanced_allocation::NAME, balanced_allocation::factory);
+    r.register(node_affinity::NAME, node_affinity::factory);
+    r.register(taint_toleration::NAME, taint_toleration::factory);
+    r.register(node_ports::NAME, node_ports::factory);
+    r.register(pod_topology_spread::NAME, pod_topology_spread::factory);
+    r.register(inter_pod_affinity::NAME, inter_pod_affinity::factory);
+    r.register(image_locality::NAME, image_locality::factory);
+    r.register(default_preemption::NAME, default_preemption::factory);
+    r.register(default_binder::NAME, default_binder::factory);
+    r
+}
+
+/// The default plugin set (kube-scheduler's `multiPoint` defaults) with
+/// score weights; plugins that do not score carry weight 0.
+pub fn default_plugins() -> Vec<(&'static str, i64)> {
+    vec![
+        (scheduling_gates::NAME, 0),
+        (priority_sort::NAME, 0),
+        (node_unschedulable::NAME, 0),
+        (node_name::NAME, 0),
+        (taint_toleration::NAME, 3),
+        (node_affinity::NAME, 2),
+        (node_ports::NAME, 0),
+        (node_resources_fit::NAME, 1),
+        (pod_topology_spread::NAME, 2),
+        (inter_pod_affinity::NAME, 2),
+        (default_preemption::NAME, 0),
+        (balanced_allocation::NAME, 1),
+        (image_locality::NAME, 1),
+        (default_binder::NAME, 0),
+    ]
+}
