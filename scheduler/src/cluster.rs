@@ -81,6 +81,15 @@ pub enum BindError {
     Other(String),
 }
 
+impl BindError {
+    /// Whether a bind failure message (a `BindError` rendered by a Bind
+    /// plugin into its status) says the pod is already bound or gone, so a
+    /// retry cannot help.
+    pub fn is_final(message: &str) -> bool {
+        message.contains("pod is already bound:") || message.contains("pod no longer exists:")
+    }
+}
+
 /// A failure of a non-bind call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

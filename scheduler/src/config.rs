@@ -1,1 +1,590 @@
-//! Configuration.
+//! Scheduler configuration, shaped like kube-scheduler's
+//! `KubeSchedulerConfiguration`: several profiles (each a `schedulerName`),
+//! plugins enabled and disabled per extension point with score weights, and
+//! `pluginConfig` args per plugin.
+//!
+//! Parsing ([`SchedulerConfig::from_yaml`]) checks shape; resolution
+//! ([`resolve`]) checks names, weights and args against the plugin registry.
+//! Both name the offending field in their errors.
+
+use crate::framework::{Handle, Plugin, Registry};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The default scheduler name of Strata's profile.
+pub const DEFAULT_SCHEDULER_NAME: &str = "strata-scheduler";
+
+/// A configuration error, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid YAML of the expected shape.
+    #[error("configuration: line {line}, column {column}: {message}")]
+    Parse {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("configuration: {field}: {message}")]
+    Invalid {
+        /// Field path, e.g. `profiles[0].plugins.score.enabled[1].weight`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// One plugin in an `enabled` list.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRef {
+    /// Plugin name (`*` in `disabled` means all).
+    pub name: String,
+    /// Score weight (Score and multiPoint only).
+    #[serde(default)]
+    pub weight: Option<i64>,
+}
+
+/// Enabled and disabled plugins of one extension point.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSet {
+    /// Added (in order, after the defaults that remain).
+    #[serde(default)]
+    pub enabled: Vec<PluginRef>,
+    /// Removed from the defaults; `*` removes all of them.
+    #[serde(default)]
+    pub disabled: Vec<PluginRef>,
+}
+
+/// Plugin sets per extension point.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plugins {
+    /// Applies to every extension point a plugin implements.
+    #[serde(default)]
+    pub multi_point: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub pre_enqueue: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub queue_sort: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub pre_filter: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub filter: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub post_filter: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub pre_score: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub score: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub reserve: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub permit: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub pre_bind: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub bind: PluginSet,
+    #[allow(missing_docs)]
+    #[serde(default)]
+    pub post_bind: PluginSet,
+}
+
+/// Args of one plugin.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Plugin name.
+    pub name: String,
+    /// Its args, passed to its factory.
+    #[serde(default)]
+    pub args: serde_json::Value,
+}
+
+/// One profile.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// The `spec.schedulerName` this profile serves.
+    #[serde(default = "default_name")]
+    pub scheduler_name: String,
+    /// Plugin sets.
+    #[serde(default)]
+    pub plugins: Plugins,
+    /// Plugin args.
+    #[serde(default)]
+    pub plugin_config: Vec<PluginConfig>,
+    /// Overrides the global percentage for this profile.
+    #[serde(default)]
+    pub percentage_of_nodes_to_score: Option<u32>,
+}
+
+fn default_name() -> String {
+    DEFAULT_SCHEDULER_NAME.to_owned()
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// `strata.io/v1alpha1` or `kubescheduler.config.k8s.io/v1`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `StrataSchedulerConfiguration` or `KubeSchedulerConfiguration`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Threads for filtering and scoring.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Share of nodes to evaluate; 100 (the default) evaluates all.
+    #[serde(default = "default_pct")]
+    pub percentage_of_nodes_to_score: u32,
+    /// First backoff, seconds.
+    #[serde(default = "one")]
+    pub pod_initial_backoff_seconds: u64,
+    /// Backoff cap, seconds.
+    #[serde(default = "ten")]
+    pub pod_max_backoff_seconds: u64,
+    /// Longest stay of a pod in the unschedulable set without an event, seconds.
+    #[serde(default = "three_hundred")]
+    pub pod_max_in_unschedulable_pods_seconds: u64,
+    /// Binding cycles running at once.
+    #[serde(default = "default_bind_concurrency")]
+    pub bind_concurrency: usize,
+    /// Seconds an assumed pod may stay unconfirmed after its bind returned.
+    #[serde(default = "default_assumed_ttl")]
+    pub assumed_pod_ttl_seconds: u64,
+    /// Seed for tie-breaking among equally scored nodes.
+    #[serde(default)]
+    pub seed: u64,
+    /// Profiles.
+    #[serde(default = "default_profiles")]
+    pub profiles: Vec<ProfileConfig>,
+    /// Settings for the Kubernetes adapter (leader election, client
+    /// connection, addresses); read by the binary, not the engine.
+    #[serde(default, flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+fn default_pct() -> u32 {
+    100
+}
+fn one() -> u64 {
+    1
+}
+fn ten() -> u64 {
+    10
+}
+fn three_hundred() -> u64 {
+    300
+}
+fn default_bind_concurrency() -> usize {
+    64
+}
+fn default_assumed_ttl() -> u64 {
+    120
+}
+fn default_profiles() -> Vec<ProfileConfig> {
+    vec![ProfileConfig {
+        scheduler_name: default_name(),
+        plugins: Plugins::default(),
+        plugin_config: Vec::new(),
+        percentage_of_nodes_to_score: None,
+    }]
+}
+
+/// Keys of a configuration file that belong to the adapter, not the engine.
+const ADAPTER_KEYS: &[&str] = &["leaderElection", "clientConnection", "healthzBindAddress", "metricsBindAddress"];
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig::default_with_name(DEFAULT_SCHEDULER_NAME)
+    }
+}
+
+impl SchedulerConfig {
+    /// One profile named `scheduler_name` running the default plugins.
+    pub fn default_with_name(scheduler_name: &str) -> SchedulerConfig {
+        let mut c: SchedulerConfig = serde_json::from_value(serde_json::json!({})).expect("defaults deserialize");
+        c.profiles[0].scheduler_name = scheduler_name.to_owned();
+        c
+    }
+
+    /// Parses YAML. Shape errors carry the line and column; unknown fields
+    /// are rejected.
+    pub fn from_yaml(text: &str) -> Result<SchedulerConfig, ConfigError> {
+        let c: SchedulerConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            ConfigError::Parse {
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        for k in c.extra.keys() {
+            if !ADAPTER_KEYS.contains(&k.as_str()) {
+                return Err(invalid(k.clone(), "unknown field"));
+            }
+        }
+        c.validate_globals()?;
+        Ok(c)
+    }
+
+    fn validate_globals(&self) -> Result<(), ConfigError> {
+        if let Some(v) = &self.api_version
+            && !matches!(v.as_str(), "strata.io/v1alpha1" | "kubescheduler.config.k8s.io/v1")
+        {
+            return Err(invalid(
+                "apiVersion",
+                format!("{v:?} is not strata.io/v1alpha1 or kubescheduler.config.k8s.io/v1"),
+            ));
+        }
+        if let Some(k) = &self.kind
+            && !matches!(k.as_str(), "StrataSchedulerConfiguration" | "KubeSchedulerConfiguration")
+        {
+            return Err(invalid("kind", format!("{k:?} is not StrataSchedulerConfiguration or KubeSchedulerConfiguration")));
+        }
+        if self.parallelism == 0 {
+            return Err(invalid("parallelism", "must be at least 1"));
+        }
+        if self.percentage_of_nodes_to_score > 100 {
+            return Err(invalid("percentageOfNodesToScore", "must be between 0 and 100"));
+        }
+        if self.pod_initial_backoff_seconds == 0 {
+            return Err(invalid("podInitialBackoffSeconds", "must be at least 1"));
+        }
+        if self.pod_max_backoff_seconds < self.pod_initial_backoff_seconds {
+            return Err(invalid("podMaxBackoffSeconds", "must not be less than podInitialBackoffSeconds"));
+        }
+        if self.bind_concurrency == 0 {
+            return Err(invalid("bindConcurrency", "must be at least 1"));
+        }
+        if self.profiles.is_empty() {
+            return Err(invalid("profiles", "at least one profile is needed"));
+        }
+        for (i, p) in self.profiles.iter().enumerate() {
+            if p.scheduler_name.is_empty() {
+                return Err(invalid(format!("profiles[{i}].schedulerName"), "must not be empty"));
+            }
+            if self.profiles[..i].iter().any(|q| q.scheduler_name == p.scheduler_name) {
+                return Err(invalid(
+                    format!("profiles[{i}].schedulerName"),
+                    format!("{:?} is used by another profile", p.scheduler_name),
+                ));
+            }
+            if let Some(pct) = p.percentage_of_nodes_to_score
+                && pct > 100
+            {
+                return Err(invalid(format!("profiles[{i}].percentageOfNodesToScore"), "must be between 0 and 100"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue timing from this configuration.
+    pub fn queue_settings(&self) -> crate::queue::QueueSettings {
+        crate::queue::QueueSettings {
+            initial_backoff: Duration::from_secs(self.pod_initial_backoff_seconds),
+            max_backoff: Duration::from_secs(self.pod_max_backoff_seconds),
+            max_unschedulable_stay: Duration::from_secs(self.pod_max_in_unschedulable_pods_seconds),
+        }
+    }
+}
+
+/// An extension point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Point {
+    PreEnqueue,
+    QueueSort,
+    PreFilter,
+    Filter,
+    PostFilter,
+    PreScore,
+    Score,
+    Reserve,
+    Permit,
+    PreBind,
+    Bind,
+    PostBind,
+}
+
+impl Point {
+    /// All points, in cycle order.
+    pub const ALL: [Point; 12] = [
+        Point::PreEnqueue,
+        Point::QueueSort,
+        Point::PreFilter,
+        Point::Filter,
+        Point::PostFilter,
+        Point::PreScore,
+        Point::Score,
+        Point::Reserve,
+        Point::Permit,
+        Point::PreBind,
+        Point::Bind,
+        Point::PostBind,
+    ];
+
+    /// The configuration key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Point::PreEnqueue => "preEnqueue",
+            Point::QueueSort => "queueSort",
+            Point::PreFilter => "preFilter",
+            Point::Filter => "filter",
+            Point::PostFilter => "postFilter",
+            Point::PreScore => "preScore",
+            Point::Score => "score",
+            Point::Reserve => "reserve",
+            Point::Permit => "permit",
+            Point::PreBind => "preBind",
+            Point::Bind => "bind",
+            Point::PostBind => "postBind",
+        }
+    }
+
+    /// Whether `p` implements this point.
+    pub fn implemented_by(self, p: &dyn Plugin) -> bool {
+        match self {
+            Point::PreEnqueue => p.as_pre_enqueue().is_some(),
+            Point::QueueSort => p.as_queue_sort().is_some(),
+            Point::PreFilter => p.as_pre_filter().is_some(),
+            Point::Filter => p.as_filter().is_some(),
+            Point::PostFilter => p.as_post_filter().is_some(),
+            Point::PreScore => p.as_pre_score().is_some(),
+            Point::Score => p.as_score().is_some(),
+            Point::Reserve => p.as_reserve().is_some(),
+            Point::Permit => p.as_permit().is_some(),
+            Point::PreBind => p.as_pre_bind().is_some(),
+            Point::Bind => p.as_bind().is_some(),
+            Point::PostBind => p.as_post_bind().is_some(),
+        }
+    }
+
+    fn set(self, p: &Plugins) -> &PluginSet {
+        match self {
+            Point::PreEnqueue => &p.pre_enqueue,
+            Point::QueueSort => &p.queue_sort,
+            Point::PreFilter => &p.pre_filter,
+            Point::Filter => &p.filter,
+            Point::PostFilter => &p.post_filter,
+            Point::PreScore => &p.pre_score,
+            Point::Score => &p.score,
+            Point::Reserve => &p.reserve,
+            Point::Permit => &p.permit,
+            Point::PreBind => &p.pre_bind,
+            Point::Bind => &p.bind,
+            Point::PostBind => &p.post_bind,
+        }
+    }
+}
+
+/// A plugin instance with the points it runs at in one profile.
+#[derive(Clone)]
+pub struct ResolvedPlugin {
+    /// The instance.
+    pub plugin: Arc<dyn Plugin>,
+    /// Score weight (meaningful when it scores).
+    pub weight: i64,
+}
+
+/// A profile with its plugins built and ordered per extension point.
+#[derive(Clone)]
+pub struct ResolvedProfile {
+    /// The scheduler name.
+    pub scheduler_name: String,
+    /// Plugins per point, in order.
+    pub points: BTreeMap<&'static str, Vec<ResolvedPlugin>>,
+    /// Share of nodes to evaluate.
+    pub percentage_of_nodes_to_score: u32,
+}
+
+impl ResolvedProfile {
+    /// Plugins at `point`.
+    pub fn at(&self, point: Point) -> &[ResolvedPlugin] {
+        self.points.get(point.key()).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+}
+
+const MAX_WEIGHT: i64 = 1_000;
+
+/// Builds every profile's plugins. `defaults` is the default plugin set
+/// (name, default weight) used as the starting `multiPoint` set.
+pub fn resolve(
+    cfg: &SchedulerConfig,
+    registry: &Registry,
+    defaults: &[(&'static str, i64)],
+    handle_for: &dyn Fn(&str) -> Handle,
+) -> Result<Vec<ResolvedProfile>, ConfigError> {
+    cfg.validate_globals()?;
+    let mut out = Vec::new();
+    for (pi, prof) in cfg.profiles.iter().enumerate() {
+        let base = format!("profiles[{pi}]");
+        // pluginConfig: known names, no duplicates.
+        let mut args: BTreeMap<&str, &serde_json::Value> = BTreeMap::new();
+        for (ci, pc) in prof.plugin_config.iter().enumerate() {
+            let f = format!("{base}.pluginConfig[{ci}].name");
+            if registry.get(&pc.name).is_none() {
+                return Err(invalid(f, format!("unknown plugin {:?}", pc.name)));
+            }
+            if args.insert(pc.name.as_str(), &pc.args).is_some() {
+                return Err(invalid(f, format!("{:?} is configured twice", pc.name)));
+            }
+        }
+        let check_ref = |field: &str, r: &PluginRef, allow_star: bool| -> Result<(), ConfigError> {
+            if allow_star && r.name == "*" {
+                return Ok(());
+            }
+            if registry.get(&r.name).is_none() {
+                return Err(invalid(format!("{field}.name"), format!("unknown plugin {:?}", r.name)));
+            }
+            if let Some(w) = r.weight
+                && !(1..=MAX_WEIGHT).contains(&w)
+            {
+                return Err(invalid(format!("{field}.weight"), format!("{w} is outside 1..={MAX_WEIGHT}")));
+            }
+            Ok(())
+        };
+        // multiPoint: defaults minus disabled, then enabled.
+        let mp = &prof.plugins.multi_point;
+        let mut multi: Vec<(String, i64)> = Vec::new();
+        let star = mp.disabled.iter().any(|d| d.name == "*");
+        for (di, d) in mp.disabled.iter().enumerate() {
+            check_ref(&format!("{base}.plugins.multiPoint.disabled[{di}]"), d, true)?;
+        }
+        if !star {
+            for (n, w) in defaults {
+                if !mp.disabled.iter().any(|d| d.name == *n) {
+                    multi.push(((*n).to_owned(), *w));
+                }
+            }
+        }
+        for (ei, e) in mp.enabled.iter().enumerate() {
+            check_ref(&format!("{base}.plugins.multiPoint.enabled[{ei}]"), e, false)?;
+            let w = e.weight.unwrap_or_else(|| defaults.iter().find(|(n, _)| *n == e.name).map(|(_, w)| *w).unwrap_or(0));
+            if let Some(x) = multi.iter_mut().find(|(n, _)| *n == e.name) {
+                x.1 = w;
+            } else {
+                multi.push((e.name.clone(), w));
+            }
+        }
+        // Instances, one per name.
+        let mut instances: BTreeMap<String, Arc<dyn Plugin>> = BTreeMap::new();
+        let handle = handle_for(&prof.scheduler_name);
+        let mut instance = |name: &str| -> Result<Arc<dyn Plugin>, ConfigError> {
+            if let Some(p) = instances.get(name) {
+                return Ok(p.clone());
+            }
+            let factory = registry
+                .get(name)
+                .ok_or_else(|| invalid(format!("{base}.plugins"), format!("unknown plugin {name:?}")))?;
+            let a = args.get(name).copied().filter(|v| !v.is_null());
+            let p = factory(a, &handle).map_err(|e| {
+                let ci = prof.plugin_config.iter().position(|c| c.name == name).unwrap_or(0);
+                invalid(format!("{base}.pluginConfig[{ci}].args.{}", e.field), e.message)
+            })?;
+            instances.insert(name.to_owned(), p.clone());
+            Ok(p)
+        };
+        let mut points: BTreeMap<&'static str, Vec<ResolvedPlugin>> = BTreeMap::new();
+        for point in Point::ALL {
+            let set = point.set(&prof.plugins);
+            let field = format!("{base}.plugins.{}", point.key());
+            let star = set.disabled.iter().any(|d| d.name == "*");
+            for (di, d) in set.disabled.iter().enumerate() {
+                check_ref(&format!("{field}.disabled[{di}]"), d, true)?;
+            }
+            let mut list: Vec<ResolvedPlugin> = Vec::new();
+            if !star {
+                for (n, w) in &multi {
+                    if set.disabled.iter().any(|d| &d.name == n) {
+                        continue;
+                    }
+                    let p = instance(n)?;
+                    if point.implemented_by(p.as_ref()) {
+                        list.push(ResolvedPlugin {
+                            plugin: p,
+                            weight: (*w).max(1),
+                        });
+                    }
+                }
+            }
+            for (ei, e) in set.enabled.iter().enumerate() {
+                let ef = format!("{field}.enabled[{ei}]");
+                check_ref(&ef, e, false)?;
+                let p = instance(&e.name)?;
+                if !point.implemented_by(p.as_ref()) {
+                    return Err(invalid(
+                        format!("{ef}.name"),
+                        format!("plugin {:?} does not implement the {} extension point", e.name, point.key()),
+                    ));
+                }
+                list.retain(|r| r.plugin.name() != e.name);
+                let w = e
+                    .weight
+                    .or_else(|| multi.iter().find(|(n, _)| *n == e.name).map(|(_, w)| *w))
+                    .unwrap_or(1)
+                    .max(1);
+                list.push(ResolvedPlugin { plugin: p, weight: w });
+            }
+            points.insert(point.key(), list);
+        }
+        let qs = points.get("queueSort").map(|v| v.len()).unwrap_or(0);
+        if qs != 1 {
+            return Err(invalid(format!("{base}.plugins.queueSort"), format!("exactly one QueueSort plugin is needed, found {qs}")));
+        }
+        if points.get("bind").is_none_or(|v| v.is_empty()) {
+            return Err(invalid(format!("{base}.plugins.bind"), "at least one Bind plugin is needed"));
+        }
+        out.push(ResolvedProfile {
+            scheduler_name: prof.scheduler_name.clone(),
+            points,
+            percentage_of_nodes_to_score: match prof.percentage_of_nodes_to_score.unwrap_or(cfg.percentage_of_nodes_to_score) {
+                0 => 100,
+                p => p,
+            },
+        });
+    }
+    let sort_of = |p: &ResolvedProfile| p.at(Point::QueueSort)[0].plugin.name();
+    if let Some(first) = out.first() {
+        for (i, p) in out.iter().enumerate().skip(1) {
+            if sort_of(p) != sort_of(first) {
+                return Err(invalid(
+                    format!("profiles[{i}].plugins.queueSort"),
+                    "every profile must use the same QueueSort plugin",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -458,6 +458,26 @@ fn check_weight(ctx: &Ctx<'_>, field: &str, w: i32) -> Result<i32, CompileError>
 }
 
 impl PodSpecInfo {
+    /// A spec asking for nothing (for placeholder pods in error reports).
+    pub fn empty() -> PodSpecInfo {
+        PodSpecInfo {
+            raw: Arc::new(corev1::PodSpec::default()),
+            requests: ResourceVec::default(),
+            non_zero_requests: ResourceVec::default(),
+            node_selector: None,
+            required_node_affinity: None,
+            preferred_node_affinity: Vec::new(),
+            tolerations: Vec::new(),
+            host_ports: SmallVec::new(),
+            spread_constraints: Vec::new(),
+            affinity: PodAffinity::default(),
+            scheduling_gates: Vec::new(),
+            images: SmallVec::new(),
+            node_name: None,
+            preemption_policy: PreemptionPolicy::default(),
+        }
+    }
+
     /// Compiles a pod spec. `key` names the pod in errors; `labels` are the
     /// pod's own (for `matchLabelKeys`).
     pub fn compile(

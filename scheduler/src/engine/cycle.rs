@@ -1,0 +1,557 @@
+//! The scheduling cycle: PreFilter → Filter → (PostFilter) → PreScore →
+//! Score → NormalizeScore → select → assume → Reserve → Permit, then the
+//! hand-off to the binding cycle.
+
+use super::Scheduler;
+use super::binding::{BindingJob, spawn_binding};
+use super::profile::{Evaluator, Profile};
+use crate::cluster::{EventKind, PodCondition, PodEvent};
+use crate::framework::{
+    Code, CycleState, Diagnosis, FilterPlugin, NodeRef, NodeScore, PostFilterContext, Status,
+};
+use crate::intern::Sym;
+use crate::model::{NodeId, NodeInfo, PodInfo};
+use crate::queue::QueuedPod;
+use rayon::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Below this many candidate nodes, filtering and scoring stay on one thread.
+const PARALLEL_THRESHOLD: usize = 512;
+
+/// A small deterministic generator for tie-breaking (SplitMix64).
+pub(crate) struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// What one scheduling cycle decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CycleResult {
+    /// Assumed on a node; the binding cycle is running.
+    Scheduled {
+        /// The node.
+        node: Sym,
+    },
+    /// Assumed on a node and held at Permit.
+    WaitingOnPermit {
+        /// The node.
+        node: Sym,
+    },
+    /// No node fits; the message is what the pod's condition says.
+    Unschedulable {
+        /// kube-scheduler-style aggregated message.
+        message: String,
+    },
+    /// An internal error (retried with backoff).
+    Failed {
+        /// The error.
+        message: String,
+    },
+}
+
+/// One cycle's pod, result and duration.
+#[derive(Clone, Debug)]
+pub struct CycleOutcome {
+    /// The pod.
+    pub pod: Arc<PodInfo>,
+    /// What happened.
+    pub result: CycleResult,
+    /// Wall time of the scheduling cycle (not the binding).
+    pub duration: Duration,
+}
+
+struct FilterOutcome {
+    feasible: Vec<NodeId>,
+    diagnosis: Diagnosis,
+}
+
+fn active_filters<'a>(profile: &'a Profile, state: &CycleState) -> Vec<(&'static str, &'a dyn FilterPlugin)> {
+    profile
+        .filter
+        .iter()
+        .filter(|p| !state.skips_filter(p.name()))
+        .filter_map(|p| p.as_filter().map(|f| (p.name(), f)))
+        .collect()
+}
+
+#[inline]
+fn filter_node(filters: &[(&'static str, &dyn FilterPlugin)], state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+    for (name, f) in filters {
+        let s = f.filter(state, pod, node);
+        if !s.is_success() {
+            return s.with_plugin(name);
+        }
+    }
+    Status::success()
+}
+
+impl Scheduler {
+    /// Runs one scheduling cycle for the next pod in the active queue.
+    /// Returns `None` when no pod is ready.
+    pub fn schedule_one(&mut self) -> Option<CycleOutcome> {
+        self.process_completions();
+        self.tick();
+        loop {
+            let qp = self.queue.pop()?;
+            // A pod the cache already holds (bound by someone, or assumed)
+            // must never be scheduled again.
+            if self.cache.snapshot().assigned_pod(&qp.pod.uid).is_some() {
+                self.queue.done(&qp.pod.uid);
+                continue;
+            }
+            let Some(&pi) = self.by_name.get(&qp.pod.scheduler_name) else {
+                self.queue.done(&qp.pod.uid);
+                continue;
+            };
+            let start = Instant::now();
+            let span = tracing::debug_span!("schedule", pod = %qp.pod.key(), attempt = qp.attempts);
+            let _g = span.enter();
+            let result = self.scheduling_cycle(pi, &qp);
+            let duration = start.elapsed();
+            return Some(CycleOutcome {
+                pod: qp.pod,
+                result,
+                duration,
+            });
+        }
+    }
+
+    fn scheduling_cycle(&mut self, pi: usize, qp: &QueuedPod) -> CycleResult {
+        let pod = qp.pod.clone();
+        let mut state = CycleState::new();
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+
+        // PreFilter.
+        let mut candidates: Option<Vec<NodeId>> = None;
+        let mut diagnosis = Diagnosis::default();
+        for p in &profile.pre_filter {
+            let Some(pf) = p.as_pre_filter() else { continue };
+            let r = pf.pre_filter(&mut state, &pod, snap);
+            match r.status.code() {
+                Code::Success => {}
+                Code::Skip => {
+                    state.set_skip_filter(p.name());
+                    continue;
+                }
+                Code::Error => {
+                    let msg = format!("running PreFilter plugin {}: {}", p.name(), r.status.message());
+                    return self.fail_error(pi, qp, msg);
+                }
+                _ => {
+                    diagnosis.add_plugin(p.name());
+                    diagnosis.pre_filter = Some(r.status.with_plugin(p.name()));
+                    break;
+                }
+            }
+            if let Some(mut nodes) = r.nodes {
+                nodes.sort_unstable();
+                nodes.dedup();
+                candidates = Some(match candidates {
+                    None => nodes,
+                    Some(prev) => prev.into_iter().filter(|n| nodes.binary_search(n).is_ok()).collect(),
+                });
+            }
+        }
+
+        let feasible = if diagnosis.pre_filter.is_some() {
+            Vec::new()
+        } else {
+            let out = self.find_feasible(pi, &state, &pod, candidates.as_deref());
+            diagnosis.node_statuses = out.diagnosis.node_statuses;
+            for p in out.diagnosis.plugins {
+                diagnosis.add_plugin(p);
+            }
+            if let Some(nodes) = &candidates
+                && out.feasible.is_empty()
+                && nodes.is_empty()
+                && diagnosis.node_statuses.is_empty()
+            {
+                diagnosis.pre_filter = Some(Status::unresolvable("no node is a candidate after PreFilter"));
+            }
+            out.feasible
+        };
+
+        if feasible.is_empty() {
+            return self.handle_unschedulable(pi, qp, state, diagnosis);
+        }
+
+        let chosen = if feasible.len() == 1 {
+            feasible[0]
+        } else {
+            match self.prioritize(pi, &mut state, &pod, &feasible) {
+                Ok(n) => n,
+                Err(msg) => return self.fail_error(pi, qp, msg),
+            }
+        };
+        self.assume_and_reserve(pi, qp, state, chosen)
+    }
+
+    fn find_feasible(&self, pi: usize, state: &CycleState, pod: &PodInfo, candidates: Option<&[NodeId]>) -> FilterOutcome {
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+        let all = candidates.unwrap_or_else(|| snap.node_ids());
+        let filters = active_filters(profile, state);
+        let evaluator = Evaluator {
+            filters: &profile.filter,
+            pre_filters: &profile.pre_filter,
+        };
+        let nominated_map = &self.nominated;
+        let nominated_here = |id: NodeId| {
+            nominated_map
+                .values()
+                .filter(move |(p, n)| *n == id && p.priority >= pod.priority && p.uid != pod.uid)
+                .map(|(p, _)| p.clone())
+        };
+        let has_nominated = nominated_map.values().any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid);
+        let eval = |id: &NodeId| -> Result<NodeId, (NodeId, Status)> {
+            let node = snap.node(*id);
+            if !node.present {
+                return Err((*id, Status::unresolvable("node(s) were not found")));
+            }
+            if has_nominated {
+                let noms: Vec<Arc<PodInfo>> = nominated_here(*id).collect();
+                if !noms.is_empty() {
+                    let mut n2 = node.clone();
+                    let mut st2 = state.clone();
+                    for p in &noms {
+                        n2.add_pod(p.clone());
+                        let s = crate::framework::FilterEvaluator::add_pod(&evaluator, &mut st2, pod, p, &n2);
+                        if !s.is_success() {
+                            return Err((*id, s));
+                        }
+                    }
+                    let s = crate::framework::FilterEvaluator::run_filters(&evaluator, &st2, pod, &n2);
+                    if !s.is_success() {
+                        return Err((*id, s));
+                    }
+                }
+            }
+            let s = filter_node(&filters, state, pod, node);
+            if s.is_success() { Ok(*id) } else { Err((*id, s)) }
+        };
+        let pct = profile.percentage_of_nodes_to_score;
+        let mut feasible = Vec::new();
+        let mut diagnosis = Diagnosis::default();
+        let take = |r: Result<NodeId, (NodeId, Status)>, feasible: &mut Vec<NodeId>, d: &mut Diagnosis| match r {
+            Ok(id) => feasible.push(id),
+            Err((id, s)) => {
+                if let Some(p) = s.plugin() {
+                    d.add_plugin(p);
+                }
+                d.node_statuses.push((id, s));
+            }
+        };
+        if pct < 100 {
+            let want = (all.len() * pct as usize / 100).max(100.min(all.len()));
+            for id in all {
+                take(eval(id), &mut feasible, &mut diagnosis);
+                if feasible.len() >= want {
+                    break;
+                }
+            }
+        } else if let (Some(pool), true) = (&self.pool, all.len() >= PARALLEL_THRESHOLD) {
+            let chunk = (all.len() / (pool.current_num_threads() * 4)).max(64);
+            let parts: Vec<Vec<Result<NodeId, (NodeId, Status)>>> =
+                pool.install(|| all.par_chunks(chunk).map(|c| c.iter().map(eval).collect()).collect());
+            for part in parts {
+                for r in part {
+                    take(r, &mut feasible, &mut diagnosis);
+                }
+            }
+        } else {
+            for id in all {
+                take(eval(id), &mut feasible, &mut diagnosis);
+            }
+        }
+        FilterOutcome { feasible, diagnosis }
+    }
+
+    fn prioritize(&mut self, pi: usize, state: &mut CycleState, pod: &PodInfo, feasible: &[NodeId]) -> Result<NodeId, String> {
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+        for p in &profile.pre_score {
+            let Some(ps) = p.as_pre_score() else { continue };
+            let s = ps.pre_score(state, pod, snap, feasible);
+            match s.code() {
+                Code::Success => {}
+                Code::Skip => state.set_skip_score(p.name()),
+                _ => return Err(format!("running PreScore plugin {}: {}", p.name(), s.message())),
+            }
+        }
+        let mut totals = vec![0i64; feasible.len()];
+        let mut scores: Vec<NodeScore> = Vec::with_capacity(feasible.len());
+        for (p, weight) in &profile.score {
+            if state.skips_score(p.name()) {
+                continue;
+            }
+            let Some(sp) = p.as_score() else { continue };
+            scores.clear();
+            let st: &CycleState = state;
+            let one = |id: &NodeId| -> Result<NodeScore, Status> {
+                sp.score(st, pod, snap.node(*id)).map(|score| NodeScore { node: *id, score })
+            };
+            if let (Some(pool), true) = (&self.pool, feasible.len() >= PARALLEL_THRESHOLD) {
+                let r: Result<Vec<NodeScore>, Status> = pool.install(|| feasible.par_iter().map(one).collect());
+                scores = r.map_err(|s| format!("running Score plugin {}: {}", p.name(), s.message()))?;
+            } else {
+                for id in feasible {
+                    scores.push(one(id).map_err(|s| format!("running Score plugin {}: {}", p.name(), s.message()))?);
+                }
+            }
+            if sp.has_normalize() {
+                let s = sp.normalize(st, pod, &mut scores);
+                if !s.is_success() {
+                    return Err(format!("running NormalizeScore of plugin {}: {}", p.name(), s.message()));
+                }
+            }
+            for (t, s) in totals.iter_mut().zip(scores.iter()) {
+                *t += s.score * weight;
+            }
+        }
+        // Highest total wins; ties are broken uniformly at random with the
+        // seeded generator (reservoir sampling), as kube-scheduler does.
+        let mut best = 0usize;
+        let mut ties = 0u64;
+        for (i, t) in totals.iter().enumerate() {
+            if *t > totals[best] {
+                best = i;
+                ties = 1;
+            } else if *t == totals[best] {
+                ties += 1;
+                if self.rng.below(ties) == 0 {
+                    best = i;
+                }
+            }
+        }
+        Ok(feasible[best])
+    }
+
+    fn assume_and_reserve(&mut self, pi: usize, qp: &QueuedPod, mut state: CycleState, chosen: NodeId) -> CycleResult {
+        let pod = qp.pod.clone();
+        let node = NodeRef {
+            id: chosen,
+            name: self.cache.snapshot().node(chosen).name,
+        };
+        if let Err(e) = self.cache.assume(pod.clone(), chosen) {
+            return self.fail_error(pi, qp, format!("assuming pod: {e}"));
+        }
+        self.clear_nomination(&pod.uid);
+        // Reserve.
+        let profile = &self.profiles[pi];
+        for p in &profile.reserve {
+            let Some(r) = p.as_reserve() else { continue };
+            let s = r.reserve(&mut state, &pod, node, self.cache.snapshot());
+            if !s.is_success() {
+                profile.unreserve(&mut state, &pod, node);
+                let _ = self.cache.forget(&pod.uid);
+                let msg = format!("running Reserve plugin {}: {}", p.name(), s.message());
+                return if s.is_rejected() {
+                    self.fail_unschedulable(pi, qp, vec![p.name()], msg)
+                } else {
+                    self.fail_error(pi, qp, msg)
+                };
+            }
+        }
+        // Permit.
+        let mut waits: Vec<&'static str> = Vec::new();
+        let mut timeout = Duration::MAX;
+        for p in &profile.permit {
+            let Some(pm) = p.as_permit() else { continue };
+            let r = pm.permit(&mut state, &pod, node);
+            match r.status.code() {
+                Code::Success => {}
+                Code::Wait => {
+                    waits.push(p.name());
+                    timeout = timeout.min(r.timeout);
+                }
+                _ => {
+                    profile.unreserve(&mut state, &pod, node);
+                    let _ = self.cache.forget(&pod.uid);
+                    let msg = format!("rejected at Permit by {}: {}", p.name(), r.status.message());
+                    return if r.status.is_rejected() {
+                        self.fail_unschedulable(pi, qp, vec![p.name()], msg)
+                    } else {
+                        self.fail_error(pi, qp, msg)
+                    };
+                }
+            }
+        }
+        let waiting = if waits.is_empty() {
+            None
+        } else {
+            let deadline = self.clock.now().saturating_add(timeout);
+            self.permit_deadlines.push(std::cmp::Reverse((deadline, pod.uid.clone())));
+            Some(self.waiting.add(pod.uid.clone(), pod.key(), node.name, waits))
+        };
+        let is_waiting = waiting.is_some();
+        self.counters.scheduled += 1;
+        self.in_flight += 1;
+        spawn_binding(
+            &self.rt,
+            BindingJob {
+                profile: pi,
+                plugins: self.profiles[pi].binding.clone(),
+                pod,
+                node,
+                state,
+                waiting,
+                slots: self.bind_slots.clone(),
+                done: self.done_tx.clone(),
+            },
+        );
+        if is_waiting {
+            CycleResult::WaitingOnPermit { node: node.name }
+        } else {
+            CycleResult::Scheduled { node: node.name }
+        }
+    }
+
+    fn handle_unschedulable(&mut self, pi: usize, qp: &QueuedPod, mut state: CycleState, diagnosis: Diagnosis) -> CycleResult {
+        let pod = qp.pod.clone();
+        let total = self.cache.snapshot().num_nodes();
+        let mut message = diagnosis.message(total);
+        let resolvable = diagnosis
+            .pre_filter
+            .as_ref()
+            .is_none_or(|s| s.code() != Code::UnschedulableAndUnresolvable);
+        let mut nominated: Option<String> = None;
+        if resolvable && !self.profiles[pi].post_filter.is_empty() {
+            let nominated_list: Vec<(Arc<PodInfo>, NodeId)> = self.nominated.values().cloned().collect();
+            let profile = &self.profiles[pi];
+            let evaluator = Evaluator {
+                filters: &profile.filter,
+                pre_filters: &profile.pre_filter,
+            };
+            let ctx = PostFilterContext {
+                snapshot: self.cache.snapshot(),
+                diagnosis: &diagnosis,
+                evaluator: &evaluator,
+                nominated: &nominated_list,
+            };
+            let mut outcome = None;
+            for p in &profile.post_filter {
+                let Some(pf) = p.as_post_filter() else { continue };
+                let r = pf.post_filter(&mut state, &pod, &ctx);
+                if r.status.is_success() {
+                    outcome = Some(r);
+                    break;
+                }
+                if r.status.code() == Code::Error {
+                    tracing::warn!(pod = %pod.key(), plugin = p.name(), error = %r.status.message(), "PostFilter failed");
+                } else if !r.status.reasons().is_empty() {
+                    message = format!("{message} {}: {}", "preemption", r.status.message());
+                }
+            }
+            if let Some(r) = outcome {
+                self.counters.preemptions += 1;
+                for v in &r.victims {
+                    self.counters.victims += 1;
+                    self.cluster.record_event(PodEvent {
+                        namespace: v.namespace,
+                        name: v.name.clone(),
+                        uid: v.uid.clone(),
+                        kind: EventKind::Normal,
+                        reason: "Preempted",
+                        message: format!("Preempted by pod {}", pod.key()),
+                    });
+                    let cluster = self.cluster.clone();
+                    let victim = v.clone();
+                    let reason = format!("preempted by {}", pod.key());
+                    self.rt.spawn(async move {
+                        if let Err(e) = cluster.delete_pod(&victim, &reason).await {
+                            tracing::warn!(pod = %victim.key(), error = %e, "deleting preemption victim failed");
+                        }
+                    });
+                }
+                for c in &r.clear_nominations {
+                    self.clear_nomination(&c.uid);
+                    self.publish_condition(
+                        c.clone(),
+                        PodCondition {
+                            scheduled: false,
+                            reason: "Unschedulable".into(),
+                            message: "nomination cleared by a higher-priority preemptor".into(),
+                            nominated_node: Some(String::new()),
+                        },
+                    );
+                }
+                if let Some(n) = r.nominated_node {
+                    self.nominated.insert(pod.uid.clone(), (pod.clone(), n.id));
+                    nominated = Some(n.name.to_string());
+                }
+            }
+        }
+        self.counters.unschedulable += 1;
+        let plugins: Vec<&'static str> = diagnosis.plugins.iter().copied().collect();
+        self.report_failure(&pod, &message, nominated);
+        self.queue.requeue_unschedulable(&pod.uid, &plugins, message.clone());
+        CycleResult::Unschedulable { message }
+    }
+
+    fn report_failure(&self, pod: &Arc<PodInfo>, message: &str, nominated: Option<String>) {
+        self.cluster.record_event(PodEvent {
+            namespace: pod.namespace,
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            kind: EventKind::Warning,
+            reason: "FailedScheduling",
+            message: message.to_owned(),
+        });
+        self.publish_condition(
+            pod.clone(),
+            PodCondition {
+                scheduled: false,
+                reason: "Unschedulable".into(),
+                message: message.to_owned(),
+                nominated_node: nominated,
+            },
+        );
+    }
+
+    fn fail_unschedulable(&mut self, _pi: usize, qp: &QueuedPod, plugins: Vec<&'static str>, message: String) -> CycleResult {
+        self.counters.unschedulable += 1;
+        self.report_failure(&qp.pod, &message, None);
+        self.queue.requeue_unschedulable(&qp.pod.uid, &plugins, message.clone());
+        CycleResult::Unschedulable { message }
+    }
+
+    pub(crate) fn fail_error(&mut self, _pi: usize, qp: &QueuedPod, message: String) -> CycleResult {
+        self.counters.errors += 1;
+        tracing::warn!(pod = %qp.pod.key(), error = %message, "scheduling attempt failed");
+        self.cluster.record_event(PodEvent {
+            namespace: qp.pod.namespace,
+            name: qp.pod.name.clone(),
+            uid: qp.pod.uid.clone(),
+            kind: EventKind::Warning,
+            reason: "FailedScheduling",
+            message: message.clone(),
+        });
+        self.publish_condition(
+            qp.pod.clone(),
+            PodCondition {
+                scheduled: false,
+                reason: "SchedulerError".into(),
+                message: message.clone(),
+                nominated_node: None,
+            },
+        );
+        self.queue.requeue_backoff(&qp.pod.uid, message.clone());
+        CycleResult::Failed { message }
+    }
+}
