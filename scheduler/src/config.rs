@@ -184,10 +184,18 @@ pub struct SchedulerConfig {
     /// Profiles.
     #[serde(default = "default_profiles")]
     pub profiles: Vec<ProfileConfig>,
-    /// Settings for the Kubernetes adapter (leader election, client
-    /// connection, addresses); read by the binary, not the engine.
-    #[serde(default, flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
+    /// Leader election settings, read by the Kubernetes adapter.
+    #[serde(default)]
+    pub leader_election: Option<serde_json::Value>,
+    /// API client settings (QPS, burst), read by the Kubernetes adapter.
+    #[serde(default)]
+    pub client_connection: Option<serde_json::Value>,
+    /// Address of `/healthz` and `/readyz`, read by the binary.
+    #[serde(default)]
+    pub healthz_bind_address: Option<String>,
+    /// Address of `/metrics`, read by the binary.
+    #[serde(default)]
+    pub metrics_bind_address: Option<String>,
 }
 
 fn default_parallelism() -> usize {
@@ -222,9 +230,6 @@ fn default_profiles() -> Vec<ProfileConfig> {
     }]
 }
 
-/// Keys of a configuration file that belong to the adapter, not the engine.
-const ADAPTER_KEYS: &[&str] = &["leaderElection", "clientConnection", "healthzBindAddress", "metricsBindAddress"];
-
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig::default_with_name(DEFAULT_SCHEDULER_NAME)
@@ -250,11 +255,6 @@ impl SchedulerConfig {
                 message: e.to_string(),
             }
         })?;
-        for k in c.extra.keys() {
-            if !ADAPTER_KEYS.contains(&k.as_str()) {
-                return Err(invalid(k.clone(), "unknown field"));
-            }
-        }
         c.validate_globals()?;
         Ok(c)
     }

@@ -180,20 +180,20 @@ impl Scheduler {
             }
             BindOutcome::PermitRejected { plugin, message } => {
                 self.counters.bind_failures += 1;
-                self.undo(profile, &pod, node, &mut state);
                 let msg = format!("rejected at Permit by {plugin}: {message}");
                 self.report_bind_failure(&pod, &msg);
-                let name = self.profiles[profile]
-                    .permit
-                    .iter()
-                    .find(|p| p.name() == plugin)
-                    .map(|p| p.name());
-                let plugins: Vec<&'static str> = name.into_iter().collect();
+                // The rejecting plugin decides which events requeue the pod;
+                // a timeout or deletion counts as all Permit plugins'.
+                let permit = &self.profiles[profile].permit;
+                let plugins: Vec<&'static str> = match permit.iter().find(|p| p.name() == plugin) {
+                    Some(p) => vec![p.name()],
+                    None => permit.iter().map(|p| p.name()).collect(),
+                };
                 self.queue.requeue_unschedulable(&pod.uid, &plugins, msg);
+                self.undo(profile, &pod, node, &mut state);
             }
             BindOutcome::Failed { stage, status } => {
                 self.counters.bind_failures += 1;
-                self.undo(profile, &pod, node, &mut state);
                 let text = status.message();
                 let msg = format!("{stage} failed: {status}");
                 self.report_bind_failure(&pod, &msg);
@@ -204,6 +204,7 @@ impl Scheduler {
                 } else {
                     self.queue.requeue_backoff(&pod.uid, msg);
                 }
+                self.undo(profile, &pod, node, &mut state);
             }
         }
     }
