@@ -559,6 +559,11 @@ pub fn resolve(
             }
             points.insert(point.key(), list);
         }
+        // Args of configured but unused plugins are still checked, so a typo
+        // is reported at start-up rather than when someone enables it.
+        for pc in &prof.plugin_config {
+            instance(&pc.name)?;
+        }
         let qs = points.get("queueSort").map(|v| v.len()).unwrap_or(0);
         if qs != 1 {
             return Err(invalid(format!("{base}.plugins.queueSort"), format!("exactly one QueueSort plugin is needed, found {qs}")));
