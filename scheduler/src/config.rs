@@ -511,7 +511,11 @@ pub fn resolve(
             let a = args.get(name).copied().filter(|v| !v.is_null());
             let p = factory(a, &handle).map_err(|e| {
                 let ci = prof.plugin_config.iter().position(|c| c.name == name).unwrap_or(0);
-                invalid(format!("{base}.pluginConfig[{ci}].args.{}", e.field), e.message)
+                let field = match e.field.as_str() {
+                    "" | "args" => format!("{base}.pluginConfig[{ci}].args"),
+                    f => format!("{base}.pluginConfig[{ci}].args.{}", f.strip_prefix("args.").unwrap_or(f)),
+                };
+                invalid(field, e.message)
             })?;
             instances.insert(name.to_owned(), p.clone());
             Ok(p)
@@ -559,6 +563,15 @@ pub fn resolve(
             }
             points.insert(point.key(), list);
         }
+        // Node observers follow multiPoint (they are not a configurable point).
+        let mut observers = Vec::new();
+        for (n, _) in &multi {
+            let p = instance(n)?;
+            if p.as_node_observer().is_some() {
+                observers.push(ResolvedPlugin { plugin: p, weight: 0 });
+            }
+        }
+        points.insert("nodeObserver", observers);
         // Args of configured but unused plugins are still checked, so a typo
         // is reported at start-up rather than when someone enables it.
         for pc in &prof.plugin_config {

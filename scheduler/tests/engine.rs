@@ -122,6 +122,25 @@ impl BindPlugin for Binder {
     }
 }
 
+/// Records the pod count of every node it is told about.
+#[derive(Default)]
+struct Watcher {
+    seen: Mutex<Vec<(String, usize, bool)>>,
+}
+impl Plugin for Watcher {
+    fn name(&self) -> &'static str {
+        "Watcher"
+    }
+    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
+        Some(self)
+    }
+}
+impl NodeObserver for Watcher {
+    fn node_changed(&self, node: &NodeInfo, _snap: &strata_scheduler::cache::Snapshot) {
+        self.seen.lock().push((node.name.to_string(), node.pods.len(), node.present));
+    }
+}
+
 /// Counts reservations; holds pods with annotation `wait` at Permit.
 #[derive(Default)]
 struct Holder {
@@ -162,6 +181,7 @@ struct Env {
     cluster: Arc<FakeCluster>,
     clock: Arc<ManualClock>,
     holder: Arc<Holder>,
+    watcher: Arc<Watcher>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -174,6 +194,9 @@ fn env_with(yaml: &str) -> Result<Env, ConfigError> {
     reg.register("Sort", |_, _| Ok(Arc::new(Sort)));
     reg.register("Cpu", |_, _| Ok(Arc::new(Cpu)));
     reg.register("Binder", |_, h| Ok(Arc::new(Binder(h.cluster.clone()))));
+    let watcher = Arc::new(Watcher::default());
+    let w2 = watcher.clone();
+    reg.register("Watcher", move |_, _| Ok(w2.clone()));
     let h2 = holder.clone();
     reg.register("Holder", move |_, _| Ok(h2.clone()));
     reg.register("Picky", |args, _| {
@@ -183,7 +206,7 @@ fn env_with(yaml: &str) -> Result<Env, ConfigError> {
         }
         Ok(Arc::new(Sort))
     });
-    let defaults = [("Sort", 0), ("Cpu", 1), ("Holder", 0), ("Binder", 0)];
+    let defaults = [("Sort", 0), ("Cpu", 1), ("Holder", 0), ("Binder", 0), ("Watcher", 0)];
     let cfg = SchedulerConfig::from_yaml(yaml)?;
     let sched = Scheduler::new(cfg, &reg, &defaults, cluster.clone(), clock.clone(), rt.handle().clone())?;
     Ok(Env {
@@ -191,6 +214,7 @@ fn env_with(yaml: &str) -> Result<Env, ConfigError> {
         cluster,
         clock,
         holder,
+        watcher,
         _rt: rt,
     })
 }
@@ -213,7 +237,7 @@ impl Env {
             while let Some(o) = self.sched.schedule_one() {
                 out.push(o.result);
             }
-            if self.sched.in_flight() > 0 && self.sched.wait_for_completion(Duration::from_secs(5)) > 0 {
+            if self.sched.in_flight() > self.sched.waiting_pods().len() && self.sched.wait_for_completion(Duration::from_secs(5)) > 0 {
                 continue;
             }
             if self.sched.queue_stats().active == 0 {
@@ -421,4 +445,18 @@ fn two_profiles_share_one_queue() {
     e.add_pod(pod("s").req("cpu", "1").build());
     assert_eq!(e.drain().len(), 2);
     assert_eq!(e.cluster.binds.lock().len(), 2);
+}
+
+#[test]
+fn node_observers_see_every_change() {
+    let mut e = env();
+    e.add_node("a", "4");
+    e.cluster.fail_binds.store(1, Ordering::SeqCst);
+    e.add_pod(pod("p").req("cpu", "1").build());
+    e.drain();
+    e.sched.handle_update(ClusterUpdate::NodeDeleted("a".into()));
+    let seen = e.watcher.seen.lock().clone();
+    // Added; assumed (1 pod); forgotten after the failed bind (0); deleted.
+    let a: Vec<(usize, bool)> = seen.iter().filter(|s| s.0 == "a").map(|s| (s.1, s.2)).collect();
+    assert_eq!(a, vec![(0, true), (1, true), (0, true), (0, false)]);
 }

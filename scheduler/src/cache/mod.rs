@@ -64,6 +64,8 @@ struct AssumedState {
 pub struct Cache {
     snap: Snapshot,
     assumed: rustc_hash::FxHashMap<Arc<str>, AssumedState>,
+    /// Nodes changed since the last [`Cache::take_dirty`].
+    dirty: Vec<NodeId>,
 }
 
 impl Cache {
@@ -145,6 +147,7 @@ impl Cache {
                 source,
             });
         }
+        self.dirty.push(id);
         let change = NodeChange {
             allocatable: !was_present || before.0 != n.allocatable,
             labels: !was_present || before.1 != n.labels,
@@ -165,6 +168,7 @@ impl Cache {
             self.count_images(id, -1);
         }
         self.set_live(id, false);
+        self.dirty.push(id);
         let n = &mut self.snap.nodes[id.index()];
         n.present = false;
         n.generation += 1;
@@ -186,6 +190,7 @@ impl Cache {
             return Err(CacheError::UnknownNode(format!("{node:?}")));
         }
         self.snap.nodes[node.index()].add_pod(pod.clone());
+        self.dirty.push(node);
         self.assumed.insert(pod.uid.clone(), AssumedState::default());
         self.snap.pods.insert(
             pod.uid.clone(),
@@ -234,6 +239,7 @@ impl Cache {
                 // Confirmation or update on the same node: swap the object in
                 // (labels may have changed) keeping the accounting exact.
                 self.assumed.remove(&pod.uid);
+                self.dirty.push(id);
                 let n = &mut self.snap.nodes[id.index()];
                 n.remove_pod(&pod.uid);
                 n.add_pod(pod.clone());
@@ -254,6 +260,7 @@ impl Cache {
         }
         let id = self.slot_for(node_name);
         self.snap.nodes[id.index()].add_pod(pod.clone());
+        self.dirty.push(id);
         self.snap.pods.insert(
             pod.uid.clone(),
             PodPlacement {
@@ -270,6 +277,7 @@ impl Cache {
     pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
         let placement = self.snap.pods.remove(uid)?;
         self.assumed.remove(uid);
+        self.dirty.push(placement.node);
         let n = &mut self.snap.nodes[placement.node.index()];
         let pod = n.remove_pod(uid);
         if !n.present && n.pods.is_empty() {
@@ -293,6 +301,15 @@ impl Cache {
             .into_iter()
             .filter_map(|uid| self.remove_pod(&uid))
             .collect()
+    }
+
+    /// Nodes changed (pods placed or removed, node object updated or
+    /// deleted) since the last call, without duplicates.
+    pub fn take_dirty(&mut self) -> Vec<NodeId> {
+        let mut d = std::mem::take(&mut self.dirty);
+        d.sort_unstable();
+        d.dedup();
+        d
     }
 
     /// Sets a namespace's labels.

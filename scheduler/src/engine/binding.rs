@@ -212,6 +212,7 @@ impl Scheduler {
     fn undo(&mut self, profile: usize, pod: &Arc<PodInfo>, node: NodeRef, state: &mut CycleState) {
         self.profiles[profile].unreserve(state, pod, node);
         if let Ok(p) = self.cache.forget(&pod.uid) {
+            self.notify_observers();
             self.queue_event_forgotten(&p);
         }
     }

@@ -106,6 +106,7 @@ impl Scheduler {
     pub fn schedule_one(&mut self) -> Option<CycleOutcome> {
         self.process_completions();
         self.tick();
+        self.notify_observers();
         loop {
             let qp = self.queue.pop()?;
             // A pod the cache already holds (bound by someone, or assumed)
@@ -351,6 +352,7 @@ impl Scheduler {
         if let Err(e) = self.cache.assume(pod.clone(), chosen) {
             return self.fail_error(pi, qp, format!("assuming pod: {e}"));
         }
+        self.notify_observers();
         self.clear_nomination(&pod.uid);
         // Reserve.
         let profile = &self.profiles[pi];
@@ -361,8 +363,10 @@ impl Scheduler {
                 profile.unreserve(&mut state, &pod, node);
                 let _ = self.cache.forget(&pod.uid);
                 let msg = format!("running Reserve plugin {}: {}", p.name(), s.message());
+                let name = p.name();
+                self.notify_observers();
                 return if s.is_rejected() {
-                    self.fail_unschedulable(pi, qp, vec![p.name()], msg)
+                    self.fail_unschedulable(pi, qp, vec![name], msg)
                 } else {
                     self.fail_error(pi, qp, msg)
                 };
@@ -384,8 +388,10 @@ impl Scheduler {
                     profile.unreserve(&mut state, &pod, node);
                     let _ = self.cache.forget(&pod.uid);
                     let msg = format!("rejected at Permit by {}: {}", p.name(), r.status.message());
+                    let name = p.name();
+                    self.notify_observers();
                     return if r.status.is_rejected() {
-                        self.fail_unschedulable(pi, qp, vec![p.name()], msg)
+                        self.fail_unschedulable(pi, qp, vec![name], msg)
                     } else {
                         self.fail_error(pi, qp, msg)
                     };

@@ -80,6 +80,8 @@ pub struct Scheduler {
     pub(crate) nominated: FxHashMap<Arc<str>, (Arc<PodInfo>, NodeId)>,
     pub(crate) assumed_ttl: Duration,
     pub(crate) counters: EngineCounters,
+    /// Plugins observing node changes.
+    pub(crate) observers: Vec<Arc<dyn Plugin>>,
 }
 
 impl Scheduler {
@@ -113,6 +115,7 @@ impl Scheduler {
                 }
             }
         }
+        let observers: Vec<Arc<dyn Plugin>> = all.iter().filter(|p| p.as_node_observer().is_some()).cloned().collect();
         let queue = SchedulingQueue::new(sort, pre_enqueue, all, cfg.queue_settings(), clock.clone());
         let pool = if cfg.parallelism > 1 {
             Some(
@@ -148,6 +151,7 @@ impl Scheduler {
             nominated: FxHashMap::default(),
             assumed_ttl: Duration::from_secs(cfg.assumed_pod_ttl_seconds),
             counters: EngineCounters::default(),
+            observers,
         })
     }
 
@@ -191,7 +195,25 @@ impl Scheduler {
         self.by_name.contains_key(&scheduler_name)
     }
 
+    /// Tells node observers about every node changed since the last call.
+    pub(crate) fn notify_observers(&mut self) {
+        let dirty = self.cache.take_dirty();
+        if self.observers.is_empty() {
+            return;
+        }
+        let snap = self.cache.snapshot();
+        for id in dirty {
+            let n = snap.node(id);
+            for o in &self.observers {
+                if let Some(ob) = o.as_node_observer() {
+                    ob.node_changed(n, snap);
+                }
+            }
+        }
+    }
+
     fn fire(&mut self, resource: EventResource, action: ActionType, object: EventObject<'_>) {
+        self.notify_observers();
         let ev = ClusterEvent {
             resource,
             action,
@@ -321,6 +343,11 @@ impl Scheduler {
     }
 
     fn pod_upserted(&mut self, pod: Arc<PodInfo>) {
+        self.pod_upserted_inner(pod);
+        self.notify_observers();
+    }
+
+    fn pod_upserted_inner(&mut self, pod: Arc<PodInfo>) {
         if pod.bound_node.is_some() {
             // Bound (by us or anyone): the cache tracks it, the queue drops it.
             let existed = self.cache.snapshot().assigned_pod(&pod.uid).map(|p| p.pod.clone());

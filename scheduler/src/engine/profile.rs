@@ -25,6 +25,7 @@ pub(crate) struct Profile {
     pub reserve: Vec<Arc<dyn Plugin>>,
     pub permit: Vec<Arc<dyn Plugin>>,
     pub binding: Arc<BindPlugins>,
+    pub observers: Vec<Arc<dyn Plugin>>,
     pub percentage_of_nodes_to_score: u32,
 }
 
@@ -47,6 +48,11 @@ impl Profile {
                 bind: list(Point::Bind),
                 post_bind: list(Point::PostBind),
             }),
+            observers: r
+                .points
+                .get("nodeObserver")
+                .map(|v| v.iter().map(|x| x.plugin.clone()).collect())
+                .unwrap_or_default(),
             percentage_of_nodes_to_score: r.percentage_of_nodes_to_score,
         }
     }
@@ -71,6 +77,7 @@ impl Profile {
             &self.binding.pre_bind,
             &self.binding.bind,
             &self.binding.post_bind,
+            &self.observers,
         ] {
             l.iter().for_each(&mut push);
         }

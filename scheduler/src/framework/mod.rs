@@ -10,7 +10,7 @@ mod waiting;
 pub use cycle_state::{CycleState, StateData};
 pub use events::{ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint};
 pub use plugin::{
-    BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeRef, NodeScore, PermitPlugin,
+    BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeObserver, NodeRef, NodeScore, PermitPlugin,
     PermitResult, Plugin, PluginArgsError, PluginFactory, PostBindPlugin, PostFilterContext, PostFilterPlugin,
     PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
     QueueSortPlugin, Registry, ReservePlugin, ScorePlugin, SortKey,

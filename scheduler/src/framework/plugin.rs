@@ -78,6 +78,12 @@ pub trait Plugin: Send + Sync + 'static {
     fn as_post_bind(&self) -> Option<&dyn PostBindPlugin> {
         None
     }
+    /// Observes every change to a node's state (not an extension point of
+    /// kube-scheduler: the hook for plugins that keep their own per-node or
+    /// per-domain aggregates, such as topology or devices).
+    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
+        None
+    }
 
     /// The cluster events that can make a pod this plugin rejected
     /// schedulable again (kube-scheduler's EventsToRegister). A plugin that
@@ -90,6 +96,15 @@ pub trait Plugin: Send + Sync + 'static {
     fn queueing_hint(&self, _pod: &PodInfo, _event: &ClusterEvent<'_>) -> QueueingHint {
         QueueingHint::Queue
     }
+}
+
+/// Told about every node whose state changed: the Node object, or the pods
+/// placed on it (bound, assumed, forgotten, deleted). Called on the
+/// scheduling thread between cycles, after the change, with the snapshot
+/// that now holds it; `node.present` is false for a deleted node.
+pub trait NodeObserver: Send + Sync {
+    /// `node` changed.
+    fn node_changed(&self, node: &NodeInfo, snap: &Snapshot);
 }
 
 /// PreEnqueue: runs when a pod is added to the queue or re-checked; a
