@@ -1,0 +1,187 @@
+//! `strata`: the command-line face of Strata.
+//!
+//! - `strata simulate [SCENARIO]` runs a scenario (a file, or a built-in
+//!   name; the built-in `demo` when none is given) against the real engine in
+//!   virtual time and prints a report, optionally as JSON too.
+//! - `strata check-config FILE` validates a scheduler configuration against
+//!   the in-tree plugins and prints the resolved profiles.
+//!
+//! This binary only parses arguments, wires libraries together and prints;
+//! everything it shows is computed by `strata-simulator` and
+//! `strata-scheduler`. Errors are reported with the file, line and field they
+//! concern and a non-zero exit code.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use strata_scheduler::clock::ManualClock;
+use strata_scheduler::config::{Point, SchedulerConfig, resolve};
+use strata_scheduler::framework::{Handle, WaitingPods};
+use strata_scheduler::intern::Sym;
+use strata_simulator::scenario::BUILTIN;
+use strata_simulator::{RunOptions, Scenario, SimCluster, Simulation};
+
+/// Strata, a Kubernetes scheduler for AI clusters.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a scenario against the real engine in virtual time and report
+    /// throughput, latencies, memory and placements.
+    Simulate(SimulateArgs),
+    /// Validate a scheduler configuration file and print the resolved
+    /// profiles.
+    CheckConfig {
+        /// KubeSchedulerConfiguration-shaped YAML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct SimulateArgs {
+    /// A scenario file, or a built-in scenario name (small, demo, basic-1k,
+    /// basic-4k, basic-16k). Default: demo.
+    scenario: Option<String>,
+    /// Seed for the engine's tie-breaking (overrides the scenario's); the
+    /// same seed gives the same placements.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also write the report as JSON to this path.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Run only the workload with this name (to measure one template).
+    #[arg(long, value_name = "NAME")]
+    only_workload: Option<String>,
+    /// Threads for filtering and scoring (overrides the configuration).
+    #[arg(long)]
+    parallelism: Option<usize>,
+    /// List the built-in scenarios and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate(args),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.list {
+        for (name, text) in BUILTIN {
+            let sc = Scenario::parse(text, name)?;
+            println!(
+                "{name:<10} {:>6} nodes {:>7} pods",
+                sc.node_count(),
+                sc.pod_count()
+            );
+        }
+        return Ok(());
+    }
+    let name = args.scenario.as_deref().unwrap_or("demo");
+    let mut scenario = Scenario::load(name)?;
+    if let Some(w) = &args.only_workload {
+        scenario.only_workload(w)?;
+    }
+    let opts = RunOptions {
+        seed: args.seed,
+        progress: !args.quiet,
+        parallelism: args.parallelism,
+    };
+    let mut sim = Simulation::new(scenario, &opts)?;
+    sim.set_only_workload(args.only_workload.clone());
+    let report = sim.run();
+    print!("{}", report.to_table());
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.double_binds > 0 || report.cache_inconsistency.is_some() {
+        anyhow::bail!("the engine broke an invariant (see the report above)");
+    }
+    Ok(())
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let cfg = SchedulerConfig::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let cluster: Arc<SimCluster> = Arc::new(SimCluster::new());
+    let clock = Arc::new(ManualClock::default());
+    let waiting = WaitingPods::default();
+    let handle_for = |name: &str| Handle {
+        cluster: cluster.clone(),
+        waiting: waiting.clone(),
+        clock: clock.clone(),
+        scheduler_name: Sym::new(name),
+    };
+    let profiles = resolve(
+        &cfg,
+        &strata_plugins::registry(),
+        &strata_plugins::default_plugins(),
+        &handle_for,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    println!("{}: valid, {} profile(s)", file.display(), profiles.len());
+    println!(
+        "  parallelism {}, backoff {}s..{}s, max unschedulable stay {}s, bind concurrency {}, assumed-pod TTL {}s",
+        cfg.parallelism,
+        cfg.pod_initial_backoff_seconds,
+        cfg.pod_max_backoff_seconds,
+        cfg.pod_max_in_unschedulable_pods_seconds,
+        cfg.bind_concurrency,
+        cfg.assumed_pod_ttl_seconds,
+    );
+    for p in &profiles {
+        println!();
+        println!(
+            "profile {} (percentageOfNodesToScore {})",
+            p.scheduler_name, p.percentage_of_nodes_to_score
+        );
+        for point in Point::ALL {
+            let plugins = p.at(point);
+            if plugins.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = plugins
+                .iter()
+                .map(|r| {
+                    if point == Point::Score {
+                        format!("{} ({})", r.plugin.name(), r.weight)
+                    } else {
+                        r.plugin.name().to_owned()
+                    }
+                })
+                .collect();
+            println!("  {:<11} {}", point.key(), names.join(", "));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! # strata-simulator
+//!
+//! An in-process cluster that drives Strata's real engine: the same
+//! `Scheduler`, plugins, queue and cache as production, with a simulated
+//! [`ClusterPort`](strata_scheduler::cluster::ClusterPort) instead of the
+//! Kubernetes API and a virtual clock instead of the wall clock. Benchmarks
+//! run here therefore measure the production code path.
+//!
+//! - [`scenario`]: scenario files (node pools with per-index labels,
+//!   workloads stamped out of pod templates, arrival patterns) and the
+//!   built-in scenarios.
+//! - [`cluster`]: [`SimCluster`], the in-memory API server behind the port.
+//! - [`sim`]: [`Simulation`], the virtual-time run loop.
+//! - [`report`]: [`Report`], what a run measured.
+//!
+//! What this crate is not: a kubelet or controller simulator. Pods never run
+//! or finish; nodes never fail; only scheduling is simulated.
+
+pub mod cluster;
+pub mod pattern;
+pub mod report;
+pub mod scenario;
+pub mod sim;
+
+pub use cluster::SimCluster;
+pub use report::Report;
+pub use scenario::{Scenario, ScenarioError};
+pub use sim::{RunOptions, SimError, Simulation};
+
+/// Loads `path_or_name` (a file, or a built-in scenario name), optionally
+/// narrows it to one workload, runs it and reports.
+pub fn run_scenario(
+    path_or_name: &str,
+    only_workload: Option<&str>,
+    opts: &RunOptions,
+) -> Result<Report, SimError> {
+    let mut scenario = Scenario::load(path_or_name)?;
+    if let Some(w) = only_workload {
+        scenario.only_workload(w)?;
+    }
+    let mut sim = Simulation::new(scenario, opts)?;
+    sim.set_only_workload(only_workload.map(str::to_owned));
+    Ok(sim.run())
+}

@@ -1,0 +1,805 @@
+//! Scenario files: the cluster to simulate and the pods to schedule on it.
+//!
+//! A scenario is YAML:
+//!
+//! ```yaml
+//! name: small
+//! seed: 7                      # engine tie-breaking; `--seed` overrides it
+//! config: |                    # optional KubeSchedulerConfiguration (text or mapping)
+//!   profiles: [{schedulerName: default-scheduler}]
+//! nodePools:
+//!   - name: general
+//!     count: 24
+//!     allocatable: {cpu: "4", memory: 32Gi, pods: "110"}
+//!     labels: {topology.kubernetes.io/zone: "zone-{index%3}"}
+//!     taints: [{key: dedicated, value: infra, effect: NoSchedule}]
+//!     images: [{names: ["registry.k8s.io/pause:3.10"], sizeBytes: 300000}]
+//! workloads:
+//!   - name: plain
+//!     count: 100
+//!     arrival: burst           # or {rate: 50} pods per virtual second
+//!     start: 0                 # virtual seconds before the first arrival
+//!     template: {metadata: {labels: {app: plain}}, spec: {containers: [...]}}
+//! ```
+//!
+//! Invariants: a [`Scenario`] that parsed is valid — every pattern parsed,
+//! every quantity and taint effect known, every pod template compiled, names
+//! unique — so generating nodes and pods from it cannot fail. Every error
+//! names the file, the line and column when the YAML parser knows them, and
+//! the field path (`workloads[2].template.spec...`); nothing panics on bad
+//! input. Unknown keys are errors, so a misspelt field is not silently
+//! ignored.
+
+use crate::pattern::{NodeSlot, Pattern};
+use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{self, Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_scheduler::model::PodInfo;
+use strata_scheduler::resources::ResourceVec;
+
+/// The built-in scenarios, by name, embedded in the binary.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("small", include_str!("../scenarios/small.yaml")),
+    ("demo", include_str!("../scenarios/demo.yaml")),
+    ("basic-1k", include_str!("../scenarios/basic-1k.yaml")),
+    ("basic-4k", include_str!("../scenarios/basic-4k.yaml")),
+    ("basic-16k", include_str!("../scenarios/basic-16k.yaml")),
+];
+
+/// The text of built-in scenario `name`.
+pub fn builtin(name: &str) -> Option<&'static str> {
+    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// A scenario that cannot be read or is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The path given.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid scenario.
+    #[error("{}", display_invalid(file, *line, *column, field, message))]
+    Invalid {
+        /// The path (or `builtin:NAME`).
+        file: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// Field path, e.g. `workloads[1].count`; empty for the whole file.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn display_invalid(
+    file: &str,
+    line: Option<usize>,
+    column: Option<usize>,
+    field: &str,
+    message: &str,
+) -> String {
+    let mut s = file.to_owned();
+    if let Some(l) = line {
+        s.push_str(&format!(":{l}"));
+        if let Some(c) = column {
+            s.push_str(&format!(":{c}"));
+        }
+    }
+    if !field.is_empty() && field != "." {
+        s.push_str(&format!(": field `{field}`"));
+    }
+    s.push_str(": ");
+    s.push_str(message);
+    s
+}
+
+/// A parsed, validated scenario.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scenario {
+    /// Name, for the report.
+    pub name: String,
+    /// Seed for the engine's tie-breaking.
+    #[serde(default)]
+    pub seed: u64,
+    /// Scheduler configuration (KubeSchedulerConfiguration-shaped YAML);
+    /// `None` runs one profile named `default-scheduler` with the default
+    /// plugins.
+    #[serde(default)]
+    pub config: Option<ConfigText>,
+    /// Node pools, created in order before any pod arrives.
+    pub node_pools: Vec<NodePool>,
+    /// Workloads: pods stamped out of templates.
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+    /// Where the scenario came from (a path or `builtin:NAME`).
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// Scheduler configuration text, given inline as a string or a mapping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigText(pub String);
+
+impl<'de> Deserialize<'de> for ConfigText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml_ng::Value::deserialize(d)?;
+        match v {
+            serde_yaml_ng::Value::String(s) => Ok(ConfigText(s)),
+            serde_yaml_ng::Value::Mapping(_) => serde_yaml_ng::to_string(&v)
+                .map(ConfigText)
+                .map_err(de::Error::custom),
+            _ => Err(de::Error::custom(
+                "expected the scheduler configuration as YAML text or a mapping",
+            )),
+        }
+    }
+}
+
+/// A group of nodes alike except for their per-index labels.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodePool {
+    /// Pool name; node `i` is named `{name}-{i}`.
+    pub name: String,
+    /// How many nodes.
+    pub count: u32,
+    /// `status.allocatable` (also reported as capacity).
+    pub allocatable: Allocatable,
+    /// Labels; values may hold placeholders. `kubernetes.io/hostname` is set
+    /// to the node name unless given.
+    #[serde(default)]
+    pub labels: BTreeMap<String, Pattern>,
+    /// Taints; values may hold placeholders.
+    #[serde(default)]
+    pub taints: Vec<TaintSpec>,
+    /// Images present on every node of the pool.
+    #[serde(default)]
+    pub images: Vec<ImageSpec>,
+    /// Whether the nodes are cordoned.
+    #[serde(default)]
+    pub unschedulable: bool,
+}
+
+/// Validated allocatable quantities.
+#[derive(Clone, Debug)]
+pub struct Allocatable(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Allocatable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<String, QuantityText>::deserialize(d)?;
+        let mut probe = ResourceVec::default();
+        for (k, v) in &m {
+            probe
+                .set_quantity(k, &v.0)
+                .map_err(|e| de::Error::custom(format!("{k}: {e}")))?;
+        }
+        Ok(Allocatable(m.into_iter().map(|(k, v)| (k, v.0)).collect()))
+    }
+}
+
+/// A quantity written as a string or a bare number.
+struct QuantityText(String);
+
+impl<'de> Deserialize<'de> for QuantityText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = QuantityText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quantity such as \"4\", \"500m\" or \"32Gi\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<QuantityText, E> {
+                Ok(QuantityText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A node taint in a pool.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaintSpec {
+    /// Key.
+    pub key: String,
+    /// Value; may hold placeholders.
+    #[serde(default)]
+    pub value: Option<Pattern>,
+    /// Effect.
+    pub effect: Effect,
+}
+
+/// A taint effect, as the API spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub enum Effect {
+    /// NoSchedule.
+    NoSchedule,
+    /// PreferNoSchedule.
+    PreferNoSchedule,
+    /// NoExecute.
+    NoExecute,
+}
+
+impl Effect {
+    fn as_str(self) -> &'static str {
+        match self {
+            Effect::NoSchedule => "NoSchedule",
+            Effect::PreferNoSchedule => "PreferNoSchedule",
+            Effect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// An image on the nodes of a pool.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// Names (tags, digests).
+    pub names: Vec<String>,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size_bytes: i64,
+}
+
+/// Pods stamped out of one template.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Workload {
+    /// Name; pod `i` is named `{name}-{i}`.
+    pub name: String,
+    /// How many pods.
+    pub count: u32,
+    /// When they arrive.
+    #[serde(default)]
+    pub arrival: Arrival,
+    /// Virtual seconds after the start before the first pod arrives.
+    #[serde(default)]
+    pub start: Seconds,
+    /// The pod, as a Kubernetes Pod manifest (name and uid are ignored).
+    pub template: PodTemplate,
+}
+
+/// Non-negative, finite seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Seconds(pub f64);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !v.is_finite() || v < 0.0 {
+            return Err(de::Error::custom(format!(
+                "expected non-negative seconds, got {v}"
+            )));
+        }
+        Ok(Seconds(v))
+    }
+}
+
+/// How a workload's pods arrive, in virtual time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Arrival {
+    /// All at once.
+    #[default]
+    Burst,
+    /// Evenly spaced, this many per second.
+    Rate(f64),
+}
+
+impl<'de> Deserialize<'de> for Arrival {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Arrival;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`burst` or `{rate: N}` (pods per virtual second)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Arrival, E> {
+                match v {
+                    "burst" => Ok(Arrival::Burst),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Arrival, A::Error> {
+                let mut rate = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    match k.as_str() {
+                        "rate" => rate = Some(map.next_value::<f64>()?),
+                        other => return Err(de::Error::unknown_field(other, &["rate"])),
+                    }
+                }
+                match rate {
+                    Some(r) if r.is_finite() && r > 0.0 => Ok(Arrival::Rate(r)),
+                    Some(r) => Err(de::Error::custom(format!(
+                        "rate must be a positive number of pods per second, got {r}"
+                    ))),
+                    None => Err(de::Error::missing_field("rate")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A pod template: the manifest and its compiled form.
+#[derive(Clone, Debug)]
+pub struct PodTemplate {
+    /// The manifest as written.
+    pub pod: Arc<corev1::Pod>,
+    /// Compiled once; pods are stamped out of it with
+    /// [`PodInfo::with_identity`].
+    pub compiled: Arc<PodInfo>,
+}
+
+impl<'de> Deserialize<'de> for PodTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut pod = corev1::Pod::deserialize(d)?;
+        let md = &mut pod.metadata;
+        if md.name.is_none() {
+            md.name = Some("template".into());
+        }
+        if md.namespace.is_none() {
+            md.namespace = Some("default".into());
+        }
+        let compiled = PodInfo::compile(&pod)
+            .map_err(|e| de::Error::custom(format!("{}: {}", e.field, e.message)))?;
+        Ok(PodTemplate {
+            pod: Arc::new(pod),
+            compiled: Arc::new(compiled),
+        })
+    }
+}
+
+/// One pod arriving at a virtual time.
+#[derive(Clone, Debug)]
+pub struct PodArrival {
+    /// Virtual time since the start.
+    pub at: Duration,
+    /// Index of its workload in [`Scenario::workloads`].
+    pub workload: usize,
+    /// The pod (unbound).
+    pub pod: Arc<PodInfo>,
+}
+
+impl Scenario {
+    /// Parses scenario text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let mut sc: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let loc = inner.location();
+            ScenarioError::Invalid {
+                file: file.to_owned(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                message: clean_yaml_message(&inner.to_string(), &field),
+                field,
+            }
+        })?;
+        sc.source = file.to_owned();
+        sc.validate()?;
+        Ok(sc)
+    }
+
+    /// Reads a scenario from a file path, or takes the built-in one of that
+    /// name when no such file exists.
+    pub fn load(path_or_name: &str) -> Result<Scenario, ScenarioError> {
+        let path = std::path::Path::new(path_or_name);
+        if !path.exists()
+            && let Some(text) = builtin(path_or_name)
+        {
+            return Scenario::parse(text, &format!("builtin:{path_or_name}"));
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            ScenarioError::Read {
+                file: path_or_name.to_owned(),
+                source: if source.kind() == std::io::ErrorKind::NotFound {
+                    std::io::Error::new(
+                        source.kind(),
+                        format!(
+                            "no such file, and not a built-in scenario (built-ins: {})",
+                            names.join(", ")
+                        ),
+                    )
+                } else {
+                    source
+                },
+            }
+        })?;
+        Scenario::parse(&text, path_or_name)
+    }
+
+    fn invalid(&self, field: String, message: String) -> ScenarioError {
+        ScenarioError::Invalid {
+            file: self.source.clone(),
+            line: None,
+            column: None,
+            field,
+            message,
+        }
+    }
+
+    /// Cross-field checks the deserializer cannot make.
+    fn validate(&self) -> Result<(), ScenarioError> {
+        if self.node_pools.is_empty() {
+            return Err(self.invalid(
+                "nodePools".into(),
+                "at least one node pool is needed".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.node_pools.iter().enumerate() {
+            if p.name.is_empty() || !seen.insert(p.name.as_str()) {
+                return Err(self.invalid(
+                    format!("nodePools[{i}].name"),
+                    format!("pool names must be unique and non-empty ({:?})", p.name),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, w) in self.workloads.iter().enumerate() {
+            if w.name.is_empty() || !seen.insert(w.name.as_str()) {
+                return Err(self.invalid(
+                    format!("workloads[{i}].name"),
+                    format!("workload names must be unique and non-empty ({:?})", w.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps only the workload called `name` (to measure one template).
+    pub fn only_workload(&mut self, name: &str) -> Result<(), ScenarioError> {
+        if !self.workloads.iter().any(|w| w.name == name) {
+            let names: Vec<&str> = self.workloads.iter().map(|w| w.name.as_str()).collect();
+            return Err(self.invalid(
+                "workloads".into(),
+                format!(
+                    "no workload named {name:?} (workloads: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+        self.workloads.retain(|w| w.name == name);
+        Ok(())
+    }
+
+    /// How many nodes the scenario creates.
+    pub fn node_count(&self) -> usize {
+        self.node_pools.iter().map(|p| p.count as usize).sum()
+    }
+
+    /// How many pods the scenario creates.
+    pub fn pod_count(&self) -> usize {
+        self.workloads.iter().map(|w| w.count as usize).sum()
+    }
+
+    /// The Node objects, pool by pool, in index order.
+    pub fn nodes(&self) -> Vec<corev1::Node> {
+        let mut out = Vec::with_capacity(self.node_count());
+        for pool in &self.node_pools {
+            for i in 0..pool.count {
+                out.push(pool.node(u64::from(i)));
+            }
+        }
+        out
+    }
+
+    /// Every pod with its arrival time, sorted by time; ties keep workload
+    /// order, then index order.
+    pub fn arrivals(&self) -> Vec<PodArrival> {
+        let mut out = Vec::with_capacity(self.pod_count());
+        for (wi, w) in self.workloads.iter().enumerate() {
+            let start = Duration::from_secs_f64(w.start.0);
+            for i in 0..w.count {
+                let at = match w.arrival {
+                    Arrival::Burst => start,
+                    Arrival::Rate(r) => start + Duration::from_secs_f64(f64::from(i) / r),
+                };
+                let name = format!("{}-{i}", w.name);
+                let uid = format!("{}/{name}", w.template.compiled.namespace);
+                out.push(PodArrival {
+                    at,
+                    workload: wi,
+                    pod: Arc::new(w.template.compiled.with_identity(&uid, &name)),
+                });
+            }
+        }
+        // Stable: equal times keep the order above.
+        out.sort_by_key(|a| a.at);
+        out
+    }
+}
+
+impl NodePool {
+    /// Node `index` of this pool.
+    pub fn node(&self, index: u64) -> corev1::Node {
+        let name = format!("{}-{index}", self.name);
+        let slot = NodeSlot {
+            index,
+            name: &name,
+            pool: &self.name,
+        };
+        let mut labels: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .map(|(k, p)| (k.clone(), p.render(slot)))
+            .collect();
+        labels
+            .entry("kubernetes.io/hostname".into())
+            .or_insert_with(|| name.clone());
+        let taints: Vec<corev1::Taint> = self
+            .taints
+            .iter()
+            .map(|t| corev1::Taint {
+                key: t.key.clone(),
+                value: t.value.as_ref().map(|v| v.render(slot)),
+                effect: t.effect.as_str().into(),
+                time_added: None,
+            })
+            .collect();
+        let alloc: BTreeMap<String, Quantity> = self
+            .allocatable
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect();
+        let images: Vec<corev1::ContainerImage> = self
+            .images
+            .iter()
+            .map(|i| corev1::ContainerImage {
+                names: Some(i.names.clone()),
+                size_bytes: Some(i.size_bytes),
+            })
+            .collect();
+        corev1::Node {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                uid: Some(format!("node-{name}")),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            spec: Some(corev1::NodeSpec {
+                taints: (!taints.is_empty()).then_some(taints),
+                unschedulable: self.unschedulable.then_some(true),
+                ..Default::default()
+            }),
+            status: Some(corev1::NodeStatus {
+                allocatable: Some(alloc.clone()),
+                capacity: Some(alloc),
+                images: (!images.is_empty()).then_some(images),
+                conditions: Some(vec![corev1::NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// serde_yaml_ng's message repeats the path and the position we report
+/// separately; keep only what is wrong.
+fn clean_yaml_message(msg: &str, field: &str) -> String {
+    let mut m = msg;
+    if let Some(i) = m.rfind(" at line ")
+        && m[i + " at line ".len()..]
+            .split(' ')
+            .next()
+            .is_some_and(|n| n.parse::<usize>().is_ok())
+    {
+        m = &m[..i];
+    }
+    // The parser prefixes the path it was at (the field or its parent).
+    if let Some(i) = m.find(": ")
+        && !m[..i].contains(' ')
+        && field.starts_with(&m[..i])
+    {
+        m = &m[i + 2..];
+    }
+    m.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_scheduler::resources::ResourceId;
+
+    const GOOD: &str = r#"
+name: t
+seed: 3
+nodePools:
+  - name: gen
+    count: 10
+    allocatable: {cpu: "4", memory: 32Gi, pods: 110}
+    labels:
+      topology.kubernetes.io/zone: "zone-{index%3}"
+      example.com/rack: "rack-{index/4}"
+    taints: [{key: dedicated, value: "v{index%2}", effect: NoSchedule}]
+    images: [{names: ["nginx"], sizeBytes: 1000}]
+workloads:
+  - name: web
+    count: 4
+    template:
+      metadata: {labels: {app: web}}
+      spec:
+        containers:
+          - name: c
+            resources: {requests: {cpu: 100m, memory: 500Mi}}
+  - name: stream
+    count: 3
+    arrival: {rate: 2}
+    start: 1
+    template:
+      spec:
+        containers: [{name: c}]
+"#;
+
+    #[test]
+    fn parses_and_generates() {
+        let sc = Scenario::parse(GOOD, "good.yaml").unwrap();
+        assert_eq!(sc.seed, 3);
+        assert_eq!(sc.node_count(), 10);
+        assert_eq!(sc.pod_count(), 7);
+        let nodes = sc.nodes();
+        let n5 = &nodes[5];
+        assert_eq!(n5.metadata.name.as_deref(), Some("gen-5"));
+        let labels = n5.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["topology.kubernetes.io/zone"], "zone-2");
+        assert_eq!(labels["example.com/rack"], "rack-1");
+        assert_eq!(labels["kubernetes.io/hostname"], "gen-5");
+        let taint = &n5.spec.as_ref().unwrap().taints.as_ref().unwrap()[0];
+        assert_eq!(taint.value.as_deref(), Some("v1"));
+        assert_eq!(taint.effect, "NoSchedule");
+
+        let arr = sc.arrivals();
+        assert_eq!(arr.len(), 7);
+        // Burst pods first at t=0, then the stream at 1s, 1.5s, 2s.
+        assert!(
+            arr[..4]
+                .iter()
+                .all(|a| a.at == Duration::ZERO && a.workload == 0)
+        );
+        let times: Vec<f64> = arr[4..].iter().map(|a| a.at.as_secs_f64()).collect();
+        assert_eq!(times, vec![1.0, 1.5, 2.0]);
+        assert_eq!(&*arr[0].pod.name, "web-0");
+        assert_eq!(&*arr[0].pod.uid, "default/web-0");
+        assert_eq!(arr[0].pod.spec.requests[ResourceId::CPU], 100);
+        // Stamped pods share the compiled spec.
+        assert!(Arc::ptr_eq(&arr[0].pod.spec, &arr[3].pod.spec));
+    }
+
+    #[test]
+    fn only_workload_filters_and_rejects_unknown() {
+        let mut sc = Scenario::parse(GOOD, "good.yaml").unwrap();
+        let err = sc.only_workload("nope").unwrap_err().to_string();
+        assert!(err.contains("web, stream"), "{err}");
+        sc.only_workload("stream").unwrap();
+        assert_eq!(sc.pod_count(), 3);
+    }
+
+    fn err_of(text: &str) -> String {
+        Scenario::parse(text, "bad.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn malformed_scenarios_name_file_line_and_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "name: x\nnodePools:\n  - name: a\n    count: many\n    allocatable: {cpu: 1}\n",
+                "bad.yaml:4:12: field `nodePools[0].count`: invalid type",
+            ),
+            (
+                "name: x\nnodePools:\n  - name: a\n    cuont: 3\n    allocatable: {cpu: 1}\n",
+                "bad.yaml:4:5: field `nodePools[0].cuont`: unknown field `cuont`",
+            ),
+            (
+                "name: x\nnodePools:\n  - name: a\n    count: 3\n    allocatable: {cpu: 1}\n    labels: {z: \"zone-{idx}\"}\n",
+                "bad.yaml:6:",
+            ),
+            (
+                "name: x\nnodePools:\n  - name: a\n    count: 3\n    allocatable: {cpu: lots}\n",
+                "field `nodePools[0].allocatable`",
+            ),
+            (
+                "name: x\nnodePools:\n  - name: a\n    count: 3\n    allocatable: {cpu: 1}\n    taints: [{key: k, effect: Sometimes}]\n",
+                "unknown variant `Sometimes`",
+            ),
+            (
+                "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\nworkloads:\n  - name: w\n    count: 1\n    arrival: {rate: 0}\n    template: {spec: {containers: []}}\n",
+                "rate must be a positive number",
+            ),
+            (
+                "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\nworkloads:\n  - name: w\n    count: 1\n    template:\n      spec:\n        containers: [{name: c, resources: {requests: {cpu: 1zz}}}]\n",
+                "field `workloads[0].template`: spec.containers[0].resources",
+            ),
+            (
+                "name: x\nnodePools: []\n",
+                "field `nodePools`: at least one node pool",
+            ),
+            (
+                "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}, {name: a, count: 1, allocatable: {cpu: 1}}]\n",
+                "field `nodePools[1].name`",
+            ),
+            ("name: [x\n", "bad.yaml:"),
+        ];
+        for (text, want) in cases {
+            let err = err_of(text);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn error_message_is_not_repeated() {
+        let err = err_of(
+            "name: x\nnodePools:\n  - name: a\n    count: many\n    allocatable: {cpu: 1}\n",
+        );
+        assert_eq!(err.matches("nodePools[0].count").count(), 1, "{err}");
+        assert!(!err.contains(" at line "), "{err}");
+    }
+
+    #[test]
+    fn config_accepts_text_or_mapping() {
+        let text = "name: x\nconfig: {profiles: [{schedulerName: a}]}\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
+        let sc = Scenario::parse(text, "c.yaml").unwrap();
+        assert!(sc.config.unwrap().0.contains("schedulerName: a"));
+        let text = "name: x\nconfig: 3\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
+        assert!(err_of(text).contains("field `config`"));
+    }
+
+    #[test]
+    fn builtins_parse() {
+        for (name, text) in BUILTIN {
+            let sc = Scenario::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+            assert!(sc.pod_count() > 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn scaling_scenarios_share_their_shape() {
+        // basic-1k/4k/16k differ only in counts: same pools, labels, taints
+        // and templates, counts in proportion to the node count.
+        let load = |n| Scenario::parse(builtin(n).unwrap(), n).unwrap();
+        let base = load("basic-1k");
+        for (name, factor) in [("basic-4k", 4), ("basic-16k", 16)] {
+            let s = load(name);
+            assert_eq!(s.node_count(), base.node_count() * factor, "{name}");
+            assert_eq!(s.pod_count(), base.pod_count() * factor, "{name}");
+            for (a, b) in base.node_pools.iter().zip(&s.node_pools) {
+                assert_eq!(a.name, b.name);
+                assert_eq!(a.labels, b.labels);
+                assert_eq!(a.allocatable.0, b.allocatable.0);
+                assert_eq!(b.count, a.count * factor as u32);
+            }
+            for (a, b) in base.workloads.iter().zip(&s.workloads) {
+                assert_eq!(a.name, b.name);
+                assert_eq!(a.template.pod, b.template.pod);
+                assert_eq!(b.count, a.count * factor as u32);
+            }
+        }
+    }
+}

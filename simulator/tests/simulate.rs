@@ -1,0 +1,244 @@
+//! End-to-end runs of the simulator against the real engine and plugins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use strata_scheduler::intern::Sym;
+use strata_scheduler::resources::{MAX_RESOURCES, ResourceId, ResourceVec};
+use strata_simulator::{RunOptions, Scenario, Simulation};
+
+fn small() -> Scenario {
+    Scenario::load("small").expect("built-in small scenario")
+}
+
+fn run(scenario: Scenario, seed: Option<u64>) -> (Simulation, strata_simulator::Report) {
+    let opts = RunOptions {
+        seed,
+        ..Default::default()
+    };
+    let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
+    let report = sim.run();
+    (sim, report)
+}
+
+#[test]
+fn small_scenario_binds_everything_once_without_overcommit() {
+    let (sim, report) = run(small(), None);
+    let total = small().pod_count();
+    assert_eq!(report.pods.total, total);
+    assert_eq!(report.pods.scheduled, total, "{}", report.to_table());
+    assert_eq!(report.pods.unschedulable, 0);
+    assert_eq!(report.double_binds, 0);
+    assert_eq!(report.cache_inconsistency, None);
+    // Each pod was bound by exactly one bind call.
+    assert_eq!(sim.cluster().bind_calls(), total as u64);
+    let placements = sim.placements();
+    assert_eq!(placements.len(), total);
+    assert!(placements.values().all(Option::is_some));
+
+    // The engine's view agrees with the cluster and no node is over-committed.
+    let snap = sim.scheduler().snapshot();
+    sim.scheduler()
+        .cache()
+        .check_consistency()
+        .expect("cache consistent");
+    let mut on_nodes = 0;
+    for n in snap.nodes().filter(|n| n.present) {
+        let mut sum = ResourceVec::default();
+        for p in &n.pods {
+            sum.add(&p.spec.requests);
+            sum[ResourceId::PODS] += 1;
+            let placed = placements[&p.key()].as_deref();
+            assert_eq!(placed, Some(n.name.as_str()), "pod {} placement", p.key());
+        }
+        assert_eq!(sum, n.requested, "node {}", n.name);
+        for i in 0..MAX_RESOURCES {
+            assert!(
+                n.requested.0[i] <= n.allocatable.0[i],
+                "node {} over-committed in slot {i}: {:?} > {:?}",
+                n.name,
+                n.requested,
+                n.allocatable
+            );
+        }
+        on_nodes += n.pods.len();
+    }
+    assert_eq!(on_nodes, total);
+
+    // Placements honour each template's constraints.
+    let node_label = |node: &str, key: &str| -> Option<&'static str> {
+        snap.node_by_name(Sym::new(node))
+            .and_then(|n| n.labels.get_str(key))
+    };
+    let zone = "topology.kubernetes.io/zone";
+    let mut anti_nodes = BTreeSet::new();
+    let mut spread_zones: BTreeMap<&str, i32> = BTreeMap::new();
+    for (pod, node) in &placements {
+        let node = node.as_deref().unwrap_or_default();
+        let infra = node_label(node, "node-role.example.com/infra").is_some();
+        let name = pod.trim_start_matches("default/");
+        if name.starts_with("tolerations-") {
+            assert!(infra, "{pod} must be on the infra pool, is on {node}");
+        } else {
+            assert!(
+                !infra,
+                "{pod} does not tolerate the infra taint but is on {node}"
+            );
+        }
+        if name.starts_with("node-affinity-") {
+            assert_eq!(node_label(node, zone), Some("zone-0"), "{pod}");
+        }
+        if name.starts_with("anti-affinity-") {
+            assert!(
+                anti_nodes.insert(node.to_owned()),
+                "two anti-affinity pods on {node}"
+            );
+        }
+        if name.starts_with("spread-") {
+            *spread_zones
+                .entry(node_label(node, zone).unwrap_or("?"))
+                .or_default() += 1;
+        }
+    }
+    let (min, max) = (
+        spread_zones.values().min().copied().unwrap_or(0),
+        spread_zones.values().max().copied().unwrap_or(0),
+    );
+    assert_eq!(spread_zones.len(), 3, "{spread_zones:?}");
+    assert!(
+        max - min <= 2,
+        "spread skew {spread_zones:?} exceeds maxSkew 2"
+    );
+
+    // The report carries the figures.
+    assert_eq!(report.cycle_latency.count as u64, report.cycles.total);
+    assert_eq!(report.queue_to_bound_latency.count, total);
+    assert!(report.utilization.nodes == 28 && report.utilization.cpu.max <= 1.0);
+    assert_eq!(
+        report.workloads.iter().map(|w| w.scheduled).sum::<usize>(),
+        total
+    );
+    assert_eq!(report.events.get("Scheduled").copied(), Some(total as u64));
+    // The stream workload arrives at 20/s from t=1s: 40 pods take ~2 s.
+    assert!(
+        report.virtual_seconds >= 2.9,
+        "virtual time {}",
+        report.virtual_seconds
+    );
+}
+
+#[test]
+fn same_seed_same_placements() {
+    let (a, ra) = run(small(), Some(11));
+    let (b, rb) = run(small(), Some(11));
+    assert_eq!(ra.seed, 11);
+    assert_eq!(a.placements(), b.placements());
+    assert_eq!(ra.cycles, rb.cycles);
+    assert_eq!(ra.pods, rb.pods);
+}
+
+const IMPOSSIBLE: &str = r#"
+name: impossible
+nodePools:
+  - name: n
+    count: 3
+    allocatable: {cpu: "4", memory: 16Gi, pods: "110"}
+workloads:
+  - name: fits
+    count: 5
+    template:
+      spec:
+        containers: [{name: c, resources: {requests: {cpu: "1"}}}]
+  - name: huge
+    count: 1
+    template:
+      spec:
+        containers: [{name: c, resources: {requests: {cpu: "64"}}}]
+"#;
+
+#[test]
+fn impossible_pod_is_reported_unschedulable_with_the_aggregated_message() {
+    let sc = Scenario::parse(IMPOSSIBLE, "impossible.yaml").unwrap();
+    let (sim, report) = run(sc, None);
+    assert_eq!(report.pods.scheduled, 5, "{}", report.to_table());
+    assert_eq!(report.pods.unschedulable, 1);
+    let huge = report.workloads.iter().find(|w| w.name == "huge").unwrap();
+    assert_eq!((huge.scheduled, huge.unschedulable), (0, 1));
+    let msg = &report.unschedulable_messages[0];
+    assert_eq!(msg.pods, 1);
+    assert_eq!(msg.example, "default/huge-0");
+    assert!(
+        msg.message.contains("0/3 nodes are available"),
+        "{}",
+        msg.message
+    );
+    assert!(
+        msg.message.contains("3 Insufficient cpu"),
+        "{}",
+        msg.message
+    );
+    // The pod's condition says the same.
+    let cond = sim
+        .cluster()
+        .condition("default/huge-0")
+        .expect("condition published");
+    assert!(!cond.last.scheduled);
+    assert_eq!(cond.last.reason, "Unschedulable");
+    assert!(
+        cond.last.message.contains("Insufficient cpu"),
+        "{}",
+        cond.last.message
+    );
+    assert!(report.events.get("FailedScheduling").copied().unwrap_or(0) >= 1);
+    // It was retried after the unschedulable max-stay, then the run ended.
+    assert!(report.cycles.unschedulable >= 2, "{:?}", report.cycles);
+    assert!(
+        report.virtual_seconds >= 300.0 && report.virtual_seconds < 1000.0,
+        "{}",
+        report.virtual_seconds
+    );
+    assert!(report.to_table().contains("Insufficient cpu"));
+}
+
+#[test]
+fn malformed_scenario_file_names_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("strata-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.yaml");
+    std::fs::write(
+        &path,
+        "name: broken\nnodePools:\n  - name: a\n    count: 2\n    allocatable: {cpu: \"4\"}\nworkloads:\n  - name: w\n    count: -3\n    template: {spec: {containers: []}}\n",
+    )
+    .unwrap();
+    let p = path.to_string_lossy().to_string();
+    let err = Scenario::load(&p).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{p}:8:")), "{err}");
+    assert!(err.contains("field `workloads[0].count`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let err = Scenario::load("no-such-scenario").unwrap_err().to_string();
+    assert!(err.contains("not a built-in scenario"), "{err}");
+}
+
+#[test]
+fn unknown_plugin_in_config_is_an_error_naming_the_scenario() {
+    let text = "name: x\nconfig:\n  profiles:\n    - schedulerName: default-scheduler\n      plugins: {multiPoint: {enabled: [{name: NoSuchPlugin}]}}\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
+    let sc = Scenario::parse(text, "cfg.yaml").unwrap();
+    let err = Simulation::new(sc, &RunOptions::default())
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.starts_with("cfg.yaml: field `config`"), "{err}");
+    assert!(err.contains("NoSuchPlugin"), "{err}");
+}
+
+#[test]
+fn pods_for_another_scheduler_are_left_alone() {
+    let text = "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1, pods: 10}}]\nworkloads:\n  - name: other\n    count: 2\n    template: {spec: {schedulerName: someone-else, containers: []}}\n";
+    let sc = Scenario::parse(text, "other.yaml").unwrap();
+    let (_sim, report) = run(sc, None);
+    assert_eq!(report.pods.unschedulable, 2);
+    assert!(
+        report.unschedulable_messages[0]
+            .message
+            .contains("no profile serves")
+    );
+}
