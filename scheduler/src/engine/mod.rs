@@ -16,8 +16,10 @@
 mod binding;
 mod cycle;
 mod profile;
+mod run;
 
 pub use cycle::{CycleOutcome, CycleResult};
+pub use run::{NoObserver, RunControl, RunObserver, RunSummary};
 
 use crate::cache::{Cache, PdbInfo, Snapshot};
 use crate::clock::Clock;
