@@ -150,4 +150,35 @@ pub trait ClusterPort: Send + Sync + 'static {
 
     /// Records an event. Must not block; may drop or aggregate under load.
     fn record_event(&self, event: PodEvent);
+
+    /// Merges `annotations` into the pod's `metadata.annotations` (a merge
+    /// patch on the pod), before it is bound: how PreBind plugins hand a
+    /// decision to the node agent (device assignments). The default refuses,
+    /// so a port that cannot do it fails loudly instead of losing the data.
+    async fn patch_pod_annotations(
+        &self,
+        pod: &PodInfo,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        let _ = annotations;
+        Err(ClusterError(format!(
+            "this cluster port cannot patch the annotations of pod {}",
+            pod.key()
+        )))
+    }
+
+    /// Replaces the status of a `resource.k8s.io/v1` ResourceClaim (the
+    /// `status` subresource) with `claim.status`, guarded by
+    /// `claim.metadata.resourceVersion` when set: how the DRA plugin writes
+    /// an allocation and `reservedFor` in PreBind. The default refuses.
+    async fn update_resource_claim_status(
+        &self,
+        claim: &k8s_openapi::api::resource::v1::ResourceClaim,
+    ) -> Result<(), ClusterError> {
+        Err(ClusterError(format!(
+            "this cluster port cannot write the status of ResourceClaim {}/{}",
+            claim.metadata.namespace.as_deref().unwrap_or(""),
+            claim.metadata.name.as_deref().unwrap_or("")
+        )))
+    }
 }

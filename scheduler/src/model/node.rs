@@ -82,6 +82,10 @@ pub struct NodeInfo {
     pub present: bool,
     /// Bumped on every change; lets caches keyed on a node tell it changed.
     pub generation: u64,
+    /// `metadata.annotations` of the Node, for plugins that read node-level
+    /// details published there (device inventories such as
+    /// `strata.io/devices`). Shared, so cloning a node stays cheap.
+    pub annotations: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl NodeInfo {
@@ -103,6 +107,7 @@ impl NodeInfo {
             images: Vec::new(),
             present: false,
             generation: 0,
+            annotations: Arc::default(),
         }
     }
 
@@ -112,6 +117,10 @@ impl NodeInfo {
         let spec = node.spec.as_ref();
         let status = node.status.as_ref();
         self.labels = Labels::from_map(node.metadata.labels.as_ref());
+        let annotations = node.metadata.annotations.clone().unwrap_or_default();
+        if *self.annotations != annotations {
+            self.annotations = Arc::new(annotations);
+        }
         self.taints = spec
             .and_then(|s| s.taints.as_ref())
             .map(|ts| ts.iter().filter_map(Taint::compile).collect())
