@@ -15,13 +15,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use strata_scheduler::clock::ManualClock;
-use strata_scheduler::config::{Point, SchedulerConfig, resolve};
-use strata_scheduler::framework::{Handle, WaitingPods};
-use strata_scheduler::intern::Sym;
+use strata_scheduler::config::Point;
+use strata_simulator::config_check::{describe_config_error, validate_config};
 use strata_simulator::scenario::BUILTIN;
-use strata_simulator::{RunOptions, Scenario, SimCluster, Simulation};
+use strata_simulator::{RunOptions, Scenario, Simulation};
 
 /// Strata, a Kubernetes scheduler for AI clusters.
 #[derive(Parser, Debug)]
@@ -131,24 +128,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let cfg = SchedulerConfig::from_yaml(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let cluster: Arc<SimCluster> = Arc::new(SimCluster::new());
-    let clock = Arc::new(ManualClock::default());
-    let waiting = WaitingPods::default();
-    let handle_for = |name: &str| Handle {
-        cluster: cluster.clone(),
-        waiting: waiting.clone(),
-        clock: clock.clone(),
-        scheduler_name: Sym::new(name),
-    };
-    let profiles = resolve(
-        &cfg,
-        &strata_plugins::registry(),
-        &strata_plugins::default_plugins(),
-        &handle_for,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let (cfg, profiles) = validate_config(&text)
+        .map_err(|e| anyhow::anyhow!(describe_config_error(&file.display().to_string(), &e)))?;
     println!("{}: valid, {} profile(s)", file.display(), profiles.len());
     println!(
         "  parallelism {}, backoff {}s..{}s, max unschedulable stay {}s, bind concurrency {}, assumed-pod TTL {}s",

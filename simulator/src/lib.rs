@@ -10,6 +10,7 @@
 //!   workloads stamped out of pod templates, arrival patterns) and the
 //!   built-in scenarios.
 //! - [`cluster`]: [`SimCluster`], the in-memory API server behind the port.
+//! - [`config_check`]: full validation of a scheduler configuration.
 //! - [`sim`]: [`Simulation`], the virtual-time run loop.
 //! - [`report`]: [`Report`], what a run measured.
 //!
@@ -17,6 +18,7 @@
 //! or finish; nodes never fail; only scheduling is simulated.
 
 pub mod cluster;
+pub mod config_check;
 pub mod pattern;
 pub mod report;
 pub mod scenario;

@@ -39,6 +39,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use strata_scheduler::config::ConfigError;
 use strata_scheduler::model::PodInfo;
 use strata_scheduler::resources::ResourceVec;
 
@@ -60,12 +61,12 @@ pub fn builtin(name: &str) -> Option<&'static str> {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Read {
         /// The path given.
         file: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already includes it).
+        error: std::io::Error,
     },
     /// The file is not a valid scenario.
     #[error("{}", display_invalid(file, *line, *column, field, message))]
@@ -354,20 +355,32 @@ pub struct PodTemplate {
 
 impl<'de> Deserialize<'de> for PodTemplate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut pod = corev1::Pod::deserialize(d)?;
-        let md = &mut pod.metadata;
-        if md.name.is_none() {
-            md.name = Some("template".into());
+        // Compile inside the visitor, so the parser attributes a compile
+        // error to the template's own position in the file.
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = PodTemplate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Pod manifest (metadata, spec)")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<PodTemplate, A::Error> {
+                let mut pod = corev1::Pod::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let md = &mut pod.metadata;
+                if md.name.is_none() {
+                    md.name = Some("template".into());
+                }
+                if md.namespace.is_none() {
+                    md.namespace = Some("default".into());
+                }
+                let compiled = PodInfo::compile(&pod)
+                    .map_err(|e| de::Error::custom(format!("{}: {}", e.field, e.message)))?;
+                Ok(PodTemplate {
+                    pod: Arc::new(pod),
+                    compiled: Arc::new(compiled),
+                })
+            }
         }
-        if md.namespace.is_none() {
-            md.namespace = Some("default".into());
-        }
-        let compiled = PodInfo::compile(&pod)
-            .map_err(|e| de::Error::custom(format!("{}: {}", e.field, e.message)))?;
-        Ok(PodTemplate {
-            pod: Arc::new(pod),
-            compiled: Arc::new(compiled),
-        })
+        d.deserialize_map(V)
     }
 }
 
@@ -400,6 +413,11 @@ impl Scenario {
         })?;
         sc.source = file.to_owned();
         sc.validate()?;
+        if let Some(cfg) = &sc.config
+            && let Err(e) = crate::config_check::validate_config(&cfg.0)
+        {
+            return Err(config_error(text, file, e));
+        }
         Ok(sc)
     }
 
@@ -416,7 +434,7 @@ impl Scenario {
             let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
             ScenarioError::Read {
                 file: path_or_name.to_owned(),
-                source: if source.kind() == std::io::ErrorKind::NotFound {
+                error: if source.kind() == std::io::ErrorKind::NotFound {
                     std::io::Error::new(
                         source.kind(),
                         format!(
@@ -602,9 +620,67 @@ impl NodePool {
     }
 }
 
+/// Places a configuration error in the scenario file: the `config:` key's
+/// line, or for a block scalar (`config: |`) the offending line inside it.
+fn config_error(text: &str, file: &str, err: ConfigError) -> ScenarioError {
+    let lines: Vec<&str> = text.lines().collect();
+    let key = lines.iter().position(|l| l.starts_with("config:"));
+    let block = key.is_some_and(|k| {
+        let rest = lines[k]["config:".len()..].trim_start();
+        rest.starts_with('|') || rest.starts_with('>')
+    });
+    // Indentation of the block's content, to turn a column inside the
+    // config text into a column in the file.
+    let indent = key
+        .and_then(|k| lines[k + 1..].iter().find(|l| !l.trim().is_empty()))
+        .map(|l| l.len() - l.trim_start().len())
+        .unwrap_or(0);
+    let key_line = key.map(|k| k + 1);
+    let (line, column, field, message) = match err {
+        ConfigError::Parse {
+            line,
+            column,
+            message,
+        } => {
+            // The parser's message starts with its path inside the config.
+            let (path, msg) = match message.find(": ") {
+                Some(i) if !message[..i].contains(' ') => (Some(&message[..i]), &message[i + 2..]),
+                _ => (None, message.as_str()),
+            };
+            let msg = clean_yaml_message(msg, "");
+            let field = path.map_or_else(|| "config".to_owned(), |p| format!("config.{p}"));
+            if block && line > 0 {
+                (
+                    key_line.map(|k| k + line),
+                    Some(column + indent),
+                    field,
+                    msg,
+                )
+            } else {
+                (
+                    key_line,
+                    None,
+                    field,
+                    format!("{msg} (line {line}, column {column} of the configuration)"),
+                )
+            }
+        }
+        ConfigError::Invalid { field, message } => {
+            (key_line, None, format!("config.{field}"), message)
+        }
+    };
+    ScenarioError::Invalid {
+        file: file.to_owned(),
+        line,
+        column,
+        field,
+        message,
+    }
+}
+
 /// serde_yaml_ng's message repeats the path and the position we report
 /// separately; keep only what is wrong.
-fn clean_yaml_message(msg: &str, field: &str) -> String {
+pub(crate) fn clean_yaml_message(msg: &str, field: &str) -> String {
     let mut m = msg;
     if let Some(i) = m.rfind(" at line ")
         && m[i + " at line ".len()..]
@@ -735,7 +811,7 @@ workloads:
             ),
             (
                 "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\nworkloads:\n  - name: w\n    count: 1\n    template:\n      spec:\n        containers: [{name: c, resources: {requests: {cpu: 1zz}}}]\n",
-                "field `workloads[0].template`: spec.containers[0].resources",
+                "bad.yaml:7:7: field `workloads[0].template`: spec.containers[0].resources",
             ),
             (
                 "name: x\nnodePools: []\n",
@@ -769,6 +845,27 @@ workloads:
         assert!(sc.config.unwrap().0.contains("schedulerName: a"));
         let text = "name: x\nconfig: 3\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
         assert!(err_of(text).contains("field `config`"));
+    }
+
+    #[test]
+    fn config_errors_point_into_the_scenario() {
+        let block = "name: x\nconfig: |\n  profiles:\n    - schedulerNam: a\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
+        let err = err_of(block);
+        assert!(
+            err.starts_with(
+                "bad.yaml:4:7: field `config.profiles[0]`: unknown field `schedulerNam`"
+            ),
+            "{err}"
+        );
+        let mapping = "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\nconfig:\n  profiles:\n    - schedulerName: a\n      pluginConfig: [{name: NodeResourcesFit, args: {scoringStrategy: {type: Bogus}}}]\n";
+        let err = err_of(mapping);
+        assert!(
+            err.starts_with(
+                "bad.yaml:3: field `config.profiles[0].pluginConfig[0].args.scoringStrategy.type`"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("Bogus"), "{err}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub enum SimError {
     },
     /// The async runtime could not start.
     #[error("cannot start the binding runtime: {0}")]
-    Runtime(#[from] std::io::Error),
+    Runtime(std::io::Error),
 }
 
 /// The scheduler configuration a scenario runs with.
@@ -130,7 +130,8 @@ impl Simulation {
             .worker_threads(1)
             .thread_name("strata-sim-bind")
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(SimError::Runtime)?;
         let cluster = Arc::new(SimCluster::new());
         let clock = Arc::new(ManualClock::default());
         let scheduler = Scheduler::new(

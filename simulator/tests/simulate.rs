@@ -221,12 +221,13 @@ fn malformed_scenario_file_names_file_line_and_field() {
 #[test]
 fn unknown_plugin_in_config_is_an_error_naming_the_scenario() {
     let text = "name: x\nconfig:\n  profiles:\n    - schedulerName: default-scheduler\n      plugins: {multiPoint: {enabled: [{name: NoSuchPlugin}]}}\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
-    let sc = Scenario::parse(text, "cfg.yaml").unwrap();
-    let err = Simulation::new(sc, &RunOptions::default())
-        .err()
-        .expect("must fail")
-        .to_string();
-    assert!(err.starts_with("cfg.yaml: field `config`"), "{err}");
+    let err = Scenario::parse(text, "cfg.yaml").unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "cfg.yaml:2: field `config.profiles[0].plugins.multiPoint.enabled[0].name`"
+        ),
+        "{err}"
+    );
     assert!(err.contains("NoSuchPlugin"), "{err}");
 }
 

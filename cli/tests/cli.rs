@@ -1,0 +1,139 @@
+//! The `strata` binary end to end: arguments, outputs, exit codes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the strata binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("strata-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+#[test]
+fn simulate_small_prints_a_table_and_writes_json() {
+    let dir = temp_dir("sim");
+    let json = dir.join("report.json");
+    let out = strata(&[
+        "simulate",
+        "small",
+        "--quiet",
+        "--seed",
+        "5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("pods scheduled / unschedulable / total"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("296 / 0 / 296"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["scenario"], "small");
+    assert_eq!(report["seed"], 5);
+    assert_eq!(report["pods"]["scheduled"], 296);
+    assert!(report["pods_per_second"].as_f64().unwrap() > 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn simulate_one_workload() {
+    let out = strata(&["simulate", "small", "--quiet", "--only-workload", "spread"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("only workload spread"), "{stdout}");
+    assert!(stdout.contains("60 / 0 / 60"), "{stdout}");
+
+    let out = strata(&["simulate", "small", "--quiet", "--only-workload", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no workload named \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn simulate_reports_a_malformed_scenario_and_fails() {
+    let dir = temp_dir("bad");
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\nnodePools:\n  - name: a\n    count: lots\n",
+    )
+    .unwrap();
+    let out = strata(&["simulate", path.to_str().unwrap(), "--quiet"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:4:12: field `nodePools[0].count`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn simulate_lists_builtins() {
+    let out = strata(&["simulate", "--list"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success());
+    for name in ["small", "demo", "basic-1k", "basic-4k", "basic-16k"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+}
+
+#[test]
+fn check_config_prints_profiles_or_the_error() {
+    let dir = temp_dir("cfg");
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n  - schedulerName: strata\n    plugins:\n      score:\n        disabled: [{name: ImageLocality}]\n",
+    )
+    .unwrap();
+    let out = strata(&["check-config", good.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("valid, 1 profile(s)"), "{stdout}");
+    assert!(stdout.contains("profile strata"), "{stdout}");
+    let score = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("score "))
+        .expect("score line");
+    assert!(score.contains("TaintToleration (3)"), "{score}");
+    assert!(!score.contains("ImageLocality"), "{score}");
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "profiles:\n  - schedulerName: a\n    plugins: {filter: {enabled: [{name: Nope}]}}\n",
+    )
+    .unwrap();
+    let out = strata(&["check-config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("field `profiles[0].plugins.filter.enabled[0].name`"),
+        "{err}"
+    );
+    assert!(err.contains("Nope"), "{err}");
+
+    let out = strata(&["check-config", dir.join("missing.yaml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("missing.yaml"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
