@@ -181,6 +181,10 @@ pub struct SchedulerConfig {
     /// Seed for tie-breaking among equally scored nodes.
     #[serde(default)]
     pub seed: u64,
+    /// How many equivalence classes (pods from one template) keep cached
+    /// node-local filter and score results; 0 turns the cache off.
+    #[serde(default = "default_equiv_classes")]
+    pub equivalence_cache_classes: usize,
     /// Profiles.
     #[serde(default = "default_profiles")]
     pub profiles: Vec<ProfileConfig>,
@@ -217,6 +221,9 @@ fn three_hundred() -> u64 {
 }
 fn default_bind_concurrency() -> usize {
     64
+}
+fn default_equiv_classes() -> usize {
+    32
 }
 fn default_assumed_ttl() -> u64 {
     120

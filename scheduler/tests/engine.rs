@@ -89,6 +89,9 @@ impl Plugin for Cpu {
     }
 }
 impl FilterPlugin for Cpu {
+    fn is_node_local(&self) -> bool {
+        true
+    }
     fn filter(&self, _s: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         if node.free(ResourceId::CPU) < pod.spec.requests[ResourceId::CPU] {
             Status::unschedulable("Insufficient cpu")
@@ -98,6 +101,9 @@ impl FilterPlugin for Cpu {
     }
 }
 impl ScorePlugin for Cpu {
+    fn is_node_local(&self) -> bool {
+        true
+    }
     fn score(&self, _s: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         Ok(node.free(ResourceId::CPU) * 100 / node.allocatable[ResourceId::CPU].max(1))
     }
@@ -459,4 +465,29 @@ fn node_observers_see_every_change() {
     // Added; assumed (1 pod); forgotten after the failed bind (0); deleted.
     let a: Vec<(usize, bool)> = seen.iter().filter(|s| s.0 == "a").map(|s| (s.1, s.2)).collect();
     assert_eq!(a, vec![(0, true), (1, true), (0, true), (0, false)]);
+}
+
+#[test]
+fn equivalence_cache_changes_nothing() {
+    let run = |classes: usize| {
+        let mut e = env_with(&format!("parallelism: 1\nseed: 3\nequivalenceCacheClasses: {classes}\n")).unwrap();
+        for i in 0..20 {
+            e.add_node(&format!("n{i}"), &format!("{}", 2 + i % 5));
+        }
+        for i in 0..120 {
+            // Three templates interleaved; some do not fit anywhere.
+            let cpu = ["500m", "1", "3"][i % 3];
+            e.add_pod(pod(&format!("p{i}")).req("cpu", cpu).build());
+        }
+        let results = e.drain();
+        let mut b = e.cluster.binds.lock().clone();
+        b.sort();
+        e.sched.cache().check_consistency().unwrap();
+        (results, b)
+    };
+    let (r0, b0) = run(0);
+    let (r1, b1) = run(32);
+    assert_eq!(b0, b1);
+    assert_eq!(r0, r1);
+    assert!(r0.iter().any(|r| matches!(r, CycleResult::Unschedulable { .. })));
 }

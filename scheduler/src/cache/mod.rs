@@ -80,19 +80,33 @@ impl Cache {
         &self.snap
     }
 
+    /// Records that node `id` changed: its generation is mirrored into the
+    /// snapshot's dense array and it is queued for observers.
+    fn touched(&mut self, id: NodeId) {
+        self.snap.gens[id.index()] = self.snap.nodes[id.index()].generation;
+        self.dirty.push(id);
+    }
+
     fn slot_for(&mut self, name: Sym) -> NodeId {
         if let Some(id) = self.snap.by_name.get(&name) {
             return *id;
         }
         let id = match self.snap.free_slots.pop() {
             Some(id) => {
-                self.snap.nodes[id.index()] = NodeInfo::placeholder(id, name);
+                // Generations never go back, so caches keyed on them stay safe
+                // when a slot is reused.
+                let g = self.snap.gens[id.index()] + 1;
+                let mut n = NodeInfo::placeholder(id, name);
+                n.generation = g;
+                self.snap.nodes[id.index()] = n;
+                self.snap.gens[id.index()] = g;
                 id
             }
             None => {
                 let id = NodeId(self.snap.nodes.len() as u32);
                 self.snap.nodes.push(NodeInfo::placeholder(id, name));
                 self.snap.live_pos.push(u32::MAX);
+                self.snap.gens.push(0);
                 id
             }
         };
@@ -140,14 +154,14 @@ impl Cache {
         if let Err(source) = res {
             // Keep the node out of scheduling rather than half-updated.
             n.present = false;
+            n.generation += 1;
             self.set_live(id, false);
-            self.snap.generation += 1;
+            self.touched(id);
             return Err(CacheError::BadNode {
                 node: name.to_string(),
                 source,
             });
         }
-        self.dirty.push(id);
         let change = NodeChange {
             allocatable: !was_present || before.0 != n.allocatable,
             labels: !was_present || before.1 != n.labels,
@@ -156,7 +170,7 @@ impl Cache {
         };
         self.count_images(id, 1);
         self.set_live(id, true);
-        self.snap.generation += 1;
+        self.touched(id);
         Ok((id, change))
     }
 
@@ -168,11 +182,12 @@ impl Cache {
             self.count_images(id, -1);
         }
         self.set_live(id, false);
-        self.dirty.push(id);
         let n = &mut self.snap.nodes[id.index()];
         n.present = false;
         n.generation += 1;
-        if n.pods.is_empty() {
+        let empty = n.pods.is_empty();
+        self.touched(id);
+        if empty {
             self.snap.by_name.remove(&name);
             self.snap.free_slots.push(id);
         }
@@ -190,7 +205,7 @@ impl Cache {
             return Err(CacheError::UnknownNode(format!("{node:?}")));
         }
         self.snap.nodes[node.index()].add_pod(pod.clone());
-        self.dirty.push(node);
+        self.touched(node);
         self.assumed.insert(pod.uid.clone(), AssumedState::default());
         self.snap.pods.insert(
             pod.uid.clone(),
@@ -239,10 +254,10 @@ impl Cache {
                 // Confirmation or update on the same node: swap the object in
                 // (labels may have changed) keeping the accounting exact.
                 self.assumed.remove(&pod.uid);
-                self.dirty.push(id);
                 let n = &mut self.snap.nodes[id.index()];
                 n.remove_pod(&pod.uid);
                 n.add_pod(pod.clone());
+                self.touched(id);
                 self.snap.pods.insert(
                     pod.uid.clone(),
                     PodPlacement {
@@ -260,7 +275,7 @@ impl Cache {
         }
         let id = self.slot_for(node_name);
         self.snap.nodes[id.index()].add_pod(pod.clone());
-        self.dirty.push(id);
+        self.touched(id);
         self.snap.pods.insert(
             pod.uid.clone(),
             PodPlacement {
@@ -277,11 +292,11 @@ impl Cache {
     pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
         let placement = self.snap.pods.remove(uid)?;
         self.assumed.remove(uid);
-        self.dirty.push(placement.node);
         let n = &mut self.snap.nodes[placement.node.index()];
         let pod = n.remove_pod(uid);
-        if !n.present && n.pods.is_empty() {
-            let name = n.name;
+        let (gone, name) = (!n.present && n.pods.is_empty(), n.name);
+        self.touched(placement.node);
+        if gone {
             self.snap.by_name.remove(&name);
             self.snap.free_slots.push(placement.node);
         }

@@ -46,6 +46,9 @@ pub struct Snapshot {
     /// Position of each node in `live` (u32::MAX when absent).
     pub(crate) live_pos: Vec<u32>,
     pub(crate) free_slots: Vec<NodeId>,
+    /// `nodes[i].generation`, densely, so per-cycle validity checks touch
+    /// 8 bytes per node instead of a whole `NodeInfo`.
+    pub(crate) gens: Vec<u64>,
     pub(crate) pods: FxHashMap<Arc<str>, PodPlacement>,
     pub(crate) namespaces: NamespaceLabels,
     pub(crate) pdbs: Vec<PdbInfo>,
@@ -94,6 +97,14 @@ impl Snapshot {
     #[inline]
     pub fn node_capacity(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Every node's generation, indexed by node id (see
+    /// [`NodeInfo::generation`]); a cached per-node result computed at
+    /// generation `g` is valid while `generations()[id] == g`.
+    #[inline]
+    pub fn generations(&self) -> &[u64] {
+        &self.gens
     }
 
     /// A bound or assumed pod by uid.

@@ -78,6 +78,8 @@ pub struct CycleOutcome {
 struct FilterOutcome {
     feasible: Vec<NodeId>,
     diagnosis: Diagnosis,
+    /// With the equivalence cache: the class's node-local filter mask.
+    class_mask: Option<u64>,
 }
 
 fn active_filters<'a>(profile: &'a Profile, state: &CycleState) -> Vec<(&'static str, &'a dyn FilterPlugin)> {
@@ -170,10 +172,16 @@ impl Scheduler {
             }
         }
 
+        let mut class_mask = None;
         let feasible = if diagnosis.pre_filter.is_some() {
             Vec::new()
         } else {
-            let out = self.find_feasible(pi, &state, &pod, candidates.as_deref());
+            let out = if self.cache_usable(pi, &pod) {
+                self.find_feasible_cached(pi, &state, &pod, candidates.as_deref())
+            } else {
+                self.find_feasible(pi, &state, &pod, candidates.as_deref())
+            };
+            class_mask = out.class_mask;
             diagnosis.node_statuses = out.diagnosis.node_statuses;
             for p in out.diagnosis.plugins {
                 diagnosis.add_plugin(p);
@@ -195,7 +203,7 @@ impl Scheduler {
         let chosen = if feasible.len() == 1 {
             feasible[0]
         } else {
-            match self.prioritize(pi, &mut state, &pod, &feasible) {
+            match self.prioritize(pi, &mut state, &pod, &feasible, class_mask) {
                 Ok(n) => n,
                 Err(msg) => return self.fail_error(pi, qp, msg),
             }
@@ -280,10 +288,117 @@ impl Scheduler {
                 take(eval(id), &mut feasible, &mut diagnosis);
             }
         }
-        FilterOutcome { feasible, diagnosis }
+        FilterOutcome {
+            feasible,
+            diagnosis,
+            class_mask: None,
+        }
     }
 
-    fn prioritize(&mut self, pi: usize, state: &mut CycleState, pod: &PodInfo, feasible: &[NodeId]) -> Result<NodeId, String> {
+    /// Whether this cycle may use the equivalence cache: every node is
+    /// evaluated, and no pod is nominated (nominated pods make results depend
+    /// on more than one node's state).
+    fn cache_usable(&self, pi: usize, pod: &PodInfo) -> bool {
+        self.equiv.enabled()
+            && pod.equivalence != 0
+            && self.profiles[pi].percentage_of_nodes_to_score >= 100
+            && self.profiles[pi].filter.len() <= 64
+            && self.profiles[pi].score.len() <= 64
+            && !self.nominated.values().any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid)
+    }
+
+    /// Filtering through the equivalence cache: node-local filters are
+    /// re-run only on nodes whose generation changed; the others run on
+    /// every node that passes them.
+    fn find_feasible_cached(
+        &mut self,
+        pi: usize,
+        state: &CycleState,
+        pod: &PodInfo,
+        candidates: Option<&[NodeId]>,
+    ) -> FilterOutcome {
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+        let gens = snap.generations();
+        let mut local: Vec<(&'static str, &dyn FilterPlugin)> = Vec::new();
+        let mut global: Vec<(&'static str, &dyn FilterPlugin)> = Vec::new();
+        let mut mask = 0u64;
+        for (i, p) in profile.filter.iter().enumerate() {
+            if state.skips_filter(p.name()) {
+                continue;
+            }
+            let Some(f) = p.as_filter() else { continue };
+            if f.is_node_local() {
+                mask |= 1 << i;
+                local.push((p.name(), f));
+            } else {
+                global.push((p.name(), f));
+            }
+        }
+        let cc = self.equiv.get(pi, pod.equivalence, mask, snap.node_capacity());
+        let all = candidates.unwrap_or_else(|| snap.node_ids());
+        let mut feasible = Vec::with_capacity(all.len());
+        let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();
+        let mut global_rejected: Vec<(NodeId, Status)> = Vec::new();
+        for &id in all {
+            let i = id.index();
+            if cc.filter_gen[i] != gens[i] {
+                let node = snap.node(id);
+                let s = if node.present {
+                    filter_node(&local, state, pod, node)
+                } else {
+                    Status::unresolvable("node(s) were not found")
+                };
+                cc.verdict[i] = if s.is_success() { super::equiv::PASS } else { cc.intern_status(s) };
+                cc.filter_gen[i] = gens[i];
+            }
+            let v = cc.verdict[i];
+            if v != super::equiv::PASS {
+                local_rejected.push((id, v));
+                continue;
+            }
+            if !global.is_empty() {
+                let s = filter_node(&global, state, pod, snap.node(id));
+                if !s.is_success() {
+                    global_rejected.push((id, s));
+                    continue;
+                }
+            }
+            feasible.push(id);
+        }
+        // The per-node reasons matter only when nothing fits (the message,
+        // preemption) or for requeue decisions then; build them lazily.
+        let mut diagnosis = Diagnosis::default();
+        if feasible.is_empty() {
+            for (id, v) in local_rejected {
+                let s = cc.statuses[v as usize].clone();
+                if let Some(p) = s.plugin() {
+                    diagnosis.add_plugin(p);
+                }
+                diagnosis.node_statuses.push((id, s));
+            }
+            for (id, s) in global_rejected {
+                if let Some(p) = s.plugin() {
+                    diagnosis.add_plugin(p);
+                }
+                diagnosis.node_statuses.push((id, s));
+            }
+        }
+        FilterOutcome {
+            feasible,
+            diagnosis,
+            class_mask: Some(mask),
+        }
+    }
+
+    fn prioritize(
+        &mut self,
+        pi: usize,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        feasible: &[NodeId],
+        class_mask: Option<u64>,
+    ) -> Result<NodeId, String> {
         let profile = &self.profiles[pi];
         let snap = self.cache.snapshot();
         for p in &profile.pre_score {
@@ -295,15 +410,84 @@ impl Scheduler {
                 _ => return Err(format!("running PreScore plugin {}: {}", p.name(), s.message())),
             }
         }
+        let st: &CycleState = state;
         let mut totals = vec![0i64; feasible.len()];
+        // Node-local scores of an equivalence class come from its cache.
+        let mut cached_mask = 0u64;
+        if let Some(fmask) = class_mask {
+            let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> = Vec::new();
+            for (i, (p, w)) in profile.score.iter().enumerate() {
+                if st.skips_score(p.name()) {
+                    continue;
+                }
+                if let Some(sp) = p.as_score().filter(|sp| sp.is_node_local()) {
+                    cached_mask |= 1 << i;
+                    cached.push((p.name(), sp, *w));
+                }
+            }
+            if cached_mask != 0 {
+                let gens = snap.generations();
+                let normalizing = cached.iter().filter(|(_, sp, _)| sp.has_normalize()).count();
+                let cc = self.equiv.get(pi, pod.equivalence, fmask, snap.node_capacity());
+                cc.set_score_mask(cached_mask, normalizing, snap.node_capacity());
+                for (t, id) in totals.iter_mut().zip(feasible) {
+                    let i = id.index();
+                    if cc.score_gen[i] != gens[i] {
+                        let node = snap.node(*id);
+                        let mut plain = 0i64;
+                        let mut k = 0;
+                        for (name, sp, w) in &cached {
+                            let raw = sp
+                                .score(st, pod, node)
+                                .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
+                            if sp.has_normalize() {
+                                cc.raw[k][i] = raw;
+                                k += 1;
+                            } else {
+                                plain += raw * w;
+                            }
+                        }
+                        cc.plain_total[i] = plain;
+                        cc.score_gen[i] = gens[i];
+                    }
+                    *t = cc.plain_total[i];
+                }
+                let mut k = 0;
+                let mut scores: Vec<NodeScore> = Vec::new();
+                for (name, sp, w) in &cached {
+                    if !sp.has_normalize() {
+                        continue;
+                    }
+                    let raw = &cc.raw[k];
+                    k += 1;
+                    let first = raw[feasible[0].index()];
+                    // Equal raw scores normalize to equal scores: no effect
+                    // on the choice, so skip the pass.
+                    if feasible.iter().all(|id| raw[id.index()] == first) {
+                        continue;
+                    }
+                    scores.clear();
+                    scores.extend(feasible.iter().map(|id| NodeScore {
+                        node: *id,
+                        score: raw[id.index()],
+                    }));
+                    let s = sp.normalize(st, pod, &mut scores);
+                    if !s.is_success() {
+                        return Err(format!("running NormalizeScore of plugin {name}: {}", s.message()));
+                    }
+                    for (t, s) in totals.iter_mut().zip(scores.iter()) {
+                        *t += s.score * w;
+                    }
+                }
+            }
+        }
         let mut scores: Vec<NodeScore> = Vec::with_capacity(feasible.len());
-        for (p, weight) in &profile.score {
-            if state.skips_score(p.name()) {
+        for (i, (p, weight)) in profile.score.iter().enumerate() {
+            if cached_mask & (1 << i) != 0 || st.skips_score(p.name()) {
                 continue;
             }
             let Some(sp) = p.as_score() else { continue };
             scores.clear();
-            let st: &CycleState = state;
             let one = |id: &NodeId| -> Result<NodeScore, Status> {
                 sp.score(st, pod, snap.node(*id)).map(|score| NodeScore { node: *id, score })
             };

@@ -15,6 +15,7 @@
 
 mod binding;
 mod cycle;
+mod equiv;
 mod profile;
 mod run;
 
@@ -84,6 +85,8 @@ pub struct Scheduler {
     pub(crate) counters: EngineCounters,
     /// Plugins observing node changes.
     pub(crate) observers: Vec<Arc<dyn Plugin>>,
+    /// Node-local filter and score results per equivalence class.
+    pub(crate) equiv: equiv::EquivCaches,
 }
 
 impl Scheduler {
@@ -154,6 +157,7 @@ impl Scheduler {
             assumed_ttl: Duration::from_secs(cfg.assumed_pod_ttl_seconds),
             counters: EngineCounters::default(),
             observers,
+            equiv: equiv::EquivCaches::new(cfg.equivalence_cache_classes),
         })
     }
 
