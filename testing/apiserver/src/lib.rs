@@ -1,0 +1,347 @@
+//! # strata-fake-apiserver
+//!
+//! A Kubernetes API server for tests, in process and over real HTTP on
+//! 127.0.0.1, so the Kubernetes adapter is driven through the same kube-rs
+//! client it uses against a real cluster. No kube-apiserver binary can run
+//! on the build machines; this server follows the documented API semantics
+//! the adapter relies on instead:
+//!
+//! - list with `limit` / `continue`, served from a consistent snapshot; a
+//!   continue token expires (410 `Expired`) after a compaction;
+//! - watch from a `resourceVersion`, with `BOOKMARK` events when asked
+//!   (`allowWatchBookmarks`), `timeoutSeconds`, and an `ERROR` event carrying
+//!   410 Gone when the version was compacted away;
+//! - create / get / update (resourceVersion conflicts give 409) / merge and
+//!   strategic-merge patch (conditions merge by `type`) / delete with
+//!   preconditions, on objects and their `status` subresource;
+//! - the `pods/binding` subresource: 409 when `spec.nodeName` is already
+//!   set (or the UID differs), 404 when the pod is gone;
+//! - events (`events.k8s.io/v1` and core), Leases (`coordination.k8s.io/v1`),
+//!   PodDisruptionBudgets, PriorityClasses, Namespaces, and any resource a
+//!   test registers ([`FakeApiServer::register`]).
+//!
+//! It is not a full API server: no admission (beyond defaulting a pod's
+//! `schedulerName` and phase), no label or field selectors, no
+//! authentication, and deletion is immediate (no graceful termination).
+//!
+//! Tests steer it with [`FakeApiServer`]'s methods: write objects directly,
+//! compact the watch log ([`FakeApiServer::compact`]), cut every watch
+//! ([`FakeApiServer::interrupt_watches`]), add latency, fail binds, and read
+//! back every binding and every API call made (for RBAC checks).
+
+#![warn(missing_docs)]
+
+pub mod fixtures;
+mod http;
+mod store;
+
+pub use http::ApiCall;
+pub use store::{ApiError, ResourceType, builtin_resources};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use store::Store;
+
+/// Settings of a server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Events kept per resource for watches to resume from; older ones are
+    /// compacted (a watch from before them gets 410 Gone).
+    pub log_capacity: usize,
+    /// How often watches that asked for bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Added to the handling of every request but watches.
+    pub latency: Duration,
+    /// Port on 127.0.0.1 (0: any free port).
+    pub port: u16,
+    /// Runtime threads serving requests.
+    pub worker_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            log_capacity: 200_000,
+            bookmark_interval: Duration::from_millis(500),
+            latency: Duration::ZERO,
+            port: 0,
+            worker_threads: 2,
+        }
+    }
+}
+
+/// A successful binding, as the server recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindRecord {
+    /// The pod's UID.
+    pub uid: String,
+    /// `namespace/name`.
+    pub pod: String,
+    /// The node.
+    pub node: String,
+}
+
+pub(crate) struct Shared {
+    pub store: Mutex<Store>,
+    pub latency_us: AtomicU64,
+    pub fail_binds: AtomicU64,
+    pub bindings: Mutex<Vec<BindRecord>>,
+    pub bind_conflicts: AtomicU64,
+    pub calls: Mutex<BTreeSet<ApiCall>>,
+    pub unavailable: AtomicBool,
+}
+
+/// A running server. Dropping it stops it.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeApiServer {
+    /// Starts a server with default options on a free port.
+    pub fn start() -> std::io::Result<FakeApiServer> {
+        FakeApiServer::start_with(Options::default())
+    }
+
+    /// Starts a server on its own runtime thread.
+    pub fn start_with(opts: Options) -> std::io::Result<FakeApiServer> {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(opts.log_capacity)),
+            latency_us: AtomicU64::new(opts.latency.as_micros() as u64),
+            fail_binds: AtomicU64::new(0),
+            bindings: Mutex::new(Vec::new()),
+            bind_conflicts: AtomicU64::new(0),
+            calls: Mutex::new(BTreeSet::new()),
+            unavailable: AtomicBool::new(false),
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.worker_threads.max(1))
+            .thread_name("fake-apiserver")
+            .enable_all()
+            .build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", opts.port)))?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = axum::Router::new()
+            .fallback(http::handle)
+            .with_state(shared.clone());
+        let s2 = shared.clone();
+        let interval = opts.bookmark_interval;
+        let thread = std::thread::Builder::new()
+            .name("fake-apiserver".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let bookmarks = async {
+                        let mut t = tokio::time::interval(interval);
+                        loop {
+                            t.tick().await;
+                            s2.store.lock().bookmark();
+                        }
+                    };
+                    tokio::select! {
+                        r = axum::serve(listener, app) => {
+                            if let Err(e) = r {
+                                tracing::warn!(error = %e, "fake API server stopped");
+                            }
+                        }
+                        _ = bookmarks => {}
+                        _ = rx => {}
+                    }
+                });
+                rt.shutdown_background();
+            })?;
+        Ok(FakeApiServer {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A kubeconfig pointing at this server (plain HTTP, no credentials).
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.url()
+        )
+    }
+
+    /// Registers another resource (e.g. a CRD's).
+    pub fn register(&self, rt: ResourceType) {
+        self.shared.store.lock().register(rt);
+    }
+
+    fn rt(&self, resource: &str) -> Result<ResourceType, ApiError> {
+        let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+        self.shared
+            .store
+            .lock()
+            .resource_type(group, plural)
+            .ok_or_else(|| ApiError::new(404, "NotFound", format!("unknown resource {resource}")))
+    }
+
+    /// Creates an object. `resource` is `plural` for the core group or
+    /// `plural.group` (`leases.coordination.k8s.io`); the namespace comes
+    /// from the object.
+    pub fn create(&self, resource: &str, obj: Value) -> Result<Value, ApiError> {
+        let rt = self.rt(resource)?;
+        let o = self.shared.store.lock().create(&rt, "", obj, true)?;
+        Ok((*o.value).clone())
+    }
+
+    /// Creates many objects without logging them for watches (a preload
+    /// before any client connects: cheaper, and a watch from before it gets
+    /// 410 Gone as from a compacted log).
+    pub fn create_many(
+        &self,
+        resource: &str,
+        objs: impl IntoIterator<Item = Value>,
+    ) -> Result<usize, ApiError> {
+        let rt = self.rt(resource)?;
+        let mut store = self.shared.store.lock();
+        let mut n = 0;
+        for o in objs {
+            store.create(&rt, "", o, false)?;
+            n += 1;
+        }
+        store.compact();
+        Ok(n)
+    }
+
+    /// Replaces an object (no resourceVersion check unless the object
+    /// carries one).
+    pub fn update(&self, resource: &str, obj: Value) -> Result<Value, ApiError> {
+        let rt = self.rt(resource)?;
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let o = self
+            .shared
+            .store
+            .lock()
+            .update(&rt, &ns, &name, obj, false)?;
+        Ok((*o.value).clone())
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let rt = self.rt(resource)?;
+        let o = self
+            .shared
+            .store
+            .lock()
+            .delete(&rt, namespace, name, None, None)?;
+        Ok((*o.value).clone())
+    }
+
+    /// Reads an object.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let rt = self.rt(resource).ok()?;
+        let ns = if rt.namespaced { namespace } else { "" };
+        self.shared
+            .store
+            .lock()
+            .get(&rt, ns, name)
+            .ok()
+            .map(|o| (*o.value).clone())
+    }
+
+    /// Every object of a resource.
+    pub fn list(&self, resource: &str) -> Vec<Value> {
+        let Ok(rt) = self.rt(resource) else {
+            return Vec::new();
+        };
+        self.shared
+            .store
+            .lock()
+            .all(&rt, None)
+            .into_iter()
+            .map(|o| (*o.value).clone())
+            .collect()
+    }
+
+    /// How many objects of a resource exist.
+    pub fn count(&self, resource: &str) -> usize {
+        let Ok(rt) = self.rt(resource) else { return 0 };
+        self.shared.store.lock().all(&rt, None).len()
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.lock().current_rv()
+    }
+
+    /// Drops the watch log: watches resuming from any earlier version get
+    /// 410 Gone, and paginated lists in progress expire.
+    pub fn compact(&self) {
+        self.shared.store.lock().compact();
+    }
+
+    /// Ends every open watch; returns how many there were.
+    pub fn interrupt_watches(&self) -> usize {
+        self.shared.store.lock().interrupt_watches()
+    }
+
+    /// Sets the latency added to every request but watches.
+    pub fn set_latency(&self, d: Duration) {
+        self.shared
+            .latency_us
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The next `n` binding calls fail with 500.
+    pub fn fail_next_binds(&self, n: u64) {
+        self.shared.fail_binds.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers every request with 503 while `true`.
+    pub fn set_unavailable(&self, on: bool) {
+        self.shared.unavailable.store(on, Ordering::SeqCst);
+    }
+
+    /// Every successful binding, in order.
+    pub fn bindings(&self) -> Vec<BindRecord> {
+        self.shared.bindings.lock().clone()
+    }
+
+    /// How many binding calls were refused with 409.
+    pub fn bind_conflicts(&self) -> u64 {
+        self.shared.bind_conflicts.load(Ordering::SeqCst)
+    }
+
+    /// Every distinct API call served so far.
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.shared.calls.lock().iter().cloned().collect()
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.shared.store.lock().interrupt_watches();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
