@@ -685,6 +685,9 @@ impl Scheduler {
                     self.nominated.insert(pod.uid.clone(), (pod.clone(), n.id));
                     nominated = Some(n.name.to_string());
                 }
+            } else if self.nominated.remove(&pod.uid).is_some() {
+                // Preemption found no node: an old nomination is stale.
+                nominated = Some(String::new());
             }
         }
         self.counters.unschedulable += 1;
