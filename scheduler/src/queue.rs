@@ -424,6 +424,30 @@ impl SchedulingQueue {
         n
     }
 
+    /// Moves the listed pods to the active queue now if they wait gated (the
+    /// gate is re-checked), unschedulable or in backoff (kube-scheduler's
+    /// `Activate`); other pods are left where they are.
+    pub fn activate_pods(&mut self, uids: &[Arc<str>]) {
+        let now = self.clock.now();
+        for uid in uids {
+            let Some(e) = self.entries.get(uid) else {
+                continue;
+            };
+            let (place, pod) = (e.place, e.qp.pod.clone());
+            match place {
+                Place::Backoff => {
+                    self.backoff.remove(uid);
+                    self.push_active(uid.clone(), now);
+                }
+                Place::Gated => self.activate(uid.clone(), now),
+                // Skip the backoff an event-woken pod would serve.
+                Place::Unschedulable if self.gate(&pod).is_none() => self.push_active(uid.clone(), now),
+                Place::Unschedulable => self.activate(uid.clone(), now),
+                Place::Active | Place::InFlight => {}
+            }
+        }
+    }
+
     /// Moves every unschedulable pod out (e.g. after a preemption freed
     /// space or on operator request).
     pub fn move_all(&mut self) {
@@ -633,6 +657,23 @@ mod tests {
         clock.advance(Duration::from_secs(300));
         q.flush();
         assert_eq!(q.stats().active, 1);
+    }
+
+    #[test]
+    fn activate_pods_moves_waiting_pods_only() {
+        let (mut q, _clock) = queue();
+        q.add(pod("u").arc());
+        q.add(pod("b").arc());
+        q.add(pod("g").annotation("hold", "1").arc());
+        let u = q.pop().unwrap();
+        q.requeue_unschedulable(&u.pod.uid, &["NodeWatcher"], "x".into());
+        let b = q.pop().unwrap();
+        q.requeue_backoff(&b.pod.uid, "x".into());
+        assert_eq!((q.stats().unschedulable, q.stats().backoff, q.stats().gated), (1, 1, 1));
+        let uids: Vec<Arc<str>> = vec![u.pod.uid.clone(), b.pod.uid.clone(), "uid-g".into(), "missing".into()];
+        q.activate_pods(&uids);
+        // The gated pod's gate still holds; the others are active at once.
+        assert_eq!((q.stats().active, q.stats().gated), (2, 1));
     }
 
     #[test]

@@ -172,6 +172,11 @@ impl Scheduler {
             }
         }
 
+        if let Some(a) = state.get_mut::<crate::framework::PodsToActivate>() {
+            let uids = std::mem::take(&mut a.0);
+            self.queue.activate_pods(&uids);
+        }
+
         let mut class_mask = None;
         let feasible = if diagnosis.pre_filter.is_some() {
             Vec::new()

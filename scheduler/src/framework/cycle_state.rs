@@ -97,6 +97,14 @@ impl CycleState {
     }
 }
 
+/// Pods a plugin wants moved to the active queue when the cycle's PreFilter
+/// phase ends (kube-scheduler's `PodsToActivate`): a gang plugin puts the
+/// uids of members that wait gated, unschedulable or in backoff here once
+/// their group can be planned, so they follow the member being scheduled.
+/// Pods not waiting in one of those places are left alone.
+#[derive(Clone, Debug, Default)]
+pub struct PodsToActivate(pub Vec<std::sync::Arc<str>>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

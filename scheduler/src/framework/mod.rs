@@ -7,7 +7,7 @@ mod plugin;
 mod status;
 mod waiting;
 
-pub use cycle_state::{CycleState, StateData};
+pub use cycle_state::{CycleState, PodsToActivate, StateData};
 pub use events::{ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint};
 pub use plugin::{
     BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeObserver, NodeRef, NodeScore, PermitPlugin,
