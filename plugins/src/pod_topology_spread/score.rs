@@ -1,0 +1,260 @@
+//! PreScore, Score and NormalizeScore: the soft (`ScheduleAnyway`)
+//! constraints, scored the way kube-scheduler does.
+//!
+//! PreScore, once per cycle:
+//! - takes the pod's soft constraints (or the soft defaults);
+//! - marks feasible nodes that lack a topology key as *ignored* (score 0),
+//!   except with the System defaults, where a node without a zone label is
+//!   still scored on hostname spreading;
+//! - the domains of a constraint are the values its key takes on the
+//!   feasible, non-ignored nodes (a missing key counts as the empty value,
+//!   as in kube-scheduler); its weight is `ln(number of domains + 2)`, and for
+//!   `kubernetes.io/hostname` `ln(feasible non-ignored nodes + 2)`;
+//! - counts, over all nodes that pass the inclusion policies, the matching
+//!   pods of each of those domains; for `kubernetes.io/hostname` it counts
+//!   the matching pods on each feasible node itself.
+//!
+//! Score (no allocation) sums, over the constraints whose key the node has,
+//! `count(node's domain) * weight + (maxSkew - 1)`, rounded.
+//!
+//! NormalizeScore turns "fewer matching pods" into "higher score":
+//! with `min`/`max` the smallest and largest raw scores of non-ignored nodes,
+//! each node gets `100 * (max + min - s) / max` (integer division), every
+//! node gets 100 when `max` is 0, and ignored nodes get 0. This is
+//! kube-scheduler's formula (`pkg/scheduler/framework/plugins/
+//! podtopologyspread/scoring.go`), which the docs describe only in words.
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use strata_scheduler::cache::Snapshot;
+use strata_scheduler::framework::{
+    CycleState, MAX_NODE_SCORE, NodeScore, PreScorePlugin, ScorePlugin, Status,
+};
+use strata_scheduler::intern::Sym;
+use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
+
+use super::PodTopologySpread;
+use super::common::{InclusionChecks, SelectorIndex, has_all_keys};
+
+/// Matching pods per domain of one soft constraint.
+#[derive(Debug)]
+enum Counts {
+    /// By topology value.
+    ByValue(FxHashMap<Sym, i64>),
+    /// `kubernetes.io/hostname`: by node, indexed by `NodeId`.
+    ByNode(Vec<i64>),
+}
+
+#[derive(Debug)]
+struct ScoreConstraint {
+    key: Sym,
+    /// `maxSkew - 1`.
+    skew_bonus: f64,
+    /// `ln(domains + 2)`.
+    weight: f64,
+    counts: Counts,
+}
+
+#[derive(Debug)]
+struct ScoreData {
+    constraints: Vec<ScoreConstraint>,
+    /// Feasible nodes not scored, by `NodeId` index (empty when none).
+    ignored: Vec<bool>,
+}
+
+impl ScoreData {
+    #[inline]
+    fn is_ignored(&self, id: NodeId) -> bool {
+        self.ignored.get(id.index()).copied().unwrap_or(false)
+    }
+}
+
+/// What PreScore leaves for Score and NormalizeScore. Read-only, so clones
+/// share it.
+#[derive(Clone, Debug)]
+struct PreScoreState(Arc<ScoreData>);
+
+impl PreScorePlugin for PodTopologySpread {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        feasible: &[NodeId],
+    ) -> Status {
+        if snap.num_nodes() == 0 || feasible.is_empty() {
+            return Status::skip();
+        }
+        let constraints = self.defaults.constraints(pod, false);
+        if constraints.is_empty() {
+            return Status::skip();
+        }
+        // Nodes must carry every key unless the System defaults apply, so
+        // nodes without a zone label still get hostname spreading.
+        let require_all = !pod.spec.spread_constraints.is_empty() || !self.defaults.system;
+        let by_host: SmallVec<[bool; 4]> =
+            constraints.iter().map(|c| c.key == self.hostname).collect();
+
+        let mut ignored = Vec::new();
+        let mut n_ignored = 0usize;
+        // Feasible nodes that are scored, by `NodeId` index.
+        let mut scored = vec![false; snap.node_capacity()];
+        let mut domains: Vec<FxHashMap<Sym, i64>> = vec![FxHashMap::default(); constraints.len()];
+        for &id in feasible {
+            let node = snap.node(id);
+            if require_all && !has_all_keys(node, &constraints) {
+                if ignored.is_empty() {
+                    ignored = vec![false; snap.node_capacity()];
+                }
+                if let Some(slot) = ignored.get_mut(id.index()) {
+                    *slot = true;
+                }
+                n_ignored += 1;
+                continue;
+            }
+            if let Some(slot) = scored.get_mut(id.index()) {
+                *slot = true;
+            }
+            for (i, c) in constraints.iter().enumerate() {
+                if !by_host[i] {
+                    domains[i]
+                        .entry(node.labels.get(c.key).unwrap_or(Sym::EMPTY))
+                        .or_insert(0);
+                }
+            }
+        }
+        let scored_nodes = feasible.len() - n_ignored;
+
+        let index = SelectorIndex::new(&constraints);
+        let (mut mask, mut per_selector) = index.scratch();
+
+        // One pass over all nodes, each pod matched once per selector:
+        // domain counts for keys other than hostname (nodes passing the
+        // inclusion policies), and each scored node's own pods for hostname.
+        let any_host = by_host.iter().any(|h| *h);
+        let mut per_node: Vec<Option<Vec<i64>>> = by_host
+            .iter()
+            .map(|h| h.then(|| vec![0; snap.node_capacity()]))
+            .collect();
+        let checks = InclusionChecks::new(pod, &constraints);
+        let mut targets: SmallVec<[(usize, Sym); 4]> = SmallVec::new();
+        for node in snap.nodes() {
+            if require_all && !has_all_keys(node, &constraints) {
+                continue;
+            }
+            let inc = checks.of(pod, node);
+            let scored_here = any_host && scored.get(node.id.index()).copied().unwrap_or(false);
+            targets.clear();
+            mask.iter_mut().for_each(|m| *m = false);
+            for (i, c) in constraints.iter().enumerate() {
+                if by_host[i] {
+                    if scored_here {
+                        index.need(i, &mut mask);
+                    }
+                    continue;
+                }
+                if !c.includes(inc) {
+                    continue;
+                }
+                let v = node.labels.get(c.key).unwrap_or(Sym::EMPTY);
+                if domains[i].contains_key(&v) {
+                    targets.push((i, v));
+                    index.need(i, &mut mask);
+                }
+            }
+            if targets.is_empty() && !scored_here {
+                continue;
+            }
+            index.count(&node.pods, pod.namespace, &mask, &mut per_selector);
+            for &(i, v) in &targets {
+                if let (Some(j), Some(n)) = (index.of(i), domains[i].get_mut(&v)) {
+                    *n += per_selector[j];
+                }
+            }
+            if scored_here {
+                for (i, slot) in per_node.iter_mut().enumerate() {
+                    if let (Some(counts), Some(j)) = (slot.as_mut(), index.of(i))
+                        && let Some(n) = counts.get_mut(node.id.index())
+                    {
+                        *n = per_selector[j];
+                    }
+                }
+            }
+        }
+
+        let constraints = constraints
+            .iter()
+            .zip(domains)
+            .zip(per_node)
+            .map(|((c, by_value), by_node)| {
+                let (size, counts) = match by_node {
+                    Some(v) => (scored_nodes, Counts::ByNode(v)),
+                    None => (by_value.len(), Counts::ByValue(by_value)),
+                };
+                ScoreConstraint {
+                    key: c.key,
+                    skew_bonus: f64::from(c.max_skew - 1),
+                    weight: ((size + 2) as f64).ln(),
+                    counts,
+                }
+            })
+            .collect();
+        state.insert(PreScoreState(Arc::new(ScoreData {
+            constraints,
+            ignored,
+        })));
+        Status::success()
+    }
+}
+
+impl ScorePlugin for PodTopologySpread {
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+        let Some(PreScoreState(s)) = state.get::<PreScoreState>() else {
+            return Err(Status::error(
+                "PodTopologySpread: no PreScore state for this cycle",
+            ));
+        };
+        if s.is_ignored(node.id) {
+            return Ok(0);
+        }
+        let mut score = 0.0f64;
+        for c in &s.constraints {
+            let Some(v) = node.labels.get(c.key) else {
+                continue;
+            };
+            let count = match &c.counts {
+                Counts::ByValue(m) => m.get(&v).copied().unwrap_or(0),
+                Counts::ByNode(n) => n.get(node.id.index()).copied().unwrap_or(0),
+            };
+            score += count as f64 * c.weight + c.skew_bonus;
+        }
+        Ok(score.round() as i64)
+    }
+
+    fn has_normalize(&self) -> bool {
+        true
+    }
+
+    fn normalize(&self, state: &CycleState, _pod: &PodInfo, scores: &mut [NodeScore]) -> Status {
+        let Some(PreScoreState(s)) = state.get::<PreScoreState>() else {
+            return Status::error("PodTopologySpread: no PreScore state for this cycle");
+        };
+        let mut min = i64::MAX;
+        let mut max = 0i64;
+        for ns in scores.iter().filter(|ns| !s.is_ignored(ns.node)) {
+            min = min.min(ns.score);
+            max = max.max(ns.score);
+        }
+        for ns in scores.iter_mut() {
+            ns.score = if s.is_ignored(ns.node) {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - ns.score) / max
+            };
+        }
+        Status::success()
+    }
+}
