@@ -10,6 +10,8 @@
 pub mod balanced_allocation;
 pub mod default_binder;
 pub mod default_preemption;
+pub mod devices;
+pub mod fragmentation;
 pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
@@ -41,6 +43,7 @@ pub fn registry() -> Registry {
     r.register(image_locality::NAME, image_locality::factory);
     r.register(default_preemption::NAME, default_preemption::factory);
     r.register(default_binder::NAME, default_binder::factory);
+    r.register(devices::NAME, devices::factory);
     r
 }
 
