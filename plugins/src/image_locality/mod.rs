@@ -148,6 +148,17 @@ impl PreScorePlugin for ImageLocality {
 }
 
 impl ScorePlugin for ImageLocality {
+    /// A node's score depends on that node and on the image spreads PreScore
+    /// computed; keyed on those, the engine may reuse it.
+    fn node_local_key(&self, state: &CycleState) -> Option<u64> {
+        let st = state.get::<ImageState>()?;
+        let mut h = st.max_threshold as u64;
+        for (img, spread) in &st.images {
+            h = h.rotate_left(13) ^ (img.index() as u64) ^ spread.to_bits();
+        }
+        Some(h)
+    }
+
     fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         let Some(st) = state.get::<ImageState>() else {
             return Err(Status::error("ImageLocality: PreScore state is missing"));

@@ -54,6 +54,18 @@ pub struct Snapshot {
     pub(crate) pdbs: Vec<PdbInfo>,
     pub(crate) image_nodes: FxHashMap<Sym, u32>,
     pub(crate) generation: u64,
+    pub(crate) id: SnapshotId,
+}
+
+/// A process-unique snapshot identity, drawn when a snapshot is created.
+#[derive(Debug)]
+pub(crate) struct SnapshotId(u64);
+
+impl Default for SnapshotId {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        SnapshotId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Snapshot {
@@ -135,5 +147,12 @@ impl Snapshot {
     /// Bumped on every change to the snapshot.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Unique in the process. A plugin cache that outlives one cycle keys
+    /// on this together with [`Snapshot::generations`], so it never reuses
+    /// results computed on another snapshot (another cache, another test).
+    pub fn id(&self) -> u64 {
+        self.id.0
     }
 }

@@ -421,12 +421,15 @@ impl Scheduler {
         let mut cached_mask = 0u64;
         if let Some(fmask) = class_mask {
             let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> = Vec::new();
+            let mut key_sig = 0u64;
             for (i, (p, w)) in profile.score.iter().enumerate() {
                 if st.skips_score(p.name()) {
                     continue;
                 }
-                if let Some(sp) = p.as_score().filter(|sp| sp.is_node_local()) {
+                let Some(sp) = p.as_score() else { continue };
+                if let Some(k) = sp.node_local_key(st) {
                     cached_mask |= 1 << i;
+                    key_sig = key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     cached.push((p.name(), sp, *w));
                 }
             }
@@ -434,7 +437,7 @@ impl Scheduler {
                 let gens = snap.generations();
                 let normalizing = cached.iter().filter(|(_, sp, _)| sp.has_normalize()).count();
                 let cc = self.equiv.get(pi, pod.equivalence, fmask, snap.node_capacity());
-                cc.set_score_mask(cached_mask, normalizing, snap.node_capacity());
+                cc.set_score_mask(cached_mask, key_sig, normalizing, snap.node_capacity());
                 for (t, id) in totals.iter_mut().zip(feasible) {
                     let i = id.index();
                     if cc.score_gen[i] != gens[i] {

@@ -28,6 +28,8 @@ pub(crate) struct ClassCache {
     pub filter_mask: u64,
     /// Which score plugins are cached (bit per profile score plugin).
     pub score_mask: u64,
+    /// Combined `node_local_key`s of the cached score plugins.
+    pub score_key: u64,
     /// Generation each node's filter result was computed at.
     pub filter_gen: Vec<u64>,
     /// `PASS` or an index into `statuses`.
@@ -51,6 +53,7 @@ impl ClassCache {
             equivalence,
             filter_mask,
             score_mask: 0,
+            score_key: 0,
             filter_gen: vec![NEVER; n],
             verdict: vec![PASS; n],
             statuses: Vec::new(),
@@ -76,9 +79,10 @@ impl ClassCache {
 
     /// Switches the set of cached score plugins, dropping scores if it
     /// changed.
-    pub fn set_score_mask(&mut self, mask: u64, normalizing: usize, n: usize) {
-        if self.score_mask != mask || self.raw.len() != normalizing {
+    pub fn set_score_mask(&mut self, mask: u64, key: u64, normalizing: usize, n: usize) {
+        if self.score_mask != mask || self.score_key != key || self.raw.len() != normalizing {
             self.score_mask = mask;
+            self.score_key = key;
             self.score_gen.iter_mut().for_each(|g| *g = NEVER);
             self.raw = vec![vec![0; n]; normalizing];
         }

@@ -290,6 +290,15 @@ pub trait ScorePlugin: Send + Sync {
     fn is_node_local(&self) -> bool {
         false
     }
+
+    /// For a score that depends on one node plus a small per-cycle input
+    /// (for example cluster-wide image counts computed in PreScore): a key
+    /// of that input, so the engine may reuse the node's score while the key
+    /// and the node are unchanged. `None` means "recompute every cycle".
+    /// The default is `Some(0)` for node-local scores and `None` otherwise.
+    fn node_local_key(&self, _state: &CycleState) -> Option<u64> {
+        if self.is_node_local() { Some(0) } else { None }
+    }
 }
 
 /// Reserve and Unreserve: claim and give back plugin-held resources.
