@@ -253,6 +253,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn index_arithmetic_matches_integer_arithmetic(index in 0u64..1_000_000, a in 1u64..500, b in 1u64..500) {
+            let p = Pattern::parse(&format!("sn-{{index/{a}%{b}}}-{{index%{b}}}")).unwrap();
+            let got = p.render(NodeSlot { index, name: "n", pool: "p" });
+            proptest::prop_assert_eq!(got, format!("sn-{}-{}", index / a % b, index % b));
+        }
+
+        #[test]
+        fn text_without_braces_renders_unchanged(text in "[^{}]{0,40}") {
+            let p = Pattern::parse(&text).unwrap();
+            proptest::prop_assert!(p.is_constant());
+            proptest::prop_assert_eq!(p.render(NodeSlot { index: 3, name: "n", pool: "p" }), text);
+        }
+    }
+
     #[test]
     fn multibyte_text_around_placeholders() {
         assert_eq!(at("zöne-{index%3}-ü", 4), "zöne-1-ü");

@@ -286,7 +286,7 @@ impl Simulation {
         while let Some(o) = self.scheduler.schedule_one() {
             self.record(o);
             n += 1;
-            if n.is_multiple_of(1024) {
+            if n.is_multiple_of(256) {
                 progress.set(self.cluster.bound_count() as u64);
             }
         }
@@ -511,7 +511,7 @@ impl Progress {
         if self.bar.is_none() && self.enabled && self.start.elapsed() > Duration::from_secs(2) {
             let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} pods bound ({per_sec})",
+                "{elapsed_precise} [{bar:40}] {pos}/{len} pods bound {msg}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
@@ -519,6 +519,10 @@ impl Progress {
         }
         if let Some(b) = &self.bar {
             b.set_position(bound);
+            let secs = self.start.elapsed().as_secs_f64();
+            if secs > 0.0 {
+                b.set_message(format!("({:.0} pods/s)", bound as f64 / secs));
+            }
         }
     }
 

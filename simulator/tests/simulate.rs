@@ -135,6 +135,48 @@ fn same_seed_same_placements() {
     assert_eq!(ra.pods, rb.pods);
 }
 
+const OVERFULL: &str = r#"
+name: overfull
+nodePools:
+  - name: n
+    count: 6
+    allocatable: {cpu: "2", memory: 8Gi, pods: "110"}
+    labels: {topology.kubernetes.io/zone: "z{index%3}"}
+workloads:
+  - name: spread
+    count: 9
+    template:
+      metadata: {labels: {app: s}}
+      spec:
+        topologySpreadConstraints:
+          - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: s}}}
+        containers: [{name: c, resources: {requests: {cpu: 500m}}}]
+  - name: big
+    count: 12
+    arrival: {rate: 4}
+    template:
+      spec:
+        containers: [{name: c, resources: {requests: {cpu: "1"}}}]
+"#;
+
+#[test]
+fn same_seed_same_placements_with_retries_and_leftovers() {
+    // More cpu asked than there is: some pods are retried after backoff
+    // and flushes and finally left unschedulable. Runs must still agree.
+    let runs: Vec<_> = (0..2)
+        .map(|_| run(Scenario::parse(OVERFULL, "overfull.yaml").unwrap(), Some(3)))
+        .collect();
+    let (a, ra) = &runs[0];
+    let (b, rb) = &runs[1];
+    assert!(ra.pods.unschedulable > 0, "{}", ra.to_table());
+    assert!(ra.pods.scheduled > 0);
+    assert_eq!(a.placements(), b.placements());
+    assert_eq!(ra.cycles, rb.cycles);
+    assert_eq!(ra.unschedulable_messages, rb.unschedulable_messages);
+    assert_eq!(ra.virtual_seconds, rb.virtual_seconds);
+    a.scheduler().cache().check_consistency().unwrap();
+}
+
 const IMPOSSIBLE: &str = r#"
 name: impossible
 nodePools:
