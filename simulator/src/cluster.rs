@@ -56,6 +56,8 @@ struct State {
     conditions: FxHashMap<Arc<str>, ConditionRecord>,
     events: BTreeMap<&'static str, u64>,
     last_event: FxHashMap<Arc<str>, PodEvent>,
+    annotation_patches: u64,
+    claim_status_writes: Vec<String>,
 }
 
 /// The simulated cluster. Share it as `Arc<SimCluster>`; the engine gets it
@@ -182,6 +184,21 @@ impl SimCluster {
     pub fn last_event(&self, uid: &str) -> Option<PodEvent> {
         self.state.lock().last_event.get(uid).cloned()
     }
+
+    /// The pod as the cluster holds it (with patched annotations).
+    pub fn pod(&self, uid: &str) -> Option<Arc<PodInfo>> {
+        self.state.lock().pods.get(uid).map(|r| r.pod.clone())
+    }
+
+    /// How many annotation patches pods received.
+    pub fn annotation_patches(&self) -> u64 {
+        self.state.lock().annotation_patches
+    }
+
+    /// ResourceClaim status writes (`namespace/name`), in order.
+    pub fn claim_status_writes(&self) -> Vec<String> {
+        self.state.lock().claim_status_writes.clone()
+    }
 }
 
 #[async_trait::async_trait]
@@ -257,6 +274,41 @@ impl ClusterPort for SimCluster {
         let mut st = self.state.lock();
         *st.events.entry(event.reason).or_default() += 1;
         st.last_event.insert(event.uid.clone(), event);
+    }
+
+    /// Merges the annotations into the stored pod, so the confirmation a
+    /// later bind produces carries them (as the API would).
+    async fn patch_pod_annotations(
+        &self,
+        pod: &PodInfo,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        let mut st = self.state.lock();
+        let Some(rec) = st.pods.get_mut(&pod.uid) else {
+            return Err(ClusterError(format!("pod {} not found", pod.key())));
+        };
+        let mut p = (*rec.pod).clone();
+        let mut merged = (*p.annotations).clone();
+        merged.extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        p.annotations = Arc::new(merged);
+        rec.pod = Arc::new(p);
+        st.annotation_patches += 1;
+        Ok(())
+    }
+
+    /// Accepts the claim status (the DRA plugin keeps its own store
+    /// current); counted for reports and tests.
+    async fn update_resource_claim_status(
+        &self,
+        claim: &k8s_openapi::api::resource::v1::ResourceClaim,
+    ) -> Result<(), ClusterError> {
+        let mut st = self.state.lock();
+        st.claim_status_writes.push(format!(
+            "{}/{}",
+            claim.metadata.namespace.as_deref().unwrap_or(""),
+            claim.metadata.name.as_deref().unwrap_or("")
+        ));
+        Ok(())
     }
 }
 

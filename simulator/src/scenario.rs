@@ -172,6 +172,10 @@ pub struct NodePool {
     /// Whether the nodes are cordoned.
     #[serde(default)]
     pub unschedulable: bool,
+    /// Annotations; values may hold placeholders (e.g. a device inventory
+    /// `strata.io/devices` naming each node's devices after `{name}`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, Pattern>,
 }
 
 /// Validated allocatable quantities.
@@ -593,11 +597,17 @@ impl NodePool {
                 size_bytes: Some(i.size_bytes),
             })
             .collect();
+        let annotations: BTreeMap<String, String> = self
+            .annotations
+            .iter()
+            .map(|(k, p)| (k.clone(), p.render(slot)))
+            .collect();
         corev1::Node {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 uid: Some(format!("node-{name}")),
                 labels: Some(labels),
+                annotations: (!annotations.is_empty()).then_some(annotations),
                 ..Default::default()
             },
             spec: Some(corev1::NodeSpec {

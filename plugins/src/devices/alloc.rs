@@ -122,10 +122,10 @@ pub fn plan(
             // Cached statistics describe the node before this pod: usable
             // only for the pod's first grant.
             let fresh = out.is_empty();
-            let best = choose_one(node, c, &cands, policy, frag, fresh, used);
+            let best = choose_one(node, c, &cands, policy, frag, fresh, ask.seed, used);
             push(node, c, best, used, out);
         } else {
-            choose_many(node, c, &mut cands, policy, used, out);
+            choose_many(node, c, &mut cands, policy, ask.seed, used, out);
         }
         debug_assert_eq!(out.len() - start, c.count as usize);
     }
@@ -147,14 +147,27 @@ fn push(node: &NodeDevices, c: &ContainerAsk, i: u16, used: &mut UsageBuf, out: 
 
 /// Sort key of a device under a policy: smaller is preferred.
 #[inline]
-fn key(policy: DevicePolicy, d: &Device, u: &Usage) -> i64 {
+fn key(policy: DevicePolicy, d: &Device, u: &Usage, seed: u64, i: u16) -> i64 {
     let free = d.free_percent(u) as i64;
     match policy {
         DevicePolicy::Spread => -free,
         DevicePolicy::Binpack | DevicePolicy::Fragmentation => free,
+        DevicePolicy::Random => {
+            (mix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 2) as i64
+        }
     }
 }
 
+/// SplitMix64's finalizer: a fixed pseudo-random permutation of `u64`.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+// The arguments are the planner's state, passed down without a wrapper.
+#[allow(clippy::too_many_arguments)]
 fn choose_one(
     node: &NodeDevices,
     c: &ContainerAsk,
@@ -162,11 +175,18 @@ fn choose_one(
     policy: DevicePolicy,
     frag: Option<&FragCtx<'_>>,
     fresh: bool,
+    seed: u64,
     used: &mut UsageBuf,
 ) -> u16 {
     let by_key = |i: &u16, used: &UsageBuf| {
         (
-            key(policy, &node.devices[*i as usize], &used[*i as usize]),
+            key(
+                policy,
+                &node.devices[*i as usize],
+                &used[*i as usize],
+                seed,
+                *i,
+            ),
             *i,
         )
     };
@@ -248,6 +268,7 @@ fn choose_many(
     c: &ContainerAsk,
     cands: &mut SmallVec<[u16; INLINE_DEVICES]>,
     policy: DevicePolicy,
+    seed: u64,
     used: &mut UsageBuf,
     out: &mut Grants,
 ) {
@@ -288,7 +309,7 @@ fn choose_many(
         let u = &used[i as usize];
         (
             group_rank(d.group),
-            key(policy, d, u),
+            key(policy, d, u, seed, i),
             -(count_of(&pcies, d.pcie) as i32),
             d.pcie,
             i,

@@ -45,6 +45,9 @@ pub enum DevicePolicy {
     /// the expected workload mix (only with `nodePolicy: Fragmentation`;
     /// otherwise `Binpack`).
     Fragmentation,
+    /// A pseudo-random device (fixed per pod): the random baseline of the
+    /// fragmentation experiments, not meant for production.
+    Random,
 }
 
 impl NodePolicy {
@@ -413,10 +416,11 @@ impl DevicesArgs {
                 "Binpack" => DevicePolicy::Binpack,
                 "Spread" => DevicePolicy::Spread,
                 "Fragmentation" => DevicePolicy::Fragmentation,
+                "Random" => DevicePolicy::Random,
                 o => {
                     return Err(PluginArgsError::new(
                         "devicePolicy",
-                        format!("{o:?} is not one of Binpack, Spread, Fragmentation"),
+                        format!("{o:?} is not one of Binpack, Spread, Fragmentation, Random"),
                     ));
                 }
             },

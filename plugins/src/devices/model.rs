@@ -24,7 +24,9 @@
 //! ```
 //!
 //! `kind` (a configured device kind's resource name) and `id` (unique on the
-//! node) are required. `memoryMiB` 0 or absent means unknown: shares are
+//! node) are required. `"count": N` stands for N alike devices with ids
+//! `{id}-0` to `{id}-(N-1)`; with `"groupSize": G` they form groups of G
+//! (`{group}0`, `{group}1`, ...), e.g. two NVLink islands of four. `memoryMiB` 0 or absent means unknown: shares are
 //! then counted in percent and absolute memory asks do not fit. `cores`
 //! defaults to 100 (percent). `shares` is how many pods may share the device
 //! (HAMi's split count): 10 for shareable kinds, 1 otherwise. `group` names
@@ -221,6 +223,10 @@ struct RawDevice {
     kind: String,
     id: String,
     #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    group_size: Option<u32>,
+    #[serde(default)]
     model: Option<String>,
     #[serde(default, rename = "memoryMiB")]
     memory_mib: Option<u64>,
@@ -304,25 +310,50 @@ fn parse_strata(text: &str, kinds: &[KindSpec]) -> Result<Vec<Proto>, String> {
                 r.id
             ));
         }
+        if r.count == Some(0) || r.count.is_some_and(|c| c > 4096) {
+            return Err(format!(
+                "annotation {DEVICES_ANNOTATION}: device [{i}] count must be 1-4096"
+            ));
+        }
+        if r.group_size == Some(0) {
+            return Err(format!(
+                "annotation {DEVICES_ANNOTATION}: device [{i}] groupSize must be at least 1"
+            ));
+        }
         let spec = &kinds[k];
-        let mut p = proto(
-            k as KindIdx,
-            spec,
-            r.id,
-            r.model.unwrap_or_default(),
-            r.memory_mib.unwrap_or(0),
-        );
-        if let Some(c) = r.cores {
-            p.dev.cores = c;
+        // `count: N` stands for N alike devices `{id}-0` .. `{id}-(N-1)`,
+        // grouped `groupSize` at a time when given.
+        let n = r.count.unwrap_or(1);
+        for j in 0..n {
+            let id = if r.count.is_some() {
+                format!("{}-{j}", r.id)
+            } else {
+                r.id.clone()
+            };
+            let mut p = proto(
+                k as KindIdx,
+                spec,
+                id,
+                r.model.clone().unwrap_or_default(),
+                r.memory_mib.unwrap_or(0),
+            );
+            if let Some(c) = r.cores {
+                p.dev.cores = c;
+            }
+            if let Some(s) = r.shares {
+                p.dev.shares = s.max(1);
+            }
+            p.dev.healthy = r.healthy.unwrap_or(true);
+            p.dev.numa = r.numa.unwrap_or(-1);
+            p.group = match (&r.group, r.group_size) {
+                (g, Some(size)) => {
+                    Some(format!("{}{}", g.as_deref().unwrap_or("group-"), j / size))
+                }
+                (g, None) => g.clone(),
+            };
+            p.pcie = r.pcie_switch.clone();
+            out.push(p);
         }
-        if let Some(s) = r.shares {
-            p.dev.shares = s.max(1);
-        }
-        p.dev.healthy = r.healthy.unwrap_or(true);
-        p.dev.numa = r.numa.unwrap_or(-1);
-        p.group = r.group;
-        p.pcie = r.pcie_switch;
-        out.push(p);
     }
     Ok(out)
 }
@@ -606,6 +637,22 @@ mod tests {
         assert_eq!(nd.devices[0].shares, 10);
         assert!(!nd.devices[2].healthy);
         assert_eq!(nd.per_kind[0], 3);
+    }
+
+    #[test]
+    fn compact_count_form_expands() {
+        let kinds = default_kinds();
+        let n = annotated(
+            "n1",
+            DEVICES_ANNOTATION,
+            r#"[{"kind":"nvidia.com/gpu","id":"n1-gpu","count":8,"groupSize":4,"group":"nvl","memoryMiB":81920}]"#,
+        );
+        let nd = NodeDevices::inventory(&n, &kinds);
+        assert!(nd.error.is_none(), "{:?}", nd.error);
+        assert_eq!(nd.devices.len(), 8);
+        assert_eq!(&*nd.devices[7].id, "n1-gpu-7");
+        assert_eq!(nd.devices[0].group, nd.devices[3].group);
+        assert_ne!(nd.devices[3].group, nd.devices[4].group);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct PodAsk {
     pub node_policy: Option<NodePolicy>,
     /// Per-pod device policy override.
     pub device_policy: Option<DevicePolicy>,
+    /// A number derived from the pod's uid, for the `Random` device policy
+    /// (the same pod gets the same choice in Score and Reserve).
+    pub seed: u64,
 }
 
 impl PodAsk {
@@ -206,7 +209,15 @@ pub fn asks_devices(pod: &PodInfo, kinds: &[KindSpec]) -> bool {
 impl PodAsk {
     /// Compiles `pod`'s asks. `Err` is a message for the pod's condition.
     pub fn compile(pod: &PodInfo, args: &DevicesArgs) -> Result<PodAsk, String> {
-        let mut out = PodAsk::default();
+        let mut out = PodAsk {
+            seed: {
+                use std::hash::{Hash, Hasher};
+                let mut h = rustc_hash::FxHasher::default();
+                pod.uid.hash(&mut h);
+                h.finish()
+            },
+            ..PodAsk::default()
+        };
         if let Some(v) = pod.annotations.get(NODE_POLICY_ANNOTATION) {
             out.node_policy = Some(NodePolicy::from_annotation(v).ok_or_else(|| {
                 format!("annotation {NODE_POLICY_ANNOTATION}: {v:?} is not binpack, spread, fragmentation or bestfit")
