@@ -22,6 +22,7 @@ use priority_queue::PriorityQueue;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
 use std::cmp::Reverse;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,12 @@ pub struct SchedulingQueue {
     clock: Arc<dyn Clock>,
     seq: u64,
     event_seq: u64,
+    /// Pods that are (or were, lazily cleaned) unschedulable or gated: what
+    /// an event has to look at, without walking every queued pod.
+    parked: rustc_hash::FxHashSet<Arc<str>>,
+    /// Unschedulable pods in the order they got there (times only grow), for
+    /// the maximum-stay flush; stale entries are skipped.
+    unsched_fifo: VecDeque<(Duration, Arc<str>)>,
 }
 
 impl SchedulingQueue {
@@ -136,6 +143,8 @@ impl SchedulingQueue {
             clock,
             seq: 0,
             event_seq: 0,
+            parked: Default::default(),
+            unsched_fifo: VecDeque::new(),
         }
     }
 
@@ -196,6 +205,7 @@ impl SchedulingQueue {
             e.place = Place::Gated;
             e.qp.gated_by = Some(plugin);
             e.qp.last_message = status.message();
+            self.parked.insert(uid);
             return;
         }
         let expiry = e.qp.enqueued + self.backoff_duration(e.qp.attempts);
@@ -287,14 +297,18 @@ impl SchedulingQueue {
             self.push_active(uid, now);
         }
         let stay = self.settings.max_unschedulable_stay;
-        let due: Vec<Arc<str>> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.place == Place::Unschedulable && e.since + stay <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for uid in due {
-            self.activate(uid, now);
+        while let Some((since, _)) = self.unsched_fifo.front() {
+            if *since + stay > now {
+                break;
+            }
+            let (since, uid) = self.unsched_fifo.pop_front().expect("front exists");
+            let live = self
+                .entries
+                .get(&uid)
+                .is_some_and(|e| e.place == Place::Unschedulable && e.since == since);
+            if live {
+                self.activate(uid, now);
+            }
         }
     }
 
@@ -347,6 +361,8 @@ impl SchedulingQueue {
         } else {
             e.place = Place::Unschedulable;
             e.since = now;
+            self.parked.insert(uid.into());
+            self.unsched_fifo.push_back((now, uid.into()));
         }
     }
 
@@ -390,7 +406,12 @@ impl SchedulingQueue {
         self.event_seq += 1;
         let now = self.clock.now();
         let mut moved = Vec::new();
-        for (uid, e) in &self.entries {
+        let mut stale = Vec::new();
+        for uid in &self.parked {
+            let Some(e) = self.entries.get(uid) else {
+                stale.push(uid.clone());
+                continue;
+            };
             match e.place {
                 Place::Unschedulable => {
                     let plugins = &e.qp.unschedulable_plugins;
@@ -414,8 +435,11 @@ impl SchedulingQueue {
                         moved.push(uid.clone());
                     }
                 }
-                _ => {}
+                _ => stale.push(uid.clone()),
             }
+        }
+        for uid in stale {
+            self.parked.remove(&uid);
         }
         let n = moved.len();
         for uid in moved {
@@ -468,11 +492,14 @@ impl SchedulingQueue {
     pub fn next_deadline(&self) -> Option<Duration> {
         let b = self.backoff.peek().map(|(_, Reverse((t, _)))| *t);
         let u = self
-            .entries
-            .values()
-            .filter(|e| e.place == Place::Unschedulable)
-            .map(|e| e.since + self.settings.max_unschedulable_stay)
-            .min();
+            .unsched_fifo
+            .iter()
+            .find(|(since, uid)| {
+                self.entries
+                    .get(uid)
+                    .is_some_and(|e| e.place == Place::Unschedulable && e.since == *since)
+            })
+            .map(|(since, _)| *since + self.settings.max_unschedulable_stay);
         match (b, u) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

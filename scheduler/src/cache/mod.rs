@@ -66,6 +66,9 @@ pub struct Cache {
     assumed: rustc_hash::FxHashMap<Arc<str>, AssumedState>,
     /// Nodes changed since the last [`Cache::take_dirty`].
     dirty: Vec<NodeId>,
+    /// Assumption deadlines, earliest first; entries whose pod is no longer
+    /// assumed with that deadline are skipped.
+    expiry: std::collections::BinaryHeap<std::cmp::Reverse<(Duration, Arc<str>)>>,
 }
 
 impl Cache {
@@ -222,7 +225,9 @@ impl Cache {
     /// The bind call for an assumed pod returned; start its expiry clock.
     pub fn finish_binding(&mut self, uid: &str, now: Duration, ttl: Duration) {
         if let Some(a) = self.assumed.get_mut(uid) {
-            a.deadline = Some(now + ttl);
+            let d = now + ttl;
+            a.deadline = Some(d);
+            self.expiry.push(std::cmp::Reverse((d, uid.into())));
         }
     }
 
@@ -306,16 +311,19 @@ impl Cache {
 
     /// Drops assumed pods whose deadline passed; returns them.
     pub fn cleanup_expired(&mut self, now: Duration) -> Vec<Arc<PodInfo>> {
-        let expired: Vec<Arc<str>> = self
-            .assumed
-            .iter()
-            .filter(|(_, a)| a.deadline.is_some_and(|d| d <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        expired
-            .into_iter()
-            .filter_map(|uid| self.remove_pod(&uid))
-            .collect()
+        let mut out = Vec::new();
+        while let Some(std::cmp::Reverse((d, _))) = self.expiry.peek() {
+            if *d > now {
+                break;
+            }
+            let std::cmp::Reverse((d, uid)) = self.expiry.pop().expect("peeked");
+            if self.assumed.get(&uid).is_some_and(|a| a.deadline == Some(d))
+                && let Some(p) = self.remove_pod(&uid)
+            {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// Nodes changed (pods placed or removed, node object updated or

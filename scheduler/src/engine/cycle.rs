@@ -518,20 +518,17 @@ impl Scheduler {
             }
         }
         // Highest total wins; ties are broken uniformly at random with the
-        // seeded generator (reservoir sampling), as kube-scheduler does.
-        let mut best = 0usize;
-        let mut ties = 0u64;
-        for (i, t) in totals.iter().enumerate() {
-            if *t > totals[best] {
-                best = i;
-                ties = 1;
-            } else if *t == totals[best] {
-                ties += 1;
-                if self.rng.below(ties) == 0 {
-                    best = i;
-                }
-            }
-        }
+        // seeded generator, as kube-scheduler does: count the ties, draw one.
+        let max = totals.iter().copied().max().unwrap_or(0);
+        let ties = totals.iter().filter(|t| **t == max).count() as u64;
+        let pick = if ties > 1 { self.rng.below(ties) } else { 0 };
+        let best = totals
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == max)
+            .nth(pick as usize)
+            .map(|(i, _)| i)
+            .unwrap_or(0);
         Ok(feasible[best])
     }
 
