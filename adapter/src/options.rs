@@ -1,0 +1,407 @@
+//! The adapter's settings: where the API is, how hard to call it, how to
+//! elect a leader, where to serve health and metrics.
+//!
+//! They come from the scheduler configuration file (kube-scheduler's
+//! `clientConnection` and `leaderElection` blocks, `healthzBindAddress`,
+//! `metricsBindAddress`), then command-line flags override them. Every
+//! value is checked here, so the rest of the adapter never sees a bad one.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use strata_scheduler::config::SchedulerConfig;
+
+/// A bad setting, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct OptionsError {
+    /// The field, e.g. `leaderElection.renewDeadline`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(field: &str, message: impl Into<String>) -> OptionsError {
+    OptionsError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Leader election settings (kube-scheduler's `leaderElection`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaderElection {
+    /// Whether to elect a leader; without it this replica always schedules.
+    pub enabled: bool,
+    /// How long a lease is valid after its last renewal (default 15 s).
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up
+    /// (default 10 s); must be shorter than the lease duration.
+    pub renew_deadline: Duration,
+    /// How often to try to acquire or renew (default 2 s).
+    pub retry_period: Duration,
+    /// The Lease's name (default `strata-scheduler`).
+    pub lease_name: String,
+    /// The Lease's namespace (default: the pod's namespace, else
+    /// `kube-system`).
+    pub lease_namespace: String,
+    /// This replica's identity (default: hostname plus a random suffix).
+    pub identity: String,
+}
+
+/// Everything the adapter needs besides the scheduler configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterOptions {
+    /// Kubeconfig file; `None` uses the in-cluster service account, then
+    /// `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Sustained write requests per second to the API (binds, status
+    /// patches, deletions, Lease updates).
+    pub qps: f64,
+    /// Writes allowed in a burst above `qps`.
+    pub burst: u32,
+    /// Events per second (a budget of their own, so a storm of failures
+    /// cannot starve binds).
+    pub event_qps: f64,
+    /// Events allowed in a burst.
+    pub event_burst: u32,
+    /// Events waiting to be sent; beyond this they are dropped (counted in
+    /// `strata_events_dropped_total`).
+    pub event_queue: usize,
+    /// Objects per list page during preload and relists.
+    pub page_size: u32,
+    /// Leader election.
+    pub leader_election: LeaderElection,
+    /// Address of `/healthz`, `/readyz` and `/metrics` (`None`: no server).
+    pub http_address: Option<SocketAddr>,
+    /// How long shutdown waits for binds in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// `clientConnection` as kube-scheduler spells it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClientConnection {
+    kubeconfig: Option<String>,
+    qps: Option<f64>,
+    burst: Option<u32>,
+    event_qps: Option<f64>,
+    event_burst: Option<u32>,
+    page_size: Option<u32>,
+    // kube-scheduler fields accepted and ignored.
+    #[allow(dead_code)]
+    accept_content_types: Option<String>,
+    #[allow(dead_code)]
+    content_type: Option<String>,
+}
+
+/// `leaderElection` as kube-scheduler spells it (durations as `15s`).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LeaderElectionConfig {
+    leader_elect: Option<bool>,
+    lease_duration: Option<String>,
+    renew_deadline: Option<String>,
+    retry_period: Option<String>,
+    resource_name: Option<String>,
+    resource_namespace: Option<String>,
+    #[allow(dead_code)]
+    resource_lock: Option<String>,
+}
+
+/// Parses a Go-style duration: `15s`, `500ms`, `1m30s`, `2h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "strata".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{host}_{:08x}", nanos ^ std::process::id())
+}
+
+fn default_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kube-system".to_owned())
+}
+
+impl Default for AdapterOptions {
+    fn default() -> Self {
+        AdapterOptions {
+            kubeconfig: None,
+            qps: 50.0,
+            burst: 100,
+            event_qps: 10.0,
+            event_burst: 50,
+            event_queue: 1000,
+            page_size: 500,
+            leader_election: LeaderElection {
+                enabled: true,
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+                lease_name: "strata-scheduler".to_owned(),
+                lease_namespace: default_namespace(),
+                identity: default_identity(),
+            },
+            http_address: Some(SocketAddr::from(([0, 0, 0, 0], 10259))),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl AdapterOptions {
+    /// Defaults, then the configuration file's `clientConnection`,
+    /// `leaderElection`, `healthzBindAddress` / `metricsBindAddress`.
+    pub fn from_config(cfg: &SchedulerConfig) -> Result<AdapterOptions, OptionsError> {
+        let mut o = AdapterOptions::default();
+        if let Some(v) = &cfg.client_connection {
+            let cc: ClientConnection = serde_json::from_value(v.clone())
+                .map_err(|e| bad("clientConnection", e.to_string()))?;
+            if let Some(k) = cc.kubeconfig.filter(|k| !k.is_empty()) {
+                o.kubeconfig = Some(k.into());
+            }
+            if let Some(q) = cc.qps {
+                o.qps = q;
+            }
+            if let Some(b) = cc.burst {
+                o.burst = b;
+            }
+            if let Some(q) = cc.event_qps {
+                o.event_qps = q;
+            }
+            if let Some(b) = cc.event_burst {
+                o.event_burst = b;
+            }
+            if let Some(p) = cc.page_size {
+                o.page_size = p;
+            }
+        }
+        if let Some(v) = &cfg.leader_election {
+            let le: LeaderElectionConfig = serde_json::from_value(v.clone())
+                .map_err(|e| bad("leaderElection", e.to_string()))?;
+            let l = &mut o.leader_election;
+            if let Some(e) = le.leader_elect {
+                l.enabled = e;
+            }
+            for (field, val, slot) in [
+                (
+                    "leaderElection.leaseDuration",
+                    &le.lease_duration,
+                    &mut l.lease_duration,
+                ),
+                (
+                    "leaderElection.renewDeadline",
+                    &le.renew_deadline,
+                    &mut l.renew_deadline,
+                ),
+                (
+                    "leaderElection.retryPeriod",
+                    &le.retry_period,
+                    &mut l.retry_period,
+                ),
+            ] {
+                if let Some(s) = val {
+                    *slot = parse_duration(s).ok_or_else(|| {
+                        bad(field, format!("{s:?} is not a duration such as 15s"))
+                    })?;
+                }
+            }
+            if let Some(n) = le.resource_name.filter(|n| !n.is_empty()) {
+                l.lease_name = n;
+            }
+            if let Some(n) = le.resource_namespace.filter(|n| !n.is_empty()) {
+                l.lease_namespace = n;
+            }
+        }
+        let addr = cfg
+            .healthz_bind_address
+            .as_ref()
+            .or(cfg.metrics_bind_address.as_ref());
+        if let Some(a) = addr {
+            o.http_address = if a.is_empty() {
+                None
+            } else {
+                Some(a.parse().map_err(|_| {
+                    bad(
+                        "healthzBindAddress",
+                        format!("{a:?} is not an address such as 0.0.0.0:10259"),
+                    )
+                })?)
+            };
+        }
+        o.validate()?;
+        Ok(o)
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if !(self.qps > 0.0 && self.qps.is_finite()) {
+            return Err(bad("clientConnection.qps", "must be a positive number"));
+        }
+        if self.burst == 0 {
+            return Err(bad("clientConnection.burst", "must be at least 1"));
+        }
+        if !(self.event_qps > 0.0 && self.event_qps.is_finite()) {
+            return Err(bad(
+                "clientConnection.eventQps",
+                "must be a positive number",
+            ));
+        }
+        if self.event_burst == 0 {
+            return Err(bad("clientConnection.eventBurst", "must be at least 1"));
+        }
+        if self.page_size == 0 {
+            return Err(bad("clientConnection.pageSize", "must be at least 1"));
+        }
+        let l = &self.leader_election;
+        if l.enabled {
+            if l.retry_period.is_zero() {
+                return Err(bad("leaderElection.retryPeriod", "must be positive"));
+            }
+            if l.renew_deadline <= l.retry_period {
+                return Err(bad(
+                    "leaderElection.renewDeadline",
+                    "must be longer than retryPeriod",
+                ));
+            }
+            if l.lease_duration <= l.renew_deadline {
+                return Err(bad(
+                    "leaderElection.leaseDuration",
+                    "must be longer than renewDeadline",
+                ));
+            }
+            if l.lease_name.is_empty() {
+                return Err(bad("leaderElection.resourceName", "must not be empty"));
+            }
+            if l.lease_namespace.is_empty() {
+                return Err(bad("leaderElection.resourceNamespace", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("15"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("3d"), None);
+    }
+
+    #[test]
+    fn from_kube_scheduler_shaped_config() {
+        let cfg = SchedulerConfig::from_yaml(
+            "clientConnection: {qps: 200, burst: 400}\nleaderElection: {leaderElect: true, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 4s, resourceName: s, resourceNamespace: strata-system}\nhealthzBindAddress: 127.0.0.1:0\n",
+        )
+        .unwrap();
+        let o = AdapterOptions::from_config(&cfg).unwrap();
+        assert_eq!(o.qps, 200.0);
+        assert_eq!(o.burst, 400);
+        assert_eq!(o.leader_election.lease_duration, Duration::from_secs(30));
+        assert_eq!(o.leader_election.renew_deadline, Duration::from_secs(20));
+        assert_eq!(o.leader_election.retry_period, Duration::from_secs(4));
+        assert_eq!(o.leader_election.lease_name, "s");
+        assert_eq!(o.leader_election.lease_namespace, "strata-system");
+        assert_eq!(o.http_address, Some("127.0.0.1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn defaults_match_kube_scheduler() {
+        let o = AdapterOptions::from_config(&SchedulerConfig::default()).unwrap();
+        let l = &o.leader_election;
+        assert!(l.enabled);
+        assert_eq!(
+            (l.lease_duration, l.renew_deadline, l.retry_period),
+            (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2)
+            )
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        for (yaml, field) in [
+            ("clientConnection: {qps: 0}", "clientConnection.qps"),
+            ("clientConnection: {burst: 0}", "clientConnection.burst"),
+            ("clientConnection: {bogus: 1}", "clientConnection"),
+            (
+                "leaderElection: {leaseDuration: 5s}",
+                "leaderElection.leaseDuration",
+            ),
+            (
+                "leaderElection: {renewDeadline: 1s}",
+                "leaderElection.renewDeadline",
+            ),
+            (
+                "leaderElection: {retryPeriod: soon}",
+                "leaderElection.retryPeriod",
+            ),
+            ("healthzBindAddress: nowhere", "healthzBindAddress"),
+        ] {
+            let cfg = SchedulerConfig::from_yaml(yaml).unwrap();
+            let e = AdapterOptions::from_config(&cfg).unwrap_err();
+            assert_eq!(e.field, field, "{yaml}: {e}");
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The engine's [`ClusterPort`] over the Kubernetes API: binds through the
+//! `pods/binding` subresource, publishes the `PodScheduled` condition with a
+//! strategic merge patch of `pods/status`, deletes preemption victims with a
+//! UID precondition, and records `events.k8s.io/v1` events.
+//!
+//! Limits that keep 100,000 pending pods from flooding the API server:
+//! - every write waits on the client rate limit ([`RateLimiter`]);
+//! - a pod's condition is patched only when it differs from the last one
+//!   this replica patched for that pod (kube-scheduler does the same);
+//! - events go through a bounded queue with a budget of their own, and an
+//!   event identical to one sent for the same pod in the last
+//!   [`EVENT_DEDUP_WINDOW`] is not sent again; what does not fit is dropped
+//!   and counted (`strata_events_dropped_total`), never blocking the engine.
+
+use crate::client::RateLimiter;
+use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use strata_scheduler::cluster::{
+    BindError, ClusterError, ClusterPort, EventKind, PodCondition, PodEvent,
+};
+use strata_scheduler::intern::Sym;
+use strata_scheduler::model::PodInfo;
+
+/// How long an identical event for the same pod is suppressed.
+pub const EVENT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
+/// Longest event note the API accepts.
+const MAX_NOTE: usize = 1024;
+/// Remembered conditions beyond which the memory is cleared.
+const MAX_REMEMBERED_CONDITIONS: usize = 500_000;
+
+/// The Kubernetes implementation of the engine's port.
+pub struct KubeCluster {
+    client: kube::Client,
+    limiter: Arc<RateLimiter>,
+    metrics: Arc<Metrics>,
+    events: tokio::sync::mpsc::Sender<PodEvent>,
+    last_condition: Mutex<FxHashMap<Arc<str>, u64>>,
+    /// Set when the replica is killed: every call fails at once.
+    dead: Arc<AtomicBool>,
+}
+
+fn api_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl KubeCluster {
+    /// A port over `client`. Spawns the event writer on the current
+    /// runtime.
+    pub fn new(
+        client: kube::Client,
+        limiter: Arc<RateLimiter>,
+        metrics: Arc<Metrics>,
+        event_limiter: Arc<RateLimiter>,
+        event_queue: usize,
+        reporting_instance: String,
+    ) -> KubeCluster {
+        let (tx, rx) = tokio::sync::mpsc::channel(event_queue.max(1));
+        let dead = Arc::new(AtomicBool::new(false));
+        tokio::spawn(event_writer(
+            client.clone(),
+            rx,
+            event_limiter,
+            metrics.clone(),
+            reporting_instance,
+            dead.clone(),
+        ));
+        KubeCluster {
+            client,
+            limiter,
+            metrics,
+            events: tx,
+            last_condition: Mutex::new(FxHashMap::default()),
+            dead,
+        }
+    }
+
+    /// Makes every later call fail (a crashed replica).
+    pub fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+    }
+
+    fn pods(&self, ns: Sym) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns.as_str())
+    }
+
+    fn check_alive(&self) -> Result<(), String> {
+        if self.dead.load(Ordering::SeqCst) {
+            Err("this scheduler replica was stopped".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterPort for KubeCluster {
+    async fn bind(&self, pod: &PodInfo, node: Sym) -> Result<(), BindError> {
+        self.check_alive().map_err(BindError::Other)?;
+        self.limiter.acquire().await;
+        self.check_alive().map_err(BindError::Other)?;
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(pod.name.to_string()),
+                namespace: Some(pod.namespace.to_string()),
+                uid: Some(pod.uid.to_string()),
+                ..ObjectMeta::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_string()),
+                ..ObjectReference::default()
+            },
+        };
+        let start = Instant::now();
+        let r: Result<serde_json::Value, kube::Error> = self
+            .pods(pod.namespace)
+            .create_subresource("binding", &pod.name, &PostParams::default(), &binding)
+            .await;
+        let took = start.elapsed();
+        match r {
+            Ok(_) => {
+                self.metrics.bind_done("bound", took);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", pod.key());
+                match api_code(&e) {
+                    Some(409) => {
+                        self.metrics.bind_done("conflict", took);
+                        Err(BindError::Conflict(msg))
+                    }
+                    Some(404) => {
+                        self.metrics.bind_done("not_found", took);
+                        Err(BindError::NotFound(msg))
+                    }
+                    _ => {
+                        self.metrics.bind_done("error", took);
+                        Err(BindError::Other(msg))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn update_pod_condition(
+        &self,
+        pod: &PodInfo,
+        c: PodCondition,
+    ) -> Result<(), ClusterError> {
+        self.check_alive().map_err(ClusterError)?;
+        let fp = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (c.scheduled, &c.reason, &c.message, &c.nominated_node).hash(&mut h);
+            h.finish()
+        };
+        {
+            let mut g = self.last_condition.lock();
+            if g.get(&pod.uid) == Some(&fp) {
+                return Ok(());
+            }
+            if g.len() >= MAX_REMEMBERED_CONDITIONS {
+                g.clear();
+            }
+            g.insert(pod.uid.clone(), fp);
+        }
+        let mut status = serde_json::json!({
+            "conditions": [{
+                "type": "PodScheduled",
+                "status": if c.scheduled { "True" } else { "False" },
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).map(|t| t.to_string()).unwrap_or_default(),
+                "lastProbeTime": null,
+            }]
+        });
+        match c.nominated_node.as_deref() {
+            Some("") => status["nominatedNodeName"] = serde_json::Value::Null,
+            Some(n) => status["nominatedNodeName"] = serde_json::json!(n),
+            None => {}
+        }
+        let patch = serde_json::json!({"status": status});
+        self.limiter.acquire().await;
+        let r = self
+            .pods(pod.namespace)
+            .patch_status(
+                &pod.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await;
+        self.metrics.status_patch(r.is_ok());
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Let a later attempt try again.
+                self.last_condition.lock().remove(&pod.uid);
+                if api_code(&e) == Some(404) {
+                    return Ok(());
+                }
+                Err(ClusterError(format!(
+                    "patching the status of {}: {e}",
+                    pod.key()
+                )))
+            }
+        }
+    }
+
+    async fn delete_pod(&self, pod: &PodInfo, reason: &str) -> Result<(), ClusterError> {
+        self.check_alive().map_err(ClusterError)?;
+        self.limiter.acquire().await;
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(pod.uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.pods(pod.namespace).delete(&pod.name, &dp).await {
+            Ok(_) => {
+                tracing::info!(pod = %pod.key(), reason, "deleted preemption victim");
+                Ok(())
+            }
+            Err(e) if matches!(api_code(&e), Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(ClusterError(format!("deleting {}: {e}", pod.key()))),
+        }
+    }
+
+    fn record_event(&self, event: PodEvent) {
+        if self.events.try_send(event).is_err() {
+            self.metrics.event_dropped();
+        }
+    }
+}
+
+fn event_action(reason: &str) -> &'static str {
+    match reason {
+        "Scheduled" => "Binding",
+        "Preempted" => "Preempting",
+        _ => "Scheduling",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The event for `e` as events.k8s.io/v1 writes it.
+pub fn build_event(e: &PodEvent, reporting_instance: &str) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", e.name)),
+            namespace: Some(e.namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(jiff::Timestamp::now())),
+        action: Some(event_action(e.reason).to_owned()),
+        reason: Some(e.reason.to_owned()),
+        note: Some(truncate(&e.message, MAX_NOTE)),
+        type_: Some(
+            match e.kind {
+                EventKind::Normal => "Normal",
+                EventKind::Warning => "Warning",
+            }
+            .to_owned(),
+        ),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(e.name.to_string()),
+            namespace: Some(e.namespace.to_string()),
+            uid: Some(e.uid.to_string()),
+            ..ObjectReference::default()
+        }),
+        reporting_controller: Some("strata.io/scheduler".into()),
+        reporting_instance: Some(reporting_instance.to_owned()),
+        ..Event::default()
+    }
+}
+
+async fn event_writer(
+    client: kube::Client,
+    mut rx: tokio::sync::mpsc::Receiver<PodEvent>,
+    limiter: Arc<RateLimiter>,
+    metrics: Arc<Metrics>,
+    instance: String,
+    dead: Arc<AtomicBool>,
+) {
+    let mut recent: FxHashMap<u64, Instant> = FxHashMap::default();
+    while let Some(e) = rx.recv().await {
+        if dead.load(Ordering::SeqCst) {
+            continue;
+        }
+        let key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&*e.uid, e.reason, &e.message).hash(&mut h);
+            h.finish()
+        };
+        let now = Instant::now();
+        if recent
+            .get(&key)
+            .is_some_and(|t| now.duration_since(*t) < EVENT_DEDUP_WINDOW)
+        {
+            metrics.event_dropped();
+            continue;
+        }
+        if recent.len() > 50_000 {
+            recent.retain(|_, t| now.duration_since(*t) < EVENT_DEDUP_WINDOW);
+        }
+        recent.insert(key, now);
+        limiter.acquire().await;
+        let api: Api<Event> = Api::namespaced(client.clone(), e.namespace.as_str());
+        match api
+            .create(&PostParams::default(), &build_event(&e, &instance))
+            .await
+        {
+            Ok(_) => metrics.event_sent(),
+            Err(err) => {
+                metrics.event_failed();
+                tracing::debug!(error = %err, "writing an event failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_shaped_as_kube_scheduler_writes_them() {
+        let e = PodEvent {
+            namespace: Sym::new("ns"),
+            name: "p".into(),
+            uid: "u".into(),
+            kind: EventKind::Warning,
+            reason: "FailedScheduling",
+            message: "x".repeat(5000),
+        };
+        let ev = build_event(&e, "me");
+        assert_eq!(ev.action.as_deref(), Some("Scheduling"));
+        assert_eq!(ev.type_.as_deref(), Some("Warning"));
+        assert_eq!(ev.note.as_ref().unwrap().len(), MAX_NOTE);
+        assert_eq!(ev.regarding.as_ref().unwrap().uid.as_deref(), Some("u"));
+        assert_eq!(ev.metadata.generate_name.as_deref(), Some("p."));
+        assert_eq!(event_action("Scheduled"), "Binding");
+        assert_eq!(truncate("héllo", 2), "h");
+    }
+}
