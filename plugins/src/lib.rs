@@ -19,10 +19,12 @@ pub mod node_name;
 pub mod node_ports;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod pod_group;
 pub mod pod_topology_spread;
 pub mod priority_sort;
 pub mod scheduling_gates;
 pub mod taint_toleration;
+pub mod topology_placement;
 
 use strata_scheduler::framework::Registry;
 
@@ -44,6 +46,17 @@ pub fn registry() -> Registry {
     r.register(default_preemption::NAME, default_preemption::factory);
     r.register(default_binder::NAME, default_binder::factory);
     r.register(devices::NAME, devices::factory);
+    let groups = pod_group::PodGroupStore::new();
+    r.register(pod_group::NAME, move |a, h| pod_group::factory_with(a, h, &groups));
+    r
+}
+
+/// All in-tree plugins, with the stores the adapter or simulator fills
+/// (PodGroup objects): plugins that read a store share the given one.
+pub fn registry_with(stores: &pod_group::Stores) -> Registry {
+    let mut r = registry();
+    let groups = stores.pod_groups.clone();
+    r.register(pod_group::NAME, move |a, h| pod_group::factory_with(a, h, &groups));
     r
 }
 
@@ -52,7 +65,8 @@ pub fn registry() -> Registry {
 pub fn default_plugins() -> Vec<(&'static str, i64)> {
     vec![
         (scheduling_gates::NAME, 0),
-        (priority_sort::NAME, 0),
+        // Group-aware QueueSort: orders plain pods exactly as PrioritySort.
+        (pod_group::NAME, 0),
         (node_unschedulable::NAME, 0),
         (node_name::NAME, 0),
         (taint_toleration::NAME, 3),

@@ -36,10 +36,10 @@ fn gang(count: u32, gpus: i64, level: Option<usize>) -> GroupRequest {
         required_level: level,
         roles: vec![RoleRequest {
             required_level: None,
-            classes: vec![MemberClass {
-                shape: Amounts::from_pairs(&[(0, 8000), (GPU, gpus)]),
+            classes: vec![MemberClass::new(
+                Amounts::from_pairs(&[(0, 8000), (GPU, gpus)]),
                 count,
-            }],
+            )],
         }],
         ..Default::default()
     }

@@ -33,6 +33,20 @@ pub struct MemberClass {
     pub shape: Amounts,
     /// How many members.
     pub count: u32,
+    /// At most this many members of the class on one node (members that
+    /// use a host port, or repel each other per node); `None`: no limit.
+    pub max_per_node: Option<u32>,
+}
+
+impl MemberClass {
+    /// `count` members of `shape`, any number per node.
+    pub fn new(shape: Amounts, count: u32) -> MemberClass {
+        MemberClass {
+            shape,
+            count,
+            max_per_node: None,
+        }
+    }
 }
 
 /// One role (subgroup) of a group.
@@ -164,7 +178,11 @@ struct Work<'a> {
     topo: &'a Topology,
     input: &'a PlanInput<'a>,
     used: FxHashMap<u32, Amounts>,
-    log: Vec<(u32, Amounts)>,
+    /// Members placed per (role, class, node), for `max_per_node`.
+    counts: FxHashMap<(usize, usize, u32), u32>,
+    /// `max_per_node` per role and class.
+    limits: Vec<Vec<Option<u32>>>,
+    log: Vec<(u32, Amounts, usize, usize)>,
     avoided: Vec<bool>,
 }
 
@@ -189,16 +207,20 @@ impl Work<'_> {
 
     #[inline]
     fn fits(&self, n: u32, role: usize, class: usize, shape: &Amounts) -> u32 {
-        let c = self.free(n).fit_count(shape);
+        let mut c = self.free(n).fit_count(shape);
+        if let Some(Some(max)) = self.limits.get(role).and_then(|r| r.get(class)) {
+            c = c.min(max.saturating_sub(self.counts.get(&(role, class, n)).copied().unwrap_or(0)));
+        }
         if c == 0 || !(self.input.eligible)(role, class, n) {
             return 0;
         }
         c
     }
 
-    fn take(&mut self, n: u32, shape: &Amounts) {
+    fn take(&mut self, n: u32, shape: &Amounts, role: usize, class: usize) {
         self.used.entry(n).or_default().add(shape);
-        self.log.push((n, *shape));
+        *self.counts.entry((role, class, n)).or_default() += 1;
+        self.log.push((n, *shape, role, class));
     }
 
     fn mark(&self) -> usize {
@@ -207,9 +229,12 @@ impl Work<'_> {
 
     fn rollback(&mut self, mark: usize) {
         while self.log.len() > mark {
-            let (n, s) = self.log.pop().expect("len checked");
+            let (n, s, role, class) = self.log.pop().expect("len checked");
             if let Some(u) = self.used.get_mut(&n) {
                 u.sub(&s);
+            }
+            if let Some(c) = self.counts.get_mut(&(role, class, n)) {
+                *c -= 1;
             }
         }
     }
@@ -272,7 +297,7 @@ impl Work<'_> {
             for (k, n) in nodes {
                 let t = k.min(*remaining);
                 for _ in 0..t {
-                    self.take(n, shape);
+                    self.take(n, shape, role, class);
                     out.push(n);
                 }
                 *remaining -= t;
@@ -497,6 +522,12 @@ impl Topology {
             topo: self,
             input,
             used: FxHashMap::default(),
+            counts: FxHashMap::default(),
+            limits: req
+                .roles
+                .iter()
+                .map(|r| r.classes.iter().map(|c| c.max_per_node).collect())
+                .collect(),
             log: Vec::new(),
             avoided,
         };
@@ -606,10 +637,7 @@ mod tests {
             required_level: level,
             roles: vec![RoleRequest {
                 required_level: None,
-                classes: vec![MemberClass {
-                    shape: gpus(per),
-                    count,
-                }],
+                classes: vec![MemberClass::new(gpus(per), count)],
             }],
             ..Default::default()
         }
@@ -659,6 +687,12 @@ mod tests {
             vec![0, 0, 0, 0],
             "tight packing puts all four on one node"
         );
+        let mut one_each = gang(2, 2, None);
+        one_each.roles[0].classes[0].max_per_node = Some(1);
+        let p = t.plan(&one_each, &input(&r)).unwrap();
+        assert_eq!(p.roles[0].classes[0], vec![0, 1]);
+        one_each.roles[0].classes[0].count = 3;
+        assert!(t.plan(&one_each, &input(&r)).is_err());
     }
 
     #[test]
@@ -705,17 +739,11 @@ mod tests {
             roles: vec![
                 RoleRequest {
                     required_level: Some(2),
-                    classes: vec![MemberClass {
-                        shape: gpus(4),
-                        count: 4,
-                    }],
+                    classes: vec![MemberClass::new(gpus(4), 4)],
                 },
                 RoleRequest {
                     required_level: Some(2),
-                    classes: vec![MemberClass {
-                        shape: gpus(8),
-                        count: 2,
-                    }],
+                    classes: vec![MemberClass::new(gpus(8), 2)],
                 },
             ],
             ..Default::default()

@@ -1,0 +1,696 @@
+//! The plugin's working state, shared by every profile's instance: the
+//! topology, each group's known members, its plan, and the capacity other
+//! groups' plans hold.
+//!
+//! Invariants:
+//! - `reserved[node]` is the sum of the shapes of planned members that are
+//!   not yet assumed, over every group's current plan. A plan's reservation
+//!   is released member by member at Reserve, and wholly when the plan is
+//!   dropped, so a group never holds capacity past its plan.
+//! - A member is `pending` (known, not on a node) or `placed` (assumed or
+//!   bound, as the engine's node changes report), never both.
+//! - Plans are dropped on any member failure, on timeout and on expiry, so
+//!   two groups never wait on each other: the second to plan sees the
+//!   first's reservations and either fits beside it or waits whole.
+
+use super::spec::{GroupApi, PodGroupSpec};
+use super::store::{GroupKey, GroupPhase, PodGroupStatus, PodGroupStore};
+use crate::topology_placement::{TopologyTracker, amounts, slot_name};
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::Duration;
+use strata_scheduler::cache::Snapshot;
+use strata_scheduler::framework::Status;
+use strata_scheduler::intern::Sym;
+use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, TaintEffect, tolerated};
+use strata_topology::{
+    Amounts, DomainId, GroupRequest, MemberClass, PlanError, PlanInput, RoleRequest,
+};
+
+/// A planned member's place.
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub node: u32,
+    pub shape: Amounts,
+    /// Whether `reserved` still counts it (not yet assumed).
+    pub outstanding: bool,
+}
+
+/// A group's current plan.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupPlan {
+    pub created: Duration,
+    pub domain: DomainId,
+    pub slots: FxHashMap<Arc<str>, Slot>,
+}
+
+/// A member not on a node yet.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub pod: Arc<PodInfo>,
+    pub sub: Option<usize>,
+}
+
+/// One group's state.
+#[derive(Default, Debug)]
+pub(crate) struct GroupRt {
+    pub sort_ts: Option<i64>,
+    pub pending: FxHashMap<Arc<str>, Pending>,
+    /// Placed members: whether bound, and subgroup.
+    pub placed: FxHashMap<Arc<str>, (bool, Option<usize>)>,
+    pub bound: u32,
+    /// Members through Reserve and not unreserved.
+    pub reserved_members: FxHashSet<Arc<str>>,
+    pub plan: Option<GroupPlan>,
+    pub wait_started: Option<Duration>,
+    pub last_failure: Option<String>,
+    pub avoid_nodes: FxHashSet<u32>,
+    pub invalid: bool,
+    /// The inline spec from the first member's annotations.
+    pub inline: Option<Result<Arc<PodGroupSpec>, String>>,
+    /// The service it spreads from (`spread.service`).
+    pub service: Option<String>,
+}
+
+impl GroupRt {
+    /// Members known: pending and placed.
+    pub fn known(&self) -> u32 {
+        (self.pending.len() + self.placed.len()) as u32
+    }
+}
+
+/// Whether `counts` (total, per subgroup) meet the group's minimums.
+pub(crate) fn quorum(spec: &PodGroupSpec, total: u32, per_sub: &[u32]) -> bool {
+    total >= spec.min_member
+        && spec
+            .subgroups
+            .iter()
+            .enumerate()
+            .all(|(i, s)| per_sub.get(i).copied().unwrap_or(0) >= s.min_member)
+}
+
+/// Whether `pod` could run on `node` as far as the planner checks: present,
+/// not cordoned, taints tolerated, node name, selector and required node
+/// affinity. The engine's filters still run on the planned node.
+pub(crate) fn eligible(pod: &PodInfo, node: &NodeInfo) -> bool {
+    if !node.present || node.unschedulable {
+        return false;
+    }
+    let s = &pod.spec;
+    if s.node_name.is_some_and(|n| n != node.name) {
+        return false;
+    }
+    if node.taints.iter().any(|t| {
+        matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute)
+            && !tolerated(&s.tolerations, t)
+    }) {
+        return false;
+    }
+    if s.node_selector
+        .as_ref()
+        .is_some_and(|sel| !sel.matches(&node.labels))
+    {
+        return false;
+    }
+    if s.required_node_affinity
+        .as_ref()
+        .is_some_and(|a| !a.matches(&node.labels, node.name))
+    {
+        return false;
+    }
+    if s.host_ports
+        .iter()
+        .any(|p| node.used_ports.iter().any(|u| u.conflicts(p)))
+    {
+        return false;
+    }
+    true
+}
+
+/// Whether members like `pod` exclude each other per node: they use host
+/// ports, or repel pods with their own labels on the same host.
+pub(crate) fn one_per_node(pod: &PodInfo) -> bool {
+    let s = &pod.spec;
+    !s.host_ports.is_empty()
+        || s.affinity.required_anti.iter().any(|t| {
+            t.topology_key.as_str() == "kubernetes.io/hostname"
+                && t.selector
+                    .as_ref()
+                    .is_some_and(|sel| sel.matches(&pod.labels))
+        })
+}
+
+/// Members alike for planning: same requests and node constraints.
+fn class_key(pod: &PodInfo) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    let s = &pod.spec;
+    s.requests.hash(&mut h);
+    s.node_selector.hash(&mut h);
+    s.required_node_affinity.hash(&mut h);
+    s.tolerations.hash(&mut h);
+    s.node_name.hash(&mut h);
+    s.host_ports.hash(&mut h);
+    one_per_node(pod).hash(&mut h);
+    h.finish()
+}
+
+/// Group members placed on one node: uid and group.
+pub(crate) type NodeMembers = SmallVec<[(Arc<str>, GroupKey); 2]>;
+
+/// Members of one class being planned: class key, a representative pod,
+/// and their uids.
+type PlanClass = (u64, Arc<PodInfo>, Vec<Arc<str>>);
+
+/// The shared state.
+pub(crate) struct Runtime {
+    pub tracker: TopologyTracker,
+    pub groups: FxHashMap<GroupKey, GroupRt>,
+    /// Group members on each node (uid, group).
+    pub node_members: FxHashMap<u32, NodeMembers>,
+    pub reserved: FxHashMap<u32, Amounts>,
+    pub default_timeout: Duration,
+    pub group_label: Sym,
+    pub cosched_label: Sym,
+}
+
+/// What `lookup_spec` found.
+pub(crate) enum Lookup {
+    Found(Arc<PodGroupSpec>),
+    Invalid(String),
+    Missing,
+}
+
+impl Runtime {
+    pub fn new(levels: Vec<String>, default_timeout: Duration) -> Runtime {
+        Runtime {
+            tracker: TopologyTracker::new(levels),
+            groups: FxHashMap::default(),
+            node_members: FxHashMap::default(),
+            reserved: FxHashMap::default(),
+            default_timeout,
+            group_label: Sym::new(super::spec::GROUP_LABEL),
+            cosched_label: Sym::new(super::spec::COSCHEDULING_LABEL),
+        }
+    }
+
+    /// The group `pod` belongs to, by label.
+    pub fn membership(&self, pod: &PodInfo) -> Option<GroupKey> {
+        membership(pod, self.group_label, self.cosched_label)
+    }
+
+    /// The group's spec: its object, or its members' annotations.
+    pub fn lookup_spec(&mut self, store: &PodGroupStore, key: GroupKey, pod: &PodInfo) -> Lookup {
+        let levels = self.tracker.levels().to_vec();
+        let checked = |spec: Arc<PodGroupSpec>| match spec.validate(&levels) {
+            Ok(()) => Lookup::Found(spec),
+            Err(e) => Lookup::Invalid(e.to_string()),
+        };
+        if let Some(obj) = store.get(&key) {
+            return match obj.spec {
+                Ok(s) => checked(s),
+                Err(e) => Lookup::Invalid(e.to_string()),
+            };
+        }
+        if key.api != GroupApi::Strata {
+            return Lookup::Missing;
+        }
+        let g = self.groups.entry(key).or_default();
+        if g.inline.is_none() {
+            g.inline = PodGroupSpec::from_annotations(&pod.annotations)
+                .map(|r| r.map(Arc::new).map_err(|e| e.to_string()));
+        }
+        match &g.inline {
+            Some(Ok(s)) => checked(s.clone()),
+            Some(Err(e)) => Lookup::Invalid(e.clone()),
+            None => Lookup::Missing,
+        }
+    }
+
+    pub fn timeout(&self, spec: &PodGroupSpec) -> Duration {
+        spec.schedule_timeout.unwrap_or(self.default_timeout)
+    }
+
+    /// Records `pod` as a known member (pending unless already placed).
+    pub fn register(&mut self, key: GroupKey, pod: &PodInfo, sub: Option<usize>) {
+        let g = self.groups.entry(key).or_default();
+        if g.placed.contains_key(&pod.uid) {
+            return;
+        }
+        match g.pending.get_mut(&pod.uid) {
+            Some(p) => {
+                if !Arc::ptr_eq(&p.pod.spec, &pod.spec) || p.pod.labels != pod.labels {
+                    p.pod = Arc::new(pod.clone());
+                    p.sub = sub;
+                }
+            }
+            None => {
+                g.pending.insert(
+                    pod.uid.clone(),
+                    Pending {
+                        pod: Arc::new(pod.clone()),
+                        sub,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Drops pods the store was told are gone.
+    pub fn apply_forgotten(&mut self, store: &PodGroupStore) {
+        for uid in store.take_forgotten() {
+            for g in self.groups.values_mut() {
+                g.pending.remove(&uid);
+            }
+        }
+    }
+
+    /// Releases a group's plan and every reservation it still holds.
+    pub fn drop_plan(&mut self, key: GroupKey) {
+        let Some(g) = self.groups.get_mut(&key) else {
+            return;
+        };
+        if let Some(plan) = g.plan.take() {
+            for s in plan.slots.values() {
+                if s.outstanding
+                    && let Some(r) = self.reserved.get_mut(&s.node)
+                {
+                    r.sub(&s.shape);
+                    if r.is_zero() {
+                        self.reserved.remove(&s.node);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Member counts (total, per subgroup) among placed members, or among
+    /// all known members.
+    pub fn counts(&self, key: GroupKey, spec: &PodGroupSpec, known: bool) -> (u32, Vec<u32>) {
+        let mut per = vec![0u32; spec.subgroups.len()];
+        let Some(g) = self.groups.get(&key) else {
+            return (0, per);
+        };
+        let mut total = 0;
+        let mut count = |sub: Option<usize>| {
+            total += 1;
+            if let Some(i) = sub
+                && let Some(c) = per.get_mut(i)
+            {
+                *c += 1;
+            }
+        };
+        for (_, sub) in g.placed.values() {
+            count(*sub);
+        }
+        if known {
+            for p in g.pending.values() {
+                count(p.sub);
+            }
+        }
+        (total, per)
+    }
+
+    /// Publishes the group's status to the store.
+    pub fn publish(&self, store: &PodGroupStore, key: GroupKey, spec: Option<&PodGroupSpec>) {
+        let Some(g) = self.groups.get(&key) else {
+            return;
+        };
+        let placed = g.placed.len() as u32;
+        let min = spec.map(|s| s.min_member).unwrap_or(u32::MAX);
+        let phase = if g.invalid {
+            GroupPhase::Invalid
+        } else if g.bound >= min {
+            GroupPhase::Running
+        } else if placed >= min {
+            GroupPhase::Scheduled
+        } else if g.plan.is_some() {
+            GroupPhase::Scheduling
+        } else if g.last_failure.is_some() {
+            GroupPhase::Unschedulable
+        } else {
+            GroupPhase::Pending
+        };
+        let topo = self.tracker.topology();
+        store.set_status(
+            key,
+            PodGroupStatus {
+                phase,
+                members: g.known(),
+                placed,
+                running: g.bound,
+                last_failure: g.last_failure.clone(),
+                domain: g
+                    .plan
+                    .as_ref()
+                    .filter(|p| topo.contains_domain(p.domain))
+                    .map(|p| topo.domain(p.domain).name()),
+            },
+        );
+    }
+
+    /// Applies an engine node change: topology, and which members are
+    /// placed where.
+    pub fn node_changed(&mut self, node: &NodeInfo, snap: &Snapshot, store: &PodGroupStore) {
+        self.tracker.node_changed(node);
+        let id = node.id.0;
+        let mut now: SmallVec<[(Arc<str>, GroupKey); 2]> = SmallVec::new();
+        for p in &node.pods {
+            if let Some(k) = self.membership(p) {
+                now.push((p.uid.clone(), k));
+            }
+        }
+        let before = self.node_members.remove(&id).unwrap_or_default();
+        if now.is_empty() && before.is_empty() {
+            return;
+        }
+        let mut touched: SmallVec<[GroupKey; 2]> = SmallVec::new();
+        for (uid, k) in &before {
+            if !now.iter().any(|(u, _)| u == uid) {
+                let g = self.groups.entry(*k).or_default();
+                if let Some((bound, _)) = g.placed.remove(uid)
+                    && bound
+                {
+                    g.bound -= 1;
+                }
+                if !touched.contains(k) {
+                    touched.push(*k);
+                }
+            }
+        }
+        for (uid, k) in &now {
+            let bound = snap.assigned_pod(uid).is_some_and(|p| !p.assumed);
+            let g = self.groups.entry(*k).or_default();
+            let sub = g
+                .pending
+                .remove(uid)
+                .map(|p| p.sub)
+                .or_else(|| g.placed.get(uid).map(|x| x.1));
+            let sub = match sub {
+                Some(s) => s,
+                None => {
+                    // Placed before we saw it pending (restart, or bound by
+                    // someone else): classify it now.
+                    let pod = node.pods.iter().find(|p| &p.uid == uid);
+                    match (store.get(k).and_then(|o| o.spec.ok()), pod) {
+                        (Some(spec), Some(pod)) => spec.subgroup_of(&pod.labels).ok().flatten(),
+                        _ => None,
+                    }
+                }
+            };
+            let was = g.placed.insert(uid.clone(), (bound, sub)).map(|x| x.0);
+            match (was, bound) {
+                (Some(true), false) => g.bound -= 1,
+                (Some(false) | None, true) => g.bound += 1,
+                _ => {}
+            }
+            if was != Some(bound) && !touched.contains(k) {
+                touched.push(*k);
+            }
+        }
+        if !now.is_empty() {
+            self.node_members.insert(id, now);
+        }
+        for k in touched {
+            let spec = store.get(&k).and_then(|o| o.spec.ok());
+            let g = self.groups.get(&k);
+            let inline = g
+                .and_then(|g| g.inline.as_ref())
+                .and_then(|r| r.as_ref().ok())
+                .cloned();
+            self.publish(store, k, spec.as_deref().or(inline.as_deref()));
+        }
+    }
+
+    /// Plans every pending member of the group not yet in its plan.
+    /// Returns an unschedulable status when it cannot.
+    pub fn plan_group(
+        &mut self,
+        key: GroupKey,
+        spec: &PodGroupSpec,
+        snap: &Snapshot,
+        now: Duration,
+    ) -> Result<(), Status> {
+        let levels = self.tracker.levels().to_vec();
+        let level_of = |k: &Option<String>| {
+            k.as_ref()
+                .and_then(|k| levels.iter().position(|l| l == k))
+                .map(|i| i + 1)
+        };
+        let req_level = level_of(&spec.required_level);
+        let Some(g) = self.groups.get(&key) else {
+            return Err(Status::unschedulable(format!("{key}: no member is known")));
+        };
+        // Members to plan, by role and class.
+        let mut todo: Vec<&Pending> = g
+            .pending
+            .iter()
+            .filter(|(u, _)| g.plan.as_ref().is_none_or(|p| !p.slots.contains_key(*u)))
+            .map(|(_, p)| p)
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        todo.sort_by(|a, b| a.pod.uid.cmp(&b.pod.uid));
+        let nroles = spec.subgroups.len() + 1;
+        let role_of = |sub: Option<usize>| sub.unwrap_or(spec.subgroups.len());
+        // role -> class key -> (representative, uids)
+        let mut classes: Vec<Vec<PlanClass>> = vec![Vec::new(); nroles];
+        for p in &todo {
+            let r = role_of(p.sub);
+            let ck = class_key(&p.pod);
+            match classes[r].iter_mut().find(|(k, _, _)| *k == ck) {
+                Some(c) => c.2.push(p.pod.uid.clone()),
+                None => classes[r].push((ck, p.pod.clone(), vec![p.pod.uid.clone()])),
+            }
+        }
+        let topo = self.tracker.topology();
+        // Keep a partly placed group inside the domain it already uses.
+        let mut within = g
+            .plan
+            .as_ref()
+            .map(|p| p.domain)
+            .filter(|d| topo.contains_domain(*d));
+        if within.is_none()
+            && let Some(l) = req_level
+            && let Some(uid) = g.placed.keys().next()
+            && let Some(pl) = snap.assigned_pod(uid)
+        {
+            within = topo.ancestor_at(pl.node.0, l);
+        }
+        let mut req = GroupRequest {
+            required_level: req_level,
+            preferred_level: level_of(&spec.preferred_level),
+            roles: Vec::new(),
+            within,
+            avoid: Vec::new(),
+        };
+        let mut role_index: Vec<usize> = Vec::new();
+        for (r, cls) in classes.iter().enumerate() {
+            if cls.is_empty() {
+                continue;
+            }
+            role_index.push(r);
+            req.roles.push(RoleRequest {
+                required_level: spec
+                    .subgroups
+                    .get(r)
+                    .and_then(|s| level_of(&s.required_level)),
+                classes: cls
+                    .iter()
+                    .map(|(_, rep, uids)| MemberClass {
+                        shape: amounts(&rep.spec.requests),
+                        count: uids.len() as u32,
+                        max_per_node: one_per_node(rep).then_some(1),
+                    })
+                    .collect(),
+            });
+        }
+        let level_name = |l: usize| {
+            if l == 0 {
+                "cluster".to_owned()
+            } else {
+                levels[l - 1].clone()
+            }
+        };
+        // Never fits: reject early with the numbers.
+        if g.placed.is_empty()
+            && let Err(PlanError::NeverFits {
+                level,
+                slot,
+                need,
+                best,
+            }) = topo.check_ever_fits(&req)
+        {
+            return Err(Status::unresolvable(format!(
+                "{key} can never be placed: its {} members need {need} {} within one {} but the largest offers {best}",
+                req.members(),
+                slot_name(slot),
+                level_name(level)
+            )));
+        }
+        for (i, role) in req.roles.iter().enumerate() {
+            if let Some(l) = role.required_level {
+                let alone = GroupRequest {
+                    required_level: Some(l),
+                    roles: vec![role.clone()],
+                    within: req.within,
+                    ..Default::default()
+                };
+                if let Err(PlanError::NeverFits {
+                    slot, need, best, ..
+                }) = topo.check_ever_fits(&alone)
+                {
+                    let name = spec
+                        .subgroups
+                        .get(role_index[i])
+                        .map(|s| s.name.as_str())
+                        .unwrap_or("");
+                    return Err(Status::unresolvable(format!(
+                        "{key}: subgroup {name:?} can never be placed: it needs {need} {} within one {} but the largest offers {best}",
+                        slot_name(slot),
+                        level_name(l)
+                    )));
+                }
+            }
+        }
+        if let Some(min) = &spec.min_resources {
+            let free = topo.domain(topo.root()).agg.free;
+            let need = amounts(min);
+            if !free.covers(&need)
+                && let Some(slot) = need.nonzero().find(|s| free[*s] < need[*s])
+            {
+                return Err(Status::unschedulable(format!(
+                    "{key}: minResources asks for {} {} free but the cluster has {}",
+                    need[slot],
+                    slot_name(slot),
+                    free[slot]
+                )));
+            }
+        }
+        // Spread from other groups of the same service.
+        let mut soft_avoid: Vec<DomainId> = Vec::new();
+        if let Some(sp) = &spec.spread
+            && let Some(l) = level_of(&Some(sp.level.clone()))
+        {
+            for (k, other) in &self.groups {
+                if *k == key || k.namespace != key.namespace {
+                    continue;
+                }
+                if other.service.as_deref() != Some(sp.service.as_str()) {
+                    continue;
+                }
+                let mut nodes: Vec<u32> = other
+                    .placed
+                    .keys()
+                    .filter_map(|u| snap.assigned_pod(u))
+                    .map(|p| p.node.0)
+                    .collect();
+                if let Some(p) = &other.plan {
+                    nodes.extend(p.slots.values().map(|s| s.node));
+                }
+                for n in nodes {
+                    if let Some(d) = topo.ancestor_at(n, l)
+                        && !soft_avoid.contains(&d)
+                    {
+                        soft_avoid.push(d);
+                    }
+                }
+            }
+        }
+        let reps: Vec<Vec<Arc<PodInfo>>> = role_index
+            .iter()
+            .map(|r| classes[*r].iter().map(|(_, rep, _)| rep.clone()).collect())
+            .collect();
+        let avoid_nodes = &g.avoid_nodes;
+        let eligible_fn = |role: usize, class: usize, node: u32| -> bool {
+            if avoid_nodes.contains(&node) || (node as usize) >= snap.node_capacity() {
+                return false;
+            }
+            eligible(&reps[role][class], snap.node(NodeId(node)))
+        };
+        let input = PlanInput {
+            eligible: &eligible_fn,
+            reserved: &self.reserved,
+            trust_aggregates: true,
+        };
+        let result = if soft_avoid.is_empty() {
+            topo.plan(&req, &input)
+        } else {
+            let mut strict = req.clone();
+            strict.avoid = soft_avoid;
+            match topo.plan(&strict, &input) {
+                Ok(p) => Ok(p),
+                Err(e) if spec.spread.as_ref().is_some_and(|s| s.required) => Err(e),
+                Err(_) => topo.plan(&req, &input),
+            }
+        };
+        let plan = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let detail = match e {
+                    PlanError::NoRoom { level, .. } if level > 0 => {
+                        format!(" in one {}", level_name(level))
+                    }
+                    _ => String::new(),
+                };
+                return Err(Status::unresolvable(format!(
+                    "{key}: no room for its {} unplaced members{detail} now; waiting for capacity",
+                    req.members()
+                )));
+            }
+        };
+        // Assign nodes to members and reserve them.
+        let mut slots: Vec<(Arc<str>, Slot)> = Vec::new();
+        for (i, rp) in plan.roles.iter().enumerate() {
+            let r = role_index[i];
+            for (ci, nodes) in rp.classes.iter().enumerate() {
+                let (_, rep, uids) = &classes[r][ci];
+                let shape = amounts(&rep.spec.requests);
+                for (uid, n) in uids.iter().zip(nodes) {
+                    slots.push((
+                        uid.clone(),
+                        Slot {
+                            node: *n,
+                            shape,
+                            outstanding: true,
+                        },
+                    ));
+                }
+            }
+        }
+        for (_, s) in &slots {
+            self.reserved.entry(s.node).or_default().add(&s.shape);
+        }
+        let g = self.groups.get_mut(&key).expect("group exists");
+        match &mut g.plan {
+            Some(p) => p.slots.extend(slots),
+            None => {
+                g.plan = Some(GroupPlan {
+                    created: now,
+                    domain: plan.domain,
+                    slots: slots.into_iter().collect(),
+                })
+            }
+        }
+        g.last_failure = None;
+        Ok(())
+    }
+}
+
+/// The group `pod` belongs to, given the two label keys.
+pub(crate) fn membership(pod: &PodInfo, group_label: Sym, cosched_label: Sym) -> Option<GroupKey> {
+    if let Some(n) = pod.labels.get(group_label) {
+        return Some(GroupKey {
+            api: GroupApi::Strata,
+            namespace: pod.namespace,
+            name: n,
+        });
+    }
+    pod.labels.get(cosched_label).map(|n| GroupKey {
+        api: GroupApi::Coscheduling,
+        namespace: pod.namespace,
+        name: n,
+    })
+}
