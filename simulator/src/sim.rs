@@ -115,7 +115,8 @@ pub struct Simulation {
     /// The last failure per pod: whether it was "unschedulable" (rather
     /// than an error) and its message. Cleared when the pod is scheduled.
     last_message: FxHashMap<Arc<str>, (bool, String)>,
-    ran: bool,
+    /// The report, once run.
+    report: Option<Report>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -159,7 +160,7 @@ impl Simulation {
             cycles: CycleCounts::default(),
             bind_order: FxHashMap::default(),
             last_message: FxHashMap::default(),
-            ran: false,
+            report: None,
             scenario,
             _rt: rt,
         })
@@ -186,12 +187,11 @@ impl Simulation {
     }
 
     /// Runs the scenario to the end and reports. A simulation runs once;
-    /// a second call reports again without re-running.
+    /// a second call returns the same report without re-running.
     pub fn run(&mut self) -> Report {
-        if self.ran {
-            return self.report(Duration::ZERO, Duration::ZERO);
+        if let Some(r) = &self.report {
+            return r.clone();
         }
-        self.ran = true;
         let wall_start = Instant::now();
         for node in self.scenario.nodes() {
             self.scheduler
@@ -277,7 +277,9 @@ impl Simulation {
         let phase_end = self.cluster.bind_latencies().1.unwrap_or_else(Instant::now);
         self.await_conditions();
         let scheduling = phase_end.saturating_duration_since(phase_start);
-        self.report(scheduling, wall_start.elapsed())
+        let report = self.report(scheduling, wall_start.elapsed());
+        self.report = Some(report.clone());
+        report
     }
 
     /// Schedules until no pod is ready; returns how many cycles ran.
