@@ -43,8 +43,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct SimulateArgs {
-    /// A scenario file, or a built-in scenario name (small, demo, basic-1k,
-    /// basic-4k, basic-16k). Default: demo.
+    /// A scenario file, or a built-in scenario name (see --list).
+    /// Default: demo.
     scenario: Option<String>,
     /// Seed for the engine's tie-breaking (overrides the scenario's); the
     /// same seed gives the same placements.
