@@ -126,8 +126,11 @@ impl FakeApiServer {
             .thread_name("fake-apiserver")
             .enable_all()
             .build()?;
-        let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", opts.port)))?;
-        let addr = listener.local_addr()?;
+        // A std listener: this may be called from within another runtime,
+        // where blocking on ours is not allowed.
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = axum::Router::new()
             .fallback(http::handle)
@@ -138,6 +141,13 @@ impl FakeApiServer {
             .name("fake-apiserver".into())
             .spawn(move || {
                 rt.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "fake API server cannot listen");
+                            return;
+                        }
+                    };
                     let bookmarks = async {
                         let mut t = tokio::time::interval(interval);
                         loop {
