@@ -345,19 +345,25 @@ impl Scheduler {
         let mut feasible = Vec::with_capacity(all.len());
         let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();
         let mut global_rejected: Vec<(NodeId, Status)> = Vec::new();
-        for &id in all {
+        // Refresh nodes whose generation moved (usually one or two).
+        let stale: Vec<NodeId> = {
+            let fg = &cc.filter_gen[..];
+            all.iter().copied().filter(|id| fg[id.index()] != gens[id.index()]).collect()
+        };
+        for id in stale {
             let i = id.index();
-            if cc.filter_gen[i] != gens[i] {
-                let node = snap.node(id);
-                let s = if node.present {
-                    filter_node(&local, state, pod, node)
-                } else {
-                    Status::unresolvable("node(s) were not found")
-                };
-                cc.verdict[i] = if s.is_success() { super::equiv::PASS } else { cc.intern_status(s) };
-                cc.filter_gen[i] = gens[i];
-            }
-            let v = cc.verdict[i];
+            let node = snap.node(id);
+            let s = if node.present {
+                filter_node(&local, state, pod, node)
+            } else {
+                Status::unresolvable("node(s) were not found")
+            };
+            cc.verdict[i] = if s.is_success() { super::equiv::PASS } else { cc.intern_status(s) };
+            cc.filter_gen[i] = gens[i];
+        }
+        let verdict = &cc.verdict[..];
+        for &id in all {
+            let v = verdict[id.index()];
             if v != super::equiv::PASS {
                 local_rejected.push((id, v));
                 continue;
@@ -438,27 +444,32 @@ impl Scheduler {
                 let normalizing = cached.iter().filter(|(_, sp, _)| sp.has_normalize()).count();
                 let cc = self.equiv.get(pi, pod.equivalence, fmask, snap.node_capacity());
                 cc.set_score_mask(cached_mask, key_sig, normalizing, snap.node_capacity());
-                for (t, id) in totals.iter_mut().zip(feasible) {
+                let stale: Vec<NodeId> = {
+                    let sg = &cc.score_gen[..];
+                    feasible.iter().copied().filter(|id| sg[id.index()] != gens[id.index()]).collect()
+                };
+                for id in stale {
                     let i = id.index();
-                    if cc.score_gen[i] != gens[i] {
-                        let node = snap.node(*id);
-                        let mut plain = 0i64;
-                        let mut k = 0;
-                        for (name, sp, w) in &cached {
-                            let raw = sp
-                                .score(st, pod, node)
-                                .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
-                            if sp.has_normalize() {
-                                cc.raw[k][i] = raw;
-                                k += 1;
-                            } else {
-                                plain += raw * w;
-                            }
+                    let node = snap.node(id);
+                    let mut plain = 0i64;
+                    let mut k = 0;
+                    for (name, sp, w) in &cached {
+                        let raw = sp
+                            .score(st, pod, node)
+                            .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
+                        if sp.has_normalize() {
+                            cc.raw[k][i] = raw;
+                            k += 1;
+                        } else {
+                            plain += raw * w;
                         }
-                        cc.plain_total[i] = plain;
-                        cc.score_gen[i] = gens[i];
                     }
-                    *t = cc.plain_total[i];
+                    cc.plain_total[i] = plain;
+                    cc.score_gen[i] = gens[i];
+                }
+                let pt = &cc.plain_total[..];
+                for (t, id) in totals.iter_mut().zip(feasible) {
+                    *t = pt[id.index()];
                 }
                 let mut k = 0;
                 let mut scores: Vec<NodeScore> = Vec::new();
