@@ -20,6 +20,8 @@ use strata_simulator::config_check::{describe_config_error, validate_config};
 use strata_simulator::scenario::BUILTIN;
 use strata_simulator::{RunOptions, Scenario, Simulation};
 
+mod run;
+
 /// Strata, a Kubernetes scheduler for AI clusters.
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about, propagate_version = true)]
@@ -39,6 +41,9 @@ enum Command {
         /// KubeSchedulerConfiguration-shaped YAML file.
         file: PathBuf,
     },
+    /// Schedule pods in a Kubernetes cluster until SIGTERM: informers,
+    /// binder, leader election, /healthz, /readyz and /metrics.
+    Run(run::RunArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
