@@ -735,16 +735,19 @@ impl ScorePlugin for Devices {
     }
 
     fn normalize(&self, _state: &CycleState, _pod: &PodInfo, scores: &mut [NodeScore]) -> Status {
+        // Min-max onto 0..=99, and 100 for exactly the best raw score: with
+        // thousands of nodes many raw scores share a bucket, but the best
+        // placement must never tie with a worse one.
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for s in scores.iter() {
             lo = lo.min(s.score);
             hi = hi.max(s.score);
         }
         for s in scores.iter_mut() {
-            s.score = if hi == lo {
+            s.score = if s.score == hi {
                 MAX_NODE_SCORE
             } else {
-                ((s.score - lo) as i128 * MAX_NODE_SCORE as i128 / (hi - lo) as i128) as i64
+                ((s.score - lo) as i128 * (MAX_NODE_SCORE - 1) as i128 / (hi - lo) as i128) as i64
             };
         }
         Status::success()

@@ -20,10 +20,11 @@
 //! better): placing a pod in capacity nobody else could use lowers it.
 //!
 //! The mix is either configured (`DevicesArgs.workload`) or learned from
-//! the device pods the scheduler sees (each pod counted once), bucketed
-//! (cpu and memory rounded up to powers of two) and cut to the
-//! [`MAX_CLASSES`] most frequent classes, so a node's fragmentation costs at
-//! most `MAX_CLASSES × devices` comparisons.
+//! the device pods the scheduler sees (each pod counted once): a class per
+//! distinct device ask (devices, memory and compute share), with the mean
+//! cpu and memory of its pods, cut to the [`MAX_CLASSES`] most frequent, so
+//! a node's fragmentation costs at most `MAX_CLASSES × devices` comparisons
+//! and a cached placement `MAX_CLASSES`.
 //!
 //! Invariants: fragmentation never exceeds the node's free device capacity
 //! and is zero for a node with none free; these functions allocate nothing.
@@ -36,7 +37,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// Classes kept in a learned mix.
-pub const MAX_CLASSES: usize = 16;
+pub const MAX_CLASSES: usize = 32;
 
 /// One class of the expected workload.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -225,16 +226,8 @@ pub fn fragmentation_after_change(
         .sum()
 }
 
-fn round_up_pow2(v: i64, unit: i64) -> i64 {
-    if v <= 0 {
-        return 0;
-    }
-    let units = (v + unit - 1) / unit;
-    (units as u64).next_power_of_two() as i64 * unit
-}
-
 /// The class a pod belongs to: its largest device ask, with the pod's cpu
-/// and memory (rounded up to powers of two of a core and a GiB).
+/// and memory.
 pub fn class_of(ask: &PodAsk, cpu_milli: i64, mem_bytes: i64) -> Option<Class> {
     let c: &ContainerAsk = ask
         .containers
@@ -246,8 +239,8 @@ pub fn class_of(ask: &PodAsk, cpu_milli: i64, mem_bytes: i64) -> Option<Class> {
         memory: c.memory,
         cores: c.cores,
         exclusive: c.exclusive,
-        cpu_milli: round_up_pow2(cpu_milli, 1000),
-        mem_bytes: round_up_pow2(mem_bytes, 1 << 30),
+        cpu_milli,
+        mem_bytes,
         weight: 0.0,
     })
 }
@@ -259,8 +252,6 @@ struct Key {
     memory: MemAsk,
     cores: u32,
     exclusive: bool,
-    cpu: i64,
-    mem: i64,
 }
 
 impl Key {
@@ -271,15 +262,14 @@ impl Key {
             memory: c.memory,
             cores: c.cores,
             exclusive: c.exclusive,
-            cpu: c.cpu_milli,
-            mem: c.mem_bytes,
         }
     }
 }
 
 #[derive(Default)]
 struct Learned {
-    counts: FxHashMap<Key, (Class, u64)>,
+    /// Per device ask: the class, pods seen, and their cpu and memory sums.
+    counts: FxHashMap<Key, (Class, u64, i128, i128)>,
     seen: FxHashSet<Arc<str>>,
     /// The published classes and their version.
     snapshot: Option<(Arc<[Class]>, u64)>,
@@ -325,8 +315,10 @@ impl Mix {
         if !l.seen.insert(uid.clone()) {
             return;
         }
-        let e = l.counts.entry(Key::of(&c)).or_insert((c, 0));
+        let e = l.counts.entry(Key::of(&c)).or_insert((c, 0, 0, 0));
         e.1 += 1;
+        e.2 += c.cpu_milli as i128;
+        e.3 += c.mem_bytes as i128;
     }
 
     /// The current classes with probabilities and their version. A learned
@@ -349,7 +341,16 @@ impl Mix {
                 .clone()
                 .unwrap_or_else(|| (Arc::from(Vec::new()), 0));
         }
-        let mut v: Vec<(Class, u64)> = l.counts.values().copied().collect();
+        let mut v: Vec<(Class, u64)> = l
+            .counts
+            .values()
+            .map(|(c, n, cpu, mem)| {
+                let mut c = *c;
+                c.cpu_milli = (*cpu / (*n).max(1) as i128) as i64;
+                c.mem_bytes = (*mem / (*n).max(1) as i128) as i64;
+                (c, *n)
+            })
+            .collect();
         v.sort_by(|a, b| {
             b.1.cmp(&a.1)
                 .then_with(|| a.0.count.cmp(&b.0.count))
@@ -526,10 +527,16 @@ mod tests {
     }
 
     #[test]
-    fn classes_round_cpu_and_memory_up() {
-        assert_eq!(round_up_pow2(1500, 1000), 2000);
-        assert_eq!(round_up_pow2(3000, 1000), 4000);
-        assert_eq!(round_up_pow2(0, 1000), 0);
-        assert_eq!(round_up_pow2(1, 1 << 30), 1 << 30);
+    fn classes_are_device_asks_with_mean_cpu_and_memory() {
+        let mix = Mix::learned();
+        let mut a = share(50, 0.0);
+        a.cpu_milli = 1000;
+        let mut b = share(50, 0.0);
+        b.cpu_milli = 3000;
+        mix.observe(&Arc::from("a"), a);
+        mix.observe(&Arc::from("b"), b);
+        let (s, _) = mix.snapshot();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].cpu_milli, 2000);
     }
 }
