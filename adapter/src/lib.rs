@@ -36,5 +36,84 @@ pub mod port;
 pub mod translate;
 
 pub use adapter::{Adapter, AdapterError, CustomResource};
+
+/// Where an API call applies, for RBAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace (or a cluster-scoped resource): a ClusterRole.
+    Cluster,
+    /// Only the scheduler's own namespace (the Lease's): a Role.
+    OwnNamespace,
+}
+
+/// One kind of API call the adapter makes, as RBAC names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiCall {
+    /// `list`, `watch`, `get`, `create`, `update`, `patch`, `delete`.
+    pub verb: &'static str,
+    /// API group (empty for core).
+    pub group: &'static str,
+    /// Resource, with `/subresource` when there is one.
+    pub resource: &'static str,
+    /// Where.
+    pub scope: Scope,
+}
+
+const fn call(
+    verb: &'static str,
+    group: &'static str,
+    resource: &'static str,
+    scope: Scope,
+) -> ApiCall {
+    ApiCall {
+        verb,
+        group,
+        resource,
+        scope,
+    }
+}
+
+/// Every API call the adapter makes (custom resources a plugin registers
+/// aside): the manifests' RBAC must allow each, and nothing more. Tests
+/// check both, and that a run makes no call outside this list.
+pub const API_CALLS: &[ApiCall] = &[
+    call("list", "", "nodes", Scope::Cluster),
+    call("watch", "", "nodes", Scope::Cluster),
+    call("list", "", "pods", Scope::Cluster),
+    call("watch", "", "pods", Scope::Cluster),
+    call("list", "", "namespaces", Scope::Cluster),
+    call("watch", "", "namespaces", Scope::Cluster),
+    call("list", "policy", "poddisruptionbudgets", Scope::Cluster),
+    call("watch", "policy", "poddisruptionbudgets", Scope::Cluster),
+    call(
+        "list",
+        "scheduling.k8s.io",
+        "priorityclasses",
+        Scope::Cluster,
+    ),
+    call(
+        "watch",
+        "scheduling.k8s.io",
+        "priorityclasses",
+        Scope::Cluster,
+    ),
+    call("create", "", "pods/binding", Scope::Cluster),
+    call("patch", "", "pods/status", Scope::Cluster),
+    call("delete", "", "pods", Scope::Cluster),
+    call("create", "events.k8s.io", "events", Scope::Cluster),
+    call("get", "coordination.k8s.io", "leases", Scope::OwnNamespace),
+    call(
+        "create",
+        "coordination.k8s.io",
+        "leases",
+        Scope::OwnNamespace,
+    ),
+    call(
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        Scope::OwnNamespace,
+    ),
+];
 pub use client::make_client;
 pub use options::{AdapterOptions, LeaderElection};
