@@ -70,6 +70,11 @@ struct SimulateArgs {
     /// List the built-in scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Also measure how groups were placed (locality, fragmentation,
+    /// partly bound groups), and run the same pods again pod by pod
+    /// (PodGroup disabled, as kube-scheduler would) to compare.
+    #[arg(long)]
+    groups: bool,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +122,16 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         progress: !args.quiet,
         parallelism: args.parallelism,
     };
+    if args.groups {
+        let cmp = strata_simulator::groups::compare(scenario, &opts, "nvidia.com/gpu", true)?;
+        print!("{}", cmp.group_aware.0.to_table());
+        print!("{}", cmp.to_table());
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&cmp).context("serializing the report")?;
+            std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let mut sim = Simulation::new(scenario, &opts)?;
     sim.set_only_workload(args.only_workload.clone());
     let report = sim.run();

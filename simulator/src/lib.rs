@@ -18,6 +18,7 @@
 //! or finish; nodes never fail; only scheduling is simulated.
 
 pub mod cluster;
+pub mod groups;
 pub mod openb;
 pub mod config_check;
 pub mod pattern;

@@ -50,6 +50,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("basic-1k", include_str!("../scenarios/basic-1k.yaml")),
     ("basic-4k", include_str!("../scenarios/basic-4k.yaml")),
     ("basic-16k", include_str!("../scenarios/basic-16k.yaml")),
+    ("gangs-small", include_str!("../scenarios/gangs-small.yaml")),
+    ("supernode-16k", include_str!("../scenarios/supernode-16k.yaml")),
+    ("training-20k-cards", include_str!("../scenarios/training-20k-cards.yaml")),
 ];
 
 /// The text of built-in scenario `name`.
@@ -284,6 +287,10 @@ pub struct Workload {
     pub start: Seconds,
     /// The pod, as a Kubernetes Pod manifest (name and uid are ignored).
     pub template: PodTemplate,
+    /// Puts every `size` consecutive pods into one PodGroup (label
+    /// `strata.io/pod-group: {name}-{i / size}`).
+    #[serde(default)]
+    pub group: Option<crate::groups::WorkloadGroup>,
 }
 
 /// Non-negative, finite seconds.
@@ -543,10 +550,14 @@ impl Scenario {
                 };
                 let name = format!("{}-{i}", w.name);
                 let uid = format!("{}/{name}", w.template.compiled.namespace);
+                let mut pod = w.template.compiled.with_identity(&uid, &name);
+                if let Some(g) = &w.group {
+                    pod = g.stamp(i, pod);
+                }
                 out.push(PodArrival {
                     at,
                     workload: wi,
-                    pod: Arc::new(w.template.compiled.with_identity(&uid, &name)),
+                    pod: Arc::new(pod),
                 });
             }
         }
