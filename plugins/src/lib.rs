@@ -11,6 +11,7 @@ pub mod balanced_allocation;
 pub mod default_binder;
 pub mod default_preemption;
 pub mod devices;
+pub mod dra;
 pub mod fragmentation;
 pub mod image_locality;
 pub mod inter_pod_affinity;
@@ -46,6 +47,7 @@ pub fn registry() -> Registry {
     r.register(default_preemption::NAME, default_preemption::factory);
     r.register(default_binder::NAME, default_binder::factory);
     r.register(devices::NAME, devices::factory);
+    r.register(dra::NAME, dra::factory);
     let groups = pod_group::PodGroupStore::new();
     r.register(pod_group::NAME, move |a, h| pod_group::factory_with(a, h, &groups));
     r

@@ -1,0 +1,878 @@
+//! DynamicResources: Dynamic Resource Allocation (`resource.k8s.io/v1`,
+//! Kubernetes 1.34) through the plugin API.
+//!
+//! A pod's `spec.resourceClaims` name ResourceClaims, or templates from
+//! which the resourceclaim controller makes one claim per pod. PreFilter
+//! resolves them through the shared [`DraStore`], compiles each request's
+//! DeviceClass and CEL selectors once (results cached per device and
+//! selector set until slices or classes change) and snapshots what is in
+//! use. Filter allocates the pod's unallocated claims on the node
+//! ([`alloc`]): `count` and `All` modes, `firstAvailable` alternatives,
+//! `matchAttribute`/`distinctAttribute` constraints, admin access, device
+//! taints and tolerations, and consumable capacity where a device allows
+//! multiple allocations. A claim already allocated is honoured: the node
+//! must match its allocation's node selector, nothing is reallocated.
+//! Reserve records the allocation as in flight (so the next pod does not
+//! take the same devices), Unreserve drops exactly that, and PreBind
+//! writes `status.allocation` and `status.reservedFor` through the cluster
+//! port before the pod is bound, then records the written claim in the
+//! store.
+//!
+//! Bad input — an unknown DeviceClass, a selector that does not compile, a
+//! claim name in another namespace, a missing claim — is
+//! UnschedulableAndUnresolvable with a message naming the claim, the
+//! request and the selector; the pod is retried when a DRA object changes.
+//!
+//! Approximations: a CEL runtime error does not select the device (and is
+//! reported if no device is left) instead of aborting the allocation; an
+//! allocation written in PreBind whose bind then fails is not deallocated
+//! here (the in-flight record is dropped; the resourceclaim controller
+//! clears `reservedFor` of pods that are gone); per-node allocation in
+//! Filter allocates small vectors (DRA pods are few).
+
+pub mod alloc;
+pub mod cel;
+pub mod index;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+use alloc::{Alt, Chosen, ClaimPlan, Constraint, InUse, Mode, Slot, allocate, node_devices};
+use index::{Bits, Index};
+use k8s_openapi::api::core::v1 as corev1;
+use k8s_openapi::api::resource::v1 as resv1;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use store::DraStore;
+use strata_scheduler::cache::Snapshot;
+use strata_scheduler::framework::{
+    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeRef, Plugin,
+    PluginArgsError, PreBindPlugin, PreFilterPlugin, PreFilterResult, Registry, ReservePlugin,
+    Status,
+};
+use strata_scheduler::labels::NodeSelector;
+use strata_scheduler::model::{NodeInfo, PodInfo};
+
+/// The plugin's configuration name (kube-scheduler's).
+pub const NAME: &str = "DynamicResources";
+
+/// The most consumers a claim may be reserved for (Kubernetes' limit).
+pub const MAX_RESERVED_FOR: usize = 256;
+
+/// A pod's claim, resolved.
+#[derive(Clone)]
+enum Work {
+    /// Allocated already: honoured.
+    Allocated {
+        claim: Arc<resv1::ResourceClaim>,
+        node_selector: Option<Arc<NodeSelector>>,
+    },
+    /// To allocate.
+    ToAllocate {
+        claim: Arc<resv1::ResourceClaim>,
+        plan: Arc<ClaimPlan>,
+    },
+}
+
+impl Work {
+    fn claim(&self) -> &Arc<resv1::ResourceClaim> {
+        match self {
+            Work::Allocated { claim, .. } | Work::ToAllocate { claim, .. } => claim,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct DraCycle {
+    works: Vec<Work>,
+    index: Arc<Index>,
+    used: Arc<InUse>,
+    /// Claim index in `works` → devices, from Reserve.
+    reserved: Vec<(usize, Vec<Chosen>)>,
+    node: Option<String>,
+}
+
+struct InFlight {
+    pod: Arc<str>,
+    devices: Vec<Chosen>,
+}
+
+struct Caches {
+    index: Arc<Index>,
+    env: cel::Env,
+    sets: HashMap<String, Result<Arc<Bits>, String>>,
+    used: Option<(u64, u64, Arc<InUse>)>,
+}
+
+/// The plugin.
+pub struct DynamicResources {
+    store: Arc<DraStore>,
+    handle: Handle,
+    caches: Mutex<Caches>,
+    inflight: Mutex<(u64, FxHashMap<String, InFlight>)>,
+}
+
+fn claim_key(c: &resv1::ResourceClaim) -> String {
+    format!(
+        "{}/{}",
+        c.metadata.namespace.as_deref().unwrap_or("default"),
+        c.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn claim_uid(c: &resv1::ResourceClaim) -> String {
+    c.metadata.uid.clone().unwrap_or_else(|| claim_key(c))
+}
+
+fn milli_text(m: i128) -> String {
+    if m % 1000 == 0 {
+        (m / 1000).to_string()
+    } else {
+        format!("{m}m")
+    }
+}
+
+impl DynamicResources {
+    /// The plugin over `store`.
+    pub fn new(store: Arc<DraStore>, handle: Handle) -> DynamicResources {
+        DynamicResources {
+            store,
+            handle,
+            caches: Mutex::new(Caches {
+                index: Arc::new(Index::default()),
+                env: cel::Env::new(),
+                sets: HashMap::new(),
+                used: None,
+            }),
+            inflight: Mutex::new((0, FxHashMap::default())),
+        }
+    }
+
+    /// The store this plugin reads.
+    pub fn store(&self) -> &Arc<DraStore> {
+        &self.store
+    }
+
+    /// Devices matching a DeviceClass and a request's selectors, or why none
+    /// do (naming the selector that left none).
+    fn candidates(
+        &self,
+        c: &mut Caches,
+        class: &resv1::DeviceClass,
+        selectors: &[resv1::DeviceSelector],
+        what: &str,
+    ) -> Result<Arc<Bits>, String> {
+        let class_name = class.metadata.name.clone().unwrap_or_default();
+        let mut exprs: Vec<(String, String)> = Vec::new();
+        for s in class.spec.selectors.iter().flatten() {
+            if let Some(cel) = &s.cel {
+                exprs.push((
+                    cel.expression.clone(),
+                    format!("of DeviceClass {class_name}"),
+                ));
+            }
+        }
+        for s in selectors {
+            if let Some(cel) = &s.cel {
+                exprs.push((cel.expression.clone(), "of the request".into()));
+            }
+        }
+        let key = format!(
+            "{class_name}\u{0}{}",
+            exprs
+                .iter()
+                .map(|(e, _)| e.as_str())
+                .collect::<Vec<_>>()
+                .join("\u{0}")
+        );
+        if let Some(r) = c.sets.get(&key) {
+            return r.clone().map_err(|e| format!("{what}: {e}"));
+        }
+        let mut compiled = Vec::new();
+        for (e, whose) in &exprs {
+            match c.env.compile(e) {
+                Ok(s) => compiled.push((s, whose.clone())),
+                Err(msg) => {
+                    let r: Result<Arc<Bits>, String> = Err(format!("{msg} ({whose})"));
+                    c.sets.insert(key, r.clone());
+                    return r.map_err(|e| format!("{what}: {e}"));
+                }
+            }
+        }
+        let n = c.index.devices.len();
+        let mut bits = Bits::with_len(n);
+        let mut alive = vec![true; n];
+        let mut first_error: Option<String> = None;
+        let mut emptied_by: Option<(String, String)> = None;
+        for (sel, whose) in &compiled {
+            let mut left = 0;
+            for (i, d) in c.index.devices.iter().enumerate() {
+                if !alive[i] {
+                    continue;
+                }
+                match c.env.matches(sel, &d.value) {
+                    Ok(true) => left += 1,
+                    Ok(false) => alive[i] = false,
+                    Err(e) => {
+                        alive[i] = false;
+                        first_error.get_or_insert(format!(
+                            "{e} on device {}/{}/{}",
+                            d.driver, d.pool, d.name
+                        ));
+                    }
+                }
+            }
+            if left == 0 && emptied_by.is_none() && n > 0 {
+                emptied_by = Some((sel.source.clone(), whose.clone()));
+            }
+        }
+        for (i, a) in alive.iter().enumerate() {
+            if *a {
+                bits.set(i as u32);
+            }
+        }
+        let r = if n == 0 {
+            Err("no ResourceSlice publishes any device".to_owned())
+        } else if let Some((expr, whose)) = emptied_by {
+            let mut m = format!("no device matches selector `{expr}` {whose}");
+            if let Some(e) = first_error {
+                m.push_str(&format!(" (first error: {e})"));
+            }
+            Err(m)
+        } else {
+            Ok(Arc::new(bits))
+        };
+        c.sets.insert(key, r.clone());
+        r.map_err(|e| format!("{what}: {e}"))
+    }
+
+    fn plan_for(&self, c: &mut Caches, claim: &resv1::ResourceClaim) -> Result<ClaimPlan, String> {
+        let ck = claim_key(claim);
+        let devices = claim.spec.devices.as_ref();
+        let mut slots = Vec::new();
+        for r in devices
+            .and_then(|d| d.requests.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let what = format!("ResourceClaim {ck}, request {:?}", r.name);
+            let mut alts = Vec::new();
+            type One<'a> = (
+                String,
+                &'a str,
+                Option<&'a Vec<resv1::DeviceSelector>>,
+                Option<&'a str>,
+                Option<i64>,
+                bool,
+                Option<&'a resv1::CapacityRequirements>,
+                Option<&'a Vec<resv1::DeviceToleration>>,
+            );
+            let mut ones: Vec<One<'_>> = Vec::new();
+            if let Some(e) = &r.exactly {
+                ones.push((
+                    r.name.clone(),
+                    e.device_class_name.as_str(),
+                    e.selectors.as_ref(),
+                    e.allocation_mode.as_deref(),
+                    e.count,
+                    e.admin_access == Some(true),
+                    e.capacity.as_ref(),
+                    e.tolerations.as_ref(),
+                ));
+            }
+            for s in r.first_available.iter().flatten() {
+                ones.push((
+                    format!("{}/{}", r.name, s.name),
+                    s.device_class_name.as_str(),
+                    s.selectors.as_ref(),
+                    s.allocation_mode.as_deref(),
+                    s.count,
+                    false,
+                    s.capacity.as_ref(),
+                    s.tolerations.as_ref(),
+                ));
+            }
+            if ones.is_empty() {
+                return Err(format!("{what}: neither exactly nor firstAvailable is set"));
+            }
+            let mut last_err = None;
+            for (name, class, sels, mode, count, admin, cap, tols) in ones {
+                let what = format!("ResourceClaim {ck}, request {name:?}");
+                let Some(cl) = self.store.class(class) else {
+                    return Err(format!("{what}: DeviceClass {class:?} does not exist"));
+                };
+                let mode = match mode {
+                    None | Some("ExactCount") => {
+                        let n = count.unwrap_or(1);
+                        if !(1..=128).contains(&n) {
+                            return Err(format!("{what}: count {n} is outside 1..=128"));
+                        }
+                        Mode::Count(n as u32)
+                    }
+                    Some("All") => Mode::All,
+                    Some(o) => {
+                        return Err(format!(
+                            "{what}: allocationMode {o:?} is neither ExactCount nor All"
+                        ));
+                    }
+                };
+                let empty = Vec::new();
+                match self.candidates(c, &cl, sels.unwrap_or(&empty), &what) {
+                    Ok(cands) => alts.push(Alt {
+                        result_name: name,
+                        cands,
+                        mode,
+                        admin,
+                        capacity: cap
+                            .and_then(|c| c.requests.as_ref())
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|(k, q)| Some((k.clone(), cel::quantity_milli(&q.0)?)))
+                            .collect(),
+                        tolerations: tols.cloned().unwrap_or_default(),
+                    }),
+                    // A compile error is the claim's error; an alternative
+                    // that matches nothing just is not available.
+                    Err(e) if e.contains("does not compile") => return Err(e),
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            if alts.is_empty() {
+                return Err(last_err.unwrap_or_else(|| format!("{what}: no alternative")));
+            }
+            slots.push(Slot {
+                name: r.name.clone(),
+                alts,
+            });
+        }
+        let constraints = devices
+            .and_then(|d| d.constraints.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|k| Constraint {
+                requests: k.requests.clone().unwrap_or_default(),
+                match_attr: k.match_attribute.clone(),
+                distinct_attr: k.distinct_attribute.clone(),
+            })
+            .collect();
+        Ok(ClaimPlan { slots, constraints })
+    }
+
+    /// What is in use: allocated claims in the store and in-flight
+    /// reservations (cached while neither changes).
+    fn in_use(&self, c: &mut Caches) -> Arc<InUse> {
+        let sv = self.store.version();
+        let fl = self.inflight.lock();
+        if let Some((a, b, u)) = &c.used
+            && *a == sv
+            && *b == fl.0
+        {
+            return u.clone();
+        }
+        let mut used = InUse::default();
+        let mut seen: Vec<String> = Vec::new();
+        for cl in self.store.allocated_claims() {
+            seen.push(claim_uid(&cl));
+            let Some(res) = cl
+                .status
+                .as_ref()
+                .and_then(|s| s.allocation.as_ref())
+                .and_then(|a| a.devices.as_ref())
+            else {
+                continue;
+            };
+            for r in res.results.iter().flatten() {
+                let Some(&d) =
+                    c.index
+                        .by_key
+                        .get(&(r.driver.clone(), r.pool.clone(), r.device.clone()))
+                else {
+                    continue;
+                };
+                let dev = &c.index.devices[d as usize];
+                let consumed = r
+                    .consumed_capacity
+                    .iter()
+                    .flatten()
+                    .filter_map(|(k, q)| {
+                        let name = if k.contains('/') {
+                            k.clone()
+                        } else {
+                            format!("{}/{k}", dev.driver)
+                        };
+                        Some((name, cel::quantity_milli(&q.0)?))
+                    })
+                    .collect();
+                used.add(
+                    &Chosen {
+                        request: r.request.clone(),
+                        device: d,
+                        admin: r.admin_access == Some(true),
+                        consumed,
+                        tolerations: Vec::new(),
+                    },
+                    dev.allow_multiple,
+                );
+            }
+        }
+        for (uid, f) in fl.1.iter() {
+            if seen.contains(uid) {
+                continue;
+            }
+            for ch in &f.devices {
+                let shared = c
+                    .index
+                    .devices
+                    .get(ch.device as usize)
+                    .is_some_and(|d| d.allow_multiple);
+                used.add(ch, shared);
+            }
+        }
+        let used = Arc::new(used);
+        c.used = Some((sv, fl.0, used.clone()));
+        used
+    }
+
+    fn allocate_on(&self, cd: &DraCycle, node: &NodeInfo, out: &mut Vec<Vec<Chosen>>) -> Status {
+        for w in &cd.works {
+            if let Work::Allocated {
+                node_selector: Some(sel),
+                claim,
+            } = w
+                && !sel.matches(&node.labels, node.name)
+            {
+                let _ = claim;
+                return Status::unresolvable(
+                    "node(s) did not match the allocation of a ResourceClaim the pod uses",
+                );
+            }
+        }
+        let plans: Vec<&ClaimPlan> = cd
+            .works
+            .iter()
+            .filter_map(|w| match w {
+                Work::ToAllocate { plan, .. } => Some(plan.as_ref()),
+                _ => None,
+            })
+            .collect();
+        if plans.is_empty() {
+            return Status::success();
+        }
+        let devs = node_devices(&cd.index, node.name.as_str(), &node.labels, node.name);
+        match allocate(&cd.index, &devs, &plans, &cd.used, out) {
+            Ok(()) => Status::success(),
+            Err(r) => Status::unschedulable(r),
+        }
+    }
+
+    fn result_for(
+        &self,
+        index: &Index,
+        claim: &resv1::ResourceClaim,
+        chosen: &[Chosen],
+        node: &str,
+    ) -> resv1::AllocationResult {
+        let uid = claim_uid(claim);
+        let mut node_local = false;
+        let results = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let d = &index.devices[c.device as usize];
+                node_local |= matches!(d.scope, index::Scope::Node(_));
+                resv1::DeviceRequestAllocationResult {
+                    request: c.request.clone(),
+                    driver: d.driver.clone(),
+                    pool: d.pool.clone(),
+                    device: d.name.clone(),
+                    admin_access: c.admin.then_some(true),
+                    consumed_capacity: (!c.consumed.is_empty()).then(|| {
+                        c.consumed
+                            .iter()
+                            .map(|(k, v)| {
+                                let local = k
+                                    .strip_prefix(&format!("{}/", d.driver))
+                                    .unwrap_or(k)
+                                    .to_owned();
+                                (local, Quantity(milli_text(*v)))
+                            })
+                            .collect::<BTreeMap<_, _>>()
+                    }),
+                    share_id: d.allow_multiple.then(|| format!("{uid}-{i}")),
+                    tolerations: (!c.tolerations.is_empty()).then(|| c.tolerations.clone()),
+                    ..Default::default()
+                }
+            })
+            .collect::<Vec<_>>();
+        // Configuration: the classes' then the claim's, for the requests
+        // they apply to.
+        let mut config = Vec::new();
+        let requests_of_class = |class: &str| -> Vec<String> {
+            claim
+                .spec
+                .devices
+                .iter()
+                .flat_map(|d| d.requests.iter().flatten())
+                .filter(|r| {
+                    r.exactly
+                        .as_ref()
+                        .is_some_and(|e| e.device_class_name == class)
+                })
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        let mut classes: Vec<String> = claim
+            .spec
+            .devices
+            .iter()
+            .flat_map(|d| d.requests.iter().flatten())
+            .filter_map(|r| r.exactly.as_ref().map(|e| e.device_class_name.clone()))
+            .collect();
+        classes.sort();
+        classes.dedup();
+        for cl in classes {
+            if let Some(dc) = self.store.class(&cl) {
+                for c in dc.spec.config.iter().flatten() {
+                    config.push(resv1::DeviceAllocationConfiguration {
+                        opaque: c.opaque.clone(),
+                        requests: Some(requests_of_class(&cl)),
+                        source: "FromClass".into(),
+                    });
+                }
+            }
+        }
+        for c in claim
+            .spec
+            .devices
+            .iter()
+            .flat_map(|d| d.config.iter().flatten())
+        {
+            config.push(resv1::DeviceAllocationConfiguration {
+                opaque: c.opaque.clone(),
+                requests: c.requests.clone(),
+                source: "FromClaim".into(),
+            });
+        }
+        resv1::AllocationResult {
+            allocation_timestamp: None,
+            devices: Some(resv1::DeviceAllocationResult {
+                config: (!config.is_empty()).then_some(config),
+                results: Some(results),
+            }),
+            node_selector: node_local.then(|| corev1::NodeSelector {
+                node_selector_terms: vec![corev1::NodeSelectorTerm {
+                    match_fields: Some(vec![corev1::NodeSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: "In".into(),
+                        values: Some(vec![node.to_owned()]),
+                    }]),
+                    match_expressions: None,
+                }],
+            }),
+        }
+    }
+}
+
+impl Plugin for DynamicResources {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        Some(self)
+    }
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+        Some(self)
+    }
+    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        Some(self)
+    }
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
+        Some(self)
+    }
+    fn events_to_register(&self) -> Vec<ClusterEventKind> {
+        vec![
+            ClusterEventKind::new(EventResource::Custom(store::KIND_CLAIM), ActionType::ALL),
+            ClusterEventKind::new(EventResource::Custom(store::KIND_SLICE), ActionType::ALL),
+            ClusterEventKind::new(EventResource::Custom(store::KIND_CLASS), ActionType::ALL),
+            ClusterEventKind::new(EventResource::AssignedPod, ActionType::DELETE),
+            ClusterEventKind::new(
+                EventResource::Node,
+                ActionType::ADD.or(ActionType::UPDATE_NODE_LABEL),
+            ),
+        ]
+    }
+}
+
+impl PreFilterPlugin for DynamicResources {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        _snap: &Snapshot,
+    ) -> PreFilterResult {
+        let refs = pod.spec.raw.resource_claims.as_deref().unwrap_or(&[]);
+        if refs.is_empty() {
+            return PreFilterResult::skip();
+        }
+        let ns = pod.namespace.as_str();
+        let mut c = self.caches.lock();
+        if c.index.version != self.store.inventory_version()
+            || (c.index.devices.is_empty() && !self.store.slices().is_empty())
+        {
+            c.index = Arc::new(Index::build(&self.store));
+            c.sets.clear();
+            c.used = None;
+        }
+        let mut works = Vec::with_capacity(refs.len());
+        for (i, r) in refs.iter().enumerate() {
+            let field = format!("spec.resourceClaims[{i}] ({:?})", r.name);
+            let claim = match (&r.resource_claim_name, &r.resource_claim_template_name) {
+                (Some(n), _) if n.contains('/') => {
+                    return PreFilterResult::status(Status::unresolvable(format!(
+                        "pod {}: {field} names ResourceClaim {n:?} in another namespace; a pod can only use claims of its own namespace {ns}",
+                        pod.key()
+                    )));
+                }
+                (Some(n), _) => match self.store.claim(ns, n) {
+                    Some(c) => c,
+                    None => {
+                        return PreFilterResult::status(Status::unresolvable(format!(
+                            "pod {}: {field}: ResourceClaim {ns}/{n} does not exist (yet)",
+                            pod.key()
+                        )));
+                    }
+                },
+                (None, Some(t)) => match self.store.generated_claim(&pod.uid, &r.name) {
+                    Some(c) => c,
+                    None => {
+                        return PreFilterResult::status(Status::unresolvable(format!(
+                            "pod {}: {field}: waiting for the ResourceClaim made from template {ns}/{t}",
+                            pod.key()
+                        )));
+                    }
+                },
+                (None, None) => {
+                    return PreFilterResult::status(Status::unresolvable(format!(
+                        "pod {}: {field} names neither resourceClaimName nor resourceClaimTemplateName",
+                        pod.key()
+                    )));
+                }
+            };
+            let key = claim_key(&claim);
+            if claim.metadata.namespace.as_deref().unwrap_or("default") != ns {
+                return PreFilterResult::status(Status::unresolvable(format!(
+                    "pod {}: ResourceClaim {key} is in another namespace than the pod ({ns})",
+                    pod.key()
+                )));
+            }
+            if claim.metadata.deletion_timestamp.is_some() {
+                return PreFilterResult::status(Status::unresolvable(format!(
+                    "ResourceClaim {key} is being deleted"
+                )));
+            }
+            let status = claim.status.as_ref();
+            let reserved = status.and_then(|s| s.reserved_for.as_ref());
+            let mine = reserved.is_some_and(|rs| rs.iter().any(|x| x.uid == *pod.uid));
+            if !mine && reserved.is_some_and(|rs| rs.len() >= MAX_RESERVED_FOR) {
+                return PreFilterResult::status(Status::unresolvable(format!(
+                    "ResourceClaim {key} is already reserved for {MAX_RESERVED_FOR} consumers"
+                )));
+            }
+            if let Some(a) = status.and_then(|s| s.allocation.as_ref()) {
+                let node_selector = match a
+                    .node_selector
+                    .as_ref()
+                    .map(NodeSelector::compile)
+                    .transpose()
+                {
+                    Ok(s) => s.map(Arc::new),
+                    Err(e) => {
+                        return PreFilterResult::status(Status::unresolvable(format!(
+                            "ResourceClaim {key}: allocation.nodeSelector: {e}"
+                        )));
+                    }
+                };
+                works.push(Work::Allocated {
+                    claim,
+                    node_selector,
+                });
+                continue;
+            }
+            if let Some(f) = self.inflight.lock().1.get(&claim_uid(&claim))
+                && f.pod != pod.uid
+            {
+                return PreFilterResult::status(Status::unschedulable(format!(
+                    "ResourceClaim {key} is being allocated for another pod"
+                )));
+            }
+            match self.plan_for(&mut c, &claim) {
+                Ok(plan) => works.push(Work::ToAllocate {
+                    claim,
+                    plan: Arc::new(plan),
+                }),
+                Err(msg) => return PreFilterResult::status(Status::unresolvable(msg)),
+            }
+        }
+        let used = self.in_use(&mut c);
+        state.insert(DraCycle {
+            works,
+            index: c.index.clone(),
+            used,
+            reserved: Vec::new(),
+            node: None,
+        });
+        PreFilterResult::ok()
+    }
+}
+
+impl FilterPlugin for DynamicResources {
+    fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(cd) = state.get::<DraCycle>() else {
+            return Status::success();
+        };
+        let mut out = Vec::new();
+        self.allocate_on(cd, node, &mut out)
+    }
+}
+
+impl ReservePlugin for DynamicResources {
+    fn reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: NodeRef,
+        snap: &Snapshot,
+    ) -> Status {
+        let Some(cd) = state.get::<DraCycle>().cloned() else {
+            return Status::success();
+        };
+        // Allocate against the current in-flight set: another pod may have
+        // reserved since PreFilter.
+        let used = {
+            let mut c = self.caches.lock();
+            self.in_use(&mut c)
+        };
+        let cd2 = DraCycle { used, ..cd.clone() };
+        let mut out = Vec::new();
+        let s = self.allocate_on(&cd2, snap.node(node.id), &mut out);
+        if !s.is_success() {
+            return s;
+        }
+        let mut reserved = Vec::new();
+        let mut it = out.into_iter();
+        {
+            let mut fl = self.inflight.lock();
+            for (i, w) in cd.works.iter().enumerate() {
+                if let Work::ToAllocate { claim, .. } = w {
+                    let devices = it.next().unwrap_or_default();
+                    fl.1.insert(
+                        claim_uid(claim),
+                        InFlight {
+                            pod: pod.uid.clone(),
+                            devices: devices.clone(),
+                        },
+                    );
+                    reserved.push((i, devices));
+                }
+            }
+            fl.0 += 1;
+        }
+        if let Some(st) = state.get_mut::<DraCycle>() {
+            st.reserved = reserved;
+            st.node = Some(node.name.as_str().to_owned());
+        }
+        Status::success()
+    }
+
+    fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, _node: NodeRef) {
+        let mut fl = self.inflight.lock();
+        let before = fl.1.len();
+        fl.1.retain(|_, f| f.pod != pod.uid);
+        if fl.1.len() != before {
+            fl.0 += 1;
+        }
+        if let Some(st) = state.get_mut::<DraCycle>() {
+            st.reserved.clear();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PreBindPlugin for DynamicResources {
+    async fn pre_bind(&self, state: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
+        let Some(cd) = state.get::<DraCycle>() else {
+            return Status::success();
+        };
+        for (i, w) in cd.works.iter().enumerate() {
+            let old = w.claim();
+            let key = claim_key(old);
+            let ns = old.metadata.namespace.as_deref().unwrap_or("default");
+            let name = old.metadata.name.as_deref().unwrap_or("");
+            // Work on the newest copy.
+            let latest = self.store.claim(ns, name).unwrap_or_else(|| old.clone());
+            let mut claim = (*latest).clone();
+            let status = claim.status.get_or_insert_with(Default::default);
+            if let Some((_, devices)) = cd.reserved.iter().find(|(j, _)| *j == i) {
+                if status.allocation.is_some() {
+                    return Status::error(format!(
+                        "ResourceClaim {key} was allocated by someone else while pod {} was being scheduled",
+                        pod.key()
+                    ));
+                }
+                status.allocation =
+                    Some(self.result_for(&cd.index, &latest, devices, node.name.as_str()));
+            }
+            let reserved = status.reserved_for.get_or_insert_with(Vec::new);
+            if reserved.iter().any(|r| r.uid == *pod.uid) && matches!(w, Work::Allocated { .. }) {
+                continue;
+            }
+            if !reserved.iter().any(|r| r.uid == *pod.uid) {
+                reserved.push(resv1::ResourceClaimConsumerReference {
+                    api_group: None,
+                    resource: "pods".into(),
+                    name: pod.name.to_string(),
+                    uid: pod.uid.to_string(),
+                });
+            }
+            if let Err(e) = self
+                .handle
+                .cluster
+                .update_resource_claim_status(&claim)
+                .await
+            {
+                return Status::error(format!("writing the status of ResourceClaim {key}: {e}"));
+            }
+            let uid = claim_uid(&claim);
+            self.store.assume_claim(claim);
+            let mut fl = self.inflight.lock();
+            if fl.1.remove(&uid).is_some() {
+                fl.0 += 1;
+            }
+        }
+        Status::success()
+    }
+}
+
+/// Builds the plugin over an empty store (no DRA objects known: pods with
+/// claims wait). Use [`register`] to give it the adapter's or simulator's
+/// store.
+pub fn factory(
+    _args: Option<&serde_json::Value>,
+    handle: &Handle,
+) -> Result<Arc<dyn Plugin>, PluginArgsError> {
+    Ok(Arc::new(DynamicResources::new(
+        DraStore::new(),
+        handle.clone(),
+    )))
+}
+
+/// Registers the plugin over `store` (replacing the default registration),
+/// as the Kubernetes adapter and the simulator do.
+pub fn register(registry: &mut Registry, store: Arc<DraStore>) {
+    registry.register(NAME, move |_args, handle| {
+        Ok(Arc::new(DynamicResources::new(store.clone(), handle.clone())) as Arc<dyn Plugin>)
+    });
+}
