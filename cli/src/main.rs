@@ -67,6 +67,10 @@ struct SimulateArgs {
     /// Threads for filtering and scoring (overrides the configuration).
     #[arg(long)]
     parallelism: Option<usize>,
+    /// Turn off the engine's reuse of per-node results across pods of one
+    /// template (the baseline for measuring what it brings).
+    #[arg(long)]
+    no_equivalence_cache: bool,
     /// List the built-in scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -121,6 +125,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         progress: !args.quiet,
         parallelism: args.parallelism,
+        equivalence_cache: args.no_equivalence_cache.then_some(0),
     };
     if args.groups {
         let cmp = strata_simulator::groups::compare(scenario, &opts, "nvidia.com/gpu", true)?;

@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Overrides the configuration's `parallelism`.
     pub parallelism: Option<usize>,
+    /// Overrides the configuration's `equivalenceCacheClasses` (0 turns the
+    /// engine's reuse of per-node results off: the baseline for comparisons).
+    pub equivalence_cache: Option<usize>,
 }
 
 /// Why a simulation could not start.
@@ -90,6 +93,9 @@ pub fn scenario_config(
     cfg.seed = opts.seed.unwrap_or(scenario.seed);
     if let Some(p) = opts.parallelism {
         cfg.parallelism = p.max(1);
+    }
+    if let Some(c) = opts.equivalence_cache {
+        cfg.equivalence_cache_classes = c;
     }
     Ok(cfg)
 }

@@ -287,3 +287,28 @@ fn pods_for_another_scheduler_are_left_alone() {
             .contains("no profile serves")
     );
 }
+
+/// The engine's reuse of per-node results across pods of one template (and
+/// its incremental best-node index) must never change a decision: the same
+/// scenario with it off and on places every pod on the same node.
+#[test]
+fn equivalence_cache_does_not_change_placements() {
+    for name in ["small", "demo"] {
+        let placements = |classes: usize| {
+            let opts = RunOptions {
+                equivalence_cache: Some(classes),
+                ..Default::default()
+            };
+            let scenario = Scenario::load(name).expect("built-in scenario");
+            let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
+            let report = sim.run();
+            assert_eq!(report.double_binds, 0);
+            sim.placements()
+        };
+        let off = placements(0);
+        let on = placements(32);
+        assert_eq!(off.len(), on.len());
+        let differ: Vec<_> = off.iter().filter(|(k, v)| on.get(*k) != Some(v)).take(5).collect();
+        assert!(differ.is_empty(), "{name}: placements differ, e.g. {differ:?}");
+    }
+}

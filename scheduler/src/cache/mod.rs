@@ -88,6 +88,13 @@ impl Cache {
     fn touched(&mut self, id: NodeId) {
         self.snap.gens[id.index()] = self.snap.nodes[id.index()].generation;
         self.dirty.push(id);
+        let limit = (4 * self.snap.nodes.len()).max(4096);
+        if self.snap.change_log.len() >= limit {
+            // Readers further behind than this rebuild from scratch.
+            self.snap.change_base += self.snap.change_log.len() as u64;
+            self.snap.change_log.clear();
+        }
+        self.snap.change_log.push(id);
     }
 
     fn slot_for(&mut self, name: Sym) -> NodeId {
@@ -123,6 +130,7 @@ impl Cache {
             (true, true) => {
                 self.snap.live_pos[id.index()] = self.snap.live.len() as u32;
                 self.snap.live.push(id);
+                self.snap.layout += 1;
             }
             (false, false) => {
                 let last = *self.snap.live.last().expect("live list not empty");
@@ -131,6 +139,7 @@ impl Cache {
                     self.snap.live_pos[last.index()] = pos;
                 }
                 self.snap.live_pos[id.index()] = u32::MAX;
+                self.snap.layout += 1;
             }
             _ => {}
         }

@@ -49,6 +49,12 @@ pub struct Snapshot {
     /// `nodes[i].generation`, densely, so per-cycle validity checks touch
     /// 8 bytes per node instead of a whole `NodeInfo`.
     pub(crate) gens: Vec<u64>,
+    /// Bumped whenever the order of `live` changes (a node added or
+    /// removed), so indexes over live positions know to rebuild.
+    pub(crate) layout: u64,
+    /// Node ids in the order they changed, since sequence `change_base`.
+    pub(crate) change_log: Vec<NodeId>,
+    pub(crate) change_base: u64,
     pub(crate) pods: FxHashMap<Arc<str>, PodPlacement>,
     pub(crate) namespaces: NamespaceLabels,
     pub(crate) pdbs: Vec<PdbInfo>,
@@ -117,6 +123,38 @@ impl Snapshot {
     #[inline]
     pub fn generations(&self) -> &[u64] {
         &self.gens
+    }
+
+    /// Position of a node in [`Snapshot::node_ids`], if it exists.
+    #[inline]
+    pub fn live_position(&self, id: NodeId) -> Option<usize> {
+        match self.live_pos.get(id.index()) {
+            Some(&p) if p != u32::MAX => Some(p as usize),
+            _ => None,
+        }
+    }
+
+    /// Version of the order of [`Snapshot::node_ids`]; it changes whenever a
+    /// node is added or removed.
+    #[inline]
+    pub fn layout_version(&self) -> u64 {
+        self.layout
+    }
+
+    /// Sequence number of the next node change; pass it later to
+    /// [`Snapshot::changes_since`].
+    #[inline]
+    pub fn change_seq(&self) -> u64 {
+        self.change_base + self.change_log.len() as u64
+    }
+
+    /// Nodes changed since sequence `seq` (with repeats), or `None` when the
+    /// log no longer reaches back that far.
+    pub fn changes_since(&self, seq: u64) -> Option<&[NodeId]> {
+        if seq < self.change_base {
+            return None;
+        }
+        self.change_log.get((seq - self.change_base) as usize..)
     }
 
     /// A bound or assumed pod by uid.

@@ -75,6 +75,16 @@ pub struct CycleOutcome {
     pub duration: Duration,
 }
 
+/// What the incremental path decided.
+enum Fast {
+    /// The node to assume.
+    Chosen(NodeId),
+    /// A plugin failed.
+    Error(String),
+    /// Take the scan path (nothing was decided yet; PreScore did not run).
+    Fallback,
+}
+
 struct FilterOutcome {
     feasible: Vec<NodeId>,
     diagnosis: Diagnosis,
@@ -175,6 +185,14 @@ impl Scheduler {
         if let Some(a) = state.get_mut::<crate::framework::PodsToActivate>() {
             let uids = std::mem::take(&mut a.0);
             self.queue.activate_pods(&uids);
+        }
+
+        if diagnosis.pre_filter.is_none() && candidates.is_none() && self.cache_usable(pi, &pod) {
+            match self.fast_path(pi, &mut state, &pod) {
+                Fast::Chosen(node) => return self.assume_and_reserve(pi, qp, state, node),
+                Fast::Error(msg) => return self.fail_error(pi, qp, msg),
+                Fast::Fallback => {}
+            }
         }
 
         let mut class_mask = None;
@@ -300,6 +318,230 @@ impl Scheduler {
         }
     }
 
+    /// The incremental path for a pod whose every active filter is
+    /// node-local: the class's feasible set and best scores are kept across
+    /// cycles and brought up to date with the nodes changed since, so a cycle
+    /// costs O(changed nodes × log n) instead of O(n). It picks exactly the
+    /// node the scan path would (same order, same random draw), and falls
+    /// back to the scan whenever that cannot be guaranteed.
+    fn fast_path(&mut self, pi: usize, state: &mut CycleState, pod: &PodInfo) -> Fast {
+        use super::equiv::{FastIndex, MaxTree, PASS};
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+        let gens = snap.generations();
+        let mut local: Vec<(&'static str, &dyn FilterPlugin)> = Vec::new();
+        let mut mask = 0u64;
+        for (i, p) in profile.filter.iter().enumerate() {
+            if state.skips_filter(p.name()) {
+                continue;
+            }
+            let Some(f) = p.as_filter() else { continue };
+            if !f.is_node_local() {
+                return Fast::Fallback;
+            }
+            mask |= 1 << i;
+            local.push((p.name(), f));
+        }
+        let cc = self.equiv.get(pi, pod.equivalence, mask, snap.node_capacity());
+        let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
+            let i = id.index();
+            if cc.filter_gen[i] != gens[i] {
+                let node = snap.node(id);
+                let s = if node.present {
+                    filter_node(&local, state, pod, node)
+                } else {
+                    Status::unresolvable("node(s) were not found")
+                };
+                cc.verdict[i] = if s.is_success() { PASS } else { cc.intern_status(s) };
+                cc.filter_gen[i] = gens[i];
+            }
+        };
+        let changes = if cc.fast.valid && cc.fast.layout == snap.layout_version() {
+            snap.changes_since(cc.fast.synced)
+        } else {
+            None
+        };
+        match changes {
+            None => {
+                for &id in snap.node_ids() {
+                    refresh(cc, id);
+                }
+                cc.fast.feasible = snap.node_ids().iter().copied().filter(|id| cc.verdict[id.index()] == PASS).collect();
+                cc.fast.valid = true;
+                cc.fast.layout = snap.layout_version();
+                cc.fast.tree_valid = false;
+                cc.fast.pending.clear();
+            }
+            Some(ch) => {
+                let mut ch = ch.to_vec();
+                ch.sort_unstable();
+                ch.dedup();
+                for id in ch {
+                    let Some(pos) = snap.live_position(id) else { continue };
+                    refresh(cc, id);
+                    let pass = cc.verdict[id.index()] == PASS;
+                    let at = cc.fast.feasible.binary_search_by_key(&pos, |x| snap.live_position(*x).unwrap_or(usize::MAX));
+                    match (pass, at) {
+                        (true, Err(k)) => cc.fast.feasible.insert(k, id),
+                        (false, Ok(k)) => {
+                            cc.fast.feasible.remove(k);
+                        }
+                        _ => {}
+                    }
+                    cc.fast.pending.push(id);
+                }
+            }
+        }
+        cc.fast.synced = snap.change_seq();
+        if cc.fast.feasible.len() < 2 {
+            // Nothing fits (the scan builds the diagnosis) or one node does.
+            return Fast::Fallback;
+        }
+
+        // PreScore, then the scores: cached ones only, or scan.
+        let feasible = std::mem::take(&mut cc.fast.feasible);
+        let pre = {
+            let mut r = Ok(());
+            for p in &profile.pre_score {
+                let Some(ps) = p.as_pre_score() else { continue };
+                let s = ps.pre_score(state, pod, snap, &feasible);
+                match s.code() {
+                    Code::Success => {}
+                    Code::Skip => state.set_skip_score(p.name()),
+                    _ => {
+                        r = Err(format!("running PreScore plugin {}: {}", p.name(), s.message()));
+                        break;
+                    }
+                }
+            }
+            r
+        };
+        let cc = self.equiv.get(pi, pod.equivalence, mask, snap.node_capacity());
+        cc.fast.feasible = feasible;
+        if let Err(e) = pre {
+            return Fast::Error(e);
+        }
+        let st: &CycleState = state;
+        let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> = Vec::new();
+        let mut score_mask = 0u64;
+        let mut key_sig = 0u64;
+        let mut uncached = false;
+        for (i, (p, w)) in profile.score.iter().enumerate() {
+            if st.skips_score(p.name()) {
+                continue;
+            }
+            let Some(sp) = p.as_score() else { continue };
+            match sp.node_local_key(st) {
+                Some(k) => {
+                    score_mask |= 1 << i;
+                    key_sig = key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    cached.push((p.name(), sp, *w));
+                }
+                None => uncached = true,
+            }
+        }
+        let normalizing = cached.iter().filter(|(_, sp, _)| sp.has_normalize()).count();
+        cc.set_score_mask(score_mask, key_sig, normalizing, snap.node_capacity());
+        let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| -> Result<(), String> {
+            let i = id.index();
+            if cc.score_gen[i] == gens[i] {
+                return Ok(());
+            }
+            let node = snap.node(id);
+            let mut plain = 0i64;
+            let mut k = 0;
+            for (name, sp, w) in &cached {
+                let raw = sp.score(st, pod, node).map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
+                if sp.has_normalize() {
+                    cc.raw[k][i] = raw;
+                    k += 1;
+                } else {
+                    plain += raw * w;
+                }
+            }
+            cc.plain_total[i] = plain;
+            cc.score_gen[i] = gens[i];
+            Ok(())
+        };
+        if uncached {
+            // Some score needs every node each cycle: scan the scores over
+            // the feasible set we maintained.
+            let feasible = cc.fast.feasible.clone();
+            cc.fast.tree_valid = false;
+            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
+                Ok(n) => Fast::Chosen(n),
+                Err(e) => Fast::Error(e),
+            };
+        }
+        let live_len = snap.num_nodes();
+        if !cc.fast.tree_valid || cc.fast.tree.len() < live_len {
+            let feasible = std::mem::take(&mut cc.fast.feasible);
+            for &id in &feasible {
+                if let Err(e) = rescore(cc, id) {
+                    cc.fast.feasible = feasible;
+                    return Fast::Error(e);
+                }
+            }
+            let mut leaves = vec![i64::MIN; live_len];
+            let mut hist = vec![rustc_hash::FxHashMap::default(); normalizing];
+            for &id in &feasible {
+                if let Some(pos) = snap.live_position(id) {
+                    leaves[pos] = cc.plain_total[id.index()];
+                }
+                for (k, h) in hist.iter_mut().enumerate() {
+                    FastIndex::count(h, cc.raw[k][id.index()], true);
+                }
+            }
+            cc.fast.feasible = feasible;
+            cc.fast.tree = MaxTree::build(&leaves);
+            cc.fast.hist = hist;
+            cc.fast.tree_valid = true;
+            cc.fast.pending.clear();
+        } else {
+            let pending = std::mem::take(&mut cc.fast.pending);
+            for id in pending {
+                let Some(pos) = snap.live_position(id) else { continue };
+                let was_counted = cc.fast.tree_leaf_present(pos);
+                if was_counted {
+                    for k in 0..normalizing {
+                        let v = cc.raw[k][id.index()];
+                        FastIndex::count(&mut cc.fast.hist[k], v, false);
+                    }
+                }
+                if cc.verdict[id.index()] == PASS {
+                    if let Err(e) = rescore(cc, id) {
+                        cc.fast.tree_valid = false;
+                        return Fast::Error(e);
+                    }
+                    for k in 0..normalizing {
+                        let v = cc.raw[k][id.index()];
+                        FastIndex::count(&mut cc.fast.hist[k], v, true);
+                    }
+                    let v = cc.plain_total[id.index()];
+                    cc.fast.tree.set(pos, v);
+                } else {
+                    cc.fast.tree.set(pos, i64::MIN);
+                }
+            }
+        }
+        if cc.fast.hist.iter().any(|h| h.len() > 1) {
+            // A normalizing score varies across nodes: take the scan, which
+            // normalizes.
+            let feasible = cc.fast.feasible.clone();
+            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
+                Ok(n) => Fast::Chosen(n),
+                Err(e) => Fast::Error(e),
+            };
+        }
+        let (best, count) = cc.fast.tree.root();
+        if best == i64::MIN || count == 0 {
+            return Fast::Fallback;
+        }
+        let pick = if count > 1 { self.rng.below(u64::from(count)) as u32 } else { 0 };
+        let pos = cc.fast.tree.kth_best(pick);
+        Fast::Chosen(snap.node_ids()[pos])
+    }
+
     /// Whether this cycle may use the equivalence cache: every node is
     /// evaluated, and no pod is nominated (nominated pods make results depend
     /// on more than one node's state).
@@ -410,9 +652,13 @@ impl Scheduler {
         feasible: &[NodeId],
         class_mask: Option<u64>,
     ) -> Result<NodeId, String> {
-        let profile = &self.profiles[pi];
+        self.run_pre_score(pi, state, pod, feasible)?;
+        self.score_and_pick(pi, state, pod, feasible, class_mask)
+    }
+
+    fn run_pre_score(&self, pi: usize, state: &mut CycleState, pod: &PodInfo, feasible: &[NodeId]) -> Result<(), String> {
         let snap = self.cache.snapshot();
-        for p in &profile.pre_score {
+        for p in &self.profiles[pi].pre_score {
             let Some(ps) = p.as_pre_score() else { continue };
             let s = ps.pre_score(state, pod, snap, feasible);
             match s.code() {
@@ -421,6 +667,19 @@ impl Scheduler {
                 _ => return Err(format!("running PreScore plugin {}: {}", p.name(), s.message())),
             }
         }
+        Ok(())
+    }
+
+    fn score_and_pick(
+        &mut self,
+        pi: usize,
+        state: &CycleState,
+        pod: &PodInfo,
+        feasible: &[NodeId],
+        class_mask: Option<u64>,
+    ) -> Result<NodeId, String> {
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
         let st: &CycleState = state;
         let mut totals = vec![0i64; feasible.len()];
         // Node-local scores of an equivalence class come from its cache.

@@ -43,6 +43,8 @@ pub(crate) struct ClassCache {
     /// Raw scores of cached plugins that normalize, one vector per plugin
     /// (in the order of `score_mask`'s normalizing plugins).
     pub raw: Vec<Vec<i64>>,
+    /// The incremental index used when every filter and score is cached.
+    pub fast: FastIndex,
     last_used: u64,
 }
 
@@ -60,6 +62,7 @@ impl ClassCache {
             score_gen: vec![NEVER; n],
             plain_total: vec![0; n],
             raw: Vec::new(),
+            fast: FastIndex::default(),
             last_used: 0,
         }
     }
@@ -85,6 +88,7 @@ impl ClassCache {
             self.score_key = key;
             self.score_gen.iter_mut().for_each(|g| *g = NEVER);
             self.raw = vec![vec![0; n]; normalizing];
+            self.fast.tree_valid = false;
         }
     }
 
@@ -150,5 +154,152 @@ impl EquivCaches {
     /// Whether caching is enabled.
     pub fn enabled(&self) -> bool {
         self.capacity > 0
+    }
+}
+
+/// A max-tree over node positions that also counts ties, so "a uniformly
+/// random node among the best" is O(log n) instead of a scan.
+#[derive(Default)]
+pub(crate) struct MaxTree {
+    size: usize,
+    max: Vec<i64>,
+    cnt: Vec<u32>,
+}
+
+impl MaxTree {
+    /// Builds over `leaves` (`i64::MIN` marks an absent position).
+    pub fn build(leaves: &[i64]) -> MaxTree {
+        let size = leaves.len().next_power_of_two().max(1);
+        let mut t = MaxTree {
+            size,
+            max: vec![i64::MIN; 2 * size],
+            cnt: vec![0; 2 * size],
+        };
+        for (i, v) in leaves.iter().enumerate() {
+            t.max[size + i] = *v;
+            t.cnt[size + i] = u32::from(*v != i64::MIN);
+        }
+        for i in (1..size).rev() {
+            t.pull(i);
+        }
+        t
+    }
+
+    fn pull(&mut self, i: usize) {
+        let (l, r) = (2 * i, 2 * i + 1);
+        let m = self.max[l].max(self.max[r]);
+        self.max[i] = m;
+        self.cnt[i] = if m == i64::MIN {
+            0
+        } else {
+            (if self.max[l] == m { self.cnt[l] } else { 0 }) + (if self.max[r] == m { self.cnt[r] } else { 0 })
+        };
+    }
+
+    /// Number of leaf positions.
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    /// Sets position `pos` (must be below the built length).
+    pub fn set(&mut self, pos: usize, v: i64) {
+        let mut i = self.size + pos;
+        self.max[i] = v;
+        self.cnt[i] = u32::from(v != i64::MIN);
+        while i > 1 {
+            i /= 2;
+            self.pull(i);
+        }
+    }
+
+    /// The value at `pos`.
+    pub fn leaf(&self, pos: usize) -> i64 {
+        self.max[self.size + pos]
+    }
+
+    /// The best value and how many positions hold it.
+    pub fn root(&self) -> (i64, u32) {
+        (self.max[1], self.cnt[1])
+    }
+
+    /// The position of the `k`-th (from 0, in position order) leaf holding
+    /// the root's value.
+    pub fn kth_best(&self, mut k: u32) -> usize {
+        let m = self.max[1];
+        let mut i = 1;
+        while i < self.size {
+            let l = 2 * i;
+            let in_left = if self.max[l] == m { self.cnt[l] } else { 0 };
+            if k < in_left {
+                i = l;
+            } else {
+                k -= in_left;
+                i = l + 1;
+            }
+        }
+        i - self.size
+    }
+}
+
+/// An incrementally maintained view of one class's feasible nodes and best
+/// scores, valid while nodes are only changed (not added or removed).
+#[derive(Default)]
+pub(crate) struct FastIndex {
+    /// Whether the fields below describe the class.
+    pub valid: bool,
+    /// The snapshot layout the positions refer to.
+    pub layout: u64,
+    /// The change sequence already applied.
+    pub synced: u64,
+    /// Nodes passing the node-local filters, in live-position order.
+    pub feasible: Vec<crate::model::NodeId>,
+    /// Whether `tree` and `hist` are current for the score mask and key.
+    pub tree_valid: bool,
+    /// Per live position: the cached total, or `i64::MIN` if infeasible.
+    pub tree: MaxTree,
+    /// Per normalizing cached plugin: how many feasible nodes have each raw
+    /// score (one key means the plugin cannot change the choice).
+    pub hist: Vec<rustc_hash::FxHashMap<i64, u32>>,
+    /// Nodes changed since the tree was last brought up to date.
+    pub pending: Vec<crate::model::NodeId>,
+}
+
+impl FastIndex {
+    /// Whether the tree has a value at `pos`.
+    pub fn tree_leaf_present(&self, pos: usize) -> bool {
+        pos < self.tree.len() && self.tree.leaf(pos) != i64::MIN
+    }
+
+    /// Adds (`delta` = 1) or removes (-1) a raw value from a histogram.
+    pub fn count(hist: &mut rustc_hash::FxHashMap<i64, u32>, v: i64, add: bool) {
+        if add {
+            *hist.entry(v).or_default() += 1;
+        } else if let Some(c) = hist.get_mut(&v) {
+            *c -= 1;
+            if *c == 0 {
+                hist.remove(&v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_tree_counts_and_picks_ties() {
+        let mut t = MaxTree::build(&[3, i64::MIN, 5, 5, 1]);
+        assert_eq!(t.root(), (5, 2));
+        assert_eq!(t.kth_best(0), 2);
+        assert_eq!(t.kth_best(1), 3);
+        t.set(0, 5);
+        assert_eq!(t.root(), (5, 3));
+        assert_eq!(t.kth_best(0), 0);
+        t.set(2, i64::MIN);
+        t.set(3, 2);
+        assert_eq!(t.root(), (5, 1));
+        t.set(0, i64::MIN);
+        assert_eq!(t.root(), (3 - 1, 1));
     }
 }
