@@ -313,42 +313,40 @@ impl Work<'_> {
             .filter(|(ub, _)| *ub > 0)
             .collect();
         kids.sort_unstable();
-        let mut exhausted: Vec<DomainId> = Vec::new();
-        loop {
-            if *remaining == 0 {
+        // Best fit, looking at nodes lazily: the tightest child (by its
+        // aggregate bound) that really holds everything left.
+        let want = *remaining;
+        for (ub, c) in &kids {
+            if *ub >= want && self.capacity(*c, role, class, shape, want) >= want {
+                self.place(*c, role, class, shape, remaining, out);
                 return;
             }
-            // Best fit: the tightest child that holds everything left.
+        }
+        // No child holds it all: fill the largest first. Capacities are
+        // computed once; placing into one child leaves the others' intact.
+        let mut caps: Vec<(u32, DomainId)> = kids
+            .iter()
+            .map(|(_, c)| (self.capacity(*c, role, class, shape, want), *c))
+            .filter(|(cap, _)| *cap > 0)
+            .collect();
+        while *remaining > 0 && !caps.is_empty() {
             let want = *remaining;
-            let mut chosen = None;
-            for (ub, c) in &kids {
-                if *ub < want || exhausted.contains(c) {
-                    continue;
-                }
-                if self.capacity(*c, role, class, shape, want) >= want {
-                    chosen = Some(*c);
-                    break;
-                }
-            }
-            if let Some(c) = chosen {
-                self.place(c, role, class, shape, remaining, out);
-                return;
-            }
-            // Fill: the child that holds the most.
-            let mut best: Option<(u32, DomainId)> = None;
-            for (_, c) in &kids {
-                if exhausted.contains(c) {
-                    continue;
-                }
-                let cap = self.capacity(*c, role, class, shape, want);
-                if cap > 0 && best.is_none_or(|(b, bc)| cap > b || (cap == b && *c < bc)) {
-                    best = Some((cap, *c));
-                }
-            }
-            let Some((_, c)) = best else {
+            // Best fit for the remainder, if some child now holds it all.
+            let pick = caps
+                .iter()
+                .enumerate()
+                .filter(|(_, (cap, _))| *cap >= want)
+                .min_by_key(|(_, (cap, c))| (*cap, *c))
+                .or_else(|| {
+                    caps.iter()
+                        .enumerate()
+                        .max_by_key(|(_, (cap, c))| (*cap, std::cmp::Reverse(*c)))
+                })
+                .map(|(i, _)| i);
+            let Some(i) = pick else {
                 return;
             };
-            exhausted.push(c);
+            let (_, c) = caps.swap_remove(i);
             self.place(c, role, class, shape, remaining, out);
         }
     }
