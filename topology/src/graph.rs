@@ -23,7 +23,7 @@
 //!   children), so keeping the aggregates current costs O(depth) per
 //!   assume, forget, bind or delete, not O(nodes).
 
-use crate::amounts::Amounts;
+use crate::amounts::{Amounts, MAX_DIMS};
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use rustc_hash::FxHashMap;
@@ -167,6 +167,10 @@ pub struct Topology {
     root: DomainId,
     leaves: Vec<Option<Leaf>>,
     index: FxHashMap<(DomainId, DomainKey), DomainId>,
+    /// Per domain (by index) and slot: how many direct children (nodes and
+    /// child domains) hold the domain's `max_free`. Lets a decrease skip the
+    /// rescan of a wide domain unless its last holder went down.
+    holders: Vec<[u32; MAX_DIMS]>,
 }
 
 impl Default for Topology {
@@ -192,6 +196,7 @@ impl Topology {
             root,
             leaves: Vec::new(),
             index: FxHashMap::default(),
+            holders: Vec::new(),
         }
     }
 
@@ -379,6 +384,7 @@ impl Topology {
                     }));
                     self.graph.add_edge(d.0, c.0, ());
                     self.index.insert((d, key), c);
+                    *self.holders_mut(c) = [0; MAX_DIMS];
                     c
                 }
             };
@@ -458,7 +464,10 @@ impl Topology {
             dom.agg.schedulable_nodes = (i64::from(dom.agg.schedulable_nodes) + dsched) as u32;
             x = dom.parent;
         }
-        // Then the largest slots, stopping where nothing changes.
+        // Then the largest slots, stopping where nothing changes. A domain
+        // rescans its children only when the last child holding its maximum
+        // went down (wide, flat domains would otherwise rescan on every
+        // decrease).
         let mut child_old = old_free;
         let mut child_new = new_free;
         let mut x = Some(start);
@@ -466,15 +475,28 @@ impl Topology {
             let before = self.graph[id.0].agg.max_free;
             let mut after = before;
             let mut dirty = false;
-            for r in 0..child_new.0.len() {
-                if child_new.0[r] > after.0[r] {
-                    after.0[r] = child_new.0[r];
-                } else if child_new.0[r] < child_old.0[r] && child_old.0[r] == before.0[r] {
-                    dirty = true;
+            {
+                let h = self.holders_mut(id);
+                for r in 0..MAX_DIMS {
+                    let (o, n, b) = (child_old.0[r], child_new.0[r], before.0[r]);
+                    if n > b {
+                        after.0[r] = n;
+                        h[r] = 1;
+                    } else if n == b && o != b {
+                        h[r] += 1;
+                    } else if o == b && n < b {
+                        if h[r] > 1 {
+                            h[r] -= 1;
+                        } else {
+                            dirty = true;
+                        }
+                    }
                 }
             }
             if dirty {
-                after = self.recompute_max(id);
+                let (m, h) = self.recompute_max(id);
+                after = m;
+                *self.holders_mut(id) = h;
             }
             if after == before {
                 break;
@@ -486,18 +508,36 @@ impl Topology {
         }
     }
 
-    fn recompute_max(&self, id: DomainId) -> Amounts {
-        let mut m = Amounts::ZERO;
+    fn holders_mut(&mut self, id: DomainId) -> &mut [u32; MAX_DIMS] {
+        let i = id.0.index();
+        if self.holders.len() <= i {
+            self.holders.resize(i + 1, [0; MAX_DIMS]);
+        }
+        &mut self.holders[i]
+    }
+
+    /// The largest free slot under `id` from its direct children, and how
+    /// many children hold it per slot.
+    fn recompute_max(&self, id: DomainId) -> (Amounts, [u32; MAX_DIMS]) {
         let dom = self.domain(id);
-        for n in &dom.nodes {
-            if let Some(l) = self.leaf(*n) {
-                m.max_with(&l.free);
+        let vals = dom
+            .nodes
+            .iter()
+            .filter_map(|n| self.leaf(*n).map(|l| l.free))
+            .chain(self.children(id).map(|c| self.domain(c).agg.max_free));
+        let mut m = Amounts::ZERO;
+        let mut h = [0u32; MAX_DIMS];
+        for v in vals {
+            for r in 0..MAX_DIMS {
+                if v.0[r] > m.0[r] {
+                    m.0[r] = v.0[r];
+                    h[r] = 1;
+                } else if v.0[r] == m.0[r] {
+                    h[r] += 1;
+                }
             }
         }
-        for c in self.children(id) {
-            m.max_with(&self.domain(c).agg.max_free);
-        }
-        m
+        (m, h)
     }
 
     /// Removes node `n` (deleted from the cluster); domains left empty go
@@ -530,6 +570,14 @@ impl Topology {
                 self.index.remove(&(p, dom.key));
             }
             x = dom.parent;
+        }
+        // A detached node or pruned domain may have been counted as a
+        // holder: rescan the surviving path (node removal is rare).
+        while let Some(id) = x {
+            let (m, h) = self.recompute_max(id);
+            self.graph[id.0].agg.max_free = m;
+            *self.holders_mut(id) = h;
+            x = self.graph[id.0].parent;
         }
     }
 
