@@ -734,6 +734,22 @@ impl ScorePlugin for Devices {
         true
     }
 
+    /// As Filter's verdict, a node's raw score moves only with the node —
+    /// and with the workload mix and the pod's policies, which are the key.
+    fn is_node_local(&self) -> bool {
+        true
+    }
+
+    fn node_local_key(&self, state: &CycleState) -> Option<u64> {
+        let cd = state.get::<CycleData>()?;
+        if cd.device_policy == DevicePolicy::Random {
+            // Seeded by the pod's uid: not shared between pods.
+            return None;
+        }
+        let policy = cd.node_policy as u64 * 16 + cd.device_policy as u64;
+        Some(cd.mix_version.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ policy)
+    }
+
     fn normalize(&self, _state: &CycleState, _pod: &PodInfo, scores: &mut [NodeScore]) -> Status {
         // Min-max onto 0..=99, and 100 for exactly the best raw score: with
         // thousands of nodes many raw scores share a bucket, but the best
