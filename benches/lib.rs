@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 use strata_scheduler::clock::ManualClock;
-use strata_scheduler::cluster::{BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent};
+use strata_scheduler::cluster::{
+    BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent,
+};
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::Scheduler;
 use strata_scheduler::intern::Sym;
@@ -18,7 +20,11 @@ impl ClusterPort for NullCluster {
     async fn bind(&self, _pod: &PodInfo, _node: Sym) -> Result<(), BindError> {
         Ok(())
     }
-    async fn update_pod_condition(&self, _pod: &PodInfo, _c: PodCondition) -> Result<(), ClusterError> {
+    async fn update_pod_condition(
+        &self,
+        _pod: &PodInfo,
+        _c: PodCondition,
+    ) -> Result<(), ClusterError> {
         Ok(())
     }
     async fn delete_pod(&self, _pod: &PodInfo, _reason: &str) -> Result<(), ClusterError> {
@@ -51,7 +57,10 @@ pub fn engine(nodes: usize, existing: usize, rt: &tokio::runtime::Runtime) -> Sc
             .build();
         s.handle_update(ClusterUpdate::NodeUpserted(Arc::new(n)));
     }
-    let base = pod("existing").req("cpu", "10m").req("memory", "10Mi").build();
+    let base = pod("existing")
+        .req("cpu", "10m")
+        .req("memory", "10Mi")
+        .build();
     for i in 0..existing {
         let mut p = base.with_identity(&format!("uid-existing-{i}"), &format!("existing-{i}"));
         p.bound_node = Some(Sym::new(&format!("node-{}", i % nodes)));
@@ -74,7 +83,10 @@ pub mod templates {
 
     /// A plain pod: requests only.
     pub fn plain() -> PodInfo {
-        pod("plain").req("cpu", "100m").req("memory", "100Mi").build()
+        pod("plain")
+            .req("cpu", "100m")
+            .req("memory", "100Mi")
+            .build()
     }
 
     /// A pod with required anti-affinity on hostname to its own app.

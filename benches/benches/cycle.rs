@@ -8,7 +8,11 @@ use strata_benches::{engine, templates};
 use strata_scheduler::cluster::ClusterUpdate;
 
 fn cycle(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut g = c.benchmark_group("cycle_16k_nodes");
     g.sample_size(20);
     for (name, template) in [

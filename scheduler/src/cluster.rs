@@ -2,10 +2,10 @@
 //! cluster. The Kubernetes adapter implements it over the API; the simulator
 //! implements it in memory. The engine never knows which it has.
 
+use crate::cache::PdbInfo;
 use crate::intern::Sym;
 use crate::labels::Labels;
 use crate::model::{CompileError, PodInfo};
-use crate::cache::PdbInfo;
 use k8s_openapi::api::core::v1 as corev1;
 use std::sync::Arc;
 
@@ -143,7 +143,11 @@ pub trait ClusterPort: Send + Sync + 'static {
     async fn bind(&self, pod: &PodInfo, node: Sym) -> Result<(), BindError>;
 
     /// Publishes the PodScheduled condition (and nominated node) on a pod.
-    async fn update_pod_condition(&self, pod: &PodInfo, condition: PodCondition) -> Result<(), ClusterError>;
+    async fn update_pod_condition(
+        &self,
+        pod: &PodInfo,
+        condition: PodCondition,
+    ) -> Result<(), ClusterError>;
 
     /// Deletes a pod (a preemption victim), with a reason for its event.
     async fn delete_pod(&self, pod: &PodInfo, reason: &str) -> Result<(), ClusterError>;

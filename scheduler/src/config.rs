@@ -246,7 +246,8 @@ impl Default for SchedulerConfig {
 impl SchedulerConfig {
     /// One profile named `scheduler_name` running the default plugins.
     pub fn default_with_name(scheduler_name: &str) -> SchedulerConfig {
-        let mut c: SchedulerConfig = serde_json::from_value(serde_json::json!({})).expect("defaults deserialize");
+        let mut c: SchedulerConfig =
+            serde_json::from_value(serde_json::json!({})).expect("defaults deserialize");
         c.profiles[0].scheduler_name = scheduler_name.to_owned();
         c
     }
@@ -255,7 +256,10 @@ impl SchedulerConfig {
     /// are rejected.
     pub fn from_yaml(text: &str) -> Result<SchedulerConfig, ConfigError> {
         let c: SchedulerConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             ConfigError::Parse {
                 line,
                 column,
@@ -268,7 +272,10 @@ impl SchedulerConfig {
 
     fn validate_globals(&self) -> Result<(), ConfigError> {
         if let Some(v) = &self.api_version
-            && !matches!(v.as_str(), "strata.io/v1alpha1" | "kubescheduler.config.k8s.io/v1")
+            && !matches!(
+                v.as_str(),
+                "strata.io/v1alpha1" | "kubescheduler.config.k8s.io/v1"
+            )
         {
             return Err(invalid(
                 "apiVersion",
@@ -276,21 +283,33 @@ impl SchedulerConfig {
             ));
         }
         if let Some(k) = &self.kind
-            && !matches!(k.as_str(), "StrataSchedulerConfiguration" | "KubeSchedulerConfiguration")
+            && !matches!(
+                k.as_str(),
+                "StrataSchedulerConfiguration" | "KubeSchedulerConfiguration"
+            )
         {
-            return Err(invalid("kind", format!("{k:?} is not StrataSchedulerConfiguration or KubeSchedulerConfiguration")));
+            return Err(invalid(
+                "kind",
+                format!("{k:?} is not StrataSchedulerConfiguration or KubeSchedulerConfiguration"),
+            ));
         }
         if self.parallelism == 0 {
             return Err(invalid("parallelism", "must be at least 1"));
         }
         if self.percentage_of_nodes_to_score > 100 {
-            return Err(invalid("percentageOfNodesToScore", "must be between 0 and 100"));
+            return Err(invalid(
+                "percentageOfNodesToScore",
+                "must be between 0 and 100",
+            ));
         }
         if self.pod_initial_backoff_seconds == 0 {
             return Err(invalid("podInitialBackoffSeconds", "must be at least 1"));
         }
         if self.pod_max_backoff_seconds < self.pod_initial_backoff_seconds {
-            return Err(invalid("podMaxBackoffSeconds", "must not be less than podInitialBackoffSeconds"));
+            return Err(invalid(
+                "podMaxBackoffSeconds",
+                "must not be less than podInitialBackoffSeconds",
+            ));
         }
         if self.bind_concurrency == 0 {
             return Err(invalid("bindConcurrency", "must be at least 1"));
@@ -300,9 +319,15 @@ impl SchedulerConfig {
         }
         for (i, p) in self.profiles.iter().enumerate() {
             if p.scheduler_name.is_empty() {
-                return Err(invalid(format!("profiles[{i}].schedulerName"), "must not be empty"));
+                return Err(invalid(
+                    format!("profiles[{i}].schedulerName"),
+                    "must not be empty",
+                ));
             }
-            if self.profiles[..i].iter().any(|q| q.scheduler_name == p.scheduler_name) {
+            if self.profiles[..i]
+                .iter()
+                .any(|q| q.scheduler_name == p.scheduler_name)
+            {
                 return Err(invalid(
                     format!("profiles[{i}].schedulerName"),
                     format!("{:?} is used by another profile", p.scheduler_name),
@@ -311,7 +336,10 @@ impl SchedulerConfig {
             if let Some(pct) = p.percentage_of_nodes_to_score
                 && pct > 100
             {
-                return Err(invalid(format!("profiles[{i}].percentageOfNodesToScore"), "must be between 0 and 100"));
+                return Err(invalid(
+                    format!("profiles[{i}].percentageOfNodesToScore"),
+                    "must be between 0 and 100",
+                ));
             }
         }
         Ok(())
@@ -439,7 +467,10 @@ pub struct ResolvedProfile {
 impl ResolvedProfile {
     /// Plugins at `point`.
     pub fn at(&self, point: Point) -> &[ResolvedPlugin] {
-        self.points.get(point.key()).map(|v| v.as_slice()).unwrap_or(&[])
+        self.points
+            .get(point.key())
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
     }
 }
 
@@ -473,12 +504,18 @@ pub fn resolve(
                 return Ok(());
             }
             if registry.get(&r.name).is_none() {
-                return Err(invalid(format!("{field}.name"), format!("unknown plugin {:?}", r.name)));
+                return Err(invalid(
+                    format!("{field}.name"),
+                    format!("unknown plugin {:?}", r.name),
+                ));
             }
             if let Some(w) = r.weight
                 && !(1..=MAX_WEIGHT).contains(&w)
             {
-                return Err(invalid(format!("{field}.weight"), format!("{w} is outside 1..={MAX_WEIGHT}")));
+                return Err(invalid(
+                    format!("{field}.weight"),
+                    format!("{w} is outside 1..={MAX_WEIGHT}"),
+                ));
             }
             Ok(())
         };
@@ -487,7 +524,11 @@ pub fn resolve(
         let mut multi: Vec<(String, i64)> = Vec::new();
         let star = mp.disabled.iter().any(|d| d.name == "*");
         for (di, d) in mp.disabled.iter().enumerate() {
-            check_ref(&format!("{base}.plugins.multiPoint.disabled[{di}]"), d, true)?;
+            check_ref(
+                &format!("{base}.plugins.multiPoint.disabled[{di}]"),
+                d,
+                true,
+            )?;
         }
         if !star {
             for (n, w) in defaults {
@@ -497,8 +538,18 @@ pub fn resolve(
             }
         }
         for (ei, e) in mp.enabled.iter().enumerate() {
-            check_ref(&format!("{base}.plugins.multiPoint.enabled[{ei}]"), e, false)?;
-            let w = e.weight.unwrap_or_else(|| defaults.iter().find(|(n, _)| *n == e.name).map(|(_, w)| *w).unwrap_or(0));
+            check_ref(
+                &format!("{base}.plugins.multiPoint.enabled[{ei}]"),
+                e,
+                false,
+            )?;
+            let w = e.weight.unwrap_or_else(|| {
+                defaults
+                    .iter()
+                    .find(|(n, _)| *n == e.name)
+                    .map(|(_, w)| *w)
+                    .unwrap_or(0)
+            });
             if let Some(x) = multi.iter_mut().find(|(n, _)| *n == e.name) {
                 x.1 = w;
             } else {
@@ -512,15 +563,25 @@ pub fn resolve(
             if let Some(p) = instances.get(name) {
                 return Ok(p.clone());
             }
-            let factory = registry
-                .get(name)
-                .ok_or_else(|| invalid(format!("{base}.plugins"), format!("unknown plugin {name:?}")))?;
+            let factory = registry.get(name).ok_or_else(|| {
+                invalid(
+                    format!("{base}.plugins"),
+                    format!("unknown plugin {name:?}"),
+                )
+            })?;
             let a = args.get(name).copied().filter(|v| !v.is_null());
             let p = factory(a, &handle).map_err(|e| {
-                let ci = prof.plugin_config.iter().position(|c| c.name == name).unwrap_or(0);
+                let ci = prof
+                    .plugin_config
+                    .iter()
+                    .position(|c| c.name == name)
+                    .unwrap_or(0);
                 let field = match e.field.as_str() {
                     "" | "args" => format!("{base}.pluginConfig[{ci}].args"),
-                    f => format!("{base}.pluginConfig[{ci}].args.{}", f.strip_prefix("args.").unwrap_or(f)),
+                    f => format!(
+                        "{base}.pluginConfig[{ci}].args.{}",
+                        f.strip_prefix("args.").unwrap_or(f)
+                    ),
                 };
                 invalid(field, e.message)
             })?;
@@ -557,7 +618,11 @@ pub fn resolve(
                 if !point.implemented_by(p.as_ref()) {
                     return Err(invalid(
                         format!("{ef}.name"),
-                        format!("plugin {:?} does not implement the {} extension point", e.name, point.key()),
+                        format!(
+                            "plugin {:?} does not implement the {} extension point",
+                            e.name,
+                            point.key()
+                        ),
                     ));
                 }
                 list.retain(|r| r.plugin.name() != e.name);
@@ -566,7 +631,10 @@ pub fn resolve(
                     .or_else(|| multi.iter().find(|(n, _)| *n == e.name).map(|(_, w)| *w))
                     .unwrap_or(1)
                     .max(1);
-                list.push(ResolvedPlugin { plugin: p, weight: w });
+                list.push(ResolvedPlugin {
+                    plugin: p,
+                    weight: w,
+                });
             }
             points.insert(point.key(), list);
         }
@@ -575,7 +643,10 @@ pub fn resolve(
         for (n, _) in &multi {
             let p = instance(n)?;
             if p.as_node_observer().is_some() {
-                observers.push(ResolvedPlugin { plugin: p, weight: 0 });
+                observers.push(ResolvedPlugin {
+                    plugin: p,
+                    weight: 0,
+                });
             }
         }
         points.insert("nodeObserver", observers);
@@ -586,15 +657,24 @@ pub fn resolve(
         }
         let qs = points.get("queueSort").map(|v| v.len()).unwrap_or(0);
         if qs != 1 {
-            return Err(invalid(format!("{base}.plugins.queueSort"), format!("exactly one QueueSort plugin is needed, found {qs}")));
+            return Err(invalid(
+                format!("{base}.plugins.queueSort"),
+                format!("exactly one QueueSort plugin is needed, found {qs}"),
+            ));
         }
         if points.get("bind").is_none_or(|v| v.is_empty()) {
-            return Err(invalid(format!("{base}.plugins.bind"), "at least one Bind plugin is needed"));
+            return Err(invalid(
+                format!("{base}.plugins.bind"),
+                "at least one Bind plugin is needed",
+            ));
         }
         out.push(ResolvedProfile {
             scheduler_name: prof.scheduler_name.clone(),
             points,
-            percentage_of_nodes_to_score: match prof.percentage_of_nodes_to_score.unwrap_or(cfg.percentage_of_nodes_to_score) {
+            percentage_of_nodes_to_score: match prof
+                .percentage_of_nodes_to_score
+                .unwrap_or(cfg.percentage_of_nodes_to_score)
+            {
                 0 => 100,
                 p => p,
             },

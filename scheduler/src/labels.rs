@@ -111,8 +111,12 @@ impl Requirement {
             Op::NotIn(vals) => v.is_none_or(|v| !vals.contains(&v)),
             Op::Exists => v.is_some(),
             Op::DoesNotExist => v.is_none(),
-            Op::Gt(n) => v.and_then(|v| v.as_str().parse::<i64>().ok()).is_some_and(|x| x > *n),
-            Op::Lt(n) => v.and_then(|v| v.as_str().parse::<i64>().ok()).is_some_and(|x| x < *n),
+            Op::Gt(n) => v
+                .and_then(|v| v.as_str().parse::<i64>().ok())
+                .is_some_and(|x| x > *n),
+            Op::Lt(n) => v
+                .and_then(|v| v.as_str().parse::<i64>().ok())
+                .is_some_and(|x| x < *n),
         }
     }
 }
@@ -346,11 +350,13 @@ mod tests {
     #[test]
     fn label_selector_operators() {
         let l = Labels::from_pairs([("app", "web"), ("tier", "front")]);
-        let sel = |e| Selector::compile(&metav1::LabelSelector {
-            match_expressions: Some(vec![e]),
-            match_labels: None,
-        })
-        .unwrap();
+        let sel = |e| {
+            Selector::compile(&metav1::LabelSelector {
+                match_expressions: Some(vec![e]),
+                match_labels: None,
+            })
+            .unwrap()
+        };
         assert!(sel(expr("app", "In", &["web", "db"])).matches(&l));
         assert!(!sel(expr("app", "In", &["db"])).matches(&l));
         assert!(sel(expr("app", "NotIn", &["db"])).matches(&l));
@@ -358,16 +364,20 @@ mod tests {
         assert!(sel(expr("tier", "Exists", &[])).matches(&l));
         assert!(!sel(expr("tier", "DoesNotExist", &[])).matches(&l));
         assert!(Selector::default().matches(&l));
-        assert!(Selector::compile(&metav1::LabelSelector {
-            match_expressions: Some(vec![expr("a", "Gt", &["1"])]),
-            match_labels: None
-        })
-        .is_err());
-        assert!(Selector::compile(&metav1::LabelSelector {
-            match_expressions: Some(vec![expr("a", "In", &[])]),
-            match_labels: None
-        })
-        .is_err());
+        assert!(
+            Selector::compile(&metav1::LabelSelector {
+                match_expressions: Some(vec![expr("a", "Gt", &["1"])]),
+                match_labels: None
+            })
+            .is_err()
+        );
+        assert!(
+            Selector::compile(&metav1::LabelSelector {
+                match_expressions: Some(vec![expr("a", "In", &[])]),
+                match_labels: None
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -371,7 +371,8 @@ impl SchedulingQueue {
     pub fn requeue_backoff(&mut self, uid: &str, message: String) {
         let now = self.clock.now();
         let seq = self.next_seq();
-        let expiry = now + self.backoff_duration(self.entries.get(uid).map(|e| e.qp.attempts).unwrap_or(1));
+        let expiry =
+            now + self.backoff_duration(self.entries.get(uid).map(|e| e.qp.attempts).unwrap_or(1));
         let Some(e) = self.entries.get_mut(uid) else {
             return;
         };
@@ -427,10 +428,13 @@ impl SchedulingQueue {
                     }
                 }
                 Place::Gated => {
-                    let wake = e.qp.gated_by.and_then(|g| self.plugins.get(g)).is_some_and(|p| {
-                        p.events_to_register().iter().any(|k| k.covers(ev))
-                            && p.queueing_hint(&e.qp.pod, ev) == QueueingHint::Queue
-                    });
+                    let wake =
+                        e.qp.gated_by
+                            .and_then(|g| self.plugins.get(g))
+                            .is_some_and(|p| {
+                                p.events_to_register().iter().any(|k| k.covers(ev))
+                                    && p.queueing_hint(&e.qp.pod, ev) == QueueingHint::Queue
+                            });
                     if wake {
                         moved.push(uid.clone());
                     }
@@ -465,7 +469,9 @@ impl SchedulingQueue {
                 }
                 Place::Gated => self.activate(uid.clone(), now),
                 // Skip the backoff an event-woken pod would serve.
-                Place::Unschedulable if self.gate(&pod).is_none() => self.push_active(uid.clone(), now),
+                Place::Unschedulable if self.gate(&pod).is_none() => {
+                    self.push_active(uid.clone(), now)
+                }
                 Place::Unschedulable => self.activate(uid.clone(), now),
                 Place::Active | Place::InFlight => {}
             }
@@ -529,7 +535,12 @@ impl SchedulingQueue {
     pub fn pending_pods(&self) -> impl Iterator<Item = &QueuedPod> + '_ {
         self.entries
             .values()
-            .filter(|e| matches!(e.place, Place::Unschedulable | Place::Gated | Place::Backoff))
+            .filter(|e| {
+                matches!(
+                    e.place,
+                    Place::Unschedulable | Place::Gated | Place::Backoff
+                )
+            })
             .map(|e| &e.qp)
     }
 }
@@ -581,7 +592,10 @@ mod tests {
             Some(self)
         }
         fn events_to_register(&self) -> Vec<ClusterEventKind> {
-            vec![ClusterEventKind::new(EventResource::UnscheduledPod, ActionType::UPDATE)]
+            vec![ClusterEventKind::new(
+                EventResource::UnscheduledPod,
+                ActionType::UPDATE,
+            )]
         }
     }
     impl PreEnqueuePlugin for Gate {
@@ -597,7 +611,10 @@ mod tests {
     fn queue() -> (SchedulingQueue, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());
         let mut pe = FxHashMap::default();
-        pe.insert(Sym::new("strata-scheduler"), vec![Arc::new(Gate) as Arc<dyn Plugin>]);
+        pe.insert(
+            Sym::new("strata-scheduler"),
+            vec![Arc::new(Gate) as Arc<dyn Plugin>],
+        );
         let q = SchedulingQueue::new(
             Arc::new(Sort),
             pe,
@@ -624,7 +641,9 @@ mod tests {
         q.add(pod("high").priority(10).arc());
         clock.advance(Duration::from_millis(1));
         q.add(pod("low2").priority(1).arc());
-        let order: Vec<_> = std::iter::from_fn(|| q.pop()).map(|p| p.pod.name.to_string()).collect();
+        let order: Vec<_> = std::iter::from_fn(|| q.pop())
+            .map(|p| p.pod.name.to_string())
+            .collect();
         assert_eq!(order, ["high", "low", "low2"]);
     }
 
@@ -696,8 +715,16 @@ mod tests {
         q.requeue_unschedulable(&u.pod.uid, &["NodeWatcher"], "x".into());
         let b = q.pop().unwrap();
         q.requeue_backoff(&b.pod.uid, "x".into());
-        assert_eq!((q.stats().unschedulable, q.stats().backoff, q.stats().gated), (1, 1, 1));
-        let uids: Vec<Arc<str>> = vec![u.pod.uid.clone(), b.pod.uid.clone(), "uid-g".into(), "missing".into()];
+        assert_eq!(
+            (q.stats().unschedulable, q.stats().backoff, q.stats().gated),
+            (1, 1, 1)
+        );
+        let uids: Vec<Arc<str>> = vec![
+            u.pod.uid.clone(),
+            b.pod.uid.clone(),
+            "uid-g".into(),
+            "missing".into(),
+        ];
         q.activate_pods(&uids);
         // The gated pod's gate still holds; the others are active at once.
         assert_eq!((q.stats().active, q.stats().gated), (2, 1));

@@ -126,7 +126,8 @@ impl PodBuilder {
     }
     /// Sets the first container's host port.
     pub fn host_port(mut self, port: i32) -> Self {
-        self.v["spec"]["containers"][0]["ports"] = json!([{"containerPort": port, "hostPort": port}]);
+        self.v["spec"]["containers"][0]["ports"] =
+            json!([{"containerPort": port, "hostPort": port}]);
         self
     }
     /// The API object.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_scheduler::clock::ManualClock;
-use strata_scheduler::cluster::{BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent};
+use strata_scheduler::cluster::{
+    BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent,
+};
 use strata_scheduler::config::{ConfigError, SchedulerConfig};
 use strata_scheduler::engine::{CycleResult, Scheduler};
 use strata_scheduler::framework::*;
@@ -38,7 +40,11 @@ impl ClusterPort for FakeCluster {
         self.binds.lock().push((pod.key(), node.to_string()));
         Ok(())
     }
-    async fn update_pod_condition(&self, pod: &PodInfo, c: PodCondition) -> Result<(), ClusterError> {
+    async fn update_pod_condition(
+        &self,
+        pod: &PodInfo,
+        c: PodCondition,
+    ) -> Result<(), ClusterError> {
         self.conditions.lock().push((pod.key(), c));
         Ok(())
     }
@@ -143,7 +149,9 @@ impl Plugin for Watcher {
 }
 impl NodeObserver for Watcher {
     fn node_changed(&self, node: &NodeInfo, _snap: &strata_scheduler::cache::Snapshot) {
-        self.seen.lock().push((node.name.to_string(), node.pods.len(), node.present));
+        self.seen
+            .lock()
+            .push((node.name.to_string(), node.pods.len(), node.present));
     }
 }
 
@@ -164,7 +172,13 @@ impl Plugin for Holder {
     }
 }
 impl ReservePlugin for Holder {
-    fn reserve(&self, _s: &mut CycleState, _p: &PodInfo, _n: NodeRef, _snap: &strata_scheduler::cache::Snapshot) -> Status {
+    fn reserve(
+        &self,
+        _s: &mut CycleState,
+        _p: &PodInfo,
+        _n: NodeRef,
+        _snap: &strata_scheduler::cache::Snapshot,
+    ) -> Status {
         self.reserved.fetch_add(1, Ordering::SeqCst);
         Status::success()
     }
@@ -192,7 +206,11 @@ struct Env {
 }
 
 fn env_with(yaml: &str) -> Result<Env, ConfigError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let cluster = Arc::new(FakeCluster::default());
     let clock = Arc::new(ManualClock::default());
     let holder = Arc::new(Holder::default());
@@ -206,15 +224,31 @@ fn env_with(yaml: &str) -> Result<Env, ConfigError> {
     let h2 = holder.clone();
     reg.register("Holder", move |_, _| Ok(h2.clone()));
     reg.register("Picky", |args, _| {
-        let v = args.and_then(|a| a.get("level")).and_then(|l| l.as_i64()).unwrap_or(1);
+        let v = args
+            .and_then(|a| a.get("level"))
+            .and_then(|l| l.as_i64())
+            .unwrap_or(1);
         if v < 0 {
             return Err(PluginArgsError::new("level", "must not be negative"));
         }
         Ok(Arc::new(Sort))
     });
-    let defaults = [("Sort", 0), ("Cpu", 1), ("Holder", 0), ("Binder", 0), ("Watcher", 0)];
+    let defaults = [
+        ("Sort", 0),
+        ("Cpu", 1),
+        ("Holder", 0),
+        ("Binder", 0),
+        ("Watcher", 0),
+    ];
     let cfg = SchedulerConfig::from_yaml(yaml)?;
-    let sched = Scheduler::new(cfg, &reg, &defaults, cluster.clone(), clock.clone(), rt.handle().clone())?;
+    let sched = Scheduler::new(
+        cfg,
+        &reg,
+        &defaults,
+        cluster.clone(),
+        clock.clone(),
+        rt.handle().clone(),
+    )?;
     Ok(Env {
         sched,
         cluster,
@@ -231,10 +265,14 @@ fn env() -> Env {
 
 impl Env {
     fn add_node(&mut self, name: &str, cpu: &str) {
-        self.sched.handle_update(ClusterUpdate::NodeUpserted(Arc::new(node(name).alloc("cpu", cpu).build())));
+        self.sched
+            .handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+                node(name).alloc("cpu", cpu).build(),
+            )));
     }
     fn add_pod(&mut self, p: PodInfo) {
-        self.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(p)));
+        self.sched
+            .handle_update(ClusterUpdate::PodUpserted(Arc::new(p)));
     }
     /// Runs cycles and waits for binds until nothing is left to do.
     fn drain(&mut self) -> Vec<CycleResult> {
@@ -243,7 +281,9 @@ impl Env {
             while let Some(o) = self.sched.schedule_one() {
                 out.push(o.result);
             }
-            if self.sched.in_flight() > self.sched.waiting_pods().len() && self.sched.wait_for_completion(Duration::from_secs(5)) > 0 {
+            if self.sched.in_flight() > self.sched.waiting_pods().len()
+                && self.sched.wait_for_completion(Duration::from_secs(5)) > 0
+            {
                 continue;
             }
             if self.sched.queue_stats().active == 0 {
@@ -262,7 +302,10 @@ fn schedules_without_overcommit_and_binds_once() {
         e.add_pod(pod(&format!("p{i}")).req("cpu", "1").build());
     }
     let results = e.drain();
-    let scheduled = results.iter().filter(|r| matches!(r, CycleResult::Scheduled { .. })).count();
+    let scheduled = results
+        .iter()
+        .filter(|r| matches!(r, CycleResult::Scheduled { .. }))
+        .count();
     assert_eq!(scheduled, 6);
     let binds = e.cluster.binds.lock().clone();
     assert_eq!(binds.len(), 6);
@@ -292,13 +335,17 @@ fn unschedulable_pod_moves_on_node_add() {
     e.drain();
     assert_eq!(e.sched.queue_stats().unschedulable, 1);
     let events = e.cluster.events.lock().clone();
-    assert!(events.iter().any(|ev| &*ev.name == "big" && ev.reason == "FailedScheduling"
+    assert!(events.iter().any(|ev| &*ev.name == "big"
+        && ev.reason == "FailedScheduling"
         && ev.message == "0/1 nodes are available: 1 Insufficient cpu."));
     // The condition is published asynchronously.
     let mut seen = false;
     for _ in 0..100 {
         let conds = e.cluster.conditions.lock().clone();
-        if conds.iter().any(|(k, c)| k == "default/big" && !c.scheduled && c.reason == "Unschedulable") {
+        if conds
+            .iter()
+            .any(|(k, c)| k == "default/big" && !c.scheduled && c.reason == "Unschedulable")
+        {
             seen = true;
             break;
         }
@@ -309,7 +356,12 @@ fn unschedulable_pod_moves_on_node_add() {
     // Backoff of the first attempt must pass first.
     e.clock.advance(Duration::from_secs(1));
     let r = e.drain();
-    assert_eq!(r, vec![CycleResult::Scheduled { node: Sym::new("b") }]);
+    assert_eq!(
+        r,
+        vec![CycleResult::Scheduled {
+            node: Sym::new("b")
+        }]
+    );
 }
 
 #[test]
@@ -321,7 +373,10 @@ fn failed_bind_forgets_and_retries() {
     e.drain();
     assert_eq!(e.sched.counters().bind_failures, 1);
     assert_eq!(e.holder.reserved.load(Ordering::SeqCst), 0, "unreserve ran");
-    assert!(e.sched.snapshot().assigned_pod("uid-p").is_none(), "assumption forgotten");
+    assert!(
+        e.sched.snapshot().assigned_pod("uid-p").is_none(),
+        "assumption forgotten"
+    );
     assert_eq!(e.sched.queue_stats().backoff, 1);
     e.clock.advance(Duration::from_secs(1));
     e.drain();
@@ -373,7 +428,10 @@ fn pods_of_other_schedulers_are_left_alone_but_counted() {
     e.add_pod(pod("bound").req("cpu", "2").on("a").build());
     e.add_pod(pod("mine").req("cpu", "1").build());
     let r = e.drain();
-    assert!(matches!(r[0], CycleResult::Unschedulable { .. }), "capacity used by a pod bound elsewhere counts");
+    assert!(
+        matches!(r[0], CycleResult::Unschedulable { .. }),
+        "capacity used by a pod bound elsewhere counts"
+    );
 }
 
 #[test]
@@ -384,7 +442,9 @@ fn deleted_bound_pod_frees_capacity_and_requeues() {
     e.add_pod(pod("new").req("cpu", "1").build());
     e.drain();
     assert_eq!(e.sched.queue_stats().unschedulable, 1);
-    e.sched.handle_update(ClusterUpdate::PodDeleted { uid: "uid-old".into() });
+    e.sched.handle_update(ClusterUpdate::PodDeleted {
+        uid: "uid-old".into(),
+    });
     e.clock.advance(Duration::from_secs(1));
     let r = e.drain();
     assert!(matches!(r[0], CycleResult::Scheduled { .. }));
@@ -415,35 +475,57 @@ fn configuration_errors_name_the_field() {
         Err(e) => e.to_string(),
     };
     assert_eq!(
-        err("profiles:\n- schedulerName: s\n  plugins:\n    filter:\n      enabled:\n      - name: Nope\n"),
+        err(
+            "profiles:\n- schedulerName: s\n  plugins:\n    filter:\n      enabled:\n      - name: Nope\n"
+        ),
         "configuration: profiles[0].plugins.filter.enabled[0].name: unknown plugin \"Nope\""
     );
     assert_eq!(
-        err("profiles:\n- schedulerName: s\n  plugins:\n    score:\n      enabled:\n      - name: Cpu\n        weight: -2\n"),
+        err(
+            "profiles:\n- schedulerName: s\n  plugins:\n    score:\n      enabled:\n      - name: Cpu\n        weight: -2\n"
+        ),
         "configuration: profiles[0].plugins.score.enabled[0].weight: -2 is outside 1..=1000"
     );
     assert_eq!(
-        err("profiles:\n- schedulerName: s\n  plugins:\n    filter:\n      enabled:\n      - name: Binder\n"),
+        err(
+            "profiles:\n- schedulerName: s\n  plugins:\n    filter:\n      enabled:\n      - name: Binder\n"
+        ),
         "configuration: profiles[0].plugins.filter.enabled[0].name: plugin \"Binder\" does not implement the filter extension point"
     );
     assert_eq!(
-        err("profiles:\n- schedulerName: s\n  plugins:\n    queueSort:\n      disabled:\n      - name: '*'\n"),
+        err(
+            "profiles:\n- schedulerName: s\n  plugins:\n    queueSort:\n      disabled:\n      - name: '*'\n"
+        ),
         "configuration: profiles[0].plugins.queueSort: exactly one QueueSort plugin is needed, found 0"
     );
     assert!(err("parallelism: 0\n").contains("parallelism: must be at least 1"));
-    assert!(err("profiles:\n- schedulerName: a\n- schedulerName: a\n").contains("profiles[1].schedulerName"));
+    assert!(
+        err("profiles:\n- schedulerName: a\n- schedulerName: a\n")
+            .contains("profiles[1].schedulerName")
+    );
     assert!(err("percentageOfNodesToScore: 101\n").contains("percentageOfNodesToScore"));
     let e = err("profilez: []\n");
     assert!(e.contains("unknown field `profilez`"), "{e}");
-    assert!(env_with("leaderElection: {leaderElect: true}\n").is_ok(), "adapter settings are accepted");
-    let e = err("profiles:\n- schedulerName: s\n  pluginConfig:\n  - name: Picky\n    args: {level: -1}\n");
-    assert_eq!(e, "configuration: profiles[0].pluginConfig[0].args.level: must not be negative");
+    assert!(
+        env_with("leaderElection: {leaderElect: true}\n").is_ok(),
+        "adapter settings are accepted"
+    );
+    let e = err(
+        "profiles:\n- schedulerName: s\n  pluginConfig:\n  - name: Picky\n    args: {level: -1}\n",
+    );
+    assert_eq!(
+        e,
+        "configuration: profiles[0].pluginConfig[0].args.level: must not be negative"
+    );
     assert!(err("profiles: [\n").starts_with("configuration: line"));
 }
 
 #[test]
 fn two_profiles_share_one_queue() {
-    let mut e = env_with("parallelism: 1\nprofiles:\n- schedulerName: strata-scheduler\n- schedulerName: gpu\n").unwrap();
+    let mut e = env_with(
+        "parallelism: 1\nprofiles:\n- schedulerName: strata-scheduler\n- schedulerName: gpu\n",
+    )
+    .unwrap();
     e.add_node("a", "4");
     let mut g = pod("g").req("cpu", "1").build();
     g.scheduler_name = Sym::new("gpu");
@@ -460,17 +542,25 @@ fn node_observers_see_every_change() {
     e.cluster.fail_binds.store(1, Ordering::SeqCst);
     e.add_pod(pod("p").req("cpu", "1").build());
     e.drain();
-    e.sched.handle_update(ClusterUpdate::NodeDeleted("a".into()));
+    e.sched
+        .handle_update(ClusterUpdate::NodeDeleted("a".into()));
     let seen = e.watcher.seen.lock().clone();
     // Added; assumed (1 pod); forgotten after the failed bind (0); deleted.
-    let a: Vec<(usize, bool)> = seen.iter().filter(|s| s.0 == "a").map(|s| (s.1, s.2)).collect();
+    let a: Vec<(usize, bool)> = seen
+        .iter()
+        .filter(|s| s.0 == "a")
+        .map(|s| (s.1, s.2))
+        .collect();
     assert_eq!(a, vec![(0, true), (1, true), (0, true), (0, false)]);
 }
 
 #[test]
 fn equivalence_cache_changes_nothing() {
     let run = |classes: usize| {
-        let mut e = env_with(&format!("parallelism: 1\nseed: 3\nequivalenceCacheClasses: {classes}\n")).unwrap();
+        let mut e = env_with(&format!(
+            "parallelism: 1\nseed: 3\nequivalenceCacheClasses: {classes}\n"
+        ))
+        .unwrap();
         for i in 0..20 {
             e.add_node(&format!("n{i}"), &format!("{}", 2 + i % 5));
         }
@@ -489,5 +579,8 @@ fn equivalence_cache_changes_nothing() {
     let (r1, b1) = run(32);
     assert_eq!(b0, b1);
     assert_eq!(r0, r1);
-    assert!(r0.iter().any(|r| matches!(r, CycleResult::Unschedulable { .. })));
+    assert!(
+        r0.iter()
+            .any(|r| matches!(r, CycleResult::Unschedulable { .. }))
+    );
 }

@@ -161,7 +161,12 @@ impl Cache {
             self.count_images(id, -1);
         }
         let n = &mut self.snap.nodes[id.index()];
-        let before = (n.allocatable.clone(), n.labels.clone(), n.taints.clone(), n.unschedulable);
+        let before = (
+            n.allocatable.clone(),
+            n.labels.clone(),
+            n.taints.clone(),
+            n.unschedulable,
+        );
         let res = n.set_node(node);
         if let Err(source) = res {
             // Keep the node out of scheduling rather than half-updated.
@@ -218,7 +223,8 @@ impl Cache {
         }
         self.snap.nodes[node.index()].add_pod(pod.clone());
         self.touched(node);
-        self.assumed.insert(pod.uid.clone(), AssumedState::default());
+        self.assumed
+            .insert(pod.uid.clone(), AssumedState::default());
         self.snap.pods.insert(
             pod.uid.clone(),
             PodPlacement {
@@ -326,7 +332,10 @@ impl Cache {
                 break;
             }
             let std::cmp::Reverse((d, uid)) = self.expiry.pop().expect("peeked");
-            if self.assumed.get(&uid).is_some_and(|a| a.deadline == Some(d))
+            if self
+                .assumed
+                .get(&uid)
+                .is_some_and(|a| a.deadline == Some(d))
                 && let Some(p) = self.remove_pod(&uid)
             {
                 out.push(p);
@@ -384,16 +393,29 @@ impl Cache {
                 sum[ResourceId::PODS] += 1;
                 match self.snap.pods.get(&p.uid) {
                     Some(pl) if pl.node == n.id => {}
-                    other => return Err(format!("pod {} on node {} misplaced: {:?}", p.key(), n.name, other.map(|p| p.node))),
+                    other => {
+                        return Err(format!(
+                            "pod {} on node {} misplaced: {:?}",
+                            p.key(),
+                            n.name,
+                            other.map(|p| p.node)
+                        ));
+                    }
                 }
             }
             if sum != n.requested {
-                return Err(format!("node {}: requested {:?} != sum of pods {:?}", n.name, n.requested, sum));
+                return Err(format!(
+                    "node {}: requested {:?} != sum of pods {:?}",
+                    n.name, n.requested, sum
+                ));
             }
         }
         let placed: usize = self.snap.nodes.iter().map(|n| n.pods.len()).sum();
         if placed != self.snap.pods.len() {
-            return Err(format!("{placed} pods on nodes but {} in the index", self.snap.pods.len()));
+            return Err(format!(
+                "{placed} pods on nodes but {} in the index",
+                self.snap.pods.len()
+            ));
         }
         Ok(())
     }

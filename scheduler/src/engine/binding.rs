@@ -5,7 +5,9 @@
 use super::Scheduler;
 use super::profile::BindPlugins;
 use crate::cluster::{BindError, EventKind, PodEvent};
-use crate::framework::{ActionType, Code, CycleState, EventObject, EventResource, NodeRef, PermitDecision, Status};
+use crate::framework::{
+    ActionType, Code, CycleState, EventObject, EventResource, NodeRef, PermitDecision, Status,
+};
 use crate::model::PodInfo;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -79,7 +81,9 @@ async fn run(
     if let Some(rx) = waiting {
         match rx.await {
             Ok(PermitDecision::Allowed) => {}
-            Ok(PermitDecision::Rejected { plugin, message }) => return BindOutcome::PermitRejected { plugin, message },
+            Ok(PermitDecision::Rejected { plugin, message }) => {
+                return BindOutcome::PermitRejected { plugin, message };
+            }
             Err(_) => {
                 return BindOutcome::PermitRejected {
                     plugin: "Permit".into(),

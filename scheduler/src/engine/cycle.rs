@@ -92,7 +92,10 @@ struct FilterOutcome {
     class_mask: Option<u64>,
 }
 
-fn active_filters<'a>(profile: &'a Profile, state: &CycleState) -> Vec<(&'static str, &'a dyn FilterPlugin)> {
+fn active_filters<'a>(
+    profile: &'a Profile,
+    state: &CycleState,
+) -> Vec<(&'static str, &'a dyn FilterPlugin)> {
     profile
         .filter
         .iter()
@@ -102,7 +105,12 @@ fn active_filters<'a>(profile: &'a Profile, state: &CycleState) -> Vec<(&'static
 }
 
 #[inline]
-fn filter_node(filters: &[(&'static str, &dyn FilterPlugin)], state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+fn filter_node(
+    filters: &[(&'static str, &dyn FilterPlugin)],
+    state: &CycleState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+) -> Status {
     for (name, f) in filters {
         let s = f.filter(state, pod, node);
         if !s.is_success() {
@@ -154,7 +162,9 @@ impl Scheduler {
         let mut candidates: Option<Vec<NodeId>> = None;
         let mut diagnosis = Diagnosis::default();
         for p in &profile.pre_filter {
-            let Some(pf) = p.as_pre_filter() else { continue };
+            let Some(pf) = p.as_pre_filter() else {
+                continue;
+            };
             let r = pf.pre_filter(&mut state, &pod, snap);
             match r.status.code() {
                 Code::Success => {}
@@ -163,7 +173,11 @@ impl Scheduler {
                     continue;
                 }
                 Code::Error => {
-                    let msg = format!("running PreFilter plugin {}: {}", p.name(), r.status.message());
+                    let msg = format!(
+                        "running PreFilter plugin {}: {}",
+                        p.name(),
+                        r.status.message()
+                    );
                     return self.fail_error(pi, qp, msg);
                 }
                 _ => {
@@ -177,7 +191,10 @@ impl Scheduler {
                 nodes.dedup();
                 candidates = Some(match candidates {
                     None => nodes,
-                    Some(prev) => prev.into_iter().filter(|n| nodes.binary_search(n).is_ok()).collect(),
+                    Some(prev) => prev
+                        .into_iter()
+                        .filter(|n| nodes.binary_search(n).is_ok())
+                        .collect(),
                 });
             }
         }
@@ -214,7 +231,9 @@ impl Scheduler {
                 && nodes.is_empty()
                 && diagnosis.node_statuses.is_empty()
             {
-                diagnosis.pre_filter = Some(Status::unresolvable("no node is a candidate after PreFilter"));
+                diagnosis.pre_filter = Some(Status::unresolvable(
+                    "no node is a candidate after PreFilter",
+                ));
             }
             out.feasible
         };
@@ -234,7 +253,13 @@ impl Scheduler {
         self.assume_and_reserve(pi, qp, state, chosen)
     }
 
-    fn find_feasible(&self, pi: usize, state: &CycleState, pod: &PodInfo, candidates: Option<&[NodeId]>) -> FilterOutcome {
+    fn find_feasible(
+        &self,
+        pi: usize,
+        state: &CycleState,
+        pod: &PodInfo,
+        candidates: Option<&[NodeId]>,
+    ) -> FilterOutcome {
         let profile = &self.profiles[pi];
         let snap = self.cache.snapshot();
         let all = candidates.unwrap_or_else(|| snap.node_ids());
@@ -250,7 +275,9 @@ impl Scheduler {
                 .filter(move |(p, n)| *n == id && p.priority >= pod.priority && p.uid != pod.uid)
                 .map(|(p, _)| p.clone())
         };
-        let has_nominated = nominated_map.values().any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid);
+        let has_nominated = nominated_map
+            .values()
+            .any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid);
         let eval = |id: &NodeId| -> Result<NodeId, (NodeId, Status)> {
             let node = snap.node(*id);
             if !node.present {
@@ -263,24 +290,33 @@ impl Scheduler {
                     let mut st2 = state.clone();
                     for p in &noms {
                         n2.add_pod(p.clone());
-                        let s = crate::framework::FilterEvaluator::add_pod(&evaluator, &mut st2, pod, p, &n2);
+                        let s = crate::framework::FilterEvaluator::add_pod(
+                            &evaluator, &mut st2, pod, p, &n2,
+                        );
                         if !s.is_success() {
                             return Err((*id, s));
                         }
                     }
-                    let s = crate::framework::FilterEvaluator::run_filters(&evaluator, &st2, pod, &n2);
+                    let s =
+                        crate::framework::FilterEvaluator::run_filters(&evaluator, &st2, pod, &n2);
                     if !s.is_success() {
                         return Err((*id, s));
                     }
                 }
             }
             let s = filter_node(&filters, state, pod, node);
-            if s.is_success() { Ok(*id) } else { Err((*id, s)) }
+            if s.is_success() {
+                Ok(*id)
+            } else {
+                Err((*id, s))
+            }
         };
         let pct = profile.percentage_of_nodes_to_score;
         let mut feasible = Vec::new();
         let mut diagnosis = Diagnosis::default();
-        let take = |r: Result<NodeId, (NodeId, Status)>, feasible: &mut Vec<NodeId>, d: &mut Diagnosis| match r {
+        let take = |r: Result<NodeId, (NodeId, Status)>,
+                    feasible: &mut Vec<NodeId>,
+                    d: &mut Diagnosis| match r {
             Ok(id) => feasible.push(id),
             Err((id, s)) => {
                 if let Some(p) = s.plugin() {
@@ -299,8 +335,11 @@ impl Scheduler {
             }
         } else if let (Some(pool), true) = (&self.pool, all.len() >= PARALLEL_THRESHOLD) {
             let chunk = (all.len() / (pool.current_num_threads() * 4)).max(64);
-            let parts: Vec<Vec<Result<NodeId, (NodeId, Status)>>> =
-                pool.install(|| all.par_chunks(chunk).map(|c| c.iter().map(eval).collect()).collect());
+            let parts: Vec<Vec<Result<NodeId, (NodeId, Status)>>> = pool.install(|| {
+                all.par_chunks(chunk)
+                    .map(|c| c.iter().map(eval).collect())
+                    .collect()
+            });
             for part in parts {
                 for r in part {
                     take(r, &mut feasible, &mut diagnosis);
@@ -342,7 +381,9 @@ impl Scheduler {
             mask |= 1 << i;
             local.push((p.name(), f));
         }
-        let cc = self.equiv.get(pi, pod.equivalence, mask, snap.node_capacity());
+        let cc = self
+            .equiv
+            .get(pi, pod.equivalence, mask, snap.node_capacity());
         let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
             let i = id.index();
             if cc.filter_gen[i] != gens[i] {
@@ -352,7 +393,11 @@ impl Scheduler {
                 } else {
                     Status::unresolvable("node(s) were not found")
                 };
-                cc.verdict[i] = if s.is_success() { PASS } else { cc.intern_status(s) };
+                cc.verdict[i] = if s.is_success() {
+                    PASS
+                } else {
+                    cc.intern_status(s)
+                };
                 cc.filter_gen[i] = gens[i];
             }
         };
@@ -366,7 +411,12 @@ impl Scheduler {
                 for &id in snap.node_ids() {
                     refresh(cc, id);
                 }
-                cc.fast.feasible = snap.node_ids().iter().copied().filter(|id| cc.verdict[id.index()] == PASS).collect();
+                cc.fast.feasible = snap
+                    .node_ids()
+                    .iter()
+                    .copied()
+                    .filter(|id| cc.verdict[id.index()] == PASS)
+                    .collect();
                 cc.fast.valid = true;
                 cc.fast.layout = snap.layout_version();
                 cc.fast.tree_valid = false;
@@ -377,10 +427,14 @@ impl Scheduler {
                 ch.sort_unstable();
                 ch.dedup();
                 for id in ch {
-                    let Some(pos) = snap.live_position(id) else { continue };
+                    let Some(pos) = snap.live_position(id) else {
+                        continue;
+                    };
                     refresh(cc, id);
                     let pass = cc.verdict[id.index()] == PASS;
-                    let at = cc.fast.feasible.binary_search_by_key(&pos, |x| snap.live_position(*x).unwrap_or(usize::MAX));
+                    let at = cc.fast.feasible.binary_search_by_key(&pos, |x| {
+                        snap.live_position(*x).unwrap_or(usize::MAX)
+                    });
                     match (pass, at) {
                         (true, Err(k)) => cc.fast.feasible.insert(k, id),
                         (false, Ok(k)) => {
@@ -409,14 +463,20 @@ impl Scheduler {
                     Code::Success => {}
                     Code::Skip => state.set_skip_score(p.name()),
                     _ => {
-                        r = Err(format!("running PreScore plugin {}: {}", p.name(), s.message()));
+                        r = Err(format!(
+                            "running PreScore plugin {}: {}",
+                            p.name(),
+                            s.message()
+                        ));
                         break;
                     }
                 }
             }
             r
         };
-        let cc = self.equiv.get(pi, pod.equivalence, mask, snap.node_capacity());
+        let cc = self
+            .equiv
+            .get(pi, pod.equivalence, mask, snap.node_capacity());
         cc.fast.feasible = feasible;
         if let Err(e) = pre {
             return Fast::Error(e);
@@ -434,13 +494,17 @@ impl Scheduler {
             match sp.node_local_key(st) {
                 Some(k) => {
                     score_mask |= 1 << i;
-                    key_sig = key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    key_sig =
+                        key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     cached.push((p.name(), sp, *w));
                 }
                 None => uncached = true,
             }
         }
-        let normalizing = cached.iter().filter(|(_, sp, _)| sp.has_normalize()).count();
+        let normalizing = cached
+            .iter()
+            .filter(|(_, sp, _)| sp.has_normalize())
+            .count();
         cc.set_score_mask(score_mask, key_sig, normalizing, snap.node_capacity());
         let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| -> Result<(), String> {
             let i = id.index();
@@ -451,7 +515,9 @@ impl Scheduler {
             let mut plain = 0i64;
             let mut k = 0;
             for (name, sp, w) in &cached {
-                let raw = sp.score(st, pod, node).map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
+                let raw = sp
+                    .score(st, pod, node)
+                    .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
                 if sp.has_normalize() {
                     cc.raw[k][i] = raw;
                     k += 1;
@@ -500,7 +566,9 @@ impl Scheduler {
         } else {
             let pending = std::mem::take(&mut cc.fast.pending);
             for id in pending {
-                let Some(pos) = snap.live_position(id) else { continue };
+                let Some(pos) = snap.live_position(id) else {
+                    continue;
+                };
                 let was_counted = cc.fast.tree_leaf_present(pos);
                 if was_counted {
                     for k in 0..normalizing {
@@ -537,7 +605,11 @@ impl Scheduler {
         if best == i64::MIN || count == 0 {
             return Fast::Fallback;
         }
-        let pick = if count > 1 { self.rng.below(u64::from(count)) as u32 } else { 0 };
+        let pick = if count > 1 {
+            self.rng.below(u64::from(count)) as u32
+        } else {
+            0
+        };
         let pos = cc.fast.tree.kth_best(pick);
         Fast::Chosen(snap.node_ids()[pos])
     }
@@ -551,7 +623,10 @@ impl Scheduler {
             && self.profiles[pi].percentage_of_nodes_to_score >= 100
             && self.profiles[pi].filter.len() <= 64
             && self.profiles[pi].score.len() <= 64
-            && !self.nominated.values().any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid)
+            && !self
+                .nominated
+                .values()
+                .any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid)
     }
 
     /// Filtering through the equivalence cache: node-local filters are
@@ -582,7 +657,9 @@ impl Scheduler {
                 global.push((p.name(), f));
             }
         }
-        let cc = self.equiv.get(pi, pod.equivalence, mask, snap.node_capacity());
+        let cc = self
+            .equiv
+            .get(pi, pod.equivalence, mask, snap.node_capacity());
         let all = candidates.unwrap_or_else(|| snap.node_ids());
         let mut feasible = Vec::with_capacity(all.len());
         let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();
@@ -590,7 +667,10 @@ impl Scheduler {
         // Refresh nodes whose generation moved (usually one or two).
         let stale: Vec<NodeId> = {
             let fg = &cc.filter_gen[..];
-            all.iter().copied().filter(|id| fg[id.index()] != gens[id.index()]).collect()
+            all.iter()
+                .copied()
+                .filter(|id| fg[id.index()] != gens[id.index()])
+                .collect()
         };
         for id in stale {
             let i = id.index();
@@ -600,7 +680,11 @@ impl Scheduler {
             } else {
                 Status::unresolvable("node(s) were not found")
             };
-            cc.verdict[i] = if s.is_success() { super::equiv::PASS } else { cc.intern_status(s) };
+            cc.verdict[i] = if s.is_success() {
+                super::equiv::PASS
+            } else {
+                cc.intern_status(s)
+            };
             cc.filter_gen[i] = gens[i];
         }
         let verdict = &cc.verdict[..];
@@ -656,7 +740,13 @@ impl Scheduler {
         self.score_and_pick(pi, state, pod, feasible, class_mask)
     }
 
-    fn run_pre_score(&self, pi: usize, state: &mut CycleState, pod: &PodInfo, feasible: &[NodeId]) -> Result<(), String> {
+    fn run_pre_score(
+        &self,
+        pi: usize,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        feasible: &[NodeId],
+    ) -> Result<(), String> {
         let snap = self.cache.snapshot();
         for p in &self.profiles[pi].pre_score {
             let Some(ps) = p.as_pre_score() else { continue };
@@ -664,7 +754,13 @@ impl Scheduler {
             match s.code() {
                 Code::Success => {}
                 Code::Skip => state.set_skip_score(p.name()),
-                _ => return Err(format!("running PreScore plugin {}: {}", p.name(), s.message())),
+                _ => {
+                    return Err(format!(
+                        "running PreScore plugin {}: {}",
+                        p.name(),
+                        s.message()
+                    ));
+                }
             }
         }
         Ok(())
@@ -685,7 +781,8 @@ impl Scheduler {
         // Node-local scores of an equivalence class come from its cache.
         let mut cached_mask = 0u64;
         if let Some(fmask) = class_mask {
-            let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> = Vec::new();
+            let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> =
+                Vec::new();
             let mut key_sig = 0u64;
             for (i, (p, w)) in profile.score.iter().enumerate() {
                 if st.skips_score(p.name()) {
@@ -694,18 +791,28 @@ impl Scheduler {
                 let Some(sp) = p.as_score() else { continue };
                 if let Some(k) = sp.node_local_key(st) {
                     cached_mask |= 1 << i;
-                    key_sig = key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    key_sig =
+                        key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     cached.push((p.name(), sp, *w));
                 }
             }
             if cached_mask != 0 {
                 let gens = snap.generations();
-                let normalizing = cached.iter().filter(|(_, sp, _)| sp.has_normalize()).count();
-                let cc = self.equiv.get(pi, pod.equivalence, fmask, snap.node_capacity());
+                let normalizing = cached
+                    .iter()
+                    .filter(|(_, sp, _)| sp.has_normalize())
+                    .count();
+                let cc = self
+                    .equiv
+                    .get(pi, pod.equivalence, fmask, snap.node_capacity());
                 cc.set_score_mask(cached_mask, key_sig, normalizing, snap.node_capacity());
                 let stale: Vec<NodeId> = {
                     let sg = &cc.score_gen[..];
-                    feasible.iter().copied().filter(|id| sg[id.index()] != gens[id.index()]).collect()
+                    feasible
+                        .iter()
+                        .copied()
+                        .filter(|id| sg[id.index()] != gens[id.index()])
+                        .collect()
                 };
                 for id in stale {
                     let i = id.index();
@@ -751,7 +858,10 @@ impl Scheduler {
                     }));
                     let s = sp.normalize(st, pod, &mut scores);
                     if !s.is_success() {
-                        return Err(format!("running NormalizeScore of plugin {name}: {}", s.message()));
+                        return Err(format!(
+                            "running NormalizeScore of plugin {name}: {}",
+                            s.message()
+                        ));
                     }
                     for (t, s) in totals.iter_mut().zip(scores.iter()) {
                         *t += s.score * w;
@@ -767,20 +877,29 @@ impl Scheduler {
             let Some(sp) = p.as_score() else { continue };
             scores.clear();
             let one = |id: &NodeId| -> Result<NodeScore, Status> {
-                sp.score(st, pod, snap.node(*id)).map(|score| NodeScore { node: *id, score })
+                sp.score(st, pod, snap.node(*id))
+                    .map(|score| NodeScore { node: *id, score })
             };
             if let (Some(pool), true) = (&self.pool, feasible.len() >= PARALLEL_THRESHOLD) {
-                let r: Result<Vec<NodeScore>, Status> = pool.install(|| feasible.par_iter().map(one).collect());
-                scores = r.map_err(|s| format!("running Score plugin {}: {}", p.name(), s.message()))?;
+                let r: Result<Vec<NodeScore>, Status> =
+                    pool.install(|| feasible.par_iter().map(one).collect());
+                scores =
+                    r.map_err(|s| format!("running Score plugin {}: {}", p.name(), s.message()))?;
             } else {
                 for id in feasible {
-                    scores.push(one(id).map_err(|s| format!("running Score plugin {}: {}", p.name(), s.message()))?);
+                    scores.push(one(id).map_err(|s| {
+                        format!("running Score plugin {}: {}", p.name(), s.message())
+                    })?);
                 }
             }
             if sp.has_normalize() {
                 let s = sp.normalize(st, pod, &mut scores);
                 if !s.is_success() {
-                    return Err(format!("running NormalizeScore of plugin {}: {}", p.name(), s.message()));
+                    return Err(format!(
+                        "running NormalizeScore of plugin {}: {}",
+                        p.name(),
+                        s.message()
+                    ));
                 }
             }
             for (t, s) in totals.iter_mut().zip(scores.iter()) {
@@ -802,7 +921,13 @@ impl Scheduler {
         Ok(feasible[best])
     }
 
-    fn assume_and_reserve(&mut self, pi: usize, qp: &QueuedPod, mut state: CycleState, chosen: NodeId) -> CycleResult {
+    fn assume_and_reserve(
+        &mut self,
+        pi: usize,
+        qp: &QueuedPod,
+        mut state: CycleState,
+        chosen: NodeId,
+    ) -> CycleResult {
         let pod = qp.pod.clone();
         let node = NodeRef {
             id: chosen,
@@ -861,8 +986,12 @@ impl Scheduler {
             None
         } else {
             let deadline = self.clock.now().saturating_add(timeout);
-            self.permit_deadlines.push(std::cmp::Reverse((deadline, pod.uid.clone())));
-            Some(self.waiting.add(pod.uid.clone(), pod.key(), node.name, waits))
+            self.permit_deadlines
+                .push(std::cmp::Reverse((deadline, pod.uid.clone())));
+            Some(
+                self.waiting
+                    .add(pod.uid.clone(), pod.key(), node.name, waits),
+            )
         };
         let is_waiting = waiting.is_some();
         self.counters.scheduled += 1;
@@ -887,7 +1016,13 @@ impl Scheduler {
         }
     }
 
-    fn handle_unschedulable(&mut self, pi: usize, qp: &QueuedPod, mut state: CycleState, diagnosis: Diagnosis) -> CycleResult {
+    fn handle_unschedulable(
+        &mut self,
+        pi: usize,
+        qp: &QueuedPod,
+        mut state: CycleState,
+        diagnosis: Diagnosis,
+    ) -> CycleResult {
         let pod = qp.pod.clone();
         let total = self.cache.snapshot().num_nodes();
         let mut message = diagnosis.message(total);
@@ -897,7 +1032,8 @@ impl Scheduler {
             .is_none_or(|s| s.code() != Code::UnschedulableAndUnresolvable);
         let mut nominated: Option<String> = None;
         if resolvable && !self.profiles[pi].post_filter.is_empty() {
-            let nominated_list: Vec<(Arc<PodInfo>, NodeId)> = self.nominated.values().cloned().collect();
+            let nominated_list: Vec<(Arc<PodInfo>, NodeId)> =
+                self.nominated.values().cloned().collect();
             let profile = &self.profiles[pi];
             let evaluator = Evaluator {
                 filters: &profile.filter,
@@ -911,7 +1047,9 @@ impl Scheduler {
             };
             let mut outcome = None;
             for p in &profile.post_filter {
-                let Some(pf) = p.as_post_filter() else { continue };
+                let Some(pf) = p.as_post_filter() else {
+                    continue;
+                };
                 let r = pf.post_filter(&mut state, &pod, &ctx);
                 if r.status.is_success() {
                     outcome = Some(r);
@@ -968,7 +1106,8 @@ impl Scheduler {
         self.counters.unschedulable += 1;
         let plugins: Vec<&'static str> = diagnosis.plugins.iter().copied().collect();
         self.report_failure(&pod, &message, nominated);
-        self.queue.requeue_unschedulable(&pod.uid, &plugins, message.clone());
+        self.queue
+            .requeue_unschedulable(&pod.uid, &plugins, message.clone());
         CycleResult::Unschedulable { message }
     }
 
@@ -992,14 +1131,26 @@ impl Scheduler {
         );
     }
 
-    fn fail_unschedulable(&mut self, _pi: usize, qp: &QueuedPod, plugins: Vec<&'static str>, message: String) -> CycleResult {
+    fn fail_unschedulable(
+        &mut self,
+        _pi: usize,
+        qp: &QueuedPod,
+        plugins: Vec<&'static str>,
+        message: String,
+    ) -> CycleResult {
         self.counters.unschedulable += 1;
         self.report_failure(&qp.pod, &message, None);
-        self.queue.requeue_unschedulable(&qp.pod.uid, &plugins, message.clone());
+        self.queue
+            .requeue_unschedulable(&qp.pod.uid, &plugins, message.clone());
         CycleResult::Unschedulable { message }
     }
 
-    pub(crate) fn fail_error(&mut self, _pi: usize, qp: &QueuedPod, message: String) -> CycleResult {
+    pub(crate) fn fail_error(
+        &mut self,
+        _pi: usize,
+        qp: &QueuedPod,
+        message: String,
+    ) -> CycleResult {
         self.counters.errors += 1;
         tracing::warn!(pod = %qp.pod.key(), error = %message, "scheduling attempt failed");
         self.cluster.record_event(PodEvent {

@@ -120,12 +120,17 @@ impl EquivCaches {
 
     /// The cache of a class, created (evicting the least recently used) if
     /// absent. `n` is the node capacity of the snapshot.
-    pub fn get(&mut self, profile: usize, equivalence: u64, filter_mask: u64, n: usize) -> &mut ClassCache {
+    pub fn get(
+        &mut self,
+        profile: usize,
+        equivalence: u64,
+        filter_mask: u64,
+        n: usize,
+    ) -> &mut ClassCache {
         self.clock += 1;
-        let pos = self
-            .classes
-            .iter()
-            .position(|c| c.profile == profile && c.equivalence == equivalence && c.filter_mask == filter_mask);
+        let pos = self.classes.iter().position(|c| {
+            c.profile == profile && c.equivalence == equivalence && c.filter_mask == filter_mask
+        });
         let idx = match pos {
             Some(i) => i,
             None => {
@@ -192,7 +197,8 @@ impl MaxTree {
         self.cnt[i] = if m == i64::MIN {
             0
         } else {
-            (if self.max[l] == m { self.cnt[l] } else { 0 }) + (if self.max[r] == m { self.cnt[r] } else { 0 })
+            (if self.max[l] == m { self.cnt[l] } else { 0 })
+                + (if self.max[r] == m { self.cnt[r] } else { 0 })
         };
     }
 

@@ -109,9 +109,16 @@ impl Scheduler {
         };
         let resolved = resolve(&cfg, registry, defaults, &handle_for)?;
         let profiles: Vec<Profile> = resolved.iter().map(Profile::from_resolved).collect();
-        let by_name = profiles.iter().enumerate().map(|(i, p)| (p.name, i)).collect();
+        let by_name = profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name, i))
+            .collect();
         let sort = profiles[0].queue_sort.clone();
-        let pre_enqueue = profiles.iter().map(|p| (p.name, p.pre_enqueue.clone())).collect();
+        let pre_enqueue = profiles
+            .iter()
+            .map(|p| (p.name, p.pre_enqueue.clone()))
+            .collect();
         let mut all: Vec<Arc<dyn Plugin>> = Vec::new();
         for p in &profiles {
             for pl in p.all_plugins() {
@@ -120,8 +127,13 @@ impl Scheduler {
                 }
             }
         }
-        let observers: Vec<Arc<dyn Plugin>> = all.iter().filter(|p| p.as_node_observer().is_some()).cloned().collect();
-        let queue = SchedulingQueue::new(sort, pre_enqueue, all, cfg.queue_settings(), clock.clone());
+        let observers: Vec<Arc<dyn Plugin>> = all
+            .iter()
+            .filter(|p| p.as_node_observer().is_some())
+            .cloned()
+            .collect();
+        let queue =
+            SchedulingQueue::new(sort, pre_enqueue, all, cfg.queue_settings(), clock.clone());
         let pool = if cfg.parallelism > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
@@ -252,7 +264,14 @@ impl Scheduler {
                         }
                     }
                     if action.0 != 0 {
-                        self.fire(EventResource::Node, action, EventObject::Node { old: None, new: Some(&n) });
+                        self.fire(
+                            EventResource::Node,
+                            action,
+                            EventObject::Node {
+                                old: None,
+                                new: Some(&n),
+                            },
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "node ignored"),
@@ -277,7 +296,10 @@ impl Scheduler {
                     return;
                 }
                 self.queue.delete(&uid);
-                let message = format!("pod cannot be scheduled: {}: {}", error.field, error.message);
+                let message = format!(
+                    "pod cannot be scheduled: {}: {}",
+                    error.field, error.message
+                );
                 self.cluster.record_event(PodEvent {
                     namespace: Sym::new(&namespace),
                     name: name.as_str().into(),
@@ -315,11 +337,19 @@ impl Scheduler {
             }
             ClusterUpdate::NamespaceUpserted { name, labels } => {
                 self.cache.upsert_namespace(name, labels);
-                self.fire(EventResource::Namespace, ActionType::ADD.or(ActionType::UPDATE), EventObject::None);
+                self.fire(
+                    EventResource::Namespace,
+                    ActionType::ADD.or(ActionType::UPDATE),
+                    EventObject::None,
+                );
             }
             ClusterUpdate::NamespaceDeleted(name) => {
                 self.cache.remove_namespace(name);
-                self.fire(EventResource::Namespace, ActionType::DELETE, EventObject::None);
+                self.fire(
+                    EventResource::Namespace,
+                    ActionType::DELETE,
+                    EventObject::None,
+                );
             }
             ClusterUpdate::PdbUpserted(pdb) => {
                 let (ns, name) = (pdb.namespace, pdb.name.clone());
@@ -327,7 +357,10 @@ impl Scheduler {
                 self.fire(
                     EventResource::PodDisruptionBudget,
                     ActionType::ADD.or(ActionType::UPDATE),
-                    EventObject::Named { namespace: ns, name: &name },
+                    EventObject::Named {
+                        namespace: ns,
+                        name: &name,
+                    },
                 );
             }
             ClusterUpdate::PdbDeleted { namespace, name } => {
@@ -335,14 +368,24 @@ impl Scheduler {
                 self.fire(
                     EventResource::PodDisruptionBudget,
                     ActionType::DELETE,
-                    EventObject::Named { namespace, name: &name },
+                    EventObject::Named {
+                        namespace,
+                        name: &name,
+                    },
                 );
             }
-            ClusterUpdate::Custom { kind, namespace, name } => {
+            ClusterUpdate::Custom {
+                kind,
+                namespace,
+                name,
+            } => {
                 self.fire(
                     EventResource::Custom(kind),
                     ActionType::ALL,
-                    EventObject::Named { namespace, name: &name },
+                    EventObject::Named {
+                        namespace,
+                        name: &name,
+                    },
                 );
             }
         }
@@ -356,10 +399,21 @@ impl Scheduler {
     fn pod_upserted_inner(&mut self, pod: Arc<PodInfo>) {
         if pod.bound_node.is_some() {
             // Bound (by us or anyone): the cache tracks it, the queue drops it.
-            let existed = self.cache.snapshot().assigned_pod(&pod.uid).map(|p| p.pod.clone());
+            let existed = self
+                .cache
+                .snapshot()
+                .assigned_pod(&pod.uid)
+                .map(|p| p.pod.clone());
             if pod.terminal {
                 if let Some(old) = self.cache.remove_pod(&pod.uid) {
-                    self.fire(EventResource::AssignedPod, ActionType::DELETE, EventObject::Pod { old: Some(&old), new: None });
+                    self.fire(
+                        EventResource::AssignedPod,
+                        ActionType::DELETE,
+                        EventObject::Pod {
+                            old: Some(&old),
+                            new: None,
+                        },
+                    );
                 }
                 self.queue.delete(&pod.uid);
                 return;
@@ -373,14 +427,28 @@ impl Scheduler {
             }
             self.clear_nomination(&pod.uid);
             match existed {
-                None => self.fire(EventResource::AssignedPod, ActionType::ADD, EventObject::Pod { old: None, new: Some(&pod) }),
+                None => self.fire(
+                    EventResource::AssignedPod,
+                    ActionType::ADD,
+                    EventObject::Pod {
+                        old: None,
+                        new: Some(&pod),
+                    },
+                ),
                 Some(old) => {
                     let action = if old.labels != pod.labels {
                         ActionType::UPDATE_POD_LABEL
                     } else {
                         ActionType::UPDATE
                     };
-                    self.fire(EventResource::AssignedPod, action, EventObject::Pod { old: Some(&old), new: Some(&pod) });
+                    self.fire(
+                        EventResource::AssignedPod,
+                        action,
+                        EventObject::Pod {
+                            old: Some(&old),
+                            new: Some(&pod),
+                        },
+                    );
                 }
             }
             return;
@@ -393,7 +461,9 @@ impl Scheduler {
             return;
         }
         let old = self.queue.get(&pod.uid).map(|q| q.pod.clone());
-        if let Some(n) = pod.nominated_node.filter(|_| !self.nominated.contains_key(&pod.uid))
+        if let Some(n) = pod
+            .nominated_node
+            .filter(|_| !self.nominated.contains_key(&pod.uid))
             && let Some(id) = self.cache.snapshot().node_id(n)
         {
             self.nominated.insert(pod.uid.clone(), (pod.clone(), id));
@@ -407,7 +477,14 @@ impl Scheduler {
             } else {
                 ActionType::UPDATE
             };
-            self.fire(EventResource::UnscheduledPod, action, EventObject::Pod { old: Some(&old), new: Some(&pod) });
+            self.fire(
+                EventResource::UnscheduledPod,
+                action,
+                EventObject::Pod {
+                    old: Some(&old),
+                    new: Some(&pod),
+                },
+            );
         }
     }
 
@@ -424,7 +501,14 @@ impl Scheduler {
             return;
         }
         if let Some(old) = self.cache.remove_pod(uid) {
-            self.fire(EventResource::AssignedPod, ActionType::DELETE, EventObject::Pod { old: Some(&old), new: None });
+            self.fire(
+                EventResource::AssignedPod,
+                ActionType::DELETE,
+                EventObject::Pod {
+                    old: Some(&old),
+                    new: None,
+                },
+            );
         }
     }
 
@@ -449,14 +533,22 @@ impl Scheduler {
         for pod in self.cache.cleanup_expired(now) {
             self.counters.expired_assumptions += 1;
             tracing::warn!(pod = %pod.key(), "assumed pod expired: its binding was never confirmed");
-            self.fire(EventResource::AssignedPod, ActionType::DELETE, EventObject::Pod { old: Some(&pod), new: None });
+            self.fire(
+                EventResource::AssignedPod,
+                ActionType::DELETE,
+                EventObject::Pod {
+                    old: Some(&pod),
+                    new: None,
+                },
+            );
         }
         while let Some(Reverse((t, _))) = self.permit_deadlines.peek() {
             if *t > now {
                 break;
             }
             let Reverse((_, uid)) = self.permit_deadlines.pop().expect("peeked");
-            self.waiting.reject(&uid, "Permit", "timed out waiting at Permit");
+            self.waiting
+                .reject(&uid, "Permit", "timed out waiting at Permit");
         }
     }
 

@@ -40,7 +40,11 @@ impl Profile {
             filter: list(Point::Filter),
             post_filter: list(Point::PostFilter),
             pre_score: list(Point::PreScore),
-            score: r.at(Point::Score).iter().map(|x| (x.plugin.clone(), x.weight)).collect(),
+            score: r
+                .at(Point::Score)
+                .iter()
+                .map(|x| (x.plugin.clone(), x.weight))
+                .collect(),
             reserve: list(Point::Reserve),
             permit: list(Point::Permit),
             binding: Arc::new(BindPlugins {
@@ -117,7 +121,13 @@ impl FilterEvaluator for Evaluator<'_> {
         Status::success()
     }
 
-    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) -> Status {
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
         for p in self.pre_filters {
             if state.skips_filter(p.name()) {
                 continue;
@@ -132,7 +142,13 @@ impl FilterEvaluator for Evaluator<'_> {
         Status::success()
     }
 
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) -> Status {
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status {
         for p in self.pre_filters {
             if state.skips_filter(p.name()) {
                 continue;

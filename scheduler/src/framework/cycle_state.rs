@@ -41,7 +41,11 @@ pub struct CycleState {
 impl Clone for CycleState {
     fn clone(&self) -> Self {
         CycleState {
-            data: self.data.iter().map(|(k, v)| (*k, (**v).clone_box())).collect(),
+            data: self
+                .data
+                .iter()
+                .map(|(k, v)| (*k, (**v).clone_box()))
+                .collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
         }

@@ -53,7 +53,8 @@ impl ActionType {
     /// Any other update.
     pub const UPDATE: ActionType = ActionType(1 << 9);
     /// Every node update.
-    pub const UPDATE_NODE: ActionType = ActionType((1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 9));
+    pub const UPDATE_NODE: ActionType =
+        ActionType((1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 9));
     /// Everything.
     pub const ALL: ActionType = ActionType(u32::MAX);
 

@@ -8,12 +8,15 @@ mod status;
 mod waiting;
 
 pub use cycle_state::{CycleState, PodsToActivate, StateData};
-pub use events::{ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint};
+pub use events::{
+    ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint,
+};
 pub use plugin::{
-    BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeObserver, NodeRef, NodeScore, PermitPlugin,
-    PermitResult, Plugin, PluginArgsError, PluginFactory, PostBindPlugin, PostFilterContext, PostFilterPlugin,
-    PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
-    QueueSortPlugin, Registry, ReservePlugin, ScorePlugin, SortKey,
+    BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeObserver, NodeRef,
+    NodeScore, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory, PostBindPlugin,
+    PostFilterContext, PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin,
+    PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueSortPlugin, Registry, ReservePlugin,
+    ScorePlugin, SortKey,
 };
 pub use status::{Code, Diagnosis, Reason, Status};
 pub use waiting::{PermitDecision, WaitingPodView, WaitingPods};

@@ -8,8 +8,8 @@ use super::events::{ClusterEvent, ClusterEventKind, QueueingHint};
 use super::status::{Diagnosis, Status};
 use super::waiting::WaitingPods;
 use crate::cache::Snapshot;
-use crate::cluster::ClusterPort;
 use crate::clock::Clock;
+use crate::cluster::ClusterPort;
 use crate::intern::Sym;
 use crate::model::{NodeId, NodeInfo, PodInfo};
 use std::sync::Arc;
@@ -174,7 +174,8 @@ impl PreFilterResult {
 /// PreFilter: per-pod work before nodes are filtered.
 pub trait PreFilterPlugin: Send + Sync {
     /// Computes state for Filter, or rejects the pod, or narrows the nodes.
-    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot) -> PreFilterResult;
+    fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot)
+    -> PreFilterResult;
 
     /// Whether `add_pod`/`remove_pod` are implemented (kube-scheduler's
     /// PreFilterExtensions), so preemption can update this plugin's state.
@@ -184,12 +185,24 @@ pub trait PreFilterPlugin: Send + Sync {
 
     /// `other` is now on `node` in a what-if evaluation (preemption,
     /// nominated pods): update state computed in `pre_filter`.
-    fn add_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo) -> Status {
+    fn add_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _other: &PodInfo,
+        _node: &NodeInfo,
+    ) -> Status {
         Status::success()
     }
 
     /// `other` was removed from `node` in a what-if evaluation.
-    fn remove_pod(&self, _state: &mut CycleState, _pod: &PodInfo, _other: &PodInfo, _node: &NodeInfo) -> Status {
+    fn remove_pod(
+        &self,
+        _state: &mut CycleState,
+        _pod: &PodInfo,
+        _other: &PodInfo,
+        _node: &NodeInfo,
+    ) -> Status {
         Status::success()
     }
 }
@@ -241,21 +254,44 @@ pub trait FilterEvaluator: Send + Sync {
     /// Runs every Filter of the profile on `node` with `state`.
     fn run_filters(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status;
     /// Calls every PreFilter extension's `remove_pod`.
-    fn remove_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) -> Status;
+    fn remove_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status;
     /// Calls every PreFilter extension's `add_pod`.
-    fn add_pod(&self, state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInfo) -> Status;
+    fn add_pod(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+    ) -> Status;
 }
 
 /// PostFilter: runs when no node fits (preemption lives here).
 pub trait PostFilterPlugin: Send + Sync {
     /// Tries to make room.
-    fn post_filter(&self, state: &mut CycleState, pod: &PodInfo, ctx: &PostFilterContext<'_>) -> PostFilterResult;
+    fn post_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        ctx: &PostFilterContext<'_>,
+    ) -> PostFilterResult;
 }
 
 /// PreScore: per-pod work before scoring.
 pub trait PreScorePlugin: Send + Sync {
     /// Success, Skip (do not run this plugin's Score) or Error.
-    fn pre_score(&self, state: &mut CycleState, pod: &PodInfo, snap: &Snapshot, feasible: &[NodeId]) -> Status;
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        feasible: &[NodeId],
+    ) -> Status;
 }
 
 /// One node's score.
@@ -304,7 +340,13 @@ pub trait ScorePlugin: Send + Sync {
 /// Reserve and Unreserve: claim and give back plugin-held resources.
 pub trait ReservePlugin: Send + Sync {
     /// The pod is assumed on `node`; claim what the plugin tracks.
-    fn reserve(&self, state: &mut CycleState, pod: &PodInfo, node: NodeRef, snap: &Snapshot) -> Status;
+    fn reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: NodeRef,
+        snap: &Snapshot,
+    ) -> Status;
     /// The pod will not run on `node` after all; give back exactly what
     /// `reserve` took. Must be idempotent.
     fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: NodeRef);
@@ -404,8 +446,11 @@ impl PluginArgsError {
 }
 
 /// Builds a plugin from its `pluginConfig` args (`None` when not given).
-pub type PluginFactory =
-    Arc<dyn Fn(Option<&serde_json::Value>, &Handle) -> Result<Arc<dyn Plugin>, PluginArgsError> + Send + Sync>;
+pub type PluginFactory = Arc<
+    dyn Fn(Option<&serde_json::Value>, &Handle) -> Result<Arc<dyn Plugin>, PluginArgsError>
+        + Send
+        + Sync,
+>;
 
 /// Plugin factories by name.
 #[derive(Clone, Default)]
@@ -424,7 +469,10 @@ impl Registry {
     pub fn register(
         &mut self,
         name: &str,
-        factory: impl Fn(Option<&serde_json::Value>, &Handle) -> Result<Arc<dyn Plugin>, PluginArgsError>
+        factory: impl Fn(
+            Option<&serde_json::Value>,
+            &Handle,
+        ) -> Result<Arc<dyn Plugin>, PluginArgsError>
         + Send
         + Sync
         + 'static,

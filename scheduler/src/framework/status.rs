@@ -202,7 +202,10 @@ impl Diagnosis {
                 *counts.entry(r.as_ref()).or_default() += 1;
             }
         }
-        let mut parts: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let mut parts: Vec<String> = counts
+            .into_iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
         parts.sort_by(|a, b| {
             let ta = a.split_once(' ').map(|x| x.1).unwrap_or(a);
             let tb = b.split_once(' ').map(|x| x.1).unwrap_or(b);
@@ -224,7 +227,8 @@ mod tests {
     fn message_aggregates_like_kube_scheduler() {
         let mut d = Diagnosis::default();
         for i in 0..3 {
-            d.node_statuses.push((NodeId(i), Status::unschedulable("Insufficient cpu")));
+            d.node_statuses
+                .push((NodeId(i), Status::unschedulable("Insufficient cpu")));
         }
         d.node_statuses.push((
             NodeId(3),
@@ -242,7 +246,10 @@ mod tests {
             pre_filter: Some(Status::unresolvable("pod group is not complete")),
             ..Default::default()
         };
-        assert_eq!(d.message(2), "0/2 nodes are available: pod group is not complete.");
+        assert_eq!(
+            d.message(2),
+            "0/2 nodes are available: pod group is not complete."
+        );
     }
 
     #[test]

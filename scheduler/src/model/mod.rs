@@ -12,7 +12,8 @@ mod taints;
 
 pub use node::{HostPort, NodeId, NodeInfo};
 pub use pod::{
-    AffinityTerm, CompileError, NamespaceLabels, NodeInclusionPolicy, OwnerRef, PodAffinity, PodInfo, PodSpecInfo,
-    PreemptionPolicy, SpreadConstraint, WeightedAffinityTerm, WhenUnsatisfiable,
+    AffinityTerm, CompileError, NamespaceLabels, NodeInclusionPolicy, OwnerRef, PodAffinity,
+    PodInfo, PodSpecInfo, PreemptionPolicy, SpreadConstraint, WeightedAffinityTerm,
+    WhenUnsatisfiable,
 };
 pub use taints::{Taint, TaintEffect, Toleration, TolerationOp, tolerated};

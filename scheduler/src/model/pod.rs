@@ -114,9 +114,10 @@ impl AffinityTerm {
             return false;
         };
         let ns_ok = self.namespaces.contains(&ns)
-            || self.namespace_selector.as_ref().is_some_and(|s| {
-                s.is_empty() || ns_labels.get(&ns).is_some_and(|l| s.matches(l))
-            });
+            || self
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| s.is_empty() || ns_labels.get(&ns).is_some_and(|l| s.matches(l)));
         ns_ok && sel.matches(labels)
     }
 }
@@ -242,11 +243,16 @@ impl PodInfo {
         let raw_spec = pod.spec.as_ref().unwrap_or(&default_spec);
         let spec = PodSpecInfo::compile(&key, namespace, &labels, raw_spec)?;
         let annotations = md.annotations.clone().unwrap_or_default();
-        let owner = md.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| OwnerRef {
-            kind: o.kind.as_str().into(),
-            name: o.name.as_str().into(),
-            uid: o.uid.as_str().into(),
-        });
+        let owner = md
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| OwnerRef {
+                kind: o.kind.as_str().into(),
+                name: o.name.as_str().into(),
+                uid: o.uid.as_str().into(),
+            });
         let status = pod.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
         let equivalence = equivalence_hash(raw_spec, &labels, &annotations, namespace);
@@ -257,8 +263,17 @@ impl PodInfo {
             labels: Arc::new(labels),
             annotations: Arc::new(annotations),
             priority: raw_spec.priority.unwrap_or(0),
-            scheduler_name: Sym::new(raw_spec.scheduler_name.as_deref().unwrap_or("default-scheduler")),
-            bound_node: raw_spec.node_name.as_deref().filter(|n| !n.is_empty()).map(Sym::new),
+            scheduler_name: Sym::new(
+                raw_spec
+                    .scheduler_name
+                    .as_deref()
+                    .unwrap_or("default-scheduler"),
+            ),
+            bound_node: raw_spec
+                .node_name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(Sym::new),
             nominated_node: status
                 .and_then(|s| s.nominated_node_name.as_deref())
                 .filter(|n| !n.is_empty())
@@ -353,7 +368,10 @@ fn requests_of(
 /// kube-scheduler's effective pod request: app containers and sidecars summed,
 /// compared with each init container plus the sidecars started before it,
 /// the larger taken, plus overhead; pod-level requests override.
-fn pod_requests(ctx: &Ctx<'_>, spec: &corev1::PodSpec) -> Result<(ResourceVec, ResourceVec), CompileError> {
+fn pod_requests(
+    ctx: &Ctx<'_>,
+    spec: &corev1::PodSpec,
+) -> Result<(ResourceVec, ResourceVec), CompileError> {
     let mut sum = (ResourceVec::default(), ResourceVec::default());
     for (i, c) in spec.containers.iter().enumerate() {
         let (r, nz) = requests_of(ctx, &format!("spec.containers[{i}]"), c.resources.as_ref())?;
@@ -363,7 +381,11 @@ fn pod_requests(ctx: &Ctx<'_>, spec: &corev1::PodSpec) -> Result<(ResourceVec, R
     let mut sidecars = (ResourceVec::default(), ResourceVec::default());
     let mut init_max = (ResourceVec::default(), ResourceVec::default());
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        let (mut r, mut nz) = requests_of(ctx, &format!("spec.initContainers[{i}]"), c.resources.as_ref())?;
+        let (mut r, mut nz) = requests_of(
+            ctx,
+            &format!("spec.initContainers[{i}]"),
+            c.resources.as_ref(),
+        )?;
         if c.restart_policy.as_deref() == Some("Always") {
             sum.0.add(&r);
             sum.1.add(&nz);
@@ -393,7 +415,8 @@ fn pod_requests(ctx: &Ctx<'_>, spec: &corev1::PodSpec) -> Result<(ResourceVec, R
     if let Some(oh) = &spec.overhead {
         let mut v = ResourceVec::default();
         for (name, q) in oh {
-            v.set_quantity(name, &q.0).map_err(|e| ctx.err("spec.overhead", e))?;
+            v.set_quantity(name, &q.0)
+                .map_err(|e| ctx.err("spec.overhead", e))?;
         }
         sum.0.add(&v);
         sum.1.add(&v);
@@ -422,7 +445,11 @@ fn compile_term(
                 let vals = SmallVec::from_elem(v, 1);
                 sel.reqs.push(Requirement {
                     key,
-                    op: if negate { Op::NotIn(vals) } else { Op::In(vals) },
+                    op: if negate {
+                        Op::NotIn(vals)
+                    } else {
+                        Op::In(vals)
+                    },
                 });
             }
         }
@@ -489,10 +516,20 @@ impl PodSpecInfo {
         let ctx = Ctx { pod: key };
         let own_ns = Sym::new(namespace);
         let (requests, non_zero_requests) = pod_requests(&ctx, spec)?;
-        let node_selector = spec.node_selector.as_ref().filter(|m| !m.is_empty()).map(Selector::from_exact);
-        let na = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+        let node_selector = spec
+            .node_selector
+            .as_ref()
+            .filter(|m| !m.is_empty())
+            .map(Selector::from_exact);
+        let na = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref());
         let required_node_affinity = na
-            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(NodeSelector::compile)
             .transpose()
             .map_err(|e| {
@@ -503,14 +540,20 @@ impl PodSpecInfo {
             })?;
         let mut preferred_node_affinity = Vec::new();
         for (i, p) in na
-            .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|n| {
+                n.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .into_iter()
             .flatten()
             .enumerate()
         {
-            let field = format!("spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+            let field = format!(
+                "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+            );
             let w = check_weight(&ctx, &field, p.weight)?;
-            let t = NodeSelectorTerm::compile(&p.preference).map_err(|e| ctx.err(format!("{field}.preference"), e))?;
+            let t = NodeSelectorTerm::compile(&p.preference)
+                .map_err(|e| ctx.err(format!("{field}.preference"), e))?;
             preferred_node_affinity.push((w, t));
         }
         let tolerations = spec
@@ -518,7 +561,9 @@ impl PodSpecInfo {
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, t)| Toleration::compile(t).map_err(|e| ctx.err(format!("spec.tolerations[{i}]"), e)))
+            .map(|(i, t)| {
+                Toleration::compile(t).map_err(|e| ctx.err(format!("spec.tolerations[{i}]"), e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut host_ports = SmallVec::new();
         for c in &spec.containers {
@@ -526,14 +571,24 @@ impl PodSpecInfo {
                 if let Some(hp) = p.host_port.filter(|p| *p > 0) {
                     host_ports.push(HostPort {
                         protocol: Sym::new(p.protocol.as_deref().unwrap_or("TCP")),
-                        ip: Sym::new(p.host_ip.as_deref().filter(|s| !s.is_empty()).unwrap_or("0.0.0.0")),
+                        ip: Sym::new(
+                            p.host_ip
+                                .as_deref()
+                                .filter(|s| !s.is_empty())
+                                .unwrap_or("0.0.0.0"),
+                        ),
                         port: hp,
                     });
                 }
             }
         }
         let mut spread_constraints = Vec::new();
-        for (i, c) in spec.topology_spread_constraints.iter().flatten().enumerate() {
+        for (i, c) in spec
+            .topology_spread_constraints
+            .iter()
+            .flatten()
+            .enumerate()
+        {
             let field = format!("spec.topologySpreadConstraints[{i}]");
             if c.max_skew < 1 {
                 return Err(ctx.err(format!("{field}.maxSkew"), "must be at least 1"));
@@ -563,7 +618,10 @@ impl PodSpecInfo {
                 None => Ok(default),
                 Some("Honor") => Ok(NodeInclusionPolicy::Honor),
                 Some("Ignore") => Ok(NodeInclusionPolicy::Ignore),
-                Some(o) => Err(ctx.err(format!("{field}.{name}"), format!("{o:?} is neither Honor nor Ignore"))),
+                Some(o) => Err(ctx.err(
+                    format!("{field}.{name}"),
+                    format!("{o:?} is neither Honor nor Ignore"),
+                )),
             };
             let mut selector = c
                 .label_selector
@@ -589,35 +647,87 @@ impl PodSpecInfo {
                 when_unsatisfiable,
                 selector,
                 min_domains: c.min_domains,
-                node_affinity_policy: policy(c.node_affinity_policy.as_deref(), NodeInclusionPolicy::Honor, "nodeAffinityPolicy")?,
-                node_taints_policy: policy(c.node_taints_policy.as_deref(), NodeInclusionPolicy::Ignore, "nodeTaintsPolicy")?,
+                node_affinity_policy: policy(
+                    c.node_affinity_policy.as_deref(),
+                    NodeInclusionPolicy::Honor,
+                    "nodeAffinityPolicy",
+                )?,
+                node_taints_policy: policy(
+                    c.node_taints_policy.as_deref(),
+                    NodeInclusionPolicy::Ignore,
+                    "nodeTaintsPolicy",
+                )?,
             });
         }
         let mut affinity = PodAffinity::default();
         if let Some(a) = spec.affinity.as_ref() {
             if let Some(pa) = &a.pod_affinity {
                 let base = "spec.affinity.podAffinity";
-                for (i, t) in pa.required_during_scheduling_ignored_during_execution.iter().flatten().enumerate() {
-                    affinity.required.push(compile_term(&ctx, &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"), t, own_ns, labels)?);
+                for (i, t) in pa
+                    .required_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    affinity.required.push(compile_term(
+                        &ctx,
+                        &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                        t,
+                        own_ns,
+                        labels,
+                    )?);
                 }
-                for (i, w) in pa.preferred_during_scheduling_ignored_during_execution.iter().flatten().enumerate() {
+                for (i, w) in pa
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                {
                     let f = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
                     affinity.preferred.push(WeightedAffinityTerm {
                         weight: check_weight(&ctx, &f, w.weight)?,
-                        term: compile_term(&ctx, &format!("{f}.podAffinityTerm"), &w.pod_affinity_term, own_ns, labels)?,
+                        term: compile_term(
+                            &ctx,
+                            &format!("{f}.podAffinityTerm"),
+                            &w.pod_affinity_term,
+                            own_ns,
+                            labels,
+                        )?,
                     });
                 }
             }
             if let Some(pa) = &a.pod_anti_affinity {
                 let base = "spec.affinity.podAntiAffinity";
-                for (i, t) in pa.required_during_scheduling_ignored_during_execution.iter().flatten().enumerate() {
-                    affinity.required_anti.push(compile_term(&ctx, &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"), t, own_ns, labels)?);
+                for (i, t) in pa
+                    .required_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    affinity.required_anti.push(compile_term(
+                        &ctx,
+                        &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                        t,
+                        own_ns,
+                        labels,
+                    )?);
                 }
-                for (i, w) in pa.preferred_during_scheduling_ignored_during_execution.iter().flatten().enumerate() {
+                for (i, w) in pa
+                    .preferred_during_scheduling_ignored_during_execution
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                {
                     let f = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
                     affinity.preferred_anti.push(WeightedAffinityTerm {
                         weight: check_weight(&ctx, &f, w.weight)?,
-                        term: compile_term(&ctx, &format!("{f}.podAffinityTerm"), &w.pod_affinity_term, own_ns, labels)?,
+                        term: compile_term(
+                            &ctx,
+                            &format!("{f}.podAffinityTerm"),
+                            &w.pod_affinity_term,
+                            own_ns,
+                            labels,
+                        )?,
                     });
                 }
             }
@@ -658,7 +768,11 @@ impl PodSpecInfo {
                 .map(|g| g.name.clone())
                 .collect(),
             images,
-            node_name: spec.node_name.as_deref().filter(|n| !n.is_empty()).map(Sym::new),
+            node_name: spec
+                .node_name
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(Sym::new),
             preemption_policy,
         })
     }
@@ -717,9 +831,15 @@ mod tests {
         }));
         let info = PodInfo::compile(&p).unwrap();
         assert_eq!(info.spec.requests[ResourceId::CPU], 1000);
-        assert_eq!(info.spec.requests[ResourceId::lookup("example.com/foo").unwrap()], 2);
+        assert_eq!(
+            info.spec.requests[ResourceId::lookup("example.com/foo").unwrap()],
+            2
+        );
         assert_eq!(info.spec.non_zero_requests[ResourceId::CPU], 1100);
-        assert_eq!(info.spec.non_zero_requests[ResourceId::MEMORY], 2 * DEFAULT_MEMORY_REQUEST);
+        assert_eq!(
+            info.spec.non_zero_requests[ResourceId::MEMORY],
+            2 * DEFAULT_MEMORY_REQUEST
+        );
         assert_eq!(info.namespace.as_str(), "default");
     }
 
@@ -739,7 +859,10 @@ mod tests {
             ]}
         }));
         let e = PodInfo::compile(&p).unwrap_err();
-        assert_eq!(e.field, "spec.topologySpreadConstraints[0].whenUnsatisfiable");
+        assert_eq!(
+            e.field,
+            "spec.topologySpreadConstraints[0].whenUnsatisfiable"
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl Toleration {
         };
         let effect = match t.effect.as_deref().unwrap_or("") {
             "" => None,
-            e => Some(TaintEffect::parse(e).ok_or_else(|| format!("unknown toleration effect {e:?}"))?),
+            e => Some(
+                TaintEffect::parse(e).ok_or_else(|| format!("unknown toleration effect {e:?}"))?,
+            ),
         };
         let key = Sym::new(t.key.as_deref().unwrap_or(""));
         if key.is_empty() && op != TolerationOp::Exists {
