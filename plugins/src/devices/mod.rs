@@ -694,6 +694,15 @@ impl FilterPlugin for Devices {
             Err(r) => self.reject(r, e, node),
         }
     }
+
+    /// The verdict depends on the pod and on this plugin's entry for the
+    /// node, which changes only together with the node: through the
+    /// observer (after the node's generation moved) or in Reserve and
+    /// Unreserve (right after the pod was assumed on it, right before it is
+    /// forgotten). So equivalent pods may reuse it while the node stands.
+    fn is_node_local(&self) -> bool {
+        true
+    }
 }
 
 impl PreScorePlugin for Devices {
