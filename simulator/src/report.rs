@@ -136,7 +136,7 @@ impl Utilization {
 }
 
 /// Counts for one workload.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct WorkloadReport {
     /// Workload name.
     pub name: String,
@@ -146,6 +146,11 @@ pub struct WorkloadReport {
     pub scheduled: usize,
     /// Pods left unbound.
     pub unschedulable: usize,
+    /// Scheduling cycles of this workload's pods: count and wall time, the
+    /// share of the run's scheduling time they took, and their latency.
+    pub cycle_latency: Latency,
+    /// Sum of this workload's cycle durations, seconds.
+    pub cycle_seconds: f64,
 }
 
 /// One distinct reason pods were left unbound.
@@ -347,14 +352,20 @@ impl Report {
             let _ = writeln!(out);
             let _ = writeln!(
                 out,
-                "{:<nw$}  {:>9}  {:>13}  {:>9}",
-                "workload", "scheduled", "unschedulable", "total"
+                "{:<nw$}  {:>9}  {:>13}  {:>9}  {:>9}  {:>9}  {:>9}",
+                "workload", "scheduled", "unschedulable", "total", "cycles s", "p50 ms", "p99 ms"
             );
             for w in &self.workloads {
                 let _ = writeln!(
                     out,
-                    "{:<nw$}  {:>9}  {:>13}  {:>9}",
-                    w.name, w.scheduled, w.unschedulable, w.total
+                    "{:<nw$}  {:>9}  {:>13}  {:>9}  {:>9.2}  {:>9.3}  {:>9.3}",
+                    w.name,
+                    w.scheduled,
+                    w.unschedulable,
+                    w.total,
+                    w.cycle_seconds,
+                    w.cycle_latency.p50_ms,
+                    w.cycle_latency.p99_ms
                 );
             }
         }
@@ -431,6 +442,7 @@ mod tests {
                 total: 10,
                 scheduled: 9,
                 unschedulable: 1,
+                ..Default::default()
             }],
             unschedulable_messages: vec![MessageCount {
                 message: "0/3 nodes are available: 3 Insufficient cpu.".into(),

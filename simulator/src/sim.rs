@@ -114,6 +114,10 @@ pub struct Simulation {
     // What the run observed.
     arrivals: Vec<PodArrival>,
     cycle_durations: Vec<Duration>,
+    /// Cycle durations per workload (by index), and which workload each
+    /// pod belongs to.
+    workload_cycles: Vec<Vec<Duration>>,
+    workload_of: FxHashMap<Arc<str>, usize>,
     cycles: CycleCounts,
     /// Order in which pods were last sent to bind, for feeding confirmations
     /// back deterministically.
@@ -163,6 +167,8 @@ impl Simulation {
             opts: opts.clone(),
             arrivals: Vec::new(),
             cycle_durations: Vec::new(),
+            workload_cycles: Vec::new(),
+            workload_of: FxHashMap::default(),
             cycles: CycleCounts::default(),
             bind_order: FxHashMap::default(),
             last_message: FxHashMap::default(),
@@ -303,6 +309,19 @@ impl Simulation {
 
     fn record(&mut self, o: CycleOutcome) {
         self.cycle_durations.push(o.duration);
+        if self.workload_of.len() < self.arrivals.len() {
+            self.workload_of = self
+                .arrivals
+                .iter()
+                .map(|a| (a.pod.uid.clone(), a.workload))
+                .collect();
+        }
+        if let Some(&w) = self.workload_of.get(&o.pod.uid) {
+            if self.workload_cycles.len() <= w {
+                self.workload_cycles.resize(w + 1, Vec::new());
+            }
+            self.workload_cycles[w].push(o.duration);
+        }
         self.cycles.total += 1;
         let seq = self.cycles.total;
         match o.result {
@@ -422,6 +441,12 @@ impl Simulation {
             deleted: deleted.len(),
             ..Default::default()
         };
+        for (i, w) in per_workload.iter_mut().enumerate() {
+            if let Some(c) = self.workload_cycles.get(i) {
+                w.cycle_seconds = c.iter().map(Duration::as_secs_f64).sum();
+                w.cycle_latency = Latency::from_samples(&mut c.clone());
+            }
+        }
         for a in &self.arrivals {
             let w = &mut per_workload[a.workload];
             w.total += 1;
