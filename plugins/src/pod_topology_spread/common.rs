@@ -13,9 +13,11 @@
 //!   selector and is neither terminating nor finished. A constraint without a
 //!   selector counts nothing.
 //!
-//! Counting walks every pod of every node once per cycle, so each pod is
-//! matched once per *distinct* selector ([`SelectorIndex`]), not once per
-//! constraint: the two system defaults share one selector.
+//! Counting walks the pods of a node once per selector set, matching each
+//! pod once per *distinct* selector ([`SelectorIndex`]), not once per
+//! constraint: the two system defaults share one selector. The walk is done
+//! only for nodes that changed since a pod of the same kind was last
+//! counted (`memo.rs`).
 
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -182,7 +184,7 @@ pub(crate) struct Inclusion {
 }
 
 /// Which inclusion checks a pod's constraints need, decided once per cycle.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct InclusionChecks {
     affinity: bool,
     taints: bool,
@@ -199,6 +201,18 @@ impl InclusionChecks {
                 && (spec.node_selector.is_some() || spec.required_node_affinity.is_some()),
             taints: constraints.iter().any(|c| c.honor_taints),
         }
+    }
+
+    /// Whether node affinity (nodeSelector, required affinity) is checked.
+    #[inline]
+    pub fn affinity(self) -> bool {
+        self.affinity
+    }
+
+    /// Whether hard taints are checked.
+    #[inline]
+    pub fn taints(self) -> bool {
+        self.taints
     }
 
     /// The node's standing; checks not needed report "included".
@@ -279,8 +293,9 @@ impl SelectorIndex {
         self.of.get(i).copied().flatten()
     }
 
-    /// Marks the selector of constraint `i` as needed.
-    #[inline]
+    /// Marks the selector of constraint `i` as needed (by the reference
+    /// count the tests compare the memo with).
+    #[cfg(test)]
     pub fn need(&self, i: usize, mask: &mut SelectorMask) {
         if let Some(j) = self.of(i) {
             mask[j] = true;

@@ -1,7 +1,8 @@
 //! PreFilter and Filter: the hard (`DoNotSchedule`) constraints.
 //!
 //! PreFilter counts, once per cycle, the matching pods of every eligible
-//! domain (see `common.rs` for what is eligible and what counts). Filter then
+//! domain (see `common.rs` for what is eligible and what counts), taking the
+//! totals the memo keeps up to date (`memo.rs`). Filter then
 //! checks, per constraint and with no allocation:
 //!
 //! ```text
@@ -32,7 +33,7 @@ use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
-use super::common::{Constraint, InclusionChecks, SelectorIndex, countable, has_all_keys};
+use super::common::{Constraint, InclusionChecks, countable, has_all_keys};
 
 /// Filter's reason when the skew would exceed `maxSkew`.
 pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
@@ -40,10 +41,11 @@ pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology s
 pub const ERR_NODE_LABEL_NOT_MATCH: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 
-/// Counts per domain as PreFilter found them; shared by every clone.
+/// Counts per domain as PreFilter found them; shared by every clone (and
+/// with the memo until its next change).
 #[derive(Debug, Default)]
 struct BaseCounts {
-    counts: FxHashMap<Sym, i64>,
+    counts: Arc<FxHashMap<Sym, i64>>,
     min: i64,
     /// Distinct counts ascending with how many domains hold each; built on
     /// the first what-if update only.
@@ -51,7 +53,7 @@ struct BaseCounts {
 }
 
 impl BaseCounts {
-    fn new(counts: FxHashMap<Sym, i64>) -> BaseCounts {
+    fn new(counts: Arc<FxHashMap<Sym, i64>>) -> BaseCounts {
         let min = counts.values().copied().min().unwrap_or(i64::MAX);
         BaseCounts {
             counts,
@@ -86,7 +88,7 @@ struct Domains {
 }
 
 impl Domains {
-    fn new(counts: FxHashMap<Sym, i64>) -> Domains {
+    fn new(counts: Arc<FxHashMap<Sym, i64>>) -> Domains {
         let base = BaseCounts::new(counts);
         Domains {
             len: base.counts.len(),
@@ -181,7 +183,13 @@ impl PreFilterPlugin for PodTopologySpread {
         if constraints.is_empty() {
             return PreFilterResult::skip();
         }
-        let counts = count_domains(pod, &constraints, snap);
+        // Only nodes with every key count: `require_all`.
+        let counts: Vec<Arc<FxHashMap<Sym, i64>>> =
+            self.memo.with(pod, &constraints, true, snap, |e| {
+                (0..constraints.len())
+                    .map(|i| e.totals(i).clone())
+                    .collect()
+            });
         let self_match: Arc<[i64]> = constraints
             .iter()
             .map(|c| i64::from(c.matches(&pod.labels)))
@@ -221,14 +229,16 @@ impl PreFilterPlugin for PodTopologySpread {
     }
 }
 
-/// Counts matching pods per eligible domain, for each constraint.
-fn count_domains(
+/// Counts matching pods per eligible domain, for each constraint, walking
+/// every node: what the memo's totals must equal.
+#[cfg(test)]
+pub(super) fn count_domains(
     pod: &PodInfo,
     constraints: &[Constraint],
     snap: &Snapshot,
 ) -> Vec<FxHashMap<Sym, i64>> {
     let mut counts: Vec<FxHashMap<Sym, i64>> = vec![FxHashMap::default(); constraints.len()];
-    let index = SelectorIndex::new(constraints);
+    let index = super::common::SelectorIndex::new(constraints);
     let checks = InclusionChecks::new(pod, constraints);
     let (mut mask, mut per_selector) = index.scratch();
     for node in snap.nodes() {

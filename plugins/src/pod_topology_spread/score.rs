@@ -12,7 +12,8 @@
 //!   `kubernetes.io/hostname` `ln(feasible non-ignored nodes + 2)`;
 //! - counts, over all nodes that pass the inclusion policies, the matching
 //!   pods of each of those domains; for `kubernetes.io/hostname` it counts
-//!   the matching pods on each feasible node itself.
+//!   the matching pods on each feasible node itself. Both come from the
+//!   memo (`memo.rs`), which re-counts only nodes changed since.
 //!
 //! Score (no allocation) sums, over the constraints whose key the node has,
 //! `count(node's domain) * weight + (maxSkew - 1)`, rounded.
@@ -35,7 +36,7 @@ use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
-use super::common::{InclusionChecks, SelectorIndex, has_all_keys};
+use super::common::has_all_keys;
 
 /// Matching pods per domain of one soft constraint.
 #[derive(Debug)]
@@ -96,10 +97,11 @@ impl PreScorePlugin for PodTopologySpread {
         let by_host: SmallVec<[bool; 4]> =
             constraints.iter().map(|c| c.key == self.hostname).collect();
 
+        let any_host = by_host.iter().any(|h| *h);
         let mut ignored = Vec::new();
         let mut n_ignored = 0usize;
-        // Feasible nodes that are scored, by `NodeId` index.
-        let mut scored = vec![false; snap.node_capacity()];
+        // Feasible nodes that are scored, when a constraint is by hostname.
+        let mut scored: Vec<NodeId> = Vec::new();
         let mut domains: Vec<FxHashMap<Sym, i64>> = vec![FxHashMap::default(); constraints.len()];
         for &id in feasible {
             let node = snap.node(id);
@@ -113,8 +115,8 @@ impl PreScorePlugin for PodTopologySpread {
                 n_ignored += 1;
                 continue;
             }
-            if let Some(slot) = scored.get_mut(id.index()) {
-                *slot = true;
+            if any_host {
+                scored.push(id);
             }
             for (i, c) in constraints.iter().enumerate() {
                 if !by_host[i] {
@@ -126,62 +128,37 @@ impl PreScorePlugin for PodTopologySpread {
         }
         let scored_nodes = feasible.len() - n_ignored;
 
-        let index = SelectorIndex::new(&constraints);
-        let (mut mask, mut per_selector) = index.scratch();
-
-        // One pass over all nodes, each pod matched once per selector:
-        // domain counts for keys other than hostname (nodes passing the
-        // inclusion policies), and each scored node's own pods for hostname.
-        let any_host = by_host.iter().any(|h| *h);
-        let mut per_node: Vec<Option<Vec<i64>>> = by_host
-            .iter()
-            .map(|h| h.then(|| vec![0; snap.node_capacity()]))
-            .collect();
-        let checks = InclusionChecks::new(pod, &constraints);
-        let mut targets: SmallVec<[(usize, Sym); 4]> = SmallVec::new();
-        for node in snap.nodes() {
-            if require_all && !has_all_keys(node, &constraints) {
-                continue;
-            }
-            let inc = checks.of(pod, node);
-            let scored_here = any_host && scored.get(node.id.index()).copied().unwrap_or(false);
-            targets.clear();
-            mask.iter_mut().for_each(|m| *m = false);
-            for (i, c) in constraints.iter().enumerate() {
-                if by_host[i] {
-                    if scored_here {
-                        index.need(i, &mut mask);
+        // The memo's totals are over every node passing the inclusion
+        // policies (and carrying every key when `require_all`): domain counts
+        // for keys other than hostname, and each scored node's own pods for
+        // hostname.
+        let per_node: Vec<Option<Vec<i64>>> =
+            self.memo.with(pod, &constraints, require_all, snap, |e| {
+                for (i, d) in domains.iter_mut().enumerate() {
+                    if by_host[i] {
+                        continue;
                     }
-                    continue;
-                }
-                if !c.includes(inc) {
-                    continue;
-                }
-                let v = node.labels.get(c.key).unwrap_or(Sym::EMPTY);
-                if domains[i].contains_key(&v) {
-                    targets.push((i, v));
-                    index.need(i, &mut mask);
-                }
-            }
-            if targets.is_empty() && !scored_here {
-                continue;
-            }
-            index.count(&node.pods, pod.namespace, &mask, &mut per_selector);
-            for &(i, v) in &targets {
-                if let (Some(j), Some(n)) = (index.of(i), domains[i].get_mut(&v)) {
-                    *n += per_selector[j];
-                }
-            }
-            if scored_here {
-                for (i, slot) in per_node.iter_mut().enumerate() {
-                    if let (Some(counts), Some(j)) = (slot.as_mut(), index.of(i))
-                        && let Some(n) = counts.get_mut(node.id.index())
-                    {
-                        *n = per_selector[j];
+                    let totals = e.totals(i);
+                    for (v, n) in d.iter_mut() {
+                        *n = totals.get(v).copied().unwrap_or(0);
                     }
                 }
-            }
-        }
+                by_host
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        h.then(|| {
+                            let mut counts = vec![0; snap.node_capacity()];
+                            for &id in &scored {
+                                if let Some(n) = counts.get_mut(id.index()) {
+                                    *n = e.on_node(id, i);
+                                }
+                            }
+                            counts
+                        })
+                    })
+                    .collect()
+            });
 
         let constraints = constraints
             .iter()

@@ -1,6 +1,8 @@
 //! Tests built from the examples of the Kubernetes docs ("Pod Topology
 //! Spread Constraints"), kube-scheduler's scoring formula worked by hand, and
-//! a property test that the PreFilter extensions agree with a fresh PreFilter.
+//! a property test that the PreFilter extensions agree with a fresh PreFilter,
+//! and one that the memo's counts equal a fresh count through random cluster
+//! histories.
 
 use super::filter::inspect;
 use super::*;
@@ -1140,4 +1142,184 @@ fn scale_16k_nodes_100k_pods() {
         "what-if clone+remove+filter on every node: {:?} total",
         t.elapsed()
     );
+}
+
+// ---- The memo equals a fresh count through any cluster history -----------
+
+/// A change to the cluster, or a check of the memo.
+#[derive(Clone, Debug)]
+enum Step {
+    AddPod(Spec),
+    RemovePod(prop::sample::Index),
+    /// Node, new zone (None removes the label), disk ssd, tainted.
+    Relabel(usize, Option<usize>, bool, bool),
+    RemoveNode(usize),
+    /// Checks incoming pod kind `k`.
+    Check(usize),
+}
+
+fn memo_node(i: usize, zone: Option<usize>, ssd: bool, tainted: bool) -> corev1::Node {
+    let name = format!("n{i}");
+    let mut b = testing::node(&name).label("disk", if ssd { "ssd" } else { "hdd" });
+    if let Some(z) = zone {
+        b = b.label("zone", ["A", "B", "C"][z]);
+    }
+    if tainted {
+        b = b.taint("dedicated", "x", "NoSchedule");
+    }
+    b.build()
+}
+
+fn memo_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => spec_strategy().prop_map(Step::AddPod),
+        2 => any::<prop::sample::Index>().prop_map(Step::RemovePod),
+        2 => (0..NODES + 2, prop::option::of(0..3usize), prop::bool::weighted(0.7), prop::bool::weighted(0.2))
+            .prop_map(|(n, z, s, t)| Step::Relabel(n, z, s, t)),
+        1 => (0..NODES + 2).prop_map(Step::RemoveNode),
+        4 => (0..4usize).prop_map(Step::Check),
+    ]
+}
+
+/// Incoming pods of several kinds: hard zone (taints honored, minDomains)
+/// and hostname with a nodeSelector; soft zone and hostname; an owned pod
+/// under the System defaults (nodes without a zone still scored); a hard
+/// constraint with another selector and node affinity ignored.
+fn memo_kinds() -> Vec<PodInfo> {
+    let mut other = hard(1, "zone");
+    other["labelSelector"] = json!({"matchLabels": {"foo": "baz"}});
+    other["nodeAffinityPolicy"] = json!("Ignore");
+    vec![
+        prop_incoming(),
+        mypod(
+            vec![soft(1, "zone"), soft(2, LABEL_HOSTNAME)],
+            json!({"nodeSelector": {"disk": "ssd"}}),
+        ),
+        owned(testing::pod("sys").label("foo", "bar").build()),
+        mypod(
+            vec![other, soft(1, "zone")],
+            json!({"nodeSelector": {"disk": "hdd"}}),
+        ),
+    ]
+}
+
+/// Filter verdicts (or "skip") on every node.
+fn verdicts(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> Vec<String> {
+    let snap = cache.snapshot();
+    let mut state = CycleState::new();
+    let r = pl.pre_filter(&mut state, pod, snap);
+    if r.status.is_skip() {
+        return vec!["skip".into()];
+    }
+    let mut out: Vec<String> = snap
+        .nodes()
+        .map(|n| format!("{} {:?}", n.name, pl.filter(&state, pod, n).code()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Raw and normalized scores over every node (empty on skip).
+fn memo_scores(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> (Named, Named) {
+    let snap = cache.snapshot();
+    let mut state = CycleState::new();
+    let ids: Vec<NodeId> = snap.node_ids().to_vec();
+    if ids.is_empty() || pl.pre_score(&mut state, pod, snap, &ids).is_skip() {
+        return (Vec::new(), Vec::new());
+    }
+    score_all(pl, pod, cache)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Through any history of pods added and removed and nodes relabelled,
+    /// tainted, added and removed, the memo's counts for each kind of
+    /// incoming pod equal a fresh count over every node, and PreFilter,
+    /// Filter, PreScore and Score answer as a plugin with no memo yet.
+    #[test]
+    fn memo_matches_fresh_count(steps in prop::collection::vec(memo_step(), 1..40)) {
+        let pl = system();
+        let kinds = memo_kinds();
+        let mut cache = testing::cache_with(prop_nodes(), vec![]);
+        let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
+        for (i, st) in steps.iter().enumerate() {
+            match st {
+                Step::AddPod(s) => {
+                    let p = prop_pod(i, s);
+                    if cache.snapshot().node_by_name(p.bound_node.unwrap()).is_some() {
+                        uids.push(p.uid.clone());
+                        cache.add_pod(std::sync::Arc::new(p));
+                    }
+                }
+                Step::RemovePod(ix) => {
+                    if !uids.is_empty() {
+                        let uid = uids.swap_remove(ix.index(uids.len()));
+                        cache.remove_pod(&uid);
+                    }
+                }
+                Step::Relabel(n, z, ssd, t) => {
+                    cache.upsert_node(&memo_node(*n, *z, *ssd, *t)).unwrap();
+                }
+                Step::RemoveNode(n) => {
+                    cache.remove_node(format!("n{n}").as_str().into());
+                }
+                Step::Check(k) => {
+                    let pod = &kinds[*k];
+                    let snap = cache.snapshot();
+                    for hard in [true, false] {
+                        let cs = pl.defaults.constraints(pod, hard);
+                        if cs.is_empty() {
+                            continue;
+                        }
+                        let require_all = hard || !pod.spec.spread_constraints.is_empty();
+                        let fresh = memo::Entry::fresh(pod, &cs, require_all, snap);
+                        prop_assert!(
+                            pl.memo.with(pod, &cs, require_all, snap, |e| e.same_counts(&fresh)),
+                            "step {} kind {} hard {}", i, k, hard
+                        );
+                        if hard {
+                            let want = filter::count_domains(pod, &cs, snap);
+                            let got: Vec<_> = pl.memo.with(pod, &cs, true, snap, |e| {
+                                (0..cs.len()).map(|j| (**e.totals(j)).clone()).collect()
+                            });
+                            prop_assert_eq!(got, want, "step {} kind {}", i, k);
+                        }
+                    }
+                    let new = system();
+                    prop_assert_eq!(verdicts(&pl, pod, &cache), verdicts(&new, pod, &cache), "step {}", i);
+                    prop_assert_eq!(memo_scores(&pl, pod, &cache), memo_scores(&new, pod, &cache), "step {}", i);
+                }
+            }
+        }
+        prop_assert!(pl.memo.len() <= memo::CAPACITY);
+    }
+}
+
+/// One plugin used on two clusters whose nodes have identical generations
+/// but different pods must not mix them up; the memo stays bounded.
+#[test]
+fn memo_never_crosses_snapshots() {
+    let pl = system();
+    let pod = mypod(vec![hard(1, "zone")], json!({}));
+    for round in 0..3 {
+        let a = testing::cache_with(
+            vec![zone_node("n1", "A"), zone_node("n2", "B")],
+            vec![foo_pod("x", "n1")],
+        );
+        assert_eq!(feasible(&pl, &pod, &a), names(&["n2"]), "round {round}");
+        drop(a);
+        let b = testing::cache_with(
+            vec![zone_node("n1", "A"), zone_node("n2", "B")],
+            vec![foo_pod("x", "n2")],
+        );
+        assert_eq!(feasible(&pl, &pod, &b), names(&["n1"]), "round {round}");
+    }
+    let cache = testing::cache_with(vec![zone_node("n1", "A")], vec![]);
+    for i in 0..3 * memo::CAPACITY {
+        let q = mypod(vec![hard(1, &format!("key-{i}"))], json!({}));
+        let mut state = CycleState::new();
+        let _ = pl.pre_filter(&mut state, &q, cache.snapshot());
+    }
+    assert_eq!(pl.memo.len(), memo::CAPACITY);
 }
