@@ -93,13 +93,15 @@ fn spawn_server(extra: &[String]) -> (Child, String) {
 }
 
 fn options(qps: f64, burst: u32) -> AdapterOptions {
-    let mut o = AdapterOptions::default();
+    let mut o = AdapterOptions {
+        http_address: None,
+        qps,
+        burst,
+        event_qps: 50.0,
+        event_burst: 100,
+        ..AdapterOptions::default()
+    };
     o.leader_election.enabled = false;
-    o.http_address = None;
-    o.qps = qps;
-    o.burst = burst;
-    o.event_qps = 50.0;
-    o.event_burst = 100;
     o
 }
 

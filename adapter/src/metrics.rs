@@ -8,12 +8,15 @@
 //!   unschedulable, error;
 //! - `scheduler_scheduling_attempt_duration_seconds{result,profile}`;
 //! - `scheduler_scheduling_algorithm_duration_seconds`: the scheduling cycle
-//!   up to the choice of a node (the engine reports one duration per cycle,
-//!   so this is the cycle's duration for cycles that found a node);
+//!   up to the choice of a node, or to the finding that none fits;
 //! - `scheduler_framework_extension_point_duration_seconds{extension_point,status,profile}`:
-//!   Bind is timed around the API call;
+//!   PreFilter, Filter, PostFilter, Score (PreScore to NormalizeScore),
+//!   Reserve and Permit as the engine times them once per cycle
+//!   ([`strata_scheduler::engine::PhaseTimes`]); Bind around the API call;
 //! - `scheduler_plugin_execution_duration_seconds{plugin,extension_point,status}`:
-//!   DefaultBinder's Bind;
+//!   DefaultBinder's Bind only (per-plugin times of the other points are not
+//!   measured: Filter and Score run per node, where timing would cost more
+//!   than the plugins);
 //! - `scheduler_pod_scheduling_sli_duration_seconds{attempts}`: from the
 //!   pod's first entry in the queue to the end of the cycle that placed it;
 //! - `scheduler_preemption_attempts_total`, `scheduler_preemption_victims`.
@@ -450,21 +453,50 @@ impl RunObserver for EngineObserver {
             .attempt_duration
             .get_or_create(&labels)
             .observe(secs);
-        if result == "scheduled" {
-            self.metrics.algorithm_duration.observe(secs);
-            if let Some(q) = sched.queue().get(&o.pod.uid) {
-                let waited = self.clock.now().saturating_sub(q.first_enqueued);
-                let attempts = q.attempts.max(1);
-                let bucket = if attempts >= 15 {
-                    "15+".to_owned()
-                } else {
-                    attempts.to_string()
-                };
+        let ph = &o.phases;
+        if !ph.algorithm.is_zero() {
+            self.metrics
+                .algorithm_duration
+                .observe(ph.algorithm.as_secs_f64());
+        }
+        let status = match result {
+            "scheduled" => "Success",
+            "unschedulable" => "Unschedulable",
+            _ => "Error",
+        };
+        for (point, d) in [
+            ("PreFilter", ph.pre_filter),
+            ("Filter", ph.filter),
+            ("PostFilter", ph.post_filter),
+            ("Score", ph.score),
+            ("Reserve", ph.reserve),
+            ("Permit", ph.permit),
+        ] {
+            if !d.is_zero() {
                 self.metrics
-                    .sli_duration
-                    .get_or_create(&AttemptsLabel { attempts: bucket })
-                    .observe(waited.as_secs_f64());
+                    .point_duration
+                    .get_or_create(&PointLabels {
+                        extension_point: point,
+                        status,
+                        profile: labels.profile.clone(),
+                    })
+                    .observe(d.as_secs_f64());
             }
+        }
+        if result == "scheduled"
+            && let Some(q) = sched.queue().get(&o.pod.uid)
+        {
+            let waited = self.clock.now().saturating_sub(q.first_enqueued);
+            let attempts = q.attempts.max(1);
+            let bucket = if attempts >= 15 {
+                "15+".to_owned()
+            } else {
+                attempts.to_string()
+            };
+            self.metrics
+                .sli_duration
+                .get_or_create(&AttemptsLabel { attempts: bucket })
+                .observe(waited.as_secs_f64());
         }
         let c = sched.counters();
         if c.preemptions > self.last_preemptions {

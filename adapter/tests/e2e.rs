@@ -42,8 +42,10 @@ struct Env {
 
 impl Env {
     async fn new(kc: PathBuf, tag: &str) -> Env {
-        let mut o = AdapterOptions::default();
-        o.kubeconfig = Some(kc.clone());
+        let o = AdapterOptions {
+            kubeconfig: Some(kc.clone()),
+            ..AdapterOptions::default()
+        };
         let client = strata_kube::make_client(&o)
             .await
             .expect("client from STRATA_E2E_KUBECONFIG");
@@ -69,9 +71,11 @@ impl Env {
     }
 
     fn options(&self, identity: &str) -> AdapterOptions {
-        let mut o = AdapterOptions::default();
-        o.kubeconfig = Some(self.kubeconfig.clone());
-        o.http_address = Some("127.0.0.1:0".parse().unwrap());
+        let mut o = AdapterOptions {
+            kubeconfig: Some(self.kubeconfig.clone()),
+            http_address: Some("127.0.0.1:0".parse().unwrap()),
+            ..AdapterOptions::default()
+        };
         let l = &mut o.leader_election;
         l.lease_namespace = self.ns.clone();
         l.lease_name = self.sched.clone();

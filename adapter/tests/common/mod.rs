@@ -34,13 +34,15 @@ pub fn client(s: &FakeApiServer) -> kube::Client {
 /// Options for tests: fast leader election, no client limit to speak of,
 /// health on a free port.
 pub fn options(identity: &str, leader: bool) -> AdapterOptions {
-    let mut o = AdapterOptions::default();
-    o.qps = 5000.0;
-    o.burst = 5000;
-    o.event_qps = 1000.0;
-    o.event_burst = 1000;
-    o.http_address = Some("127.0.0.1:0".parse().unwrap());
-    o.shutdown_grace = Duration::from_secs(5);
+    let mut o = AdapterOptions {
+        qps: 5000.0,
+        burst: 5000,
+        event_qps: 1000.0,
+        event_burst: 1000,
+        http_address: Some("127.0.0.1:0".parse().unwrap()),
+        shutdown_grace: Duration::from_secs(5),
+        ..AdapterOptions::default()
+    };
     let l = &mut o.leader_election;
     l.enabled = leader;
     l.lease_duration = Duration::from_millis(1500);

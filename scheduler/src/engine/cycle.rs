@@ -73,6 +73,31 @@ pub struct CycleOutcome {
     pub result: CycleResult,
     /// Wall time of the scheduling cycle (not the binding).
     pub duration: Duration,
+    /// Wall time of its extension points.
+    pub phases: PhaseTimes,
+}
+
+/// Wall time of the extension points of one scheduling cycle (zero for
+/// those not run), for metrics. Measured once per phase, never per node.
+/// When the equivalence fast path places a pod, filtering and scoring run
+/// together and are reported as `filter`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// PreFilter.
+    pub pre_filter: Duration,
+    /// Filter over the candidate nodes.
+    pub filter: Duration,
+    /// PostFilter (preemption), when nothing fit.
+    pub post_filter: Duration,
+    /// PreScore, Score and NormalizeScore.
+    pub score: Duration,
+    /// Reserve.
+    pub reserve: Duration,
+    /// Permit.
+    pub permit: Duration,
+    /// From the start of the cycle to the choice of a node (or to the
+    /// finding that none fits): kube-scheduler's scheduling algorithm.
+    pub algorithm: Duration,
 }
 
 /// What the incremental path decided.
@@ -148,11 +173,14 @@ impl Scheduler {
                 pod: qp.pod,
                 result,
                 duration,
+                phases: std::mem::take(&mut self.phases),
             });
         }
     }
 
     fn scheduling_cycle(&mut self, pi: usize, qp: &QueuedPod) -> CycleResult {
+        let cycle_start = Instant::now();
+        self.phases = PhaseTimes::default();
         let pod = qp.pod.clone();
         let mut state = CycleState::new();
         let profile = &self.profiles[pi];
@@ -199,13 +227,18 @@ impl Scheduler {
             }
         }
 
+        self.phases.pre_filter = cycle_start.elapsed();
         if let Some(a) = state.get_mut::<crate::framework::PodsToActivate>() {
             let uids = std::mem::take(&mut a.0);
             self.queue.activate_pods(&uids);
         }
 
+        let filter_start = Instant::now();
         if diagnosis.pre_filter.is_none() && candidates.is_none() && self.cache_usable(pi, &pod) {
-            match self.fast_path(pi, &mut state, &pod) {
+            let fast = self.fast_path(pi, &mut state, &pod);
+            self.phases.filter = filter_start.elapsed();
+            self.phases.algorithm = cycle_start.elapsed();
+            match fast {
                 Fast::Chosen(node) => return self.assume_and_reserve(pi, qp, state, node),
                 Fast::Error(msg) => return self.fail_error(pi, qp, msg),
                 Fast::Fallback => {}
@@ -238,10 +271,16 @@ impl Scheduler {
             out.feasible
         };
 
+        self.phases.filter = filter_start.elapsed();
         if feasible.is_empty() {
-            return self.handle_unschedulable(pi, qp, state, diagnosis);
+            self.phases.algorithm = cycle_start.elapsed();
+            let post_start = Instant::now();
+            let r = self.handle_unschedulable(pi, qp, state, diagnosis);
+            self.phases.post_filter = post_start.elapsed();
+            return r;
         }
 
+        let score_start = Instant::now();
         let chosen = if feasible.len() == 1 {
             feasible[0]
         } else {
@@ -250,6 +289,8 @@ impl Scheduler {
                 Err(msg) => return self.fail_error(pi, qp, msg),
             }
         };
+        self.phases.score = score_start.elapsed();
+        self.phases.algorithm = cycle_start.elapsed();
         self.assume_and_reserve(pi, qp, state, chosen)
     }
 
@@ -939,6 +980,7 @@ impl Scheduler {
         self.notify_observers();
         self.clear_nomination(&pod.uid);
         // Reserve.
+        let reserve_start = Instant::now();
         let profile = &self.profiles[pi];
         for p in &profile.reserve {
             let Some(r) = p.as_reserve() else { continue };
@@ -957,6 +999,8 @@ impl Scheduler {
             }
         }
         // Permit.
+        self.phases.reserve = reserve_start.elapsed();
+        let permit_start = Instant::now();
         let mut waits: Vec<&'static str> = Vec::new();
         let mut timeout = Duration::MAX;
         for p in &profile.permit {
@@ -982,6 +1026,7 @@ impl Scheduler {
                 }
             }
         }
+        self.phases.permit = permit_start.elapsed();
         let waiting = if waits.is_empty() {
             None
         } else {

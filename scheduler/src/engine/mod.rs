@@ -19,7 +19,7 @@ mod equiv;
 mod profile;
 mod run;
 
-pub use cycle::{CycleOutcome, CycleResult};
+pub use cycle::{CycleOutcome, CycleResult, PhaseTimes};
 pub use run::{NoObserver, RunControl, RunObserver, RunSummary};
 
 use crate::cache::{Cache, PdbInfo, Snapshot};
@@ -83,6 +83,8 @@ pub struct Scheduler {
     pub(crate) nominated: FxHashMap<Arc<str>, (Arc<PodInfo>, NodeId)>,
     pub(crate) assumed_ttl: Duration,
     pub(crate) counters: EngineCounters,
+    /// Extension-point times of the cycle in progress.
+    pub(crate) phases: cycle::PhaseTimes,
     /// Plugins observing node changes.
     pub(crate) observers: Vec<Arc<dyn Plugin>>,
     /// Node-local filter and score results per equivalence class.
@@ -168,6 +170,7 @@ impl Scheduler {
             nominated: FxHashMap::default(),
             assumed_ttl: Duration::from_secs(cfg.assumed_pod_ttl_seconds),
             counters: EngineCounters::default(),
+            phases: cycle::PhaseTimes::default(),
             observers,
             equiv: equiv::EquivCaches::new(cfg.equivalence_cache_classes),
         })

@@ -306,6 +306,11 @@ impl FakeApiServer {
         self.shared.store.lock().compact();
     }
 
+    /// How many watches are open.
+    pub fn open_watches(&self) -> usize {
+        self.shared.store.lock().open_watches()
+    }
+
     /// Ends every open watch; returns how many there were.
     pub fn interrupt_watches(&self) -> usize {
         self.shared.store.lock().interrupt_watches()

@@ -404,6 +404,14 @@ impl Store {
         }
     }
 
+    /// How many watches are open.
+    pub fn open_watches(&self) -> usize {
+        self.resources
+            .values()
+            .map(|r| r.watches.iter().filter(|w| !w.tx.is_closed()).count())
+            .sum()
+    }
+
     /// Ends every open watch (as an API server restart or a network cut).
     pub fn interrupt_watches(&mut self) -> usize {
         let mut n = 0;
