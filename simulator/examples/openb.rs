@@ -2,18 +2,22 @@
 //! (the same as `strata replay-openb`).
 //!
 //! `cargo run --release -p strata-simulator --example openb -- [DIR] [WORKLOAD] [SEED] [STRIDE]`
-//! (defaults: /work/shared/data/openb, default, 42, 1; also `--json PATH`).
+//! (defaults: /work/shared/data/openb, default, 42, 1; also `--json PATH`,
+//! and `--trace-mix` to give the fragmentation-aware policy the trace's mix).
 
 use strata_simulator::openb::{OpenbOptions, run_openb};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut json = None;
+    let mut trace_mix = false;
     let mut pos = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--json" {
             json = it.next().cloned();
+        } else if a == "--trace-mix" {
+            trace_mix = true;
         } else {
             pos.push(a.clone());
         }
@@ -32,6 +36,7 @@ fn main() {
     if let Some(s) = pos.get(3).and_then(|s| s.parse().ok()) {
         opts.node_stride = s;
     }
+    opts.trace_mix = trace_mix;
     match run_openb(&opts) {
         Ok(r) => {
             print!("{}", r.to_table());

@@ -118,6 +118,9 @@ pub struct OpenbOptions {
     pub node_stride: usize,
     /// Threads for filtering and scoring.
     pub parallelism: usize,
+    /// Give the fragmentation-aware policy the trace's workload mix (as the
+    /// paper does) instead of letting it learn the mix from the pods seen.
+    pub trace_mix: bool,
 }
 
 impl OpenbOptions {
@@ -136,6 +139,7 @@ impl OpenbOptions {
             ],
             node_stride: 1,
             parallelism: 1,
+            trace_mix: false,
         }
     }
 }
@@ -400,8 +404,16 @@ pub fn pod_object(p: &PodRow, k: usize) -> Result<PodInfo, String> {
 
 /// The scheduler configuration for `policy`: only the filters the trace
 /// needs, and `Devices` as the only score.
-pub fn config(policy: ReplayPolicy, seed: u64, parallelism: usize) -> String {
-    let args = policy.devices_args();
+pub fn config(
+    policy: ReplayPolicy,
+    seed: u64,
+    parallelism: usize,
+    mix: Option<&serde_json::Value>,
+) -> String {
+    let mut args = policy.devices_args();
+    if let (ReplayPolicy::Fragmentation, Some(m)) = (policy, mix) {
+        args["workload"] = m.clone();
+    }
     format!(
         r#"
 parallelism: {parallelism}
@@ -425,6 +437,34 @@ profiles:
       - name: Devices
         args: {args}
 "#
+    )
+}
+
+/// The trace's workload mix as `DevicesArgs.workload`: one class per GPU
+/// ask (whole GPUs, or a share), weighted by how many pods ask it, with the
+/// mean cpu and memory of those pods.
+pub fn trace_mix(rows: &[PodRow]) -> serde_json::Value {
+    let mut classes: std::collections::BTreeMap<(u32, u32), (u64, i64, i64)> = Default::default();
+    for r in rows.iter().filter(|r| r.num_gpu > 0) {
+        let e = classes.entry((r.num_gpu, r.gpu_milli)).or_default();
+        e.0 += 1;
+        e.1 += r.cpu_milli;
+        e.2 += r.memory_mib;
+    }
+    serde_json::Value::Array(
+        classes
+            .into_iter()
+            .map(|((n, milli), (count, cpu, mem))| {
+                let mut v = json!({"weight": count as f64, "cpu": format!("{}m", cpu / count as i64),
+                                   "memory": format!("{}Mi", mem / count as i64)});
+                if milli >= 1000 {
+                    v["devices"] = json!(n);
+                } else {
+                    v["sharePercent"] = json!(milli.div_ceil(10).max(1));
+                }
+                v
+            })
+            .collect(),
     )
 }
 
@@ -611,8 +651,14 @@ fn run_policy(
     seq: &[usize],
     rows: &[PodRow],
 ) -> Result<PolicyOutcome, OpenbError> {
-    let cfg = SchedulerConfig::from_yaml(&config(policy, opts.seed, opts.parallelism.max(1)))
-        .map_err(|e| OpenbError::Engine(e.to_string()))?;
+    let mix = opts.trace_mix.then(|| trace_mix(rows));
+    let cfg = SchedulerConfig::from_yaml(&config(
+        policy,
+        opts.seed,
+        opts.parallelism.max(1),
+        mix.as_ref(),
+    ))
+    .map_err(|e| OpenbError::Engine(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("strata-openb-bind")

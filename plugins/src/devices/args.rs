@@ -137,8 +137,8 @@ pub struct DevicesArgs {
     /// `Fragmentation` and `BestFit`, so cpu-only pods keep away from the
     /// cpu that GPU pods will need).
     pub score_all_pods: bool,
-    /// A fixed expected workload mix for `Fragmentation`; empty: learn it
-    /// from the pods seen.
+    /// A fixed expected workload mix for `Fragmentation` (classes of the
+    /// first kind); empty: learn it from the pods seen.
     pub workload: Vec<WorkloadEntry>,
 }
 
@@ -147,7 +147,8 @@ pub struct DevicesArgs {
 pub struct WorkloadEntry {
     /// Whole devices (0 with a share).
     pub devices: u32,
-    /// Compute share of one device in percent (with `devices: 0`... or 1).
+    /// Compute and memory share of one device in percent, for a class that
+    /// asks for a share (`devices` 0).
     pub share_percent: u32,
     /// Cpu in millicores.
     pub cpu_milli: i64,
