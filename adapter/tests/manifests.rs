@@ -422,6 +422,16 @@ async fn a_real_run_makes_only_calls_the_rbac_allows() {
         s.count("events.events.k8s.io") > 0
     })
     .await;
+    // The preemptor was nominated to the node (status.nominatedNodeName),
+    // then bound there once the victim was gone.
+    let high = s.get("pods", "work", "high-0").unwrap();
+    assert_eq!(high["status"]["nominatedNodeName"], "small", "{high}");
+    wait_for("the preemptor bound", Duration::from_secs(20), || {
+        s.bindings()
+            .iter()
+            .any(|b| b.pod == "work/high-0" && b.node == "small")
+    })
+    .await;
     a.shutdown().await;
     let calls = s.calls();
     for want in ["pods/binding", "pods/status", "leases", "events"] {
