@@ -49,7 +49,9 @@ pub fn registry() -> Registry {
     r.register(devices::NAME, devices::factory);
     r.register(dra::NAME, dra::factory);
     let groups = pod_group::PodGroupStore::new();
-    r.register(pod_group::NAME, move |a, h| pod_group::factory_with(a, h, &groups));
+    r.register(pod_group::NAME, move |a, h| {
+        pod_group::factory_with(a, h, &groups)
+    });
     r
 }
 
@@ -58,7 +60,9 @@ pub fn registry() -> Registry {
 pub fn registry_with(stores: &pod_group::Stores) -> Registry {
     let mut r = registry();
     let groups = stores.pod_groups.clone();
-    r.register(pod_group::NAME, move |a, h| pod_group::factory_with(a, h, &groups));
+    r.register(pod_group::NAME, move |a, h| {
+        pod_group::factory_with(a, h, &groups)
+    });
     r
 }
 

@@ -18,9 +18,9 @@
 //! or finish; nodes never fail; only scheduling is simulated.
 
 pub mod cluster;
+pub mod config_check;
 pub mod groups;
 pub mod openb;
-pub mod config_check;
 pub mod pattern;
 pub mod report;
 pub mod scenario;

@@ -51,8 +51,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("basic-4k", include_str!("../scenarios/basic-4k.yaml")),
     ("basic-16k", include_str!("../scenarios/basic-16k.yaml")),
     ("gangs-small", include_str!("../scenarios/gangs-small.yaml")),
-    ("supernode-16k", include_str!("../scenarios/supernode-16k.yaml")),
-    ("training-20k-cards", include_str!("../scenarios/training-20k-cards.yaml")),
+    (
+        "supernode-16k",
+        include_str!("../scenarios/supernode-16k.yaml"),
+    ),
+    (
+        "training-20k-cards",
+        include_str!("../scenarios/training-20k-cards.yaml"),
+    ),
 ];
 
 /// The text of built-in scenario `name`.

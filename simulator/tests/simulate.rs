@@ -308,7 +308,14 @@ fn equivalence_cache_does_not_change_placements() {
         let off = placements(0);
         let on = placements(32);
         assert_eq!(off.len(), on.len());
-        let differ: Vec<_> = off.iter().filter(|(k, v)| on.get(*k) != Some(v)).take(5).collect();
-        assert!(differ.is_empty(), "{name}: placements differ, e.g. {differ:?}");
+        let differ: Vec<_> = off
+            .iter()
+            .filter(|(k, v)| on.get(*k) != Some(v))
+            .take(5)
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{name}: placements differ, e.g. {differ:?}"
+        );
     }
 }
