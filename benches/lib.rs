@@ -37,8 +37,10 @@ impl ClusterPort for NullCluster {
 /// 10 zones with 64 cpus each, and `existing` pods already bound (spread
 /// round-robin, labelled `app=existing-{i % 100}`).
 pub fn engine(nodes: usize, existing: usize, rt: &tokio::runtime::Runtime) -> Scheduler {
-    let mut cfg = SchedulerConfig::default();
-    cfg.parallelism = 1;
+    let cfg = SchedulerConfig {
+        parallelism: 1,
+        ..SchedulerConfig::default()
+    };
     let mut s = Scheduler::new(
         cfg,
         &strata_plugins::registry(),

@@ -434,6 +434,8 @@ impl Topology {
 
     /// Updates node `n`'s amounts and schedulability, keeping every
     /// aggregate on its path exact. Unknown nodes are ignored.
+    // Several parallel per-slot arrays are walked together by slot index.
+    #[allow(clippy::needless_range_loop)]
     pub fn set_state(&mut self, n: u32, state: NodeState) {
         let Some(leaf) = self.leaves.get_mut(n as usize).and_then(|l| l.as_mut()) else {
             return;
@@ -518,6 +520,7 @@ impl Topology {
 
     /// The largest free slot under `id` from its direct children, and how
     /// many children hold it per slot.
+    #[allow(clippy::needless_range_loop)]
     fn recompute_max(&self, id: DomainId) -> (Amounts, [u32; MAX_DIMS]) {
         let dom = self.domain(id);
         let vals = dom
