@@ -163,7 +163,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         print!("{}", cmp.to_table());
         if let Some(path) = &args.json {
             let text = serde_json::to_string_pretty(&cmp).context("serializing the report")?;
-            std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         return Ok(());
     }
@@ -233,7 +234,11 @@ fn replay_openb(args: ReplayOpenbArgs) -> anyhow::Result<()> {
     opts.policies = args
         .policies
         .split(',')
-        .map(|p| ReplayPolicy::parse(p).ok_or_else(|| anyhow::anyhow!("--policies: unknown policy {p:?} (fgd, bestfit, random)")))
+        .map(|p| {
+            ReplayPolicy::parse(p).ok_or_else(|| {
+                anyhow::anyhow!("--policies: unknown policy {p:?} (fgd, bestfit, random)")
+            })
+        })
         .collect::<anyhow::Result<_>>()?;
     let report = run_openb(&opts)?;
     print!("{}", report.to_table());
@@ -241,7 +246,11 @@ fn replay_openb(args: ReplayOpenbArgs) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
-    if report.results.iter().any(|r| r.double_binds > 0 || r.cache_inconsistency.is_some()) {
+    if report
+        .results
+        .iter()
+        .any(|r| r.double_binds > 0 || r.cache_inconsistency.is_some())
+    {
         anyhow::bail!("the engine broke an invariant (see the report above)");
     }
     Ok(())
