@@ -145,6 +145,73 @@ fn filter_node(
     Status::success()
 }
 
+/// Recomputes node `id`'s node-local filter verdict in a class cache if it
+/// was computed at another generation than `generation`.
+fn refresh_verdict(
+    cc: &mut super::equiv::ClassCache,
+    id: NodeId,
+    generation: u64,
+    snap: &crate::cache::Snapshot,
+    local: &[(&'static str, &dyn FilterPlugin)],
+    state: &CycleState,
+    pod: &PodInfo,
+) {
+    let i = id.index();
+    if cc.filter_gen[i] == generation {
+        return;
+    }
+    let node = snap.node(id);
+    let s = if node.present {
+        filter_node(local, state, pod, node)
+    } else {
+        Status::unresolvable("node(s) were not found")
+    };
+    cc.verdict[i] = if s.is_success() {
+        super::equiv::PASS
+    } else {
+        cc.intern_status(s)
+    };
+    cc.filter_gen[i] = generation;
+}
+
+/// A cached score plugin: name, plugin and weight.
+type CachedScore<'a> = (&'static str, &'a dyn crate::framework::ScorePlugin, i64);
+
+/// Recomputes node `id`'s cached scores in a class cache if they were
+/// computed at another generation: the weighted sum of the plugins that do
+/// not normalize, and the raw scores of those that do.
+fn refresh_scores(
+    cc: &mut super::equiv::ClassCache,
+    id: NodeId,
+    generation: u64,
+    snap: &crate::cache::Snapshot,
+    cached: &[CachedScore<'_>],
+    state: &CycleState,
+    pod: &PodInfo,
+) -> Result<(), String> {
+    let i = id.index();
+    if cc.score_gen[i] == generation {
+        return Ok(());
+    }
+    let node = snap.node(id);
+    let mut plain = 0i64;
+    let mut k = 0;
+    for (name, sp, w) in cached {
+        let raw = sp
+            .score(state, pod, node)
+            .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
+        if sp.has_normalize() {
+            cc.raw[k][i] = raw;
+            k += 1;
+        } else {
+            plain += raw * w;
+        }
+    }
+    cc.plain_total[i] = plain;
+    cc.score_gen[i] = generation;
+    Ok(())
+}
+
 impl Scheduler {
     /// Runs one scheduling cycle for the next pod in the active queue.
     /// Returns `None` when no pod is ready.
@@ -426,21 +493,7 @@ impl Scheduler {
             .equiv
             .get(pi, pod.equivalence, mask, snap.node_capacity());
         let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
-            let i = id.index();
-            if cc.filter_gen[i] != gens[i] {
-                let node = snap.node(id);
-                let s = if node.present {
-                    filter_node(&local, state, pod, node)
-                } else {
-                    Status::unresolvable("node(s) were not found")
-                };
-                cc.verdict[i] = if s.is_success() {
-                    PASS
-                } else {
-                    cc.intern_status(s)
-                };
-                cc.filter_gen[i] = gens[i];
-            }
+            refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
         };
         let changes = if cc.fast.valid && cc.fast.layout == snap.layout_version() {
             snap.changes_since(cc.fast.synced)
@@ -523,7 +576,7 @@ impl Scheduler {
             return Fast::Error(e);
         }
         let st: &CycleState = state;
-        let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> = Vec::new();
+        let mut cached: Vec<CachedScore<'_>> = Vec::new();
         let mut score_mask = 0u64;
         let mut key_sig = 0u64;
         let mut uncached = false;
@@ -547,28 +600,8 @@ impl Scheduler {
             .filter(|(_, sp, _)| sp.has_normalize())
             .count();
         cc.set_score_mask(score_mask, key_sig, normalizing, snap.node_capacity());
-        let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| -> Result<(), String> {
-            let i = id.index();
-            if cc.score_gen[i] == gens[i] {
-                return Ok(());
-            }
-            let node = snap.node(id);
-            let mut plain = 0i64;
-            let mut k = 0;
-            for (name, sp, w) in &cached {
-                let raw = sp
-                    .score(st, pod, node)
-                    .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
-                if sp.has_normalize() {
-                    cc.raw[k][i] = raw;
-                    k += 1;
-                } else {
-                    plain += raw * w;
-                }
-            }
-            cc.plain_total[i] = plain;
-            cc.score_gen[i] = gens[i];
-            Ok(())
+        let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| {
+            refresh_scores(cc, id, gens[id.index()], snap, &cached, st, pod)
         };
         if uncached {
             // Some score needs every node each cycle: scan the scores over
@@ -714,19 +747,7 @@ impl Scheduler {
                 .collect()
         };
         for id in stale {
-            let i = id.index();
-            let node = snap.node(id);
-            let s = if node.present {
-                filter_node(&local, state, pod, node)
-            } else {
-                Status::unresolvable("node(s) were not found")
-            };
-            cc.verdict[i] = if s.is_success() {
-                super::equiv::PASS
-            } else {
-                cc.intern_status(s)
-            };
-            cc.filter_gen[i] = gens[i];
+            refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
         }
         let verdict = &cc.verdict[..];
         for &id in all {
@@ -822,8 +843,7 @@ impl Scheduler {
         // Node-local scores of an equivalence class come from its cache.
         let mut cached_mask = 0u64;
         if let Some(fmask) = class_mask {
-            let mut cached: Vec<(&'static str, &dyn crate::framework::ScorePlugin, i64)> =
-                Vec::new();
+            let mut cached: Vec<CachedScore<'_>> = Vec::new();
             let mut key_sig = 0u64;
             for (i, (p, w)) in profile.score.iter().enumerate() {
                 if st.skips_score(p.name()) {
@@ -856,23 +876,7 @@ impl Scheduler {
                         .collect()
                 };
                 for id in stale {
-                    let i = id.index();
-                    let node = snap.node(id);
-                    let mut plain = 0i64;
-                    let mut k = 0;
-                    for (name, sp, w) in &cached {
-                        let raw = sp
-                            .score(st, pod, node)
-                            .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
-                        if sp.has_normalize() {
-                            cc.raw[k][i] = raw;
-                            k += 1;
-                        } else {
-                            plain += raw * w;
-                        }
-                    }
-                    cc.plain_total[i] = plain;
-                    cc.score_gen[i] = gens[i];
+                    refresh_scores(cc, id, gens[id.index()], snap, &cached, st, pod)?;
                 }
                 let pt = &cc.plain_total[..];
                 for (t, id) in totals.iter_mut().zip(feasible) {
