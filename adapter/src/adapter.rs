@@ -95,6 +95,19 @@ impl Adapter {
         client: kube::Client,
         custom: Vec<CustomResource>,
     ) -> Result<Adapter, AdapterError> {
+        Adapter::start_with_registry(cfg, opts, client, custom, strata_plugins::registry()).await
+    }
+
+    /// As [`Adapter::start`], building plugins from `registry` (for
+    /// example `strata_plugins::registry_with(&stores)`, so plugins share
+    /// the stores the `custom` handlers fill).
+    pub async fn start_with_registry(
+        cfg: SchedulerConfig,
+        opts: AdapterOptions,
+        client: kube::Client,
+        custom: Vec<CustomResource>,
+        registry: strata_scheduler::framework::Registry,
+    ) -> Result<Adapter, AdapterError> {
         opts.validate()?;
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
@@ -119,7 +132,7 @@ impl Adapter {
             .unwrap_or_default();
         let mut sched = Scheduler::new(
             cfg,
-            &strata_plugins::registry(),
+            &registry,
             &strata_plugins::default_plugins(),
             port.clone(),
             clock.clone(),

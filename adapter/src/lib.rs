@@ -27,6 +27,7 @@
 mod adapter;
 pub mod client;
 pub mod convert;
+pub mod groups;
 pub mod http;
 pub mod informer;
 pub mod leader;
@@ -97,6 +98,10 @@ pub const API_CALLS: &[ApiCall] = &[
         "priorityclasses",
         Scope::Cluster,
     ),
+    call("list", "strata.io", "podgroups", Scope::Cluster),
+    call("watch", "strata.io", "podgroups", Scope::Cluster),
+    call("list", "scheduling.x-k8s.io", "podgroups", Scope::Cluster),
+    call("watch", "scheduling.x-k8s.io", "podgroups", Scope::Cluster),
     call("create", "", "pods/binding", Scope::Cluster),
     call("patch", "", "pods/status", Scope::Cluster),
     call("delete", "", "pods", Scope::Cluster),

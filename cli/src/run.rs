@@ -125,7 +125,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let client = strata_kube::make_client(&opts).await?;
-        let adapter = Adapter::start(cfg, opts, client, Vec::new()).await?;
+        // PodGroups (Strata's and the coscheduling API) feed the PodGroup
+        // plugin's store; APIs the cluster does not serve are skipped.
+        let stores = strata_plugins::pod_group::Stores::default();
+        let custom = strata_kube::groups::pod_group_resources(&client, &stores.pod_groups).await;
+        let registry = strata_plugins::registry_with(&stores);
+        let adapter = Adapter::start_with_registry(cfg, opts, client, custom, registry).await?;
         tracing::info!(identity = adapter.identity(), http = ?adapter.http_addr(), "strata scheduler started");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
