@@ -550,28 +550,10 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::framework::{
-        ActionType, ClusterEventKind, EventObject, EventResource, PreEnqueuePlugin, QueueSortPlugin,
+        ActionType, ClusterEventKind, EventObject, EventResource, PreEnqueuePlugin,
     };
+    use crate::testing::plugins::Sort;
     use crate::testing::pod;
-
-    struct Sort;
-    impl Plugin for Sort {
-        fn name(&self) -> &'static str {
-            "Sort"
-        }
-        fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-            Some(self)
-        }
-    }
-    impl QueueSortPlugin for Sort {
-        fn sort_key(&self, pod: &PodInfo, t: u64) -> SortKey {
-            SortKey {
-                primary: -(pod.priority as i64),
-                secondary: t as i64,
-                tertiary: 0,
-            }
-        }
-    }
 
     struct NodeWatcher;
     impl Plugin for NodeWatcher {

@@ -163,3 +163,165 @@ pub fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
         .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
         .collect()
 }
+
+/// A cluster port for tests that records what the engine asks of it and
+/// can be told to fail: `fail_binds` / `conflict` make that many upcoming
+/// binds fail (as a transient error / as "already bound"), and
+/// `bind_delay_ms` slows every bind down.
+#[derive(Default)]
+pub struct RecordingCluster {
+    /// Successful binds: pod key and node.
+    pub binds: parking_lot::Mutex<Vec<(String, String)>>,
+    /// Upcoming binds to fail with a transient error.
+    pub fail_binds: std::sync::atomic::AtomicUsize,
+    /// Upcoming binds to fail with "already bound".
+    pub conflict: std::sync::atomic::AtomicUsize,
+    /// Delay of every bind, milliseconds.
+    pub bind_delay_ms: std::sync::atomic::AtomicU64,
+    /// Conditions published: pod key and condition.
+    pub conditions: parking_lot::Mutex<Vec<(String, crate::cluster::PodCondition)>>,
+    /// Events recorded.
+    pub events: parking_lot::Mutex<Vec<crate::cluster::PodEvent>>,
+}
+
+fn take_one(c: &std::sync::atomic::AtomicUsize) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    c.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+}
+
+#[async_trait::async_trait]
+impl crate::cluster::ClusterPort for RecordingCluster {
+    async fn bind(
+        &self,
+        pod: &PodInfo,
+        node: crate::intern::Sym,
+    ) -> Result<(), crate::cluster::BindError> {
+        let d = self.bind_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if d > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(d)).await;
+        }
+        if take_one(&self.conflict) {
+            return Err(crate::cluster::BindError::Conflict(pod.key()));
+        }
+        if take_one(&self.fail_binds) {
+            return Err(crate::cluster::BindError::Other(
+                "apiserver unavailable".into(),
+            ));
+        }
+        self.binds.lock().push((pod.key(), node.to_string()));
+        Ok(())
+    }
+    async fn update_pod_condition(
+        &self,
+        pod: &PodInfo,
+        c: crate::cluster::PodCondition,
+    ) -> Result<(), crate::cluster::ClusterError> {
+        self.conditions.lock().push((pod.key(), c));
+        Ok(())
+    }
+    async fn delete_pod(
+        &self,
+        _pod: &PodInfo,
+        _reason: &str,
+    ) -> Result<(), crate::cluster::ClusterError> {
+        Ok(())
+    }
+    fn record_event(&self, e: crate::cluster::PodEvent) {
+        self.events.lock().push(e);
+    }
+}
+
+/// Minimal plugins for engine tests: a priority QueueSort, a cpu-only fit
+/// (node-local Filter and a most-free Score), and a binder that calls the
+/// cluster port.
+pub mod plugins {
+    use crate::cluster::ClusterPort;
+    use crate::framework::{
+        ActionType, BindPlugin, ClusterEventKind, CycleState, EventResource, FilterPlugin, NodeRef,
+        Plugin, QueueSortPlugin, ScorePlugin, SortKey, Status,
+    };
+    use crate::model::{NodeInfo, PodInfo};
+    use crate::resources::ResourceId;
+    use std::sync::Arc;
+
+    /// Higher priority first, then earlier arrival. Named `Sort`.
+    pub struct Sort;
+    impl Plugin for Sort {
+        fn name(&self) -> &'static str {
+            "Sort"
+        }
+        fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
+            Some(self)
+        }
+    }
+    impl QueueSortPlugin for Sort {
+        fn sort_key(&self, pod: &PodInfo, t: u64) -> SortKey {
+            SortKey {
+                primary: -(pod.priority as i64),
+                secondary: t as i64,
+                tertiary: 0,
+            }
+        }
+    }
+
+    /// Cpu requests must fit; the node with the most free cpu scores best.
+    /// Named `Cpu`; retries on node add and assigned-pod delete.
+    pub struct Cpu;
+    impl Plugin for Cpu {
+        fn name(&self) -> &'static str {
+            "Cpu"
+        }
+        fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+            Some(self)
+        }
+        fn as_score(&self) -> Option<&dyn ScorePlugin> {
+            Some(self)
+        }
+        fn events_to_register(&self) -> Vec<ClusterEventKind> {
+            vec![
+                ClusterEventKind::new(EventResource::Node, ActionType::ADD),
+                ClusterEventKind::new(EventResource::AssignedPod, ActionType::DELETE),
+            ]
+        }
+    }
+    impl FilterPlugin for Cpu {
+        fn is_node_local(&self) -> bool {
+            true
+        }
+        fn filter(&self, _s: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+            if node.free(ResourceId::CPU) < pod.spec.requests[ResourceId::CPU] {
+                Status::unschedulable("Insufficient cpu")
+            } else {
+                Status::success()
+            }
+        }
+    }
+    impl ScorePlugin for Cpu {
+        fn is_node_local(&self) -> bool {
+            true
+        }
+        fn score(&self, _s: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+            Ok(node.free(ResourceId::CPU) * 100 / node.allocatable[ResourceId::CPU].max(1))
+        }
+    }
+
+    /// Binds through the cluster port. Named `Binder`.
+    pub struct Binder(pub Arc<dyn ClusterPort>);
+    impl Plugin for Binder {
+        fn name(&self) -> &'static str {
+            "Binder"
+        }
+        fn as_bind(&self) -> Option<&dyn BindPlugin> {
+            Some(self)
+        }
+    }
+    #[async_trait::async_trait]
+    impl BindPlugin for Binder {
+        async fn bind(&self, _s: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
+            match self.0.bind(pod, node.name).await {
+                Ok(()) => Status::success(),
+                Err(e) => Status::error(e.to_string()),
+            }
+        }
+    }
+}

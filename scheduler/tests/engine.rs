@@ -6,133 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use strata_scheduler::clock::ManualClock;
-use strata_scheduler::cluster::{
-    BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent,
-};
+use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::{ConfigError, SchedulerConfig};
 use strata_scheduler::engine::{CycleResult, Scheduler};
 use strata_scheduler::framework::*;
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeInfo, PodInfo};
-use strata_scheduler::resources::ResourceId;
-use strata_scheduler::testing::{node, pod};
-
-#[derive(Default)]
-struct FakeCluster {
-    binds: Mutex<Vec<(String, String)>>,
-    fail_binds: AtomicUsize,
-    conflict: AtomicUsize,
-    conditions: Mutex<Vec<(String, PodCondition)>>,
-    events: Mutex<Vec<PodEvent>>,
-}
-
-#[async_trait::async_trait]
-impl ClusterPort for FakeCluster {
-    async fn bind(&self, pod: &PodInfo, node: Sym) -> Result<(), BindError> {
-        if self.conflict.load(Ordering::SeqCst) > 0 {
-            self.conflict.fetch_sub(1, Ordering::SeqCst);
-            return Err(BindError::Conflict(pod.key()));
-        }
-        if self.fail_binds.load(Ordering::SeqCst) > 0 {
-            self.fail_binds.fetch_sub(1, Ordering::SeqCst);
-            return Err(BindError::Other("apiserver unavailable".into()));
-        }
-        self.binds.lock().push((pod.key(), node.to_string()));
-        Ok(())
-    }
-    async fn update_pod_condition(
-        &self,
-        pod: &PodInfo,
-        c: PodCondition,
-    ) -> Result<(), ClusterError> {
-        self.conditions.lock().push((pod.key(), c));
-        Ok(())
-    }
-    async fn delete_pod(&self, _pod: &PodInfo, _reason: &str) -> Result<(), ClusterError> {
-        Ok(())
-    }
-    fn record_event(&self, e: PodEvent) {
-        self.events.lock().push(e);
-    }
-}
-
-struct Sort;
-impl Plugin for Sort {
-    fn name(&self) -> &'static str {
-        "Sort"
-    }
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
-}
-impl QueueSortPlugin for Sort {
-    fn sort_key(&self, pod: &PodInfo, t: u64) -> SortKey {
-        SortKey {
-            primary: -(pod.priority as i64),
-            secondary: t as i64,
-            tertiary: 0,
-        }
-    }
-}
-
-/// Cpu-only fit with a most-free score.
-struct Cpu;
-impl Plugin for Cpu {
-    fn name(&self) -> &'static str {
-        "Cpu"
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-    fn events_to_register(&self) -> Vec<ClusterEventKind> {
-        vec![
-            ClusterEventKind::new(EventResource::Node, ActionType::ADD),
-            ClusterEventKind::new(EventResource::AssignedPod, ActionType::DELETE),
-        ]
-    }
-}
-impl FilterPlugin for Cpu {
-    fn is_node_local(&self) -> bool {
-        true
-    }
-    fn filter(&self, _s: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        if node.free(ResourceId::CPU) < pod.spec.requests[ResourceId::CPU] {
-            Status::unschedulable("Insufficient cpu")
-        } else {
-            Status::success()
-        }
-    }
-}
-impl ScorePlugin for Cpu {
-    fn is_node_local(&self) -> bool {
-        true
-    }
-    fn score(&self, _s: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
-        Ok(node.free(ResourceId::CPU) * 100 / node.allocatable[ResourceId::CPU].max(1))
-    }
-}
-
-struct Binder(Arc<dyn ClusterPort>);
-impl Plugin for Binder {
-    fn name(&self) -> &'static str {
-        "Binder"
-    }
-    fn as_bind(&self) -> Option<&dyn BindPlugin> {
-        Some(self)
-    }
-}
-#[async_trait::async_trait]
-impl BindPlugin for Binder {
-    async fn bind(&self, _s: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
-        match self.0.bind(pod, node.name).await {
-            Ok(()) => Status::success(),
-            Err(e) => Status::error(e.to_string()),
-        }
-    }
-}
+use strata_scheduler::testing::plugins::{Binder, Cpu, Sort};
+use strata_scheduler::testing::{RecordingCluster, node, pod};
 
 /// Records the pod count of every node it is told about.
 #[derive(Default)]
@@ -198,7 +79,7 @@ impl PermitPlugin for Holder {
 
 struct Env {
     sched: Scheduler,
-    cluster: Arc<FakeCluster>,
+    cluster: Arc<RecordingCluster>,
     clock: Arc<ManualClock>,
     holder: Arc<Holder>,
     watcher: Arc<Watcher>,
@@ -211,7 +92,7 @@ fn env_with(yaml: &str) -> Result<Env, ConfigError> {
         .enable_all()
         .build()
         .unwrap();
-    let cluster = Arc::new(FakeCluster::default());
+    let cluster = Arc::new(RecordingCluster::default());
     let clock = Arc::new(ManualClock::default());
     let holder = Arc::new(Holder::default());
     let mut reg = Registry::new();

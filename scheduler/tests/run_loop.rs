@@ -9,86 +9,13 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use strata_scheduler::clock::SystemClock;
-use strata_scheduler::cluster::{
-    BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent,
-};
+use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::{CycleOutcome, CycleResult, RunControl, RunObserver, Scheduler};
 use strata_scheduler::framework::*;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeInfo, PodInfo};
-use strata_scheduler::resources::ResourceId;
-use strata_scheduler::testing::{node, pod};
-
-#[derive(Default)]
-struct FakeCluster {
-    binds: Mutex<Vec<(String, String)>>,
-    bind_delay_ms: std::sync::atomic::AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl ClusterPort for FakeCluster {
-    async fn bind(&self, pod: &PodInfo, node: Sym) -> Result<(), BindError> {
-        let d = self.bind_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
-        if d > 0 {
-            tokio::time::sleep(Duration::from_millis(d)).await;
-        }
-        self.binds.lock().push((pod.key(), node.to_string()));
-        Ok(())
-    }
-    async fn update_pod_condition(
-        &self,
-        _pod: &PodInfo,
-        _c: PodCondition,
-    ) -> Result<(), ClusterError> {
-        Ok(())
-    }
-    async fn delete_pod(&self, _pod: &PodInfo, _reason: &str) -> Result<(), ClusterError> {
-        Ok(())
-    }
-    fn record_event(&self, _e: PodEvent) {}
-}
-
-struct Sort;
-impl Plugin for Sort {
-    fn name(&self) -> &'static str {
-        "Sort"
-    }
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
-}
-impl QueueSortPlugin for Sort {
-    fn sort_key(&self, pod: &PodInfo, t: u64) -> SortKey {
-        SortKey {
-            primary: -(pod.priority as i64),
-            secondary: t as i64,
-            tertiary: 0,
-        }
-    }
-}
-
-struct Cpu;
-impl Plugin for Cpu {
-    fn name(&self) -> &'static str {
-        "Cpu"
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn events_to_register(&self) -> Vec<ClusterEventKind> {
-        vec![ClusterEventKind::new(EventResource::Node, ActionType::ADD)]
-    }
-}
-impl FilterPlugin for Cpu {
-    fn filter(&self, _s: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
-        if node.free(ResourceId::CPU) < pod.spec.requests[ResourceId::CPU] {
-            Status::unschedulable("Insufficient cpu")
-        } else {
-            Status::success()
-        }
-    }
-}
+use strata_scheduler::model::PodInfo;
+use strata_scheduler::testing::plugins::{Binder, Cpu, Sort};
+use strata_scheduler::testing::{RecordingCluster, node, pod};
 
 /// Holds pods annotated `wait` at Permit for a long time.
 struct Holder;
@@ -106,25 +33,6 @@ impl PermitPlugin for Holder {
             PermitResult::wait(Duration::from_secs(600))
         } else {
             PermitResult::allow()
-        }
-    }
-}
-
-struct Binder(Arc<dyn ClusterPort>);
-impl Plugin for Binder {
-    fn name(&self) -> &'static str {
-        "Binder"
-    }
-    fn as_bind(&self) -> Option<&dyn BindPlugin> {
-        Some(self)
-    }
-}
-#[async_trait::async_trait]
-impl BindPlugin for Binder {
-    async fn bind(&self, _s: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
-        match self.0.bind(pod, node.name).await {
-            Ok(()) => Status::success(),
-            Err(e) => Status::error(e.to_string()),
         }
     }
 }
@@ -147,7 +55,7 @@ impl RunObserver for Recorder {
 struct Running {
     tx: mpsc::Sender<ClusterUpdate>,
     control: Arc<RunControl>,
-    cluster: Arc<FakeCluster>,
+    cluster: Arc<RecordingCluster>,
     results: Arc<Mutex<Vec<(String, CycleResult, usize)>>>,
     thread: std::thread::JoinHandle<(strata_scheduler::engine::RunSummary, usize)>,
     _rt: tokio::runtime::Runtime,
@@ -159,7 +67,7 @@ fn start(grace: Duration) -> Running {
         .enable_all()
         .build()
         .unwrap();
-    let cluster = Arc::new(FakeCluster::default());
+    let cluster = Arc::new(RecordingCluster::default());
     let mut reg = Registry::new();
     reg.register("Sort", |_, _| Ok(Arc::new(Sort)));
     reg.register("Cpu", |_, _| Ok(Arc::new(Cpu)));
