@@ -24,6 +24,7 @@ pub mod pod_group;
 pub mod pod_topology_spread;
 pub mod priority_sort;
 pub mod scheduling_gates;
+pub mod scoring;
 pub mod taint_toleration;
 pub mod topology_placement;
 

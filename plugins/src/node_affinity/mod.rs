@@ -20,9 +20,9 @@
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, QueueingHint, ScorePlugin, Status,
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
+    MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult,
+    PreScorePlugin, QueueingHint, ScorePlugin, Status,
 };
 use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::{NodeSelector, NodeSelectorTerm, Op};
@@ -124,30 +124,7 @@ fn pinned_names(sel: &NodeSelector) -> Option<Vec<Sym>> {
     Some(union)
 }
 
-/// kube-scheduler's `DefaultNormalizeScore`: rescales `scores` so the highest
-/// becomes `max_priority` (integer division, as kube does). With `reverse`,
-/// the order flips (`max_priority - scaled`), and when every score is zero
-/// every node gets `max_priority`; without it, all-zero scores stay zero.
-pub fn default_normalize_score(max_priority: i64, reverse: bool, scores: &mut [NodeScore]) {
-    let max = scores.iter().map(|s| s.score).max().unwrap_or(0);
-    if max == 0 {
-        if reverse {
-            for s in scores.iter_mut() {
-                s.score = max_priority;
-            }
-        }
-        return;
-    }
-    for s in scores.iter_mut() {
-        // i128 keeps max_priority * score exact for any i64 score.
-        let scaled = (i128::from(max_priority) * i128::from(s.score) / i128::from(max)) as i64;
-        s.score = if reverse {
-            max_priority - scaled
-        } else {
-            scaled
-        };
-    }
-}
+pub use crate::scoring::default_normalize_score;
 
 impl Plugin for NodeAffinity {
     fn name(&self) -> &'static str {
@@ -180,19 +157,7 @@ impl Plugin for NodeAffinity {
     /// Retry when a node now fits that did not before (a new node, or new
     /// labels on an existing one).
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
-        match event.object {
-            EventObject::Node {
-                old,
-                new: Some(new),
-            } if self.fits(pod, new) => {
-                if old.is_some_and(|o| self.fits(pod, o)) {
-                    QueueingHint::Skip
-                } else {
-                    QueueingHint::Queue
-                }
-            }
-            _ => QueueingHint::Skip,
-        }
+        crate::scoring::hint_node_now_fits(event, |n| self.fits(pod, n))
     }
 }
 

@@ -629,7 +629,7 @@ fn requeued_when_a_node_starts_to_match() {
     let ev = |old, new| ClusterEvent {
         resource: EventResource::Node,
         action: ActionType::UPDATE_NODE_LABEL,
-        object: EventObject::Node { old, new },
+        object: strata_scheduler::framework::EventObject::Node { old, new },
     };
     let plugin = factory(None, &testkit::handle()).unwrap();
     let pod = pod_with(json!({"nodeSelector": {"zone": "a"}}));

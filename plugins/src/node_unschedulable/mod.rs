@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, QueueingHint, Status,
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
+    Plugin, PluginArgsError, QueueingHint, Status,
 };
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeInfo, PodInfo, Taint, TaintEffect, tolerated};
@@ -70,19 +70,7 @@ impl Plugin for NodeUnschedulable {
     /// Retry when a node the pod may use appears: a new node that fits, or
     /// an update that makes a node fit which did not before (uncordoned).
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
-        match event.object {
-            EventObject::Node {
-                old,
-                new: Some(new),
-            } if self.fits(pod, new) => {
-                if old.is_some_and(|o| self.fits(pod, o)) {
-                    QueueingHint::Skip
-                } else {
-                    QueueingHint::Queue
-                }
-            }
-            _ => QueueingHint::Skip,
-        }
+        crate::scoring::hint_node_now_fits(event, |n| self.fits(pod, n))
     }
 }
 
@@ -202,7 +190,7 @@ mod tests {
         let ev = |old, new| ClusterEvent {
             resource: EventResource::Node,
             action: ActionType::UPDATE_NODE_CONDITION,
-            object: EventObject::Node { old, new },
+            object: strata_scheduler::framework::EventObject::Node { old, new },
         };
         let pod = testing::pod("p").build();
         assert_eq!(p.queueing_hint(&pod, &ev(None, open)), QueueingHint::Queue);

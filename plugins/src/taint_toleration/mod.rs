@@ -16,15 +16,15 @@
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreScorePlugin,
-    QueueingHint, ScorePlugin, Status,
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
+    MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreScorePlugin, QueueingHint, ScorePlugin,
+    Status,
 };
 use strata_scheduler::model::{
     NodeId, NodeInfo, PodInfo, Taint, TaintEffect, Toleration, tolerated,
 };
 
-use crate::node_affinity::default_normalize_score;
+use crate::scoring::default_normalize_score;
 
 /// The plugin's configuration name.
 pub const NAME: &str = "TaintToleration";
@@ -85,19 +85,7 @@ impl Plugin for TaintToleration {
     /// tolerates, or a taint change that removes what the pod did not
     /// tolerate.
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
-        match event.object {
-            EventObject::Node {
-                old,
-                new: Some(new),
-            } if first_untolerated(pod, new).is_none() => {
-                if old.is_some_and(|o| first_untolerated(pod, o).is_none()) {
-                    QueueingHint::Skip
-                } else {
-                    QueueingHint::Queue
-                }
-            }
-            _ => QueueingHint::Skip,
-        }
+        crate::scoring::hint_node_now_fits(event, |n| first_untolerated(pod, n).is_none())
     }
 }
 

@@ -263,7 +263,7 @@ fn requeued_when_taints_become_tolerable() {
     let ev = |old, new| ClusterEvent {
         resource: EventResource::Node,
         action: ActionType::UPDATE_NODE_TAINT,
-        object: EventObject::Node { old, new },
+        object: strata_scheduler::framework::EventObject::Node { old, new },
     };
     let plugin = factory(None, &testkit::handle()).unwrap();
     let pod = testing::pod("p").build();
