@@ -145,6 +145,34 @@ fn filter_node(
     Status::success()
 }
 
+/// A filter plugin with its name.
+type NamedFilter<'a> = (&'static str, &'a dyn FilterPlugin);
+
+/// The profile's active (not skipped) filters, split into node-local and
+/// other ones, with the bit mask of the node-local ones' positions (the
+/// equivalence class key).
+fn split_filters<'a>(
+    profile: &'a Profile,
+    state: &CycleState,
+) -> (Vec<NamedFilter<'a>>, Vec<NamedFilter<'a>>, u64) {
+    let mut local = Vec::new();
+    let mut global = Vec::new();
+    let mut mask = 0u64;
+    for (i, p) in profile.filter.iter().enumerate() {
+        if state.skips_filter(p.name()) {
+            continue;
+        }
+        let Some(f) = p.as_filter() else { continue };
+        if f.is_node_local() {
+            mask |= 1 << i;
+            local.push((p.name(), f));
+        } else {
+            global.push((p.name(), f));
+        }
+    }
+    (local, global, mask)
+}
+
 /// Recomputes node `id`'s node-local filter verdict in a class cache if it
 /// was computed at another generation than `generation`.
 fn refresh_verdict(
@@ -176,6 +204,33 @@ fn refresh_verdict(
 
 /// A cached score plugin: name, plugin and weight.
 type CachedScore<'a> = (&'static str, &'a dyn crate::framework::ScorePlugin, i64);
+
+/// The active score plugins whose per-node scores may be cached (they
+/// declare a `node_local_key`): the list, their position mask, a signature
+/// of their keys, and whether any active score plugin is not cacheable.
+fn cached_scores<'a>(
+    profile: &'a Profile,
+    state: &CycleState,
+) -> (Vec<CachedScore<'a>>, u64, u64, bool) {
+    let mut cached = Vec::new();
+    let (mut mask, mut key_sig, mut uncached) = (0u64, 0u64, false);
+    for (i, (p, w)) in profile.score.iter().enumerate() {
+        if state.skips_score(p.name()) {
+            continue;
+        }
+        let Some(sp) = p.as_score() else { continue };
+        match sp.node_local_key(state) {
+            Some(k) => {
+                mask |= 1 << i;
+                key_sig =
+                    key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                cached.push((p.name(), sp, *w));
+            }
+            None => uncached = true,
+        }
+    }
+    (cached, mask, key_sig, uncached)
+}
 
 /// Recomputes node `id`'s cached scores in a class cache if they were
 /// computed at another generation: the weighted sum of the plugins that do
@@ -476,18 +531,9 @@ impl Scheduler {
         let profile = &self.profiles[pi];
         let snap = self.cache.snapshot();
         let gens = snap.generations();
-        let mut local: Vec<(&'static str, &dyn FilterPlugin)> = Vec::new();
-        let mut mask = 0u64;
-        for (i, p) in profile.filter.iter().enumerate() {
-            if state.skips_filter(p.name()) {
-                continue;
-            }
-            let Some(f) = p.as_filter() else { continue };
-            if !f.is_node_local() {
-                return Fast::Fallback;
-            }
-            mask |= 1 << i;
-            local.push((p.name(), f));
+        let (local, global, mask) = split_filters(profile, state);
+        if !global.is_empty() {
+            return Fast::Fallback;
         }
         let cc = self
             .equiv
@@ -548,26 +594,7 @@ impl Scheduler {
 
         // PreScore, then the scores: cached ones only, or scan.
         let feasible = std::mem::take(&mut cc.fast.feasible);
-        let pre = {
-            let mut r = Ok(());
-            for p in &profile.pre_score {
-                let Some(ps) = p.as_pre_score() else { continue };
-                let s = ps.pre_score(state, pod, snap, &feasible);
-                match s.code() {
-                    Code::Success => {}
-                    Code::Skip => state.set_skip_score(p.name()),
-                    _ => {
-                        r = Err(format!(
-                            "running PreScore plugin {}: {}",
-                            p.name(),
-                            s.message()
-                        ));
-                        break;
-                    }
-                }
-            }
-            r
-        };
+        let pre = self.run_pre_score(pi, state, pod, &feasible);
         let cc = self
             .equiv
             .get(pi, pod.equivalence, mask, snap.node_capacity());
@@ -576,25 +603,7 @@ impl Scheduler {
             return Fast::Error(e);
         }
         let st: &CycleState = state;
-        let mut cached: Vec<CachedScore<'_>> = Vec::new();
-        let mut score_mask = 0u64;
-        let mut key_sig = 0u64;
-        let mut uncached = false;
-        for (i, (p, w)) in profile.score.iter().enumerate() {
-            if st.skips_score(p.name()) {
-                continue;
-            }
-            let Some(sp) = p.as_score() else { continue };
-            match sp.node_local_key(st) {
-                Some(k) => {
-                    score_mask |= 1 << i;
-                    key_sig =
-                        key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    cached.push((p.name(), sp, *w));
-                }
-                None => uncached = true,
-            }
-        }
+        let (cached, score_mask, key_sig, uncached) = cached_scores(profile, st);
         let normalizing = cached
             .iter()
             .filter(|(_, sp, _)| sp.has_normalize())
@@ -716,21 +725,7 @@ impl Scheduler {
         let profile = &self.profiles[pi];
         let snap = self.cache.snapshot();
         let gens = snap.generations();
-        let mut local: Vec<(&'static str, &dyn FilterPlugin)> = Vec::new();
-        let mut global: Vec<(&'static str, &dyn FilterPlugin)> = Vec::new();
-        let mut mask = 0u64;
-        for (i, p) in profile.filter.iter().enumerate() {
-            if state.skips_filter(p.name()) {
-                continue;
-            }
-            let Some(f) = p.as_filter() else { continue };
-            if f.is_node_local() {
-                mask |= 1 << i;
-                local.push((p.name(), f));
-            } else {
-                global.push((p.name(), f));
-            }
-        }
+        let (local, global, mask) = split_filters(profile, state);
         let cc = self
             .equiv
             .get(pi, pod.equivalence, mask, snap.node_capacity());
@@ -843,20 +838,8 @@ impl Scheduler {
         // Node-local scores of an equivalence class come from its cache.
         let mut cached_mask = 0u64;
         if let Some(fmask) = class_mask {
-            let mut cached: Vec<CachedScore<'_>> = Vec::new();
-            let mut key_sig = 0u64;
-            for (i, (p, w)) in profile.score.iter().enumerate() {
-                if st.skips_score(p.name()) {
-                    continue;
-                }
-                let Some(sp) = p.as_score() else { continue };
-                if let Some(k) = sp.node_local_key(st) {
-                    cached_mask |= 1 << i;
-                    key_sig =
-                        key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    cached.push((p.name(), sp, *w));
-                }
-            }
+            let (cached, mask, key_sig, _) = cached_scores(profile, st);
+            cached_mask = mask;
             if cached_mask != 0 {
                 let gens = snap.generations();
                 let normalizing = cached
