@@ -249,7 +249,6 @@ impl Scheduler {
             ClusterUpdate::NodeUpserted(node) => match self.cache.upsert_node(&node) {
                 Ok((id, change)) => {
                     let mut action = ActionType(0);
-                    let n = self.cache.snapshot().node(id).clone();
                     if change.allocatable && change.labels && change.taints && change.condition {
                         action = ActionType::ADD;
                     } else {
@@ -267,14 +266,18 @@ impl Scheduler {
                         }
                     }
                     if action.0 != 0 {
-                        self.fire(
-                            EventResource::Node,
+                        // Borrow the node in place (no copy): observers first,
+                        // then the queue, which is a separate field.
+                        self.notify_observers();
+                        let ev = ClusterEvent {
+                            resource: EventResource::Node,
                             action,
-                            EventObject::Node {
+                            object: EventObject::Node {
                                 old: None,
-                                new: Some(&n),
+                                new: Some(self.cache.snapshot().node(id)),
                             },
-                        );
+                        };
+                        self.queue.on_event(&ev);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "node ignored"),
