@@ -161,6 +161,24 @@ impl Devices {
         &self.args.kinds
     }
 
+    /// The device usage of `nd` after placing the cycle's pod with its
+    /// fragmentation policy, or `None` when it does not fit.
+    fn usage_after(&self, nd: &NodeDevices, cd: &CycleData) -> Option<UsageBuf> {
+        let mut used = UsageBuf::new();
+        let mut out = Grants::new();
+        plan(
+            nd,
+            &cd.ask,
+            self.kinds(),
+            cd.frag_policy(),
+            None,
+            &mut used,
+            &mut out,
+        )
+        .ok()
+        .map(|()| used)
+    }
+
     /// What the plugin holds for node `id`: device count and free whole
     /// devices per kind. For topology aggregates and reports.
     pub fn summary(&self, id: NodeId) -> Option<DeviceSummary> {
@@ -439,25 +457,17 @@ impl Devices {
                     None => 0,
                     Some(e) => {
                         let nd = &e.nd;
-                        let mut used = UsageBuf::new();
-                        let mut out = Grants::new();
+                        let used;
                         let u: &[model::Usage] = if cd.ask.is_empty() {
                             &nd.used
                         } else {
-                            if plan(
-                                nd,
-                                &cd.ask,
-                                self.kinds(),
-                                cd.frag_policy(),
-                                None,
-                                &mut used,
-                                &mut out,
-                            )
-                            .is_err()
-                            {
-                                return i64::MIN / 4;
+                            match self.usage_after(nd, cd) {
+                                Some(u) => {
+                                    used = u;
+                                    &used
+                                }
+                                None => return i64::MIN / 4,
                             }
-                            &used
                         };
                         let n = nd.devices.iter().filter(|d| d.healthy).count() as i64;
                         let free: i64 = nd
@@ -474,21 +484,9 @@ impl Devices {
             NodePolicy::Binpack | NodePolicy::Spread => {
                 let Some(e) = entry else { return 0 };
                 let nd = &e.nd;
-                let mut used = UsageBuf::new();
-                let mut out = Grants::new();
-                if plan(
-                    nd,
-                    &cd.ask,
-                    self.kinds(),
-                    cd.frag_policy(),
-                    None,
-                    &mut used,
-                    &mut out,
-                )
-                .is_err()
-                {
+                let Some(used) = self.usage_after(nd, cd) else {
                     return i64::MIN / 4;
-                }
+                };
                 let mut util = 0i64;
                 let mut n = 0i64;
                 for (d, u) in nd.devices.iter().zip(&used) {
