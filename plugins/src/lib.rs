@@ -57,13 +57,15 @@ pub fn registry() -> Registry {
 }
 
 /// All in-tree plugins, with the stores the adapter or simulator fills
-/// (PodGroup objects): plugins that read a store share the given one.
+/// (PodGroup objects, DRA objects): plugins that read a store share the
+/// given one.
 pub fn registry_with(stores: &pod_group::Stores) -> Registry {
     let mut r = registry();
     let groups = stores.pod_groups.clone();
     r.register(pod_group::NAME, move |a, h| {
         pod_group::factory_with(a, h, &groups)
     });
+    dra::register(&mut r, stores.dra.clone());
     r
 }
 

@@ -46,7 +46,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use store::DraStore;
+pub use store::DraStore;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
     ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeRef, Plugin,

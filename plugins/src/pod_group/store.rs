@@ -257,6 +257,9 @@ impl PodGroupStore {
 pub struct Stores {
     /// PodGroup objects (both APIs).
     pub pod_groups: PodGroupStore,
+    /// DRA objects (DeviceClasses, ResourceSlices, ResourceClaims and
+    /// ResourceClaimTemplates), read by the DynamicResources plugin.
+    pub dra: std::sync::Arc<crate::dra::DraStore>,
 }
 
 #[cfg(test)]
