@@ -33,6 +33,7 @@
 pub mod alloc;
 pub mod args;
 pub mod assign;
+pub mod domains;
 pub mod model;
 pub mod request;
 #[cfg(test)]

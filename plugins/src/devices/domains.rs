@@ -1,0 +1,451 @@
+//! Device aggregates per topology domain: how many healthy devices of each
+//! kind are free in every super-node, cabinet and server, kept current as
+//! devices are granted and released, so "a super-node with 64 free
+//! accelerators of kind X" is a lookup, not a scan of 16,000 nodes.
+//!
+//! A *kind* is named two ways and counted under both: by the extended
+//! resource that counts the devices (`nvidia.com/gpu`, which sums every
+//! model) and by resource and model (`nvidia.com/gpu/NVIDIA-A100-SXM4-80GB`).
+//! Each kind takes two slots of a [`strata_topology::Topology`] of its own
+//! (separate from the PodGroup planner's resource topology, since slots here
+//! mean device kinds, not resources): free whole devices (healthy, nothing
+//! on them) and free device memory in MiB (healthy devices whose memory is
+//! known). With [`MAX_DIMS`] slots that is at most [`MAX_KINDS`] kinds; kinds
+//! seen after that are not counted and their queries answer `None` (logged
+//! once).
+//!
+//! Invariants:
+//! - only nodes with at least one device are in this topology;
+//! - a node's slots equal what its [`NodeDevices`] says after every write
+//!   the Devices plugin makes (inventory, reserve, unreserve, pods bound or
+//!   deleted): the property test recomputes them from scratch;
+//! - a cordoned node counts nothing free (the topology's own rule).
+
+use super::args::KindSpec;
+use super::model::NodeDevices;
+use parking_lot::RwLock;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use strata_scheduler::intern::Sym;
+use strata_scheduler::model::NodeInfo;
+use strata_topology::{Amounts, MAX_DIMS, NodeState, Topology};
+
+/// Slots per kind: free whole devices, free memory (MiB).
+const SLOTS_PER_KIND: usize = 2;
+/// How many kinds can be counted.
+pub const MAX_KINDS: usize = MAX_DIMS / SLOTS_PER_KIND;
+
+/// Free devices of one kind in one domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFree {
+    /// Healthy devices with nothing on them, on schedulable nodes.
+    pub devices: i64,
+    /// The most such devices on a single node of the domain.
+    pub most_on_one_node: i64,
+    /// Healthy devices on schedulable nodes, used or not.
+    pub capacity: i64,
+    /// Free memory of healthy devices (MiB; devices whose memory is known).
+    pub memory_mib: i64,
+    /// Schedulable nodes with devices in the domain.
+    pub nodes: u32,
+}
+
+/// One domain's answer to a query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainDevices {
+    /// The domain's label value (or `cluster`).
+    pub domain: String,
+    /// What is free there.
+    pub free: DeviceFree,
+}
+
+struct Inner {
+    topo: Topology,
+    keys: Vec<Sym>,
+    /// Kind names; kind `k` owns slots `2k` and `2k + 1`.
+    kinds: Vec<Arc<str>>,
+    overflow_logged: bool,
+}
+
+impl Inner {
+    fn kind_slot(&mut self, name: &str) -> Option<usize> {
+        if let Some(i) = self.kinds.iter().position(|k| &**k == name) {
+            return Some(i * SLOTS_PER_KIND);
+        }
+        if self.kinds.len() >= MAX_KINDS {
+            if !self.overflow_logged {
+                self.overflow_logged = true;
+                tracing::warn!(
+                    kind = name,
+                    max = MAX_KINDS,
+                    "more device kinds than the domain aggregates can count; this kind is not counted"
+                );
+            }
+            return None;
+        }
+        self.kinds.push(name.into());
+        Some((self.kinds.len() - 1) * SLOTS_PER_KIND)
+    }
+
+    fn find_slot(&self, name: &str) -> Option<usize> {
+        self.kinds
+            .iter()
+            .position(|k| &**k == name)
+            .map(|i| i * SLOTS_PER_KIND)
+    }
+
+    /// Allocatable and requested amounts of a node's devices.
+    fn amounts(&mut self, nd: &NodeDevices, kinds: &[KindSpec]) -> (Amounts, Amounts) {
+        let mut alloc = Amounts::ZERO;
+        let mut used = Amounts::ZERO;
+        for (d, u) in nd.devices.iter().zip(&nd.used) {
+            if !d.healthy {
+                continue;
+            }
+            let Some(spec) = kinds.get(d.kind as usize) else {
+                continue;
+            };
+            let mut names: SmallVec<[Option<usize>; 2]> = SmallVec::new();
+            names.push(self.kind_slot(spec.resource));
+            if !d.model.is_empty() {
+                names.push(self.kind_slot(&format!("{}/{}", spec.resource, d.model)));
+            }
+            for s in names.into_iter().flatten() {
+                alloc[s] += 1;
+                if u.tasks > 0 {
+                    used[s] += 1;
+                }
+                if d.memory_known {
+                    alloc[s + 1] += d.memory as i64;
+                    used[s + 1] += u.memory.min(d.memory) as i64;
+                }
+            }
+        }
+        (alloc, used)
+    }
+}
+
+/// Device aggregates per domain, shared between the Devices plugin (which
+/// writes them) and whoever asks (other plugins, the simulator's reports).
+pub struct DeviceDomains {
+    inner: RwLock<Inner>,
+}
+
+impl std::fmt::Debug for DeviceDomains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.inner.read();
+        f.debug_struct("DeviceDomains")
+            .field("levels", &g.topo.levels())
+            .field("kinds", &g.kinds)
+            .finish()
+    }
+}
+
+impl Default for DeviceDomains {
+    fn default() -> Self {
+        DeviceDomains::new(
+            strata_topology::DEFAULT_LEVELS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        )
+    }
+}
+
+impl DeviceDomains {
+    /// Empty aggregates over these level label keys, outermost first.
+    pub fn new(levels: Vec<String>) -> DeviceDomains {
+        DeviceDomains {
+            inner: RwLock::new(Inner {
+                keys: levels.iter().map(|l| Sym::new(l)).collect(),
+                topo: Topology::new(levels),
+                kinds: Vec::new(),
+                overflow_logged: false,
+            }),
+        }
+    }
+
+    /// The level label keys.
+    pub fn levels(&self) -> Vec<String> {
+        self.inner.read().topo.levels().to_vec()
+    }
+
+    /// The kinds counted so far.
+    pub fn kinds(&self) -> Vec<String> {
+        self.inner
+            .read()
+            .kinds
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// Places `node` (its labels and schedulability) with its devices
+    /// `nd`; `None` or no devices removes it.
+    pub fn node(&self, node: &NodeInfo, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
+        let mut g = self.inner.write();
+        let id = node.id.0;
+        let Some(nd) = nd.filter(|nd| node.present && !nd.devices.is_empty()) else {
+            if g.topo.has_node(id) {
+                g.topo.remove_node(id);
+            }
+            return;
+        };
+        let (allocatable, requested) = g.amounts(nd, kinds);
+        let values: SmallVec<[Option<&'static str>; 4]> = g
+            .keys
+            .iter()
+            .map(|k| node.labels.get(*k).map(|v| v.as_str()))
+            .collect();
+        let state = NodeState {
+            allocatable,
+            requested,
+            schedulable: !node.unschedulable,
+        };
+        g.topo.upsert_node(id, &values, state);
+    }
+
+    /// Updates the devices' use on node `id` (already placed by
+    /// [`DeviceDomains::node`]); `None` removes the node.
+    pub fn devices(&self, id: u32, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
+        let mut g = self.inner.write();
+        let Some(old) = g.topo.node_state(id).copied() else {
+            return;
+        };
+        let Some(nd) = nd.filter(|nd| !nd.devices.is_empty()) else {
+            g.topo.remove_node(id);
+            return;
+        };
+        let (allocatable, requested) = g.amounts(nd, kinds);
+        g.topo.set_state(
+            id,
+            NodeState {
+                allocatable,
+                requested,
+                schedulable: old.schedulable,
+            },
+        );
+    }
+
+    /// What is free of `kind` in the whole cluster; `None` for a kind never
+    /// seen (or not counted).
+    pub fn cluster(&self, kind: &str) -> Option<DeviceFree> {
+        let g = self.inner.read();
+        let s = g.find_slot(kind)?;
+        Some(free_of(&g.topo, g.topo.root(), s))
+    }
+
+    /// Every domain of `level` (a level label key) with what is free of
+    /// `kind` there, fullest first; `None` for an unknown level or kind.
+    pub fn domains(&self, level: &str, kind: &str) -> Option<Vec<DomainDevices>> {
+        let g = self.inner.read();
+        let s = g.find_slot(kind)?;
+        let l = g.topo.level_of(level)?;
+        let mut out: Vec<DomainDevices> = g
+            .topo
+            .domains_at(l, g.topo.root())
+            .into_iter()
+            .map(|d| DomainDevices {
+                domain: g.topo.domain(d).name(),
+                free: free_of(&g.topo, d, s),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.free
+                .devices
+                .cmp(&a.free.devices)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        Some(out)
+    }
+
+    /// Domains of `level` with at least `count` free devices of `kind`,
+    /// tightest first (the one that would be left with the fewest free
+    /// devices: least fragmentation), with `per_node` of them on one node
+    /// when given. `None` for an unknown level or kind.
+    pub fn fitting(
+        &self,
+        level: &str,
+        kind: &str,
+        count: i64,
+        per_node: Option<i64>,
+    ) -> Option<Vec<DomainDevices>> {
+        let mut v = self.domains(level, kind)?;
+        v.retain(|d| {
+            d.free.devices >= count && per_node.is_none_or(|p| d.free.most_on_one_node >= p)
+        });
+        v.sort_by(|a, b| {
+            a.free
+                .devices
+                .cmp(&b.free.devices)
+                .then_with(|| a.domain.cmp(&b.domain))
+        });
+        Some(v)
+    }
+
+    /// Checks every aggregate against a full recomputation (tests).
+    pub fn check_consistency(&self) -> Result<(), String> {
+        self.inner.read().topo.check_consistency()
+    }
+}
+
+fn free_of(t: &Topology, d: strata_topology::DomainId, s: usize) -> DeviceFree {
+    let a = &t.domain(d).agg;
+    DeviceFree {
+        devices: a.free[s],
+        most_on_one_node: a.max_free[s],
+        capacity: a.capacity[s],
+        memory_mib: a.free[s + 1],
+        nodes: a.schedulable_nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::args::default_kinds;
+    use crate::devices::model::{Grant, Grants};
+    use proptest::prelude::*;
+    use strata_scheduler::testing;
+
+    const SN: &str = "strata.io/supernode";
+    const CAB: &str = "strata.io/cabinet";
+
+    fn info(name: &str, sn: &str, cab: &str, gpus: &str) -> NodeInfo {
+        let n = testing::node(name)
+            .alloc("nvidia.com/gpu", gpus)
+            .label(SN, sn)
+            .label(CAB, cab)
+            .label("kubernetes.io/hostname", name)
+            .build();
+        let c = testing::cache_with(vec![n], vec![]);
+        c.snapshot().nodes().next().cloned().expect("one node")
+    }
+
+    fn with_id(mut n: NodeInfo, id: u32) -> NodeInfo {
+        n.id = strata_scheduler::model::NodeId(id);
+        n
+    }
+
+    fn grant(device: u16) -> Grants {
+        let mut g = Grants::new();
+        g.push(Grant {
+            container: 0,
+            device,
+            memory: 0,
+            cores: 0,
+            exclusive: true,
+        });
+        g
+    }
+
+    #[test]
+    fn answers_which_supernode_has_room_without_scanning() {
+        let kinds = default_kinds();
+        let d = DeviceDomains::default();
+        for i in 0..8u32 {
+            let n = with_id(
+                info(&format!("n{i}"), &format!("sn{}", i / 4), "c0", "8"),
+                i,
+            );
+            let nd = NodeDevices::inventory(&n, &kinds);
+            assert_eq!(nd.devices.len(), 8);
+            d.node(&n, Some(&nd), &kinds);
+        }
+        assert_eq!(d.cluster("nvidia.com/gpu").map(|f| f.devices), Some(64));
+        // Take 5 devices on n0 (sn0).
+        let n0 = with_id(info("n0", "sn0", "c0", "8"), 0);
+        let mut nd = NodeDevices::inventory(&n0, &kinds);
+        for dev in 0..5 {
+            nd.apply(format!("p{dev}").into(), grant(dev));
+        }
+        d.devices(0, Some(&nd), &kinds);
+        let fit = d.fitting(SN, "nvidia.com/gpu", 30, None).expect("known");
+        assert_eq!(fit.len(), 1);
+        assert_eq!(fit[0].domain, "sn1");
+        let all = d.domains(SN, "nvidia.com/gpu").expect("known");
+        assert_eq!(all[0].free.devices, 32);
+        assert_eq!(all[1].free.devices, 27);
+        assert_eq!(all[1].free.most_on_one_node, 8);
+        assert_eq!(all[1].free.capacity, 32);
+        assert!(d.cluster("amd.com/gpu").is_none());
+        assert!(d.domains("no/such-level", "nvidia.com/gpu").is_none());
+        // Cordoning sn1's nodes leaves only sn0.
+        for i in 4..8u32 {
+            let mut n = with_id(info(&format!("n{i}"), "sn1", "c0", "8"), i);
+            n.unschedulable = true;
+            let nd = NodeDevices::inventory(&n, &kinds);
+            d.node(&n, Some(&nd), &kinds);
+        }
+        let fit = d.fitting(SN, "nvidia.com/gpu", 20, Some(8)).expect("known");
+        assert_eq!(fit.len(), 1);
+        assert_eq!(fit[0].domain, "sn0");
+        d.check_consistency().expect("consistent");
+    }
+
+    #[test]
+    fn relabelled_and_removed_nodes_move() {
+        let kinds = default_kinds();
+        let d = DeviceDomains::default();
+        let n = with_id(info("a", "sn0", "c0", "4"), 0);
+        let nd = NodeDevices::inventory(&n, &kinds);
+        d.node(&n, Some(&nd), &kinds);
+        let moved = with_id(info("a", "sn9", "c0", "4"), 0);
+        d.node(&moved, Some(&nd), &kinds);
+        let sns = d.domains(SN, "nvidia.com/gpu").expect("known");
+        assert_eq!(sns.len(), 1);
+        assert_eq!(sns[0].domain, "sn9");
+        d.node(&moved, None, &kinds);
+        assert_eq!(d.cluster("nvidia.com/gpu").map(|f| f.capacity), Some(0));
+    }
+
+    proptest! {
+        /// After any sequence of grants, releases, cordons and removals the
+        /// aggregates equal a recomputation, and the cluster's free count
+        /// equals the sum of every node's free whole devices.
+        #[test]
+        fn aggregates_match_the_nodes(ops in proptest::collection::vec((0u32..6, 0u8..4, 0u16..4), 1..60)) {
+            let kinds = default_kinds();
+            let d = DeviceDomains::default();
+            let mut nodes: Vec<(NodeInfo, NodeDevices)> = (0..6u32)
+                .map(|i| {
+                    let n = with_id(info(&format!("n{i}"), &format!("sn{}", i % 2), &format!("c{}", i % 3), "4"), i);
+                    let nd = NodeDevices::inventory(&n, &kinds);
+                    d.node(&n, Some(&nd), &kinds);
+                    (n, nd)
+                })
+                .collect();
+            for (i, op, dev) in ops {
+                let (n, nd) = &mut nodes[i as usize];
+                match op {
+                    0 => {
+                        let uid: Arc<str> = format!("p{i}-{dev}").into();
+                        if nd.used[dev as usize].tasks == 0 && nd.release(&uid).is_none() {
+                            nd.apply(uid, grant(dev));
+                        }
+                        d.devices(i, Some(nd), &kinds);
+                    }
+                    1 => {
+                        nd.release(&format!("p{i}-{dev}"));
+                        d.devices(i, Some(nd), &kinds);
+                    }
+                    2 => {
+                        n.unschedulable = !n.unschedulable;
+                        d.node(n, Some(nd), &kinds);
+                    }
+                    _ => {
+                        n.present = !n.present;
+                        d.node(n, Some(nd), &kinds);
+                    }
+                }
+                prop_assert!(d.check_consistency().is_ok());
+            }
+            let expect: i64 = nodes
+                .iter()
+                .filter(|(n, _)| n.present && !n.unschedulable)
+                .map(|(_, nd)| nd.free_whole(0) as i64)
+                .sum();
+            prop_assert_eq!(d.cluster("nvidia.com/gpu").map(|f| f.devices).unwrap_or(0), expect);
+        }
+    }
+}
