@@ -35,11 +35,11 @@ fn gang(count: u32, gpus: i64, level: Option<usize>) -> GroupRequest {
     GroupRequest {
         required_level: level,
         roles: vec![RoleRequest {
-            required_level: None,
             classes: vec![MemberClass::new(
                 Amounts::from_pairs(&[(0, 8000), (GPU, gpus)]),
                 count,
             )],
+            ..Default::default()
         }],
         ..Default::default()
     }

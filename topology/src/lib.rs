@@ -30,7 +30,7 @@
 //! assert_eq!(t.distance(0, 1), Some(2)); // same cabinet
 //! let req = GroupRequest {
 //!     required_level: t.level_of("strata.io/supernode"),
-//!     roles: vec![RoleRequest { required_level: None, classes: vec![MemberClass::new(gpu(8), 2)] }],
+//!     roles: vec![RoleRequest { classes: vec![MemberClass::new(gpu(8), 2)], ..Default::default() }],
 //!     ..Default::default()
 //! };
 //! let reserved = Default::default();

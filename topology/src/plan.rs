@@ -15,6 +15,12 @@
 //! - *fill*: otherwise the children that can hold the most are filled first,
 //!   so a group spans as few domains as possible, then best fit again for the
 //!   remainder.
+//! - *preferences*: a preferred level (the group's, or a role's) is first
+//!   tried as if it were required — group and roles tightened together, then
+//!   the group alone, then the roles alone — and the plan as required comes
+//!   last, so a preference can change where a group goes but never makes a
+//!   placeable group fail. A role that does not fit one domain of its
+//!   preferred level spills over as few as the fill order allows.
 //!
 //! Aggregates ([`crate::Aggregates`]) give an upper bound on what a domain
 //! can hold, so most domains are ruled out or ordered without looking at
@@ -54,6 +60,10 @@ impl MemberClass {
 pub struct RoleRequest {
     /// Every member of the role inside one domain of this level.
     pub required_level: Option<usize>,
+    /// Try first to fit the whole role inside one domain of this (deeper)
+    /// level; when none has room, the role spills over as few domains of
+    /// that level as the fill order allows. Never a reason to fail.
+    pub preferred_level: Option<usize>,
     /// Its member classes.
     pub classes: Vec<MemberClass>,
 }
@@ -529,20 +539,67 @@ impl Topology {
             log: Vec::new(),
             avoided,
         };
-        if let Some(p) = req
+        // Preferences are tried as requirements, tightest first; the plan as
+        // required is the last attempt, so its error is the one reported.
+        let group_pref = req
             .preferred_level
-            .filter(|p| *p > group_level && *p <= self.depth())
-        {
+            .filter(|p| *p > group_level && *p <= self.depth());
+        let roles_tight = self.roles_at_preferred(req);
+        let mut attempts: Vec<GroupRequest> = Vec::with_capacity(3);
+        if let Some(p) = group_pref {
             let tight = GroupRequest {
                 required_level: Some(p),
                 preferred_level: None,
                 ..req.clone()
             };
-            if let Ok(plan) = self.plan_at(&tight, &mut work) {
+            if let Some(roles) = &roles_tight {
+                attempts.push(GroupRequest {
+                    roles: roles.clone(),
+                    ..tight.clone()
+                });
+            }
+            attempts.push(tight);
+        }
+        if let Some(roles) = roles_tight {
+            attempts.push(GroupRequest {
+                roles,
+                preferred_level: None,
+                ..req.clone()
+            });
+        }
+        for a in &attempts {
+            if let Ok(plan) = self.plan_at(a, &mut work) {
                 return Ok(plan);
             }
         }
         self.plan_at(req, &mut work)
+    }
+
+    /// The roles with every usable preferred level turned into a required
+    /// one, or `None` when no role has a preference deeper than what it
+    /// already requires.
+    fn roles_at_preferred(&self, req: &GroupRequest) -> Option<Vec<RoleRequest>> {
+        let floor = req.required_level.unwrap_or(0);
+        let mut any = false;
+        let roles = req
+            .roles
+            .iter()
+            .map(|r| {
+                let required = r.required_level.unwrap_or(0).max(floor);
+                match r.preferred_level {
+                    Some(p) if p > required && p <= self.depth() => {
+                        any = true;
+                        RoleRequest {
+                            required_level: Some(p),
+                            preferred_level: None,
+                            classes: r.classes.clone(),
+                        }
+                    }
+                    _ => r.clone(),
+                }
+            })
+            .collect();
+        any.then_some(roles)
     }
 
     fn plan_at(&self, req: &GroupRequest, work: &mut Work<'_>) -> Result<Plan, PlanError> {
@@ -556,6 +613,7 @@ impl Topology {
         };
         let merged = RoleRequest {
             required_level: None,
+            preferred_level: None,
             classes: req
                 .roles
                 .iter()
@@ -634,8 +692,8 @@ mod tests {
         GroupRequest {
             required_level: level,
             roles: vec![RoleRequest {
-                required_level: None,
                 classes: vec![MemberClass::new(gpus(per), count)],
+                ..Default::default()
             }],
             ..Default::default()
         }
@@ -738,10 +796,12 @@ mod tests {
                 RoleRequest {
                     required_level: Some(2),
                     classes: vec![MemberClass::new(gpus(4), 4)],
+                    ..Default::default()
                 },
                 RoleRequest {
                     required_level: Some(2),
                     classes: vec![MemberClass::new(gpus(8), 2)],
+                    ..Default::default()
                 },
             ],
             ..Default::default()
@@ -795,6 +855,147 @@ mod tests {
         // Each super-node has 2 free servers now: 3 must span two.
         let p = t.plan(&req, &input(&r)).unwrap();
         assert_eq!(p.domain, t.root());
+    }
+
+    fn role(
+        classes: Vec<MemberClass>,
+        required: Option<usize>,
+        preferred: Option<usize>,
+    ) -> RoleRequest {
+        RoleRequest {
+            required_level: required,
+            preferred_level: preferred,
+            classes,
+        }
+    }
+
+    fn cabinets_of(t: &Topology, nodes: &[u32]) -> std::collections::BTreeSet<Option<DomainId>> {
+        nodes.iter().map(|n| t.ancestor_at(*n, 2)).collect()
+    }
+
+    #[test]
+    fn role_preferred_level_keeps_the_role_in_one_cabinet_when_one_has_room() {
+        // One super-node, two cabinets of two servers. cab0: 8 free on
+        // node 0 only; cab1: 4 free on node 2 and 8 on node 3. A role of
+        // one 8-GPU and one 4-GPU member: placed class by class it starts
+        // in cab0 (first of the ties) and spills the 4 into cab1; with the
+        // preference both go to cab1, the one cabinet that holds 12.
+        let mut t = cluster(1, 2, 2);
+        use_gpus(&mut t, 1, 8);
+        use_gpus(&mut t, 2, 4);
+        let r = FxHashMap::default();
+        let classes = vec![MemberClass::new(gpus(8), 1), MemberClass::new(gpus(4), 1)];
+        let loose = GroupRequest {
+            roles: vec![role(classes.clone(), None, None)],
+            ..Default::default()
+        };
+        let p = t.plan(&loose, &input(&r)).unwrap();
+        let all: Vec<u32> = p.roles[0].classes.concat();
+        assert_eq!(
+            cabinets_of(&t, &all).len(),
+            2,
+            "without a preference: {p:?}"
+        );
+        let pref = GroupRequest {
+            roles: vec![role(classes, None, Some(2))],
+            ..Default::default()
+        };
+        let p = t.plan(&pref, &input(&r)).unwrap();
+        let all: Vec<u32> = p.roles[0].classes.concat();
+        assert_eq!(all.len(), 2);
+        assert_eq!(cabinets_of(&t, &all).len(), 1, "{p:?}");
+        assert_eq!(t.ancestor_at(all[0], 2), t.ancestor_at(3, 2));
+    }
+
+    #[test]
+    fn role_preference_picks_the_super_node_with_a_cabinet_that_fits() {
+        // sn0 (nodes 0-3) is the tightest for the group, but its 16 free
+        // GPUs are split 8 + 8 over its cabinets; sn1 has a whole free
+        // cabinet. The required level (super-node) holds either way.
+        let mut t = cluster(2, 2, 2);
+        use_gpus(&mut t, 1, 8);
+        use_gpus(&mut t, 3, 8);
+        use_gpus(&mut t, 4, 4);
+        let r = FxHashMap::default();
+        let mut req = GroupRequest {
+            required_level: Some(1),
+            roles: vec![role(vec![MemberClass::new(gpus(8), 2)], None, None)],
+            ..Default::default()
+        };
+        let p = t.plan(&req, &input(&r)).unwrap();
+        assert_eq!(t.domain(p.domain).name(), "sn0");
+        assert_eq!(cabinets_of(&t, &p.roles[0].classes[0]).len(), 2);
+        req.roles[0].preferred_level = Some(2);
+        let p = t.plan(&req, &input(&r)).unwrap();
+        assert_eq!(t.domain(p.domain).name(), "sn1");
+        let cabs = cabinets_of(&t, &p.roles[0].classes[0]);
+        assert_eq!(cabs.len(), 1, "{p:?}");
+        assert_eq!(cabs.into_iter().next().flatten(), Some(p.roles[0].domain));
+    }
+
+    #[test]
+    fn role_preference_spills_over_as_few_cabinets_as_possible_and_never_fails() {
+        // 4 cabinets of 2 servers in one super-node: 3 servers' worth
+        // cannot fit one cabinet, so the role spans exactly two.
+        let t = cluster(1, 4, 2);
+        let r = FxHashMap::default();
+        let req = GroupRequest {
+            required_level: Some(1),
+            roles: vec![role(vec![MemberClass::new(gpus(8), 3)], None, Some(2))],
+            ..Default::default()
+        };
+        let p = t.plan(&req, &input(&r)).unwrap();
+        let nodes = &p.roles[0].classes[0];
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(cabinets_of(&t, nodes).len(), 2, "{p:?}");
+        // A preference above or at the required level changes nothing.
+        let mut shallow = req.clone();
+        shallow.roles[0].preferred_level = Some(1);
+        assert_eq!(t.plan(&shallow, &input(&r)), {
+            let mut plain = req.clone();
+            plain.roles[0].preferred_level = None;
+            t.plan(&plain, &input(&r))
+        });
+        // A preference beyond the deepest level is ignored, not an error.
+        let mut deep = req.clone();
+        deep.roles[0].preferred_level = Some(9);
+        assert!(t.plan(&deep, &input(&r)).is_ok());
+    }
+
+    #[test]
+    fn role_preference_with_pinned_sibling_inside_one_super_node() {
+        // PD unit in one super-node: decode pinned to a cabinet, prefill
+        // preferred in one. Two super-nodes of two cabinets (16 GPUs each).
+        let t = cluster(2, 2, 2);
+        let r = FxHashMap::default();
+        let req = GroupRequest {
+            required_level: Some(1),
+            roles: vec![
+                role(vec![MemberClass::new(gpus(4), 4)], None, Some(2)),
+                role(vec![MemberClass::new(gpus(8), 2)], Some(2), None),
+            ],
+            ..Default::default()
+        };
+        let p = t.plan(&req, &input(&r)).unwrap();
+        let prefill = &p.roles[0].classes[0];
+        assert_eq!(cabinets_of(&t, prefill).len(), 1, "{p:?}");
+        let decode = &p.roles[1].classes[0];
+        assert_eq!(cabinets_of(&t, decode).len(), 1);
+        for n in prefill.iter().chain(decode) {
+            assert_eq!(t.ancestor_at(*n, 1), Some(p.domain));
+        }
+        // Prefill of 24 GPUs cannot sit in one 16-GPU cabinet: it spills,
+        // still inside the group's super-node, next to decode's cabinet.
+        let mut big = req.clone();
+        big.roles[0].classes[0].count = 6;
+        big.roles[1].classes[0].count = 1;
+        let p = t.plan(&big, &input(&r)).unwrap();
+        let prefill = &p.roles[0].classes[0];
+        assert_eq!(prefill.len(), 6);
+        assert_eq!(cabinets_of(&t, prefill).len(), 2);
+        for n in prefill.iter().chain(&p.roles[1].classes[0]) {
+            assert_eq!(t.ancestor_at(*n, 1), Some(p.domain));
+        }
     }
 
     #[test]

@@ -497,6 +497,10 @@ impl Runtime {
                     .subgroups
                     .get(r)
                     .and_then(|s| level_of(&s.required_level)),
+                preferred_level: spec
+                    .subgroups
+                    .get(r)
+                    .and_then(|s| level_of(&s.preferred_level)),
                 classes: cls
                     .iter()
                     .map(|(_, rep, uids)| MemberClass {

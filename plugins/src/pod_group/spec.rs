@@ -31,7 +31,8 @@ pub const ANN_TIMEOUT: &str = "strata.io/schedule-timeout-seconds";
 pub const ANN_REQUIRED_LEVEL: &str = "strata.io/topology-required-level";
 /// Annotation: inline group's preferred topology level.
 pub const ANN_PREFERRED_LEVEL: &str = "strata.io/topology-preferred-level";
-/// Annotation: inline subgroups, `name:minMember[:requiredLevel],...`.
+/// Annotation: inline subgroups, `name:minMember[:requiredLevel[:preferredLevel]],...`
+/// (an empty requiredLevel: none, as in `prefill:2::strata.io/cabinet`).
 pub const ANN_SUBGROUPS: &str = "strata.io/subgroups";
 /// Annotation: spread groups of one service apart, `service:levelKey`.
 pub const ANN_SPREAD: &str = "strata.io/spread";
@@ -340,18 +341,24 @@ impl PodGroupSpec {
             {
                 let parts: Vec<&str> = item.split(':').collect();
                 let field = format!("{ANN_SUBGROUPS}[{i}]");
-                if !(2..=3).contains(&parts.len()) || parts[0].is_empty() {
+                if !(2..=4).contains(&parts.len()) || parts[0].is_empty() {
                     return Err(err(
                         field,
-                        format!("{item:?} is not name:minMember or name:minMember:requiredLevel"),
+                        format!("{item:?} is not name:minMember[:requiredLevel[:preferredLevel]]"),
                     ));
                 }
+                let level = |i: usize| {
+                    parts
+                        .get(i)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.to_string())
+                };
                 subgroups.push(SubGroupSpec {
                     name: parts[0].to_owned(),
                     min_member: count(&field, int(&field, parts[1])?)?,
                     selector: None,
-                    required_level: parts.get(2).map(|s| s.to_string()),
-                    preferred_level: None,
+                    required_level: level(2),
+                    preferred_level: level(3),
                 });
             }
         }
@@ -425,7 +432,19 @@ impl PodGroupSpec {
                 ));
             }
             let r = level(&format!("{f}.topology.requiredLevel"), &sg.required_level)?;
-            level(&format!("{f}.topology.preferredLevel"), &sg.preferred_level)?;
+            let p = level(&format!("{f}.topology.preferredLevel"), &sg.preferred_level)?;
+            if let (Some(r), Some(p)) = (r, p)
+                && p < r
+            {
+                return Err(err(
+                    format!("{f}.topology.preferredLevel"),
+                    format!(
+                        "{:?} is wider than the subgroup's required level {:?}",
+                        sg.preferred_level.as_deref().unwrap_or(""),
+                        sg.required_level.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
             if let (Some(g), Some(r)) = (req, r)
                 && r < g
             {
@@ -633,6 +652,47 @@ mod tests {
                 .unwrap_err()
                 .field
                 .starts_with(ANN_SUBGROUPS)
+        );
+        a.insert(ANN_SUBGROUPS.to_owned(), "prefill:2:a:b:c".to_owned());
+        assert!(PodGroupSpec::from_annotations(&a).unwrap().is_err());
+    }
+
+    #[test]
+    fn subgroup_preferred_level_from_annotations_and_its_validation() {
+        let levels: Vec<String> = strata_topology::DEFAULT_LEVELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut a = BTreeMap::new();
+        a.insert(ANN_MIN_MEMBER.to_owned(), "3".to_owned());
+        a.insert(
+            ANN_SUBGROUPS.to_owned(),
+            "prefill:2::strata.io/cabinet,decode:1:strata.io/cabinet".to_owned(),
+        );
+        let s = PodGroupSpec::from_annotations(&a).unwrap().unwrap();
+        assert_eq!(s.subgroups[0].required_level, None);
+        assert_eq!(
+            s.subgroups[0].preferred_level.as_deref(),
+            Some("strata.io/cabinet")
+        );
+        assert_eq!(s.subgroups[1].preferred_level, None);
+        s.validate(&levels).unwrap();
+        // Preferred wider than the subgroup's own required level.
+        a.insert(
+            ANN_SUBGROUPS.to_owned(),
+            "prefill:2:strata.io/cabinet:strata.io/supernode".to_owned(),
+        );
+        let s = PodGroupSpec::from_annotations(&a).unwrap().unwrap();
+        assert_eq!(
+            s.validate(&levels).unwrap_err().field,
+            "subGroups[0].topology.preferredLevel"
+        );
+        // Not a level at all.
+        a.insert(ANN_SUBGROUPS.to_owned(), "prefill:2::rack".to_owned());
+        let s = PodGroupSpec::from_annotations(&a).unwrap().unwrap();
+        assert_eq!(
+            s.validate(&levels).unwrap_err().field,
+            "subGroups[0].topology.preferredLevel"
         );
     }
 }

@@ -46,7 +46,13 @@ impl Harness {
         let mut s = Scheduler::new(
             cfg,
             &crate::registry_with(&stores),
-            &crate::default_plugins(),
+            // Devices' PreBind writes device assignments as pod annotations,
+            // which this in-memory port does not take; these tests are about
+            // groups, whose GPUs are plain extended resources here.
+            &crate::default_plugins()
+                .into_iter()
+                .filter(|(n, _)| *n != crate::devices::NAME)
+                .collect::<Vec<_>>(),
             cluster.clone(),
             clock.clone(),
             rt.handle().clone(),
@@ -613,6 +619,123 @@ fn groups_racing_for_the_same_super_nodes_never_deadlock() {
         .map(|g| h.bound_of(&format!("{g}-")))
         .collect();
     assert_eq!(counts.iter().filter(|c| **c == 3).count(), 2, "{counts:?}");
+}
+
+/// The cabinet (`c` of `n-s-c-h`) and super-node of every bound pod whose
+/// key starts with `default/{prefix}`.
+fn placed_in(h: &Harness, prefix: &str) -> Vec<(String, String)> {
+    h.bound()
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("default/{prefix}")))
+        .map(|(_, n)| {
+            let parts: Vec<&str> = n.split('-').collect();
+            (parts[1].to_owned(), format!("{}-{}", parts[1], parts[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn pd_prefill_preferred_in_one_cabinet_moves_to_the_super_node_that_has_one() {
+    // sn0 is the tightest super-node for the unit (20 GPUs free: 8 + 4 in
+    // cab0, 8 in cab1), so without the preference the unit lands there with
+    // prefill split over both cabinets. sn1 has cab1 entirely free: with
+    // prefill preferred in one cabinet the unit goes to sn1, prefill in
+    // cab1, and the group's required super-node still holds.
+    let mut h = Harness::new(cluster(2, 2, 2));
+    h.add(pod("f0").req(GPU, "4").on("n-0-0-1").build());
+    h.add(pod("f1").req(GPU, "8").on("n-0-1-1").build());
+    h.add(pod("f2").req(GPU, "4").on("n-1-0-0").build());
+    h.group(json!({"apiVersion": "strata.io/v1alpha1", "kind": "PodGroup", "metadata": {"name": "pd"},
+        "spec": {"topology": {"requiredLevel": "strata.io/supernode"},
+                 "subGroups": [
+                    {"name": "prefill", "minMember": 2, "selector": {"matchLabels": {"role": "prefill"}},
+                     "topology": {"preferredLevel": "strata.io/cabinet"}},
+                    {"name": "decode", "minMember": 1, "selector": {"matchLabels": {"role": "decode"}}}]}}));
+    for i in 0..2 {
+        h.add(
+            pod(&format!("pd-p{i}"))
+                .label(spec::GROUP_LABEL, "pd")
+                .label("role", "prefill")
+                .req(GPU, "8")
+                .build(),
+        );
+    }
+    h.add(
+        pod("pd-d0")
+            .label(spec::GROUP_LABEL, "pd")
+            .label("role", "decode")
+            .req(GPU, "4")
+            .build(),
+    );
+    h.run();
+    assert_eq!(h.bound_of("pd-"), 3, "{:?}", h.bound());
+    let prefill = placed_in(&h, "pd-p");
+    let cabs: std::collections::BTreeSet<_> = prefill.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(
+        cabs.into_iter().collect::<Vec<_>>(),
+        vec!["1-1".to_owned()],
+        "{prefill:?}"
+    );
+    let sns: std::collections::BTreeSet<_> =
+        placed_in(&h, "pd-").into_iter().map(|(s, _)| s).collect();
+    assert_eq!(sns.len(), 1, "the unit stays in one super-node");
+}
+
+#[test]
+fn pd_prefill_preferred_in_one_cabinet_spreads_over_two_when_none_fits_and_never_fails() {
+    // One super-node of two 16-GPU cabinets: prefill needs 24 GPUs, so no
+    // cabinet holds it; the preference must not stop the unit from binding,
+    // and prefill spans exactly two cabinets. Annotations define the unit
+    // (`name:minMember:requiredLevel:preferredLevel`).
+    let mut h = Harness::new(cluster(1, 2, 2));
+    let subgroups = "prefill:3::strata.io/cabinet,decode:1";
+    for i in 0..3 {
+        h.add(
+            member("pd", i, 4, 8)
+                .label(spec::SUBGROUP_LABEL, "prefill")
+                .annotation(spec::ANN_SUBGROUPS, subgroups)
+                .annotation(spec::ANN_REQUIRED_LEVEL, "strata.io/supernode")
+                .build(),
+        );
+    }
+    h.add(
+        member("pd", 3, 4, 4)
+            .label(spec::SUBGROUP_LABEL, "decode")
+            .annotation(spec::ANN_SUBGROUPS, subgroups)
+            .annotation(spec::ANN_REQUIRED_LEVEL, "strata.io/supernode")
+            .build(),
+    );
+    let msgs = h.run();
+    assert_eq!(h.bound_of("pd-"), 4, "{msgs:?}");
+    let prefill: Vec<(String, String)> = (0..3)
+        .flat_map(|i| placed_in(&h, &format!("pd-{i}")))
+        .collect();
+    let cabs: std::collections::BTreeSet<_> = prefill.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(cabs.len(), 2, "{prefill:?}");
+    // With room for it in one cabinet, a second unit's prefill stays in one.
+    let mut h = Harness::new(cluster(1, 2, 2));
+    let subgroups = "prefill:2::strata.io/cabinet,decode:1";
+    for i in 0..2 {
+        h.add(
+            member("pd", i, 3, 8)
+                .label(spec::SUBGROUP_LABEL, "prefill")
+                .annotation(spec::ANN_SUBGROUPS, subgroups)
+                .build(),
+        );
+    }
+    h.add(
+        member("pd", 2, 3, 8)
+            .label(spec::SUBGROUP_LABEL, "decode")
+            .annotation(spec::ANN_SUBGROUPS, subgroups)
+            .build(),
+    );
+    h.run();
+    assert_eq!(h.bound_of("pd-"), 3);
+    let prefill: Vec<(String, String)> = (0..2)
+        .flat_map(|i| placed_in(&h, &format!("pd-{i}")))
+        .collect();
+    let cabs: std::collections::BTreeSet<_> = prefill.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(cabs.len(), 1, "{prefill:?}");
 }
 
 proptest! {

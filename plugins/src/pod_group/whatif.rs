@@ -76,6 +76,11 @@ pub(crate) fn what_if(
                 .subgroups
                 .get(r)
                 .and_then(|s| level_of(&s.required_level)),
+            preferred_level: q
+                .spec
+                .subgroups
+                .get(r)
+                .and_then(|s| level_of(&s.preferred_level)),
             classes: members
                 .iter()
                 .map(|(p, n)| MemberClass {
