@@ -138,11 +138,15 @@ pub fn strip_pod(pod: &mut Pod) {
     }
 }
 
-/// Drops what scheduling never reads from a node.
+/// Drops what scheduling never reads from a node. Annotations stay (but
+/// the last-applied one): plugins read device details from them
+/// (`strata.io/devices`, HAMi's register annotations).
 pub fn strip_node(node: &mut Node) {
     let md = &mut node.metadata;
     md.managed_fields = None;
-    md.annotations = None;
+    if let Some(a) = md.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
     if let Some(s) = node.status.take() {
         node.status = Some(NodeStatus {
             allocatable: s.allocatable,
@@ -305,6 +309,13 @@ mod tests {
         assert!(s.conditions.is_none() && s.node_info.is_none());
         assert!(n.metadata.managed_fields.is_none());
         assert_eq!(n.metadata.labels.as_ref().unwrap()["a"], "b");
+        let mut n: Node = serde_json::from_value(json!({"metadata": {"name": "n",
+            "annotations": {LAST_APPLIED: "{}", "strata.io/devices": "[]"}}}))
+        .unwrap();
+        strip_node(&mut n);
+        let a = n.metadata.annotations.as_ref().unwrap();
+        assert_eq!(a.len(), 1, "device annotations stay: {a:?}");
+        assert!(a.contains_key("strata.io/devices"));
     }
 
     #[test]

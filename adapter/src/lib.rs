@@ -7,8 +7,15 @@
 //!   relist and reconcile) Nodes, Pods, PodDisruptionBudgets, Namespaces,
 //!   PriorityClasses and custom resources, feeding the engine's update
 //!   channel; [`convert`] strips what scheduling never reads first.
+//! - [`groups`] and [`dra`]: custom resources plugins read — PodGroups, and
+//!   the DRA objects (`resource.k8s.io/v1` DeviceClasses, ResourceSlices,
+//!   ResourceClaims, ResourceClaimTemplates) — fed into the plugins' stores;
+//!   an API the cluster does not serve is skipped.
 //! - [`port`]: binds (`pods/binding`), `PodScheduled` status patches,
-//!   preemption deletions and rate-limited `events.k8s.io/v1` events.
+//!   preemption deletions, rate-limited `events.k8s.io/v1` events, and the
+//!   PreBind writes: pod annotations (merge patch; device assignments) and
+//!   ResourceClaim status (PUT of `resourceclaims/status` guarded by the
+//!   claim's resourceVersion; DRA allocations).
 //! - [`leader`]: Lease-based leader election; only the leader schedules.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` ([`metrics`]: kube-scheduler's
 //!   metric names plus `strata_*`).
@@ -27,6 +34,7 @@
 mod adapter;
 pub mod client;
 pub mod convert;
+pub mod dra;
 pub mod groups;
 pub mod http;
 pub mod informer;
@@ -102,6 +110,31 @@ pub const API_CALLS: &[ApiCall] = &[
     call("watch", "strata.io", "podgroups", Scope::Cluster),
     call("list", "scheduling.x-k8s.io", "podgroups", Scope::Cluster),
     call("watch", "scheduling.x-k8s.io", "podgroups", Scope::Cluster),
+    call("list", "resource.k8s.io", "deviceclasses", Scope::Cluster),
+    call("watch", "resource.k8s.io", "deviceclasses", Scope::Cluster),
+    call("list", "resource.k8s.io", "resourceslices", Scope::Cluster),
+    call("watch", "resource.k8s.io", "resourceslices", Scope::Cluster),
+    call("list", "resource.k8s.io", "resourceclaims", Scope::Cluster),
+    call("watch", "resource.k8s.io", "resourceclaims", Scope::Cluster),
+    call(
+        "list",
+        "resource.k8s.io",
+        "resourceclaimtemplates",
+        Scope::Cluster,
+    ),
+    call(
+        "watch",
+        "resource.k8s.io",
+        "resourceclaimtemplates",
+        Scope::Cluster,
+    ),
+    call(
+        "update",
+        "resource.k8s.io",
+        "resourceclaims/status",
+        Scope::Cluster,
+    ),
+    call("patch", "", "pods", Scope::Cluster),
     call("create", "", "pods/binding", Scope::Cluster),
     call("patch", "", "pods/status", Scope::Cluster),
     call("delete", "", "pods", Scope::Cluster),

@@ -3,6 +3,16 @@
 //! strategic merge patch of `pods/status`, deletes preemption victims with a
 //! UID precondition, and records `events.k8s.io/v1` events.
 //!
+//! Two calls serve PreBind plugins, both made before the pod is bound:
+//! - [`ClusterPort::patch_pod_annotations`]: a JSON merge patch of the pod's
+//!   `metadata.annotations` (the Devices plugin's assignment for the node
+//!   agent). A pod that is gone (404) is an error: binding it cannot work.
+//! - [`ClusterPort::update_resource_claim_status`]: a PUT of
+//!   `resourceclaims/{name}/status` (`resource.k8s.io/v1`) carrying the
+//!   claim's `resourceVersion`, so a claim changed since the plugin read it
+//!   gives 409 Conflict, which the plugin sees as an error (the pod is
+//!   retried against the newer claim); nothing is overwritten blindly.
+//!
 //! Limits that keep 100,000 pending pods from flooding the API server:
 //! - every write waits on the client rate limit ([`RateLimiter`]);
 //! - a pod's condition is patched only when it differs from the last one
@@ -16,10 +26,12 @@ use crate::client::RateLimiter;
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::resource::v1::ResourceClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -241,6 +253,74 @@ impl ClusterPort for KubeCluster {
     fn record_event(&self, event: PodEvent) {
         if self.events.try_send(event).is_err() {
             self.metrics.event_dropped();
+        }
+    }
+
+    async fn patch_pod_annotations(
+        &self,
+        pod: &PodInfo,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        self.check_alive().map_err(ClusterError)?;
+        if annotations.is_empty() {
+            return Ok(());
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        self.limiter.acquire().await;
+        self.check_alive().map_err(ClusterError)?;
+        let r = self
+            .pods(pod.namespace)
+            .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        match r {
+            Ok(p) if p.metadata.uid.as_deref().is_some_and(|u| u != &*pod.uid) => {
+                Err(ClusterError(format!(
+                    "patching the annotations of {}: the pod was replaced (uid {} is not {})",
+                    pod.key(),
+                    p.metadata.uid.as_deref().unwrap_or(""),
+                    pod.uid
+                )))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(ClusterError(match api_code(&e) {
+                Some(404) => format!(
+                    "patching the annotations of {}: the pod no longer exists",
+                    pod.key()
+                ),
+                _ => format!("patching the annotations of {}: {e}", pod.key()),
+            })),
+        }
+    }
+
+    async fn update_resource_claim_status(
+        &self,
+        claim: &ResourceClaim,
+    ) -> Result<(), ClusterError> {
+        self.check_alive().map_err(ClusterError)?;
+        let ns = claim.metadata.namespace.as_deref().unwrap_or("default");
+        let name = claim.metadata.name.as_deref().unwrap_or("");
+        if name.is_empty() {
+            return Err(ClusterError(
+                "writing a ResourceClaim status: the claim has no name".into(),
+            ));
+        }
+        self.limiter.acquire().await;
+        self.check_alive().map_err(ClusterError)?;
+        let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), ns);
+        match api
+            .replace_status(name, &PostParams::default(), claim)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ClusterError(match api_code(&e) {
+                Some(409) => format!(
+                    "ResourceClaim {ns}/{name} changed since resourceVersion {} was read (409 Conflict); \
+                     the status was not written: {e}",
+                    claim.metadata.resource_version.as_deref().unwrap_or("?")
+                ),
+                Some(404) => format!("ResourceClaim {ns}/{name} no longer exists"),
+                _ => format!("writing the status of ResourceClaim {ns}/{name}: {e}"),
+            })),
         }
     }
 }

@@ -6,6 +6,10 @@
 //! no new pods are taken, binds in flight finish (or are handed back), the
 //! leader Lease is released. Flags named as kube-scheduler's override the
 //! file.
+//!
+//! Plugins that read cluster objects beyond pods and nodes share stores
+//! with the adapter's custom-resource informers: PodGroups for the PodGroup
+//! plugin, DRA objects for DynamicResources.
 
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -125,10 +129,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let client = strata_kube::make_client(&opts).await?;
-        // PodGroups (Strata's and the coscheduling API) feed the PodGroup
-        // plugin's store; APIs the cluster does not serve are skipped.
+        // Custom resources feed the stores plugins read; APIs the cluster
+        // does not serve are skipped (one info log each):
+        // - PodGroups (Strata's and the coscheduling API) → PodGroup plugin;
+        // - DRA objects (resource.k8s.io/v1 DeviceClasses, ResourceSlices,
+        //   ResourceClaims, ResourceClaimTemplates) → DynamicResources.
         let stores = strata_plugins::pod_group::Stores::default();
-        let custom = strata_kube::groups::pod_group_resources(&client, &stores.pod_groups).await;
+        let mut custom = Vec::new();
+        custom.extend(strata_kube::groups::pod_group_resources(&client, &stores.pod_groups).await);
+        custom.extend(strata_kube::dra::dra_resources(&client, &stores.dra).await);
         let registry = strata_plugins::registry_with(&stores);
         let adapter = Adapter::start_with_registry(cfg, opts, client, custom, registry).await?;
         tracing::info!(identity = adapter.identity(), http = ?adapter.http_addr(), "strata scheduler started");

@@ -35,6 +35,17 @@ pub struct ApiCall {
     pub namespace: Option<String>,
 }
 
+/// One request as served, for tests that check the order of calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The call (verb, group, resource with subresource, namespace).
+    pub call: ApiCall,
+    /// The object's name, if the request names one.
+    pub name: Option<String>,
+    /// The HTTP status code answered (200 for a watch that opened).
+    pub code: u16,
+}
+
 struct Target {
     rt: ResourceType,
     namespace: Option<String>,
@@ -232,7 +243,7 @@ pub(crate) async fn handle(
         Err(e) => return error_response(&e),
     };
     let verb = verb_of(&method, &t, watch);
-    shared.calls.lock().insert(ApiCall {
+    let call = ApiCall {
         verb: verb.to_owned(),
         group: t.rt.group.clone(),
         resource: match &t.sub {
@@ -240,7 +251,8 @@ pub(crate) async fn handle(
             None => t.rt.plural.clone(),
         },
         namespace: t.namespace.clone(),
-    });
+    };
+    shared.calls.lock().insert(call.clone());
     if !watch {
         let lat = shared.latency_us.load(Ordering::Relaxed);
         if lat > 0 {
@@ -348,6 +360,17 @@ pub(crate) async fn handle(
                 }
             }
         }
+        ("update", Some(_), Some("status") | None) if take_conflict(&shared, &t) => {
+            Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} {:?}: the object has been modified; please apply your changes to the latest version and try again (injected)",
+                    t.rt.key(),
+                    t.name.as_deref().unwrap_or("")
+                ),
+            ))
+        }
         ("update", Some(name), sub @ (None | Some("status"))) => Ok((
             StatusCode::OK,
             shared
@@ -400,10 +423,39 @@ pub(crate) async fn handle(
             format!("{method} is not supported on {path}"),
         )),
     })();
+    let code = match &result {
+        Ok((c, _)) => c.as_u16(),
+        Err(e) if e.code == 0 => 200,
+        Err(e) => e.code,
+    };
+    if let Some(log) = shared.requests.lock().as_mut() {
+        log.push(RequestRecord {
+            call,
+            name: t.name.clone(),
+            code,
+        });
+    }
     match result {
         Ok((code, body)) => json_response(code, body),
         Err(e) if e.code == 0 => watch_response(&shared, &t, &q),
         Err(e) => error_response(&e),
+    }
+}
+
+/// Whether this update is one [`crate::FakeApiServer::conflict_next_updates`]
+/// asked to refuse (counting it).
+fn take_conflict(shared: &Shared, t: &Target) -> bool {
+    let key = match &t.sub {
+        Some(s) => format!("{}/{s}", t.rt.key()),
+        None => t.rt.key(),
+    };
+    let mut m = shared.update_conflicts.lock();
+    match m.get_mut(&key) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
     }
 }
 

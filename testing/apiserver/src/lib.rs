@@ -26,8 +26,10 @@
 //!
 //! Tests steer it with [`FakeApiServer`]'s methods: write objects directly,
 //! compact the watch log ([`FakeApiServer::compact`]), cut every watch
-//! ([`FakeApiServer::interrupt_watches`]), add latency, fail binds, and read
-//! back every binding and every API call made (for RBAC checks).
+//! ([`FakeApiServer::interrupt_watches`]), add latency, fail binds, answer
+//! updates with 409 Conflict ([`FakeApiServer::conflict_next_updates`]), and
+//! read back every binding and every API call made (for RBAC checks), or
+//! every request in order ([`FakeApiServer::record_requests`]).
 
 #![warn(missing_docs)]
 
@@ -35,12 +37,12 @@ pub mod fixtures;
 mod http;
 mod store;
 
-pub use http::ApiCall;
+pub use http::{ApiCall, RequestRecord};
 pub use store::{ApiError, ResourceType, builtin_resources};
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,6 +96,10 @@ pub(crate) struct Shared {
     pub bind_conflicts: AtomicU64,
     pub calls: Mutex<BTreeSet<ApiCall>>,
     pub unavailable: AtomicBool,
+    /// `plural[.group][/sub]` → updates left to answer with 409.
+    pub update_conflicts: Mutex<HashMap<String, u64>>,
+    /// Every request in order, when recording.
+    pub requests: Mutex<Option<Vec<RequestRecord>>>,
 }
 
 /// A running server. Dropping it stops it.
@@ -120,6 +126,8 @@ impl FakeApiServer {
             bind_conflicts: AtomicU64::new(0),
             calls: Mutex::new(BTreeSet::new()),
             unavailable: AtomicBool::new(false),
+            update_conflicts: Mutex::new(HashMap::new()),
+            requests: Mutex::new(None),
         });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.worker_threads.max(1))
@@ -326,6 +334,29 @@ impl FakeApiServer {
     /// The next `n` binding calls fail with 500.
     pub fn fail_next_binds(&self, n: u64) {
         self.shared.fail_binds.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` updates (PUT) of `resource` answer 409 Conflict, as if
+    /// someone had changed the object since the client read it. `resource`
+    /// is named as in [`FakeApiServer::create`], with `/status` for the
+    /// subresource (`resourceclaims.resource.k8s.io/status`).
+    pub fn conflict_next_updates(&self, resource: &str, n: u64) {
+        self.shared
+            .update_conflicts
+            .lock()
+            .insert(resource.to_owned(), n);
+    }
+
+    /// Starts (`true`, clearing what was recorded) or stops recording every
+    /// request in order, for tests that check the order of calls.
+    pub fn record_requests(&self, on: bool) {
+        *self.shared.requests.lock() = on.then(Vec::new);
+    }
+
+    /// The requests recorded since [`FakeApiServer::record_requests`], in
+    /// the order they were served.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.requests.lock().clone().unwrap_or_default()
     }
 
     /// Answers every request with 503 while `true`.
