@@ -6,7 +6,9 @@
 //! Two calls serve PreBind plugins, both made before the pod is bound:
 //! - [`ClusterPort::patch_pod_annotations`]: a JSON merge patch of the pod's
 //!   `metadata.annotations` (the Devices plugin's assignment for the node
-//!   agent). A pod that is gone (404) is an error: binding it cannot work.
+//!   agent), with the pod's uid as a precondition. A pod that is gone (404)
+//!   or was recreated under its name (409) is an error: binding it cannot
+//!   work.
 //! - [`ClusterPort::update_resource_claim_status`]: a PUT of
 //!   `resourceclaims/{name}/status` (`resource.k8s.io/v1`) carrying the
 //!   claim's `resourceVersion`, so a claim changed since the plugin read it
@@ -265,7 +267,9 @@ impl ClusterPort for KubeCluster {
         if annotations.is_empty() {
             return Ok(());
         }
-        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        // The uid is a precondition: a pod recreated under the same name
+        // is not patched (409).
+        let patch = serde_json::json!({"metadata": {"uid": &*pod.uid, "annotations": annotations}});
         self.limiter.acquire().await;
         self.check_alive().map_err(ClusterError)?;
         let r = self
@@ -286,6 +290,11 @@ impl ClusterPort for KubeCluster {
                 Some(404) => format!(
                     "patching the annotations of {}: the pod no longer exists",
                     pod.key()
+                ),
+                Some(409) => format!(
+                    "patching the annotations of {}: the pod was replaced (uid {} is gone): {e}",
+                    pod.key(),
+                    pod.uid
                 ),
                 _ => format!("patching the annotations of {}: {e}", pod.key()),
             })),

@@ -559,3 +559,113 @@ async fn a_cluster_without_the_dra_api_still_becomes_ready() {
     .await;
     a.shutdown().await;
 }
+
+/// The two PreBind calls of the port, directly: what they write and how
+/// their failures read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_writes_annotations_and_claim_status_and_names_failures() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use strata_kube::client::RateLimiter;
+    use strata_kube::metrics::Metrics;
+    use strata_kube::port::KubeCluster;
+    use strata_scheduler::cluster::ClusterPort;
+    use strata_scheduler::model::PodInfo;
+
+    let s = dra_server(&[]);
+    let port = KubeCluster::new(
+        client(&s),
+        Arc::new(RateLimiter::new(1000.0, 1000)),
+        Arc::new(Metrics::new()),
+        Arc::new(RateLimiter::new(1000.0, 1000)),
+        16,
+        "test".into(),
+    );
+    let info = |v: Value| PodInfo::compile(&serde_json::from_value(v).unwrap()).unwrap();
+    let p = info(
+        s.create("pods", fixtures::pod("work", "p", SCHED, 100, 64, None))
+            .unwrap(),
+    );
+    let ann: BTreeMap<String, String> =
+        [("strata.io/device-assignment".to_owned(), "{}".to_owned())].into();
+
+    // Merged into what is there.
+    port.patch_pod_annotations(&p, &ann).await.unwrap();
+    let got = s.get("pods", "work", "p").unwrap();
+    assert_eq!(
+        got["metadata"]["annotations"]["strata.io/device-assignment"],
+        "{}"
+    );
+    assert!(
+        got["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .is_string()
+    );
+
+    // Recreated under the same name: the uid precondition refuses.
+    s.delete("pods", "work", "p").unwrap();
+    s.create("pods", fixtures::pod("work", "p", SCHED, 100, 64, None))
+        .unwrap();
+    let e = port.patch_pod_annotations(&p, &ann).await.unwrap_err();
+    assert!(e.0.contains("was replaced"), "{e}");
+    assert!(s.get("pods", "work", "p").unwrap()["metadata"]["annotations"]["strata.io/device-assignment"].is_null());
+
+    // Gone.
+    s.delete("pods", "work", "p").unwrap();
+    let e = port.patch_pod_annotations(&p, &ann).await.unwrap_err();
+    assert!(e.0.contains("no longer exists"), "{e}");
+
+    // Claim status: written with the resourceVersion read...
+    s.create(CLAIMS, claim("c", "gpu.example.com", None))
+        .unwrap();
+    let read: k8s_openapi::api::resource::v1::ResourceClaim =
+        serde_json::from_value(s.get(CLAIMS, "work", "c").unwrap()).unwrap();
+    let mut mine = read.clone();
+    mine.status = Some(k8s_openapi::api::resource::v1::ResourceClaimStatus {
+        reserved_for: Some(vec![
+            k8s_openapi::api::resource::v1::ResourceClaimConsumerReference {
+                resource: "pods".into(),
+                name: "a".into(),
+                uid: "uid-a".into(),
+                api_group: None,
+            },
+        ]),
+        ..Default::default()
+    });
+    port.update_resource_claim_status(&mine).await.unwrap();
+    let stored = s.get(CLAIMS, "work", "c").unwrap();
+    assert_eq!(
+        reserved_for(&stored),
+        [("a".to_owned(), "uid-a".to_owned())]
+    );
+    assert_eq!(
+        stored["spec"],
+        serde_json::to_value(&read.spec).unwrap(),
+        "only the status changes"
+    );
+
+    // ...and a second write from the same (now stale) version is refused,
+    // not written over the first.
+    let mut other = read.clone();
+    other.status = Some(k8s_openapi::api::resource::v1::ResourceClaimStatus {
+        reserved_for: Some(vec![
+            k8s_openapi::api::resource::v1::ResourceClaimConsumerReference {
+                resource: "pods".into(),
+                name: "b".into(),
+                uid: "uid-b".into(),
+                api_group: None,
+            },
+        ]),
+        ..Default::default()
+    });
+    let e = port.update_resource_claim_status(&other).await.unwrap_err();
+    assert!(e.0.contains("409") && e.0.contains("work/c"), "{e}");
+    assert_eq!(
+        reserved_for(&s.get(CLAIMS, "work", "c").unwrap()),
+        [("a".to_owned(), "uid-a".to_owned())]
+    );
+
+    // A claim that is gone.
+    s.delete(CLAIMS, "work", "c").unwrap();
+    let e = port.update_resource_claim_status(&mine).await.unwrap_err();
+    assert!(e.0.contains("no longer exists"), "{e}");
+}

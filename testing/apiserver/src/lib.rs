@@ -12,8 +12,9 @@
 //!   (`allowWatchBookmarks`), `timeoutSeconds`, and an `ERROR` event carrying
 //!   410 Gone when the version was compacted away;
 //! - create / get / update (resourceVersion conflicts give 409) / merge and
-//!   strategic-merge patch (conditions merge by `type`) / delete with
-//!   preconditions, on objects and their `status` subresource;
+//!   strategic-merge patch (conditions merge by `type`; a `metadata.uid`
+//!   in the patch is a precondition) / delete with preconditions, on
+//!   objects and their `status` subresource;
 //! - the `pods/binding` subresource: 409 when `spec.nodeName` is already
 //!   set (or the UID differs), 404 when the pod is gone;
 //! - events (`events.k8s.io/v1` and core), Leases (`coordination.k8s.io/v1`),

@@ -654,6 +654,20 @@ impl Store {
         {
             return Err(conflict(rt, name));
         }
+        // A uid in the patch is a precondition, as in kube-apiserver: an
+        // object recreated under the same name is not patched.
+        if let Some(uid) = patch["metadata"]["uid"].as_str()
+            && uid != old.value["metadata"]["uid"].as_str().unwrap_or("")
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: Precondition failed: UID in precondition: {uid}",
+                    rt.key()
+                ),
+            ));
+        }
         let mut next = (*old.value).clone();
         merge(&mut next, patch, kind == PatchKind::Strategic);
         if status_only {
