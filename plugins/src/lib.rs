@@ -5,7 +5,11 @@
 //!
 //! [`registry`] returns all of them by configuration name;
 //! [`default_plugins`] is the set a profile runs when its configuration does
-//! not say otherwise, with kube-scheduler's default score weights.
+//! not say otherwise, with kube-scheduler's default score weights, plus the
+//! accelerator plugins (`Devices`, `DynamicResources`) so HAMi and DRA pods
+//! are served by the default profile. Both return Skip from PreFilter for a
+//! pod that asks for no device and names no claim, so such pods run none of
+//! their Filter or Score.
 
 pub mod balanced_allocation;
 pub mod default_binder;
@@ -69,8 +73,10 @@ pub fn registry_with(stores: &pod_group::Stores) -> Registry {
     r
 }
 
-/// The default plugin set (kube-scheduler's `multiPoint` defaults) with
-/// score weights; plugins that do not score carry weight 0.
+/// The default plugin set (kube-scheduler's `multiPoint` defaults, with
+/// `Devices` besides `DynamicResources`) with score weights; plugins that do
+/// not score carry weight 0. Opt out per profile with
+/// `multiPoint.disabled: [{name: Devices}]`.
 pub fn default_plugins() -> Vec<(&'static str, i64)> {
     vec![
         (scheduling_gates::NAME, 0),
@@ -82,6 +88,10 @@ pub fn default_plugins() -> Vec<(&'static str, i64)> {
         (node_affinity::NAME, 2),
         (node_ports::NAME, 0),
         (node_resources_fit::NAME, 1),
+        // DRA claims (kube-scheduler's default since 1.34).
+        (dra::NAME, 0),
+        // Whole and HAMi-shared devices.
+        (devices::NAME, 2),
         (pod_topology_spread::NAME, 2),
         (inter_pod_affinity::NAME, 2),
         (default_preemption::NAME, 0),

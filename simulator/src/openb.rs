@@ -67,9 +67,11 @@ impl ReplayPolicy {
     fn devices_args(self) -> serde_json::Value {
         match self {
             ReplayPolicy::Fragmentation => {
-                json!({"nodePolicy": "Fragmentation", "devicePolicy": "Fragmentation"})
+                json!({"nodePolicy": "Fragmentation", "devicePolicy": "Fragmentation", "scoreAllPods": true})
             }
-            ReplayPolicy::BestFit => json!({"nodePolicy": "BestFit", "devicePolicy": "Binpack"}),
+            ReplayPolicy::BestFit => {
+                json!({"nodePolicy": "BestFit", "devicePolicy": "Binpack", "scoreAllPods": true})
+            }
             ReplayPolicy::Random => json!({"nodePolicy": "None", "devicePolicy": "Random"}),
         }
     }

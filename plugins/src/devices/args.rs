@@ -135,7 +135,8 @@ pub struct DevicesArgs {
     pub device_policy: DevicePolicy,
     /// Whether pods that ask for no device are scored too (with
     /// `Fragmentation` and `BestFit`, so cpu-only pods keep away from the
-    /// cpu that GPU pods will need).
+    /// cpu that GPU pods will need). Default false: the plugin is in the
+    /// default profile, and pods without devices must cost it nothing.
     pub score_all_pods: bool,
     /// A fixed expected workload mix for `Fragmentation` (classes of the
     /// first kind); empty: learn it from the pods seen.
@@ -333,6 +334,25 @@ pub fn default_kinds() -> Vec<KindSpec> {
         .collect()
 }
 
+/// The share resources of `kinds` (memory in MiB, memory percent, compute
+/// percent): what the plugin accounts per device and nodes never advertise
+/// in allocatable.
+pub fn share_resources(kinds: &[KindSpec]) -> Vec<String> {
+    kinds
+        .iter()
+        .flat_map(|k| [k.memory, k.memory_percentage, k.cores])
+        .flatten()
+        .map(|id| id.name().to_owned())
+        .collect()
+}
+
+/// The share resources of the default kinds (HAMi's `nvidia.com/gpumem`,
+/// `nvidia.com/gpumem-percentage`, `nvidia.com/gpucores`): the default of
+/// NodeResourcesFit's `deviceShareResources`, so HAMi pods pass its Filter.
+pub fn default_share_resources() -> Vec<String> {
+    share_resources(&default_kinds())
+}
+
 fn parse_at<T: serde::de::DeserializeOwned>(v: &Value, path: &str) -> Result<T, PluginArgsError> {
     T::deserialize(v).map_err(|e| {
         PluginArgsError::new(if path.is_empty() { "args" } else { path }, e.to_string())
@@ -462,7 +482,7 @@ impl DevicesArgs {
             kinds: kinds.into(),
             node_policy,
             device_policy,
-            score_all_pods: raw.score_all_pods.unwrap_or(true),
+            score_all_pods: raw.score_all_pods.unwrap_or(false),
             workload,
         })
     }

@@ -13,10 +13,22 @@
 //! multiple allocations. A claim already allocated is honoured: the node
 //! must match its allocation's node selector, nothing is reallocated.
 //! Reserve records the allocation as in flight (so the next pod does not
-//! take the same devices), Unreserve drops exactly that, and PreBind
-//! writes `status.allocation` and `status.reservedFor` through the cluster
-//! port before the pod is bound, then records the written claim in the
-//! store.
+//! take the same devices), and PreBind writes `status.allocation` and
+//! `status.reservedFor` through the cluster port before the pod is bound,
+//! then records the written claim in the store.
+//!
+//! ## Undo
+//!
+//! Unreserve drops the pod's in-flight allocations and, when a later PreBind
+//! or the Bind failed after this plugin's PreBind wrote claims, takes the
+//! pod back out of each written claim: out of `reservedFor`, and the
+//! allocation too when this pod's cycle made it and no other consumer was
+//! added since. The store is corrected at once (the next cycle sees the
+//! devices free); the API write runs on the engine's runtime, and a later
+//! PreBind of the same claim waits for it, so writes to one claim keep
+//! their order. The undo write is unguarded (no `resourceVersion`): the
+//! scheduler does not learn the version its own PreBind write produced, and
+//! the claim is reserved for this pod until then.
 //!
 //! Bad input — an unknown DeviceClass, a selector that does not compile, a
 //! claim name in another namespace, a missing claim — is
@@ -24,11 +36,8 @@
 //! request and the selector; the pod is retried when a DRA object changes.
 //!
 //! Approximations: a CEL runtime error does not select the device (and is
-//! reported if no device is left) instead of aborting the allocation; an
-//! allocation written in PreBind whose bind then fails is not deallocated
-//! here (the in-flight record is dropped; the resourceclaim controller
-//! clears `reservedFor` of pods that are gone); per-node allocation in
-//! Filter allocates small vectors (DRA pods are few).
+//! reported if no device is left) instead of aborting the allocation;
+//! per-node allocation in Filter allocates small vectors (DRA pods are few).
 
 pub mod alloc;
 pub mod cel;
@@ -93,7 +102,22 @@ struct DraCycle {
     /// Claim index in `works` → devices, from Reserve.
     reserved: Vec<(usize, Vec<Chosen>)>,
     node: Option<String>,
+    /// Claims PreBind wrote, for Unreserve (PreBind only reads the state).
+    written: Arc<Mutex<Vec<Written>>>,
 }
+
+/// A claim status PreBind wrote for the cycle's pod.
+#[derive(Clone, Debug)]
+struct Written {
+    namespace: String,
+    name: String,
+    /// Whether this cycle allocated the claim (rather than honouring an
+    /// allocation made before).
+    allocated: bool,
+}
+
+/// Undo writes not yet acknowledged, by claim uid: (generation, done).
+type PendingUndo = FxHashMap<String, (u64, tokio::sync::watch::Receiver<bool>)>;
 
 struct InFlight {
     pod: Arc<str>,
@@ -113,6 +137,7 @@ pub struct DynamicResources {
     handle: Handle,
     caches: Mutex<Caches>,
     inflight: Mutex<(u64, FxHashMap<String, InFlight>)>,
+    pending_undo: Arc<Mutex<(u64, PendingUndo)>>,
 }
 
 fn claim_key(c: &resv1::ResourceClaim) -> String {
@@ -148,7 +173,96 @@ impl DynamicResources {
                 used: None,
             }),
             inflight: Mutex::new((0, FxHashMap::default())),
+            pending_undo: Arc::new(Mutex::new((0, FxHashMap::default()))),
         }
+    }
+
+    /// Takes `pod` back out of a claim PreBind wrote for it: the store at
+    /// once, the API through the cluster port on the current runtime.
+    fn undo_written(&self, pod: &PodInfo, w: &Written) {
+        let Some(cur) = self.store.claim(&w.namespace, &w.name) else {
+            return;
+        };
+        let mut claim = (*cur).clone();
+        let key = claim_key(&claim);
+        let Some(status) = claim.status.as_mut() else {
+            return;
+        };
+        let had = status
+            .reserved_for
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|x| x.uid == *pod.uid));
+        if let Some(r) = status.reserved_for.as_mut() {
+            r.retain(|x| x.uid != *pod.uid);
+            if r.is_empty() {
+                status.reserved_for = None;
+            }
+        }
+        // Deallocate only what this cycle allocated and nobody else uses.
+        let deallocate =
+            w.allocated && status.allocation.is_some() && status.reserved_for.is_none();
+        if deallocate {
+            status.allocation = None;
+        }
+        if !had && !deallocate {
+            return;
+        }
+        claim.metadata.resource_version = None;
+        let uid = claim_uid(&claim);
+        self.store.assume_claim(claim.clone());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                claim = %key,
+                pod = %pod.key(),
+                "no async runtime in Unreserve: taking the pod out of the ResourceClaim is not written to the API"
+            );
+            return;
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let generation = {
+            let mut p = self.pending_undo.lock();
+            p.0 += 1;
+            let g = p.0;
+            p.1.insert(uid.clone(), (g, rx));
+            g
+        };
+        let cluster = self.handle.cluster.clone();
+        let pending = self.pending_undo.clone();
+        let pod_key = pod.key();
+        rt.spawn(async move {
+            if let Err(e) = cluster.update_resource_claim_status(&claim).await {
+                tracing::warn!(
+                    claim = %key,
+                    pod = %pod_key,
+                    error = %e,
+                    "could not take an unbound pod out of its ResourceClaim"
+                );
+            }
+            let _ = tx.send(true);
+            let mut p = pending.lock();
+            if p.1.get(&uid).is_some_and(|(g, _)| *g == generation) {
+                p.1.remove(&uid);
+            }
+        });
+    }
+
+    /// Waits until an undo write of claim `uid` (from an earlier failed
+    /// binding) has reached the cluster.
+    async fn await_undo(&self, uid: &str) {
+        let rx = self
+            .pending_undo
+            .lock()
+            .1
+            .get(uid)
+            .map(|(_, rx)| rx.clone());
+        if let Some(mut rx) = rx {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    /// Whether an undo write is still on its way (for tests and shutdown).
+    pub fn undo_pending(&self) -> bool {
+        !self.pending_undo.lock().1.is_empty()
     }
 
     /// The store this plugin reads.
@@ -723,6 +837,7 @@ impl PreFilterPlugin for DynamicResources {
             used,
             reserved: Vec::new(),
             node: None,
+            written: Arc::new(Mutex::new(Vec::new())),
         });
         PreFilterResult::ok()
     }
@@ -794,8 +909,16 @@ impl ReservePlugin for DynamicResources {
         if fl.1.len() != before {
             fl.0 += 1;
         }
-        if let Some(st) = state.get_mut::<DraCycle>() {
-            st.reserved.clear();
+        drop(fl);
+        let written = match state.get_mut::<DraCycle>() {
+            Some(st) => {
+                st.reserved.clear();
+                std::mem::take(&mut *st.written.lock())
+            }
+            None => Vec::new(),
+        };
+        for w in &written {
+            self.undo_written(pod, w);
         }
     }
 }
@@ -811,6 +934,8 @@ impl PreBindPlugin for DynamicResources {
             let key = claim_key(old);
             let ns = old.metadata.namespace.as_deref().unwrap_or("default");
             let name = old.metadata.name.as_deref().unwrap_or("");
+            // An undo of this claim from an earlier failed binding goes first.
+            self.await_undo(&claim_uid(old)).await;
             // Work on the newest copy.
             let latest = self.store.claim(ns, name).unwrap_or_else(|| old.clone());
             let mut claim = (*latest).clone();
@@ -846,6 +971,11 @@ impl PreBindPlugin for DynamicResources {
                 return Status::error(format!("writing the status of ResourceClaim {key}: {e}"));
             }
             let uid = claim_uid(&claim);
+            cd.written.lock().push(Written {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+                allocated: cd.reserved.iter().any(|(j, _)| *j == i),
+            });
             self.store.assume_claim(claim);
             let mut fl = self.inflight.lock();
             if fl.1.remove(&uid).is_some() {

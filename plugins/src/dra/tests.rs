@@ -15,6 +15,8 @@ use strata_scheduler::testing;
 #[derive(Default)]
 struct Writes {
     claims: PMutex<Vec<resv1::ResourceClaim>>,
+    /// Claim names whose status writes fail.
+    fail: PMutex<Vec<String>>,
 }
 
 #[async_trait::async_trait]
@@ -37,6 +39,10 @@ impl ClusterPort for Writes {
         &self,
         claim: &resv1::ResourceClaim,
     ) -> Result<(), ClusterError> {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        if self.fail.lock().contains(&name) {
+            return Err(ClusterError(format!("apiserver refused {name}")));
+        }
         self.claims.lock().push(claim.clone());
         Ok(())
     }
@@ -368,6 +374,130 @@ fn unreserve_returns_exactly_what_reserve_took() {
     );
     rig.plugin.unreserve(&mut st, &pa, rig.node_ref("n1"));
     assert!(rig.schedule(&pb, "n1").is_ok());
+}
+
+/// The claim's `reservedFor` uids.
+fn consumers(c: &resv1::ResourceClaim) -> Vec<String> {
+    c.status
+        .as_ref()
+        .and_then(|s| s.reserved_for.as_ref())
+        .map(|r| r.iter().map(|x| x.uid.clone()).collect())
+        .unwrap_or_default()
+}
+
+impl Rig {
+    /// Unreserve as the engine runs it after a failed binding (inside its
+    /// runtime), then waits for the undo writes to land.
+    fn unreserve_after_failed_bind(&self, st: &mut CycleState, pod: &PodInfo, node: &str) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        {
+            let _g = rt.enter();
+            self.plugin.unreserve(st, pod, self.node_ref(node));
+        }
+        for _ in 0..500 {
+            if !self.plugin.undo_pending() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        panic!("undo writes did not land");
+    }
+}
+
+#[test]
+fn failed_bind_deallocates_what_prebind_allocated() {
+    let rig = Rig::new(&["n1"]);
+    rig.store.upsert_slice(gpus("n1", 1));
+    rig.store.upsert_claim(one_gpu("c1"));
+    let p = pod_using("p", &["c1"]);
+    let mut st = rig.schedule(&p, "n1").unwrap();
+    assert!(rig.bind(&st, &p, "n1").is_success());
+    assert_eq!(
+        consumers(&rig.store.claim("default", "c1").unwrap()),
+        ["uid-p"]
+    );
+    // Another pod's claim cannot have the only device now.
+    rig.store.upsert_claim(one_gpu("c2"));
+    let q = pod_using("q", &["c2"]);
+    assert!(rig.schedule(&q, "n1").is_err());
+    // The bind fails: the engine runs Unreserve.
+    rig.unreserve_after_failed_bind(&mut st, &p, "n1");
+    let c1 = rig.store.claim("default", "c1").unwrap();
+    assert!(devices_of(&c1).is_empty(), "deallocated in the store");
+    assert!(consumers(&c1).is_empty());
+    let written = rig.writes.claims.lock().clone();
+    assert_eq!(written.len(), 2, "allocation, then its undo");
+    let undo = &written[1];
+    assert_eq!(undo.metadata.name.as_deref(), Some("c1"));
+    assert!(devices_of(undo).is_empty() && consumers(undo).is_empty());
+    // The device is free again; the pod itself can be retried.
+    assert!(rig.schedule(&q, "n1").is_ok());
+    // Idempotent: a second Unreserve writes nothing more.
+    rig.unreserve_after_failed_bind(&mut st, &p, "n1");
+    assert_eq!(rig.writes.claims.lock().len(), 2);
+}
+
+#[test]
+fn failed_bind_keeps_an_allocation_made_before_and_its_other_consumers() {
+    let rig = Rig::new(&["n1"]);
+    rig.store.upsert_slice(gpus("n1", 2));
+    rig.store.upsert_claim(one_gpu("shared"));
+    let a = pod_using("a", &["shared"]);
+    let st = rig.schedule(&a, "n1").unwrap();
+    assert!(rig.bind(&st, &a, "n1").is_success());
+    // b shares the allocated claim; its bind fails.
+    let b = pod_using("b", &["shared"]);
+    let mut st = rig.schedule(&b, "n1").unwrap();
+    assert!(rig.bind(&st, &b, "n1").is_success());
+    assert_eq!(
+        consumers(&rig.store.claim("default", "shared").unwrap()),
+        ["uid-a", "uid-b"]
+    );
+    rig.unreserve_after_failed_bind(&mut st, &b, "n1");
+    let c = rig.store.claim("default", "shared").unwrap();
+    assert_eq!(consumers(&c), ["uid-a"], "only b is taken out");
+    assert_eq!(
+        devices_of(&c),
+        vec![("gpu".to_owned(), "gpu-0".to_owned())],
+        "a's allocation stays"
+    );
+    let written = rig.writes.claims.lock().clone();
+    assert_eq!(consumers(written.last().unwrap()), ["uid-a"]);
+}
+
+#[test]
+fn a_later_prebind_failure_undoes_the_claims_written_before_it() {
+    let rig = Rig::new(&["n1"]);
+    rig.store.upsert_slice(gpus("n1", 4));
+    rig.store.upsert_claim(one_gpu("first"));
+    rig.store.upsert_claim(one_gpu("second"));
+    rig.writes.fail.lock().push("second".into());
+    let p = pod_using("p", &["first", "second"]);
+    let mut st = rig.schedule(&p, "n1").unwrap();
+    let s = rig.bind(&st, &p, "n1");
+    assert!(!s.is_success(), "the second write fails");
+    assert!(s.message().contains("second"), "{s}");
+    // "first" was written and assumed; Unreserve takes it back.
+    assert!(!devices_of(&rig.store.claim("default", "first").unwrap()).is_empty());
+    rig.unreserve_after_failed_bind(&mut st, &p, "n1");
+    for c in ["first", "second"] {
+        let c = rig.store.claim("default", c).unwrap();
+        assert!(devices_of(&c).is_empty() && consumers(&c).is_empty());
+    }
+    // Nothing is in flight or in use: all four devices can be taken again.
+    let four = claim(
+        "default",
+        "four",
+        json!({"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com", "count": 4}}]}),
+    );
+    rig.store.upsert_claim(four);
+    rig.writes.fail.lock().clear();
+    let q = pod_using("q", &["four"]);
+    let st = rig.schedule(&q, "n1").unwrap();
+    assert!(rig.bind(&st, &q, "n1").is_success());
 }
 
 #[test]

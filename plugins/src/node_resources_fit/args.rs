@@ -16,6 +16,15 @@
 //! `scoringStrategy` must name its `type` (kube rejects an empty type too).
 //! `apiVersion` and `kind` may appear (as they do in pluginConfig files) and
 //! `kind`, when given, must name the right args type.
+//!
+//! One Strata extension: `deviceShareResources`, the extended resources the
+//! Devices plugin accounts per device (HAMi's `nvidia.com/gpumem`,
+//! `nvidia.com/gpumem-percentage`, `nvidia.com/gpucores`). Nodes never
+//! advertise them in allocatable, so the Filter leaves them to Devices, as
+//! kube-scheduler leaves an extender's `managedResources` marked
+//! `ignoredByScheduler`. Absent: the share resources of the Devices plugin's
+//! default kinds; `[]`: none (the strict kube behaviour, for profiles
+//! without Devices); a list: exactly those.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -144,6 +153,9 @@ pub(crate) struct FitArgs {
     /// Extended resource prefixes (`example.com` of `example.com/gpu`) the
     /// Filter does not check.
     pub ignored_resource_groups: Vec<String>,
+    /// Device share resources the Filter leaves to the Devices plugin
+    /// (Strata extension, see the module docs).
+    pub device_share_resources: Vec<String>,
     /// The scoring strategy.
     pub strategy: StrategyType,
     /// Resources scored, with weights.
@@ -159,6 +171,7 @@ impl Default for FitArgs {
         FitArgs {
             ignored_resources: Vec::new(),
             ignored_resource_groups: Vec::new(),
+            device_share_resources: crate::devices::args::default_share_resources(),
             strategy: StrategyType::LeastAllocated,
             resources: default_resources(),
             shape: Vec::new(),
@@ -178,6 +191,8 @@ struct RawFitArgs {
     ignored_resources: Option<Vec<String>>,
     #[serde(default)]
     ignored_resource_groups: Option<Vec<String>>,
+    #[serde(default)]
+    device_share_resources: Option<Vec<String>>,
     #[serde(default)]
     scoring_strategy: Option<Value>,
 }
@@ -240,6 +255,20 @@ impl FitArgs {
             }
         }
         args.ignored_resource_groups = groups;
+
+        if let Some(shares) = raw.device_share_resources {
+            for (i, r) in shares.iter().enumerate() {
+                let at = format!("deviceShareResources[{i}]");
+                if !r.contains('/') {
+                    return Err(PluginArgsError::new(
+                        at,
+                        format!("{r:?} is not an extended resource name (domain/name)"),
+                    ));
+                }
+                check_qualified_name(r).map_err(|why| PluginArgsError::new(at, why))?;
+            }
+            args.device_share_resources = shares;
+        }
 
         let Some(strategy) = raw.scoring_strategy.filter(|s| !s.is_null()) else {
             return Ok(args);
@@ -536,6 +565,50 @@ mod tests {
             let e = err(v.clone());
             assert_eq!(e.field, field, "args {v} gave {e}");
             assert!(!e.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn device_share_resources_default_to_hamis_and_can_be_replaced() {
+        let a = FitArgs::parse(None).unwrap();
+        for r in [
+            "nvidia.com/gpumem",
+            "nvidia.com/gpumem-percentage",
+            "nvidia.com/gpucores",
+        ] {
+            assert!(a.device_share_resources.iter().any(|x| x == r), "{r}");
+        }
+        // The device count itself is a node resource: checked as usual.
+        assert!(
+            !a.device_share_resources
+                .iter()
+                .any(|x| x == "nvidia.com/gpu")
+        );
+        let a = FitArgs::parse(Some(&json!({"deviceShareResources": []}))).unwrap();
+        assert!(a.device_share_resources.is_empty());
+        let a = FitArgs::parse(Some(
+            &json!({"deviceShareResources": ["example.com/npu-cores"]}),
+        ))
+        .unwrap();
+        assert_eq!(a.device_share_resources, vec!["example.com/npu-cores"]);
+        // Other fields leave the default in place.
+        let a = FitArgs::parse(Some(&json!({"ignoredResources": ["example.com/foo"]}))).unwrap();
+        assert_eq!(
+            a.device_share_resources,
+            crate::devices::args::default_share_resources()
+        );
+        for (v, field) in [
+            (
+                json!({"deviceShareResources": ["cpu"]}),
+                "deviceShareResources[0]",
+            ),
+            (
+                json!({"deviceShareResources": ["nvidia.com/gpumem", "Bad.com/x"]}),
+                "deviceShareResources[1]",
+            ),
+            (json!({"deviceShareResources": "nvidia.com/gpumem"}), "args"),
+        ] {
+            assert_eq!(err(v.clone()).field, field, "{v}");
         }
     }
 

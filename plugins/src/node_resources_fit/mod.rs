@@ -15,7 +15,11 @@
 //! cannot help), as in kube-scheduler. The pod's requests are the compiled
 //! effective requests (init containers, sidecars, overhead), so a pod that
 //! requests nothing still needs a pod slot. `ignoredResources` and
-//! `ignoredResourceGroups` exempt extended resources from the check.
+//! `ignoredResourceGroups` exempt extended resources from the check, and so
+//! does Strata's `deviceShareResources` (by default HAMi's per-device
+//! shares `nvidia.com/gpumem`, `nvidia.com/gpumem-percentage` and
+//! `nvidia.com/gpucores`, which no node advertises: the Devices plugin
+//! accounts them per device).
 //!
 //! PreFilter turns the pod's requests into a short list of (resource,
 //! amount, reason) checks, so the per-node Filter is a few compares with
@@ -95,6 +99,7 @@ struct FitState {
 pub struct NodeResourcesFit {
     ignored_resources: Vec<String>,
     ignored_resource_groups: Vec<String>,
+    device_share_resources: Vec<String>,
     strategy: StrategyType,
     /// `RequestedToCapacityRatio` shape, scores scaled to 0..=100.
     shape: Vec<(i64, i64)>,
@@ -110,18 +115,22 @@ impl NodeResourcesFit {
         Ok(NodeResourcesFit {
             ignored_resources: a.ignored_resources,
             ignored_resource_groups: a.ignored_resource_groups,
+            device_share_resources: a.device_share_resources,
             strategy: a.strategy,
             shape: a.shape,
             resources: Scored::from_specs(&a.resources),
         })
     }
 
-    /// Whether the Filter skips `name` (an ignored extended resource).
+    /// Whether the Filter skips `name` (an ignored extended resource or a
+    /// device share the Devices plugin accounts).
     fn is_ignored(&self, name: &str) -> bool {
         if !is_extended_resource_name(name) {
             return false;
         }
-        if self.ignored_resources.iter().any(|r| r == name) {
+        if self.ignored_resources.iter().any(|r| r == name)
+            || self.device_share_resources.iter().any(|r| r == name)
+        {
             return true;
         }
         let group = name.split('/').next().unwrap_or(name);

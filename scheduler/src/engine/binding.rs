@@ -214,6 +214,9 @@ impl Scheduler {
     }
 
     fn undo(&mut self, profile: usize, pod: &Arc<PodInfo>, node: NodeRef, state: &mut CycleState) {
+        // Unreserve after a failed binding may have API writes to undo (a
+        // claim PreBind allocated): give it the binding runtime to spawn on.
+        let _rt = self.rt.enter();
         self.profiles[profile].unreserve(state, pod, node);
         if let Ok(p) = self.cache.forget(&pod.uid) {
             self.notify_observers();
