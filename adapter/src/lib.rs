@@ -15,7 +15,8 @@
 //!   preemption deletions, rate-limited `events.k8s.io/v1` events, and the
 //!   PreBind writes: pod annotations (merge patch; device assignments) and
 //!   ResourceClaim status (PUT of `resourceclaims/status` guarded by the
-//!   claim's resourceVersion; DRA allocations).
+//!   claim's resourceVersion, after the delete-protection finalizer; DRA
+//!   allocations).
 //! - [`leader`]: Lease-based leader election; only the leader schedules.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` ([`metrics`]: kube-scheduler's
 //!   metric names plus `strata_*`).
@@ -128,6 +129,7 @@ pub const API_CALLS: &[ApiCall] = &[
         "resourceclaimtemplates",
         Scope::Cluster,
     ),
+    call("patch", "resource.k8s.io", "resourceclaims", Scope::Cluster),
     call(
         "update",
         "resource.k8s.io",

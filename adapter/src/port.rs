@@ -13,7 +13,10 @@
 //!   `resourceclaims/{name}/status` (`resource.k8s.io/v1`) carrying the
 //!   claim's `resourceVersion`, so a claim changed since the plugin read it
 //!   gives 409 Conflict, which the plugin sees as an error (the pod is
-//!   retried against the newer claim); nothing is overwritten blindly.
+//!   retried against the newer claim); nothing is overwritten blindly. An
+//!   allocation is first protected by the [`CLAIM_FINALIZER`] (a merge
+//!   patch of `metadata.finalizers`, guarded by the same resourceVersion),
+//!   as kube-scheduler does.
 //!
 //! Limits that keep 100,000 pending pods from flooding the API server:
 //! - every write waits on the client rate limit ([`RateLimiter`]);
@@ -48,6 +51,9 @@ use strata_scheduler::model::PodInfo;
 pub const EVENT_DEDUP_WINDOW: Duration = Duration::from_secs(600);
 /// Longest event note the API accepts.
 const MAX_NOTE: usize = 1024;
+/// The finalizer that keeps an allocated ResourceClaim until it is
+/// deallocated (Kubernetes' `resource.kubernetes.io/delete-protection`).
+pub const CLAIM_FINALIZER: &str = "resource.kubernetes.io/delete-protection";
 /// Remembered conditions beyond which the memory is cleared.
 const MAX_REMEMBERED_CONDITIONS: usize = 500_000;
 
@@ -313,24 +319,68 @@ impl ClusterPort for KubeCluster {
                 "writing a ResourceClaim status: the claim has no name".into(),
             ));
         }
-        self.limiter.acquire().await;
-        self.check_alive().map_err(ClusterError)?;
         let api: Api<ResourceClaim> = Api::namespaced(self.client.clone(), ns);
-        match api
-            .replace_status(name, &PostParams::default(), claim)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => Err(ClusterError(match api_code(&e) {
+        let claim_error = |e: kube::Error, rv: Option<&str>, what: &str| {
+            ClusterError(match api_code(&e) {
                 Some(409) => format!(
                     "ResourceClaim {ns}/{name} changed since resourceVersion {} was read (409 Conflict); \
-                     the status was not written: {e}",
-                    claim.metadata.resource_version.as_deref().unwrap_or("?")
+                     {what} was not written: {e}",
+                    rv.unwrap_or("?")
                 ),
                 Some(404) => format!("ResourceClaim {ns}/{name} no longer exists"),
-                _ => format!("writing the status of ResourceClaim {ns}/{name}: {e}"),
-            })),
+                _ => format!("writing {what} of ResourceClaim {ns}/{name}: {e}"),
+            })
+        };
+        // An allocation is protected by the finalizer first, in a normal
+        // write of the object (status writes cannot change metadata), as
+        // kube-scheduler does; the resourceclaim controller removes it
+        // once the claim is deallocated. A merge patch of the finalizer
+        // list guarded by the resourceVersion never loses another writer's
+        // change; the status write then uses the version it produced.
+        let mut claim = std::borrow::Cow::Borrowed(claim);
+        let allocates = claim
+            .status
+            .as_ref()
+            .is_some_and(|s| s.allocation.is_some());
+        let protected = claim
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == CLAIM_FINALIZER);
+        if allocates && !protected {
+            let mut finalizers = claim.metadata.finalizers.clone().unwrap_or_default();
+            finalizers.push(CLAIM_FINALIZER.to_owned());
+            let mut md = serde_json::json!({"finalizers": finalizers});
+            if let Some(rv) = &claim.metadata.resource_version {
+                md["resourceVersion"] = serde_json::json!(rv);
+            }
+            self.limiter.acquire().await;
+            self.check_alive().map_err(ClusterError)?;
+            let updated = api
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&serde_json::json!({"metadata": md})),
+                )
+                .await
+                .map_err(|e| {
+                    claim_error(
+                        e,
+                        claim.metadata.resource_version.as_deref(),
+                        "the finalizer",
+                    )
+                })?;
+            let c = claim.to_mut();
+            c.metadata.finalizers = updated.metadata.finalizers;
+            c.metadata.resource_version = updated.metadata.resource_version;
         }
+        self.limiter.acquire().await;
+        self.check_alive().map_err(ClusterError)?;
+        api.replace_status(name, &PostParams::default(), &claim)
+            .await
+            .map(|_| ())
+            .map_err(|e| claim_error(e, claim.metadata.resource_version.as_deref(), "the status"))
     }
 }
 

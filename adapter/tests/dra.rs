@@ -255,6 +255,11 @@ async fn claim_is_allocated_and_reserved_before_the_pod_is_bound() {
         [("trainer".to_owned(), uid_of(&s, "trainer"))]
     );
     assert_eq!(c["status"]["reservedFor"][0]["resource"], "pods");
+    assert_eq!(
+        c["metadata"]["finalizers"],
+        json!(["resource.kubernetes.io/delete-protection"]),
+        "an allocated claim is protected until it is deallocated"
+    );
 
     // The status was written (PUT of the status subresource), before the
     // binding.
@@ -267,9 +272,11 @@ async fn claim_is_allocated_and_reserved_before_the_pod_is_bound() {
         is_call(r, "create", "pods/binding", "trainer", 201)
     })
     .unwrap();
+    let finalizer = position(&log, |r| is_call(r, "patch", "resourceclaims", "a100", 200))
+        .unwrap_or_else(|| panic!("no finalizer patch: {log:?}"));
     assert!(
-        write < bind,
-        "the claim status must be written before the binding"
+        finalizer < write && write < bind,
+        "the finalizer, then the claim status, then the binding: {log:?}"
     );
     a.shutdown().await;
 }
@@ -466,6 +473,11 @@ async fn a_conflict_on_the_claim_status_is_retried_and_nothing_is_allocated_twic
     assert_eq!(g.len(), 1, "{second}");
     assert_ne!(f, g, "one device in two claims");
     assert_eq!(reserved_for(&first).len(), 1, "{first}");
+    assert_eq!(
+        first["metadata"]["finalizers"],
+        json!(["resource.kubernetes.io/delete-protection"]),
+        "the retry found the finalizer of the refused attempt and did not add it twice"
+    );
     assert_eq!(reserved_for(&second).len(), 1, "{second}");
     assert!(binds_per_uid(&s).values().all(|n| *n == 1));
     a.shutdown().await;
