@@ -21,8 +21,9 @@
 //! registers (no pod waits on a template itself).
 //!
 //! A cluster that does not serve `resource.k8s.io/v1` (older than 1.34, or
-//! the API disabled) is skipped with one info log: DRA pods then wait, and
-//! `/readyz` is not held back by informers that could never list.
+//! the API disabled), or does not let the scheduler read it, is skipped
+//! with one info log: DRA pods then wait, and `/readyz` is not held back by
+//! informers that could never list.
 //!
 //! Invariant: the store is written only here (and by the plugin's assume
 //! after its own PreBind write); every write is followed by the engine
@@ -192,18 +193,38 @@ impl CustomHandler for DraHandler {
     }
 }
 
+/// How often the probe is tried when the API server answers with an error
+/// that says nothing about whether DRA is served (a 5xx, a timeout).
+const PROBE_ATTEMPTS: u32 = 5;
+
 /// The custom resources to watch for DRA, feeding `store`: all four kinds
 /// when the API server serves `resource.k8s.io/v1` (checked with one small
-/// list of DeviceClasses), none otherwise.
+/// list of DeviceClasses), none when it answers that it does not (404) or
+/// that this scheduler may not read it (403). Other errors are retried a
+/// few times, a second apart, so a brief API outage at start does not turn
+/// DRA off for the life of the process.
 pub async fn dra_resources(client: &kube::Client, store: &Arc<DraStore>) -> Vec<CustomResource> {
     let probe: Api<DynamicObject> =
         Api::all_with(client.clone(), &DraKind::DeviceClass.api_resource());
-    if let Err(e) = probe.list(&ListParams::default().limit(1)).await {
-        tracing::info!(api = %format!("{GROUP}/{VERSION}"), error = %e,
-            "DRA API not served: pods with resourceClaims will wait");
-        return Vec::new();
+    for attempt in 1..=PROBE_ATTEMPTS {
+        match probe.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return resources_for(store),
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => {
+                tracing::info!(api = %format!("{GROUP}/{VERSION}"), code = s.code, error = %s.message,
+                    "DRA API not served or not readable: pods with resourceClaims will wait");
+                return Vec::new();
+            }
+            Err(e) if attempt < PROBE_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "probing the DRA API failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::warn!(api = %format!("{GROUP}/{VERSION}"), error = %e,
+                    "DRA API could not be probed: DRA objects are not watched; pods with resourceClaims will wait");
+            }
+        }
     }
-    resources_for(store)
+    Vec::new()
 }
 
 /// The four DRA custom resources over `store`, without checking that the
