@@ -576,7 +576,7 @@ impl PreFilterPlugin for Devices {
         _snap: &Snapshot,
     ) -> PreFilterResult {
         // The common case in the default profile: a pod without devices
-        // costs two lookups in its compiled requests and nothing else.
+        // costs a few lookups in its compiled requests and nothing else.
         if !self.args.score_all_pods && !asks_devices(pod, self.kinds()) {
             return PreFilterResult::skip();
         }
