@@ -60,11 +60,22 @@ struct State {
     claim_status_writes: Vec<String>,
 }
 
+/// Told of every bind the cluster accepts and every pod it deletes, under
+/// the cluster's lock, so in the order they happen (run-time checkers such
+/// as [`crate::groups::BindAudit`]).
+pub trait BindObserver: Send + Sync {
+    /// `pod` was bound to `node`.
+    fn bound(&self, pod: &PodInfo, node: Sym);
+    /// `pod` was deleted.
+    fn deleted(&self, pod: &PodInfo);
+}
+
 /// The simulated cluster. Share it as `Arc<SimCluster>`; the engine gets it
 /// as `Arc<dyn ClusterPort>`.
 #[derive(Default)]
 pub struct SimCluster {
     state: Mutex<State>,
+    observer: std::sync::OnceLock<Arc<dyn BindObserver>>,
 }
 
 impl SimCluster {
@@ -85,6 +96,12 @@ impl SimCluster {
                 bound_at: None,
             },
         );
+    }
+
+    /// Sets the observer told of binds and deletions (once; later calls
+    /// are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn BindObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// Takes the queued confirmations (bound pods, deletions) in the order
@@ -224,6 +241,9 @@ impl ClusterPort for SimCluster {
         rec.bound_at = Some(Instant::now());
         st.bound += 1;
         st.pending.push(ClusterUpdate::PodUpserted(bound));
+        if let Some(o) = self.observer.get() {
+            o.bound(pod, node);
+        }
         Ok(())
     }
 
@@ -267,6 +287,9 @@ impl ClusterPort for SimCluster {
         st.pending.push(ClusterUpdate::PodDeleted {
             uid: pod.uid.clone(),
         });
+        if let Some(o) = self.observer.get() {
+            o.deleted(pod);
+        }
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 //!   least once after its last flush), or after a hard cap on clock moves.
 
 use crate::cluster::SimCluster;
+use crate::groups::{BindAudit, CycleMark};
 use crate::report::{
     self, CycleCounts, Latency, MessageCount, PodCounts, Report, Utilization, WorkloadReport,
 };
@@ -127,6 +128,8 @@ pub struct Simulation {
     last_message: FxHashMap<Arc<str>, (bool, String)>,
     /// The report, once run.
     report: Option<Report>,
+    /// The groups' bind checker and timer, set when the run starts.
+    audit: Option<Arc<BindAudit>>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -173,6 +176,7 @@ impl Simulation {
             bind_order: FxHashMap::default(),
             last_message: FxHashMap::default(),
             report: None,
+            audit: None,
             scenario,
             _rt: rt,
         })
@@ -193,6 +197,11 @@ impl Simulation {
         &self.cluster
     }
 
+    /// The groups' bind checker and timer (once the run has started).
+    pub fn bind_audit(&self) -> Option<&BindAudit> {
+        self.audit.as_deref()
+    }
+
     /// Virtual time now.
     pub fn now(&self) -> Duration {
         self.clock.now()
@@ -210,6 +219,13 @@ impl Simulation {
                 .handle_update(ClusterUpdate::NodeUpserted(Arc::new(node)));
         }
         self.arrivals = self.scenario.arrivals();
+        let audit = Arc::new(BindAudit::new(
+            &self.arrivals,
+            self.scheduler.waiting_pods().clone(),
+            self.clock.clone(),
+        ));
+        self.cluster.set_observer(audit.clone());
+        self.audit = Some(audit);
         let total = self.arrivals.len();
         for a in &self.arrivals {
             if !self.scheduler.serves(a.pod.scheduler_name) {
@@ -297,7 +313,16 @@ impl Simulation {
     /// Schedules until no pod is ready; returns how many cycles ran.
     fn drain_cycles(&mut self, progress: &mut Progress) -> u64 {
         let mut n = 0u64;
-        while let Some(o) = self.scheduler.schedule_one() {
+        loop {
+            if let Some(a) = &self.audit {
+                a.begin_cycle();
+            }
+            let Some(o) = self.scheduler.schedule_one() else {
+                if let Some(a) = &self.audit {
+                    a.no_cycle();
+                }
+                break;
+            };
             self.record(o);
             n += 1;
             if n.is_multiple_of(256) {
@@ -321,6 +346,14 @@ impl Simulation {
                 self.workload_cycles.resize(w + 1, Vec::new());
             }
             self.workload_cycles[w].push(o.duration);
+        }
+        if let Some(a) = &self.audit {
+            let mark = match o.result {
+                CycleResult::Scheduled { .. } => CycleMark::Passed,
+                CycleResult::WaitingOnPermit { .. } => CycleMark::Waiting,
+                _ => CycleMark::NotPlaced,
+            };
+            a.record(&o.pod.uid, mark, o.duration);
         }
         self.cycles.total += 1;
         let seq = self.cycles.total;

@@ -121,6 +121,29 @@ impl WaitingPods {
             .collect()
     }
 
+    /// How many of `uids` every waiting plugin has allowed (their binding
+    /// cycles are past Permit, not yet finished), counting up to `enough`.
+    /// One lock for the whole question; for checkers and tests.
+    pub fn count_allowed<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a str>,
+        enough: usize,
+    ) -> usize {
+        let g = self.inner.lock();
+        let mut n = 0;
+        for uid in uids {
+            if n >= enough {
+                break;
+            }
+            if g.get(uid)
+                .is_some_and(|e| e.pending.is_empty() && e.tx.is_none())
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Whether `uid` is waiting.
     pub fn contains(&self, uid: &str) -> bool {
         self.inner.lock().contains_key(uid)
@@ -134,5 +157,30 @@ impl WaitingPods {
     /// Whether none wait.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_allowed_counts_only_pods_every_plugin_allowed() {
+        let w = WaitingPods::default();
+        // Keep the receivers: the decisions are sent to live waits.
+        let _rx: Vec<_> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|uid| w.add(Arc::from(uid), uid.into(), Sym::new("n"), vec!["P", "Q"]))
+            .collect();
+        w.allow("a", "P");
+        w.allow("a", "Q");
+        w.allow("b", "P");
+        w.allow("c", "P");
+        w.allow("c", "Q");
+        w.reject("d", "P", "no");
+        let all = ["a", "b", "c", "d", "gone"];
+        assert_eq!(w.count_allowed(all, usize::MAX), 2);
+        assert_eq!(w.count_allowed(all, 1), 1);
+        assert_eq!(w.count_allowed(["b", "d"], usize::MAX), 0);
     }
 }
