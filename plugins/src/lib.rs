@@ -70,6 +70,7 @@ pub fn registry_with(stores: &pod_group::Stores) -> Registry {
         pod_group::factory_with(a, h, &groups)
     });
     dra::register(&mut r, stores.dra.clone());
+    devices::register(&mut r, stores.devices.clone());
     r
 }
 

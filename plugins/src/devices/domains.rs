@@ -170,6 +170,11 @@ impl DeviceDomains {
         self.inner.read().topo.levels().to_vec()
     }
 
+    /// Whether node `id` is counted (it has devices).
+    pub fn has_node(&self, id: u32) -> bool {
+        self.inner.read().topo.has_node(id)
+    }
+
     /// The kinds counted so far.
     pub fn kinds(&self) -> Vec<String> {
         self.inner

@@ -140,11 +140,22 @@ pub struct Devices {
     handle: Handle,
     table: RwLock<Arc<Table>>,
     mix: Mix,
+    domains: Arc<domains::DeviceDomains>,
 }
 
 impl Devices {
     /// Builds the plugin from resolved args.
     pub fn new(args: DevicesArgs, handle: Handle) -> Devices {
+        Devices::with_domains(args, handle, Arc::default())
+    }
+
+    /// As [`Devices::new`], keeping the per-domain device aggregates in
+    /// `domains` (shared with whoever queries them).
+    pub fn with_domains(
+        args: DevicesArgs,
+        handle: Handle,
+        domains: Arc<domains::DeviceDomains>,
+    ) -> Devices {
         let mix = if args.workload.is_empty() {
             Mix::learned()
         } else {
@@ -155,6 +166,7 @@ impl Devices {
             handle,
             table: RwLock::new(Arc::new(Table::default())),
             mix,
+            domains,
         }
     }
 
@@ -193,6 +205,12 @@ impl Devices {
             }
         }
         Some(s)
+    }
+
+    /// Free devices per super-node, cabinet and server, kept current with
+    /// every grant and release.
+    pub fn domains(&self) -> &Arc<domains::DeviceDomains> {
+        &self.domains
     }
 
     /// Checks every node's accounting (used equals the sum of grants, no
@@ -250,6 +268,8 @@ impl Devices {
             }
             Arc::new(e)
         });
+        let nd = t.nodes[idx].as_ref().map(|e| &e.nd);
+        self.domains.devices(idx as u32, nd, &self.args.kinds);
     }
 
     /// Whether `pod` is ours and assumed: its Reserve accounts it.
@@ -841,6 +861,8 @@ impl ReservePlugin for Devices {
             };
         }
         e.nd.apply(pod.uid.clone(), out.clone());
+        self.domains
+            .devices(node.id.0, Some(&e.nd), &self.args.kinds);
         if let Some(m) = &mix {
             stats(m, &e.nd.devices, &e.nd.used, &mut e.stats);
             e.version = version;
@@ -877,6 +899,8 @@ impl ReservePlugin for Devices {
         if let Some(Some(slot)) = t.nodes.get_mut(node.id.index()) {
             let e = Arc::make_mut(slot);
             e.nd.release(&pod.uid);
+            self.domains
+                .devices(node.id.0, Some(&e.nd), &self.args.kinds);
             if let Some(m) = &mix {
                 stats(m, &e.nd.devices, &e.nd.used, &mut e.stats);
                 e.version = version;
@@ -912,6 +936,20 @@ impl PreBindPlugin for Devices {
 
 impl NodeObserver for Devices {
     fn node_changed(&self, node: &NodeInfo, snap: &Snapshot) {
+        self.observe_node(node, snap);
+        // Place the node in the device aggregates (labels, cordon), after
+        // its entry is current.
+        let t = self.table.read().clone();
+        let nd = t.get(node.id).map(|e| &e.nd);
+        if nd.is_some() || self.domains.has_node(node.id.0) {
+            self.domains.node(node, nd, &self.args.kinds);
+        }
+    }
+}
+
+impl Devices {
+    /// Keeps node `node`'s entry current (see [`NodeObserver`]).
+    fn observe_node(&self, node: &NodeInfo, snap: &Snapshot) {
         let idx = node.id.index();
         let cur: Option<Arc<NodeEntry>> = self.table.read().nodes.get(idx).cloned().flatten();
         if !node.present {
@@ -982,6 +1020,21 @@ impl NodeObserver for Devices {
             }),
         );
     }
+}
+
+/// Registers the plugin so that its device aggregates are kept in
+/// `domains` (for example [`crate::pod_group::Stores::devices`]).
+pub fn register(
+    registry: &mut strata_scheduler::framework::Registry,
+    domains: Arc<domains::DeviceDomains>,
+) {
+    registry.register(NAME, move |args, handle| {
+        Ok(Arc::new(Devices::with_domains(
+            DevicesArgs::parse(args)?,
+            handle.clone(),
+            domains.clone(),
+        )) as Arc<dyn Plugin>)
+    });
 }
 
 /// Builds the plugin from its args.

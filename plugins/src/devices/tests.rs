@@ -616,6 +616,77 @@ proptest! {
                 }
             }
             prop_assert!(rig.plugin.check_consistency().is_ok(), "{:?}", rig.plugin.check_consistency());
+            // The domain aggregates follow every grant and release.
+            let free_whole = rig.used("n1").iter().filter(|u| u.tasks == 0).count() as i64;
+            let d = rig.plugin.domains().cluster("nvidia.com/gpu").unwrap_or_default();
+            prop_assert_eq!(d.devices, free_whole);
+            prop_assert!(rig.plugin.domains().check_consistency().is_ok());
         }
     }
+}
+
+#[test]
+fn domain_aggregates_follow_reserve_bind_delete_and_cordon() {
+    let label = |mut n: k8s_openapi::api::core::v1::Node, sn: &str| {
+        n.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("strata.io/supernode".into(), sn.into());
+        n
+    };
+    let mut rig = Rig::new(
+        vec![
+            label(eight_a100("a1"), "sn-a"),
+            label(eight_a100("a2"), "sn-a"),
+            label(eight_a100("b1"), "sn-b"),
+        ],
+        vec![],
+        json!({"nodePolicy": "Binpack"}),
+    );
+    let dom = rig.plugin.domains().clone();
+    let free = |sn: &str| {
+        dom.domains("strata.io/supernode", "nvidia.com/gpu/A100")
+            .unwrap()
+            .into_iter()
+            .find(|d| d.domain == sn)
+            .map(|d| d.free.devices)
+    };
+    assert_eq!(free("sn-a"), Some(16));
+    assert_eq!(free("sn-b"), Some(8));
+    let p = gpu_pod(
+        "p",
+        json!({"nvidia.com/gpu": "6", "nvidia.com/gpucores": "100"}),
+    );
+    let (mut st, s) = rig.place(&p, "a1");
+    assert!(s.is_success(), "{s:?}");
+    assert_eq!(free("sn-a"), Some(10));
+    // 12 free devices with 8 on one node: only sn-a has 12.
+    let fit = dom
+        .fitting("strata.io/supernode", "nvidia.com/gpu", 12, Some(8))
+        .unwrap();
+    assert_eq!(fit.len(), 0, "sn-a has 10 left, sn-b 8: {fit:?}");
+    let fit = dom
+        .fitting("strata.io/supernode", "nvidia.com/gpu", 8, Some(8))
+        .unwrap();
+    assert_eq!(
+        fit.iter().map(|d| d.domain.as_str()).collect::<Vec<_>>(),
+        ["sn-b", "sn-a"],
+        "tightest first"
+    );
+    rig.plugin.unreserve(&mut st, &p, rig.node_ref("a1"));
+    assert_eq!(free("sn-a"), Some(16));
+    // Cordon b1: sn-b offers nothing.
+    let mut b1 = label(eight_a100("b1"), "sn-b");
+    b1.spec.get_or_insert_with(Default::default).unschedulable = Some(true);
+    rig.cache.upsert_node(&b1).unwrap();
+    rig.notify();
+    assert_eq!(free("sn-b"), Some(0));
+    // Relabel a2 into sn-b: it moves with its devices.
+    rig.cache
+        .upsert_node(&label(eight_a100("a2"), "sn-b"))
+        .unwrap();
+    rig.notify();
+    assert_eq!(free("sn-a"), Some(8));
+    assert_eq!(free("sn-b"), Some(8));
+    dom.check_consistency().unwrap();
 }

@@ -260,6 +260,8 @@ pub struct Stores {
     /// DRA objects (DeviceClasses, ResourceSlices, ResourceClaims and
     /// ResourceClaimTemplates), read by the DynamicResources plugin.
     pub dra: std::sync::Arc<crate::dra::DraStore>,
+    /// Free devices per topology domain, kept by the Devices plugin.
+    pub devices: std::sync::Arc<crate::devices::domains::DeviceDomains>,
 }
 
 #[cfg(test)]
