@@ -31,8 +31,15 @@
 //! cycle that is running at that moment (cycles run one at a time and each
 //! is recorded before the next begins), so a bind that looks short is
 //! decided when that cycle's outcome arrives: the member that cycle placed,
-//! if it passed Permit, counts. Approximation: a member whose binding failed
-//! still counts as committed until its next cycle is recorded.
+//! if it passed Permit, counts. The number of members allowed at Permit is
+//! counted once and then kept (an allowed member leaves that state only by
+//! binding, or by failing through a deletion or a refused bind, which the
+//! cluster reports), so the check costs O(members) per group, not per bind.
+//! Approximations: a member whose binding failed without the cluster seeing
+//! it (a PreBind error of a plugin) still counts as committed until its next
+//! cycle is recorded; a member allowed outside a cycle of its group (no
+//! plugin here does that) is seen only at the group's next cycle, which can
+//! only make the check stricter.
 
 use crate::cluster::BindObserver;
 use crate::report::{Latency, Report};
@@ -92,6 +99,9 @@ struct AuditGroup {
     direct: u32,
     /// Members in [`MemberState::Waiting`].
     waiting: FxHashSet<Arc<str>>,
+    /// How many of `waiting` were allowed at Permit, as last counted and
+    /// kept since (`None`: count again). See [`BindAudit`]'s `bound`.
+    allowed: Option<u32>,
     /// Scheduling-cycle time of every attempt of every member.
     cycle_time: Duration,
     /// Virtual time of the latest bind of a member.
@@ -208,6 +218,7 @@ impl BindAudit {
                     bound: 0,
                     direct: 0,
                     waiting: FxHashSet::default(),
+                    allowed: None,
                     cycle_time: Duration::ZERO,
                     last_bind: Duration::ZERO,
                 });
@@ -264,6 +275,7 @@ impl BindAudit {
             let (gi, m, seq) = *e;
             let g = &mut st.groups[gi];
             g.cycle_time += duration;
+            g.allowed = None;
             if m == MemberState::Bound {
                 // Its bind raced ahead of this record: binds before it did
                 // not count it.
@@ -423,12 +435,32 @@ impl BindObserver for BindAudit {
         leave(g, &pod.uid, m);
         enter(g, &pod.uid, MemberState::Bound);
         g.last_bind = g.last_bind.max(now);
+        // An allowed member stays allowed until its binding finishes: it is
+        // then bound (counted) or failed (deleted or refused, which the
+        // cluster reports). So the allowed count, once taken, only drops by
+        // the allowed members that bind, until a cycle of the group (which
+        // may allow more) or a deletion calls for a new count. A count cut
+        // short at `need` stays enough: bound + allowed does not change.
+        if m == MemberState::Waiting
+            && let Some(a) = &mut g.allowed
+        {
+            *a = a.saturating_sub(1);
+        }
         let mut committed = g.bound + g.direct;
         if committed < g.min_member {
-            let need = (g.min_member - committed) as usize;
-            committed +=
-                self.waiting
-                    .count_allowed(g.waiting.iter().map(|u| &**u), need) as u32;
+            let allowed = match g.allowed {
+                Some(a) => a,
+                None => {
+                    let need = (g.min_member - committed) as usize;
+                    let a = self
+                        .waiting
+                        .count_allowed(g.waiting.iter().map(|u| &**u), need)
+                        as u32;
+                    g.allowed = Some(a);
+                    a
+                }
+            };
+            committed += allowed;
         }
         if committed >= g.min_member {
             return;
@@ -463,7 +495,9 @@ impl BindObserver for BindAudit {
         };
         let (gi, m, _) = *e;
         e.1 = MemberState::Idle;
-        leave(&mut st.groups[gi], &pod.uid, m);
+        let g = &mut st.groups[gi];
+        leave(g, &pod.uid, m);
+        g.allowed = None;
     }
 }
 
