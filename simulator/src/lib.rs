@@ -11,6 +11,8 @@
 //!   built-in scenarios.
 //! - [`cluster`]: [`SimCluster`], the in-memory API server behind the port.
 //! - [`config_check`]: full validation of a scheduler configuration.
+//! - [`dra`]: DRA objects in scenarios and the resourceclaim controller's
+//!   part the simulator plays.
 //! - [`sim`]: [`Simulation`], the virtual-time run loop.
 //! - [`report`]: [`Report`], what a run measured.
 //!
@@ -19,6 +21,7 @@
 
 pub mod cluster;
 pub mod config_check;
+pub mod dra;
 pub mod groups;
 pub mod openb;
 pub mod pattern;

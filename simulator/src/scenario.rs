@@ -20,6 +20,11 @@
 //!     arrival: burst           # or {rate: 50} pods per virtual second
 //!     start: 0                 # virtual seconds before the first arrival
 //!     template: {metadata: {labels: {app: plain}}, spec: {containers: [...]}}
+//! dra:                         # optional DRA objects, see `crate::dra`
+//!   deviceClasses: [...]
+//!   nodeDevices: [{nodePool: general, driver: gpu.example.com, devices: [{name: gpu, count: 4}]}]
+//!   resourceClaims: [...]
+//!   resourceClaimTemplates: [...]
 //! ```
 //!
 //! Invariants: a [`Scenario`] that parsed is valid — every pattern parsed,
@@ -51,6 +56,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("basic-4k", include_str!("../scenarios/basic-4k.yaml")),
     ("basic-16k", include_str!("../scenarios/basic-16k.yaml")),
     ("gangs-small", include_str!("../scenarios/gangs-small.yaml")),
+    ("dra-small", include_str!("../scenarios/dra-small.yaml")),
     (
         "supernode-16k",
         include_str!("../scenarios/supernode-16k.yaml"),
@@ -134,6 +140,10 @@ pub struct Scenario {
     /// Workloads: pods stamped out of templates.
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// DRA objects (DeviceClasses, ResourceSlices, ResourceClaims,
+    /// ResourceClaimTemplates) the simulator puts in the DRA store.
+    #[serde(default)]
+    pub dra: Option<crate::dra::DraSection>,
     /// Where the scenario came from (a path or `builtin:NAME`).
     #[serde(skip)]
     pub source: String,
@@ -503,7 +513,129 @@ impl Scenario {
                 ));
             }
         }
+        self.validate_dra()
+    }
+
+    /// DRA cross-references: node pools and nodes the slices name, unique
+    /// object names, and the claims and templates workloads name.
+    fn validate_dra(&self) -> Result<(), ScenarioError> {
+        let empty = crate::dra::DraSection::default();
+        let d = self.dra.as_ref().unwrap_or(&empty);
+        fn unique(
+            names: impl Iterator<Item = String>,
+            field: &str,
+            sc: &Scenario,
+        ) -> Result<(), ScenarioError> {
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, n) in names.enumerate() {
+                if !seen.insert(n.clone()) {
+                    return Err(sc.invalid(
+                        format!("dra.{field}[{i}].metadata.name"),
+                        format!("{n:?} is defined twice"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        unique(
+            d.device_classes.iter().map(|c| c.name().to_owned()),
+            "deviceClasses",
+            self,
+        )?;
+        unique(
+            d.resource_slices.iter().map(|c| c.name().to_owned()),
+            "resourceSlices",
+            self,
+        )?;
+        unique(
+            d.resource_claims
+                .iter()
+                .map(|c| format!("{}/{}", c.namespace(), c.name())),
+            "resourceClaims",
+            self,
+        )?;
+        unique(
+            d.resource_claim_templates
+                .iter()
+                .map(|c| format!("{}/{}", c.namespace(), c.name())),
+            "resourceClaimTemplates",
+            self,
+        )?;
+        for (i, nd) in d.node_devices.iter().enumerate() {
+            if !self.node_pools.iter().any(|p| p.name == nd.node_pool) {
+                return Err(self.invalid(
+                    format!("dra.nodeDevices[{i}].nodePool"),
+                    format!("no node pool named {:?}", nd.node_pool),
+                ));
+            }
+        }
+        for (i, s) in d.resource_slices.iter().enumerate() {
+            if let Some(n) = s.0.spec.node_name.as_deref()
+                && !self.has_node(n)
+            {
+                return Err(self.invalid(
+                    format!("dra.resourceSlices[{i}].spec.nodeName"),
+                    format!("no node named {n:?} in the node pools"),
+                ));
+            }
+        }
+        for (wi, w) in self.workloads.iter().enumerate() {
+            let ns = w.template.compiled.namespace.as_str();
+            let refs = w.template.compiled.spec.raw.resource_claims.as_deref();
+            for (ri, r) in refs.unwrap_or(&[]).iter().enumerate() {
+                let field = format!("workloads[{wi}].template.spec.resourceClaims[{ri}]");
+                let (what, name, known) =
+                    match (&r.resource_claim_name, &r.resource_claim_template_name) {
+                        (Some(n), _) => (
+                            "ResourceClaim",
+                            n,
+                            d.resource_claims
+                                .iter()
+                                .any(|c| c.namespace() == ns && c.name() == n),
+                        ),
+                        (None, Some(t)) => (
+                            "ResourceClaimTemplate",
+                            t,
+                            d.resource_claim_templates
+                                .iter()
+                                .any(|c| c.namespace() == ns && c.name() == t),
+                        ),
+                        (None, None) => {
+                            return Err(self.invalid(
+                                field,
+                                "names neither resourceClaimName nor resourceClaimTemplateName"
+                                    .into(),
+                            ));
+                        }
+                    };
+                if !known {
+                    return Err(self.invalid(
+                        field,
+                        format!("no {what} {ns}/{name} in the scenario's `dra` section"),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a node pool makes a node called `name` (`{pool}-{index}`).
+    fn has_node(&self, name: &str) -> bool {
+        self.node_pools.iter().any(|p| {
+            name.strip_prefix(p.name.as_str())
+                .and_then(|r| r.strip_prefix('-'))
+                .and_then(|i| i.parse::<u32>().ok())
+                .is_some_and(|i| i < p.count && name == format!("{}-{i}", p.name))
+        })
+    }
+
+    /// The node names of pool `name`, in index order.
+    pub fn pool_node_names(&self, name: &str) -> Vec<String> {
+        self.node_pools
+            .iter()
+            .filter(|p| p.name == name)
+            .flat_map(|p| (0..p.count).map(move |i| format!("{}-{i}", p.name)))
+            .collect()
     }
 
     /// Keeps only the workload called `name` (to measure one template).

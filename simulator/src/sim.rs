@@ -130,6 +130,9 @@ pub struct Simulation {
     report: Option<Report>,
     /// The groups' bind checker and timer, set when the run starts.
     audit: Option<Arc<BindAudit>>,
+    /// The DRA objects the DynamicResources plugin reads (from the
+    /// scenario's `dra` section, and claims made from templates).
+    dra: Arc<strata_plugins::dra::DraStore>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -148,9 +151,10 @@ impl Simulation {
             .map_err(SimError::Runtime)?;
         let cluster = Arc::new(SimCluster::new());
         let clock = Arc::new(ManualClock::default());
+        let stores = strata_plugins::pod_group::Stores::default();
         let scheduler = Scheduler::new(
             cfg,
-            &strata_plugins::registry(),
+            &strata_plugins::registry_with(&stores),
             &strata_plugins::default_plugins(),
             cluster.clone(),
             clock.clone(),
@@ -178,6 +182,7 @@ impl Simulation {
             report: None,
             audit: None,
             scenario,
+            dra: stores.dra.clone(),
             _rt: rt,
         })
     }
@@ -195,6 +200,11 @@ impl Simulation {
     /// The simulated cluster (bindings, conditions, events).
     pub fn cluster(&self) -> &SimCluster {
         &self.cluster
+    }
+
+    /// The DRA store (claims with their allocations, after a run).
+    pub fn dra_store(&self) -> &strata_plugins::dra::DraStore {
+        &self.dra
     }
 
     /// The groups' bind checker and timer (once the run has started).
@@ -217,6 +227,12 @@ impl Simulation {
         for node in self.scenario.nodes() {
             self.scheduler
                 .handle_update(ClusterUpdate::NodeUpserted(Arc::new(node)));
+        }
+        if let Some(d) = &self.scenario.dra {
+            let sc = &self.scenario;
+            for u in crate::dra::load(d, |p| sc.pool_node_names(p), &self.dra) {
+                self.scheduler.handle_update(u);
+            }
         }
         self.arrivals = self.scenario.arrivals();
         let audit = Arc::new(BindAudit::new(
@@ -258,6 +274,9 @@ impl Simulation {
             while next < total && self.arrivals[next].at <= now {
                 let pod = self.arrivals[next].pod.clone();
                 self.cluster.create_pod(pod.clone());
+                for u in crate::dra::claims_for_pod(&pod, &self.dra) {
+                    self.scheduler.handle_update(u);
+                }
                 self.scheduler
                     .handle_update(ClusterUpdate::PodUpserted(pod));
                 next += 1;
