@@ -27,19 +27,20 @@
 //! time of its members' attempts and the virtual time of their binds, for
 //! the time it took to place the group.
 //!
-//! Invariant of the check: a bind can only race ahead of the record of the
+//! Invariant of the check: a bind can only race ahead of the end of the
 //! cycle that is running at that moment (cycles run one at a time and each
-//! is recorded before the next begins), so a bind that looks short is
-//! decided when that cycle's outcome arrives: the member that cycle placed,
-//! if it passed Permit, counts. The number of members allowed at Permit is
-//! counted once and then kept (an allowed member leaves that state only by
-//! binding, or by failing through a deletion or a refused bind, which the
-//! cluster reports), so the check costs O(members) per group, not per bind.
-//! Approximations: a member whose binding failed without the cluster seeing
-//! it (a PreBind error of a plugin) still counts as committed until its next
-//! cycle is recorded; a member allowed outside a cycle of its group (no
-//! plugin here does that) is seen only at the group's next cycle, which can
-//! only make the check stricter.
+//! is recorded before the next begins). The Permit that lets a group through
+//! runs inside a cycle and allows the waiting members one by one, so a member
+//! may bind before its siblings' allowances are all delivered: a bind that
+//! looks short while a cycle runs is decided when that cycle is recorded, by
+//! the members committed at its end. The number of members allowed at Permit
+//! is counted once per cycle of the group and then kept, so the check costs
+//! O(members) per cycle of the group, not per bind. Approximations: a member
+//! whose binding failed without the cluster seeing it (a PreBind error of a
+//! plugin) still counts as committed until its next cycle is recorded; a
+//! member allowed outside a cycle of its group (no plugin here does that) is
+//! seen only at the group's next cycle, which can only make the check
+//! stricter.
 
 use crate::cluster::BindObserver;
 use crate::report::{Latency, Report};
@@ -112,8 +113,6 @@ struct AuditGroup {
 /// cycle's outcome is recorded.
 struct Pending {
     cycle: u64,
-    /// Sequence number of the bind.
-    seq: u64,
     group: usize,
     pod: Arc<str>,
     committed: u32,
@@ -122,8 +121,8 @@ struct Pending {
 
 #[derive(Default)]
 struct AuditState {
-    /// Member uid -> (group index, state, sequence number of its bind).
-    members: FxHashMap<Arc<str>, (usize, MemberState, u64)>,
+    /// Member uid -> (group index, state).
+    members: FxHashMap<Arc<str>, (usize, MemberState)>,
     groups: Vec<AuditGroup>,
     /// The last cycle whose outcome is known (recorded, or found empty).
     recorded: u64,
@@ -233,7 +232,7 @@ impl BindAudit {
             }
             arrived[gi].push(a.at);
             st.members
-                .insert(a.pod.uid.clone(), (gi, MemberState::Idle, 0));
+                .insert(a.pod.uid.clone(), (gi, MemberState::Idle));
         }
         for (gi, g) in st.groups.iter_mut().enumerate() {
             let times = &mut arrived[gi];
@@ -259,7 +258,7 @@ impl BindAudit {
         let b = self.cycle.load(Ordering::SeqCst);
         let mut st = self.state.lock();
         st.recorded = b;
-        Self::decide(&mut st, b, None);
+        self.decide(&mut st, b);
     }
 
     /// The cycle begun last placed (or not) `uid`, taking `duration`.
@@ -268,48 +267,62 @@ impl BindAudit {
         let mut st = self.state.lock();
         let st = &mut *st;
         st.recorded = b;
-        // The member this cycle let through Permit, with the sequence number
-        // after which binds counted it already.
-        let mut placed = None;
         if let Some(e) = st.members.get_mut(uid) {
-            let (gi, m, seq) = *e;
+            let (gi, m) = *e;
+            // A bind can race ahead of its own cycle's record: keep Bound.
+            let new = match (m, mark) {
+                (MemberState::Bound, _) => MemberState::Bound,
+                (_, CycleMark::Passed) => MemberState::Direct,
+                (_, CycleMark::Waiting) => MemberState::Waiting,
+                (_, CycleMark::NotPlaced) => MemberState::Idle,
+            };
+            e.1 = new;
+            let uid = st
+                .members
+                .get_key_value(uid)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| Arc::from(uid));
             let g = &mut st.groups[gi];
             g.cycle_time += duration;
             g.allowed = None;
-            if m == MemberState::Bound {
-                // Its bind raced ahead of this record: binds before it did
-                // not count it.
-                if mark == CycleMark::Passed {
-                    placed = Some((gi, seq));
-                }
-            } else {
-                let new = match mark {
-                    CycleMark::Passed => MemberState::Direct,
-                    CycleMark::Waiting => MemberState::Waiting,
-                    CycleMark::NotPlaced => MemberState::Idle,
-                };
-                e.1 = new;
-                let uid = st
-                    .members
-                    .get_key_value(uid)
-                    .map(|(k, _)| k.clone())
-                    .unwrap_or_else(|| Arc::from(uid));
-                let g = &mut st.groups[gi];
-                leave(g, &uid, m);
-                enter(g, &uid, new);
-                // Committed already from an earlier attempt: counted.
-                if mark == CycleMark::Passed && m != MemberState::Direct {
-                    placed = Some((gi, u64::MAX));
-                }
-            }
+            leave(g, &uid, m);
+            enter(g, &uid, new);
         }
-        Self::decide(st, b, placed);
+        self.decide(st, b);
     }
 
-    /// Decides the binds that raced cycle `b`: `placed` is the group of
-    /// the member that cycle let through Permit, and the bind sequence
-    /// number from which binds counted it.
-    fn decide(st: &mut AuditState, b: u64, placed: Option<(usize, u64)>) {
+    /// Members of `g` committed now: bound, past Permit in their cycle, or
+    /// allowed at Permit (counted up to `minMember`). An allowed member
+    /// stays allowed until its binding finishes: it is then bound (counted)
+    /// or failed (deleted or refused, which the cluster reports). So the
+    /// allowed count, once taken, only drops by the allowed members that
+    /// bind until a cycle of the group (which may allow more) or a deletion
+    /// calls for a new count; a count cut short at `need` stays enough, as
+    /// bound + allowed does not change.
+    fn committed_now(&self, g: &mut AuditGroup) -> u32 {
+        let mut committed = g.bound + g.direct;
+        if committed < g.min_member {
+            let allowed = match g.allowed {
+                Some(a) => a,
+                None => {
+                    let need = (g.min_member - committed) as usize;
+                    let a = self
+                        .waiting
+                        .count_allowed(g.waiting.iter().map(|u| &**u), need)
+                        as u32;
+                    g.allowed = Some(a);
+                    a
+                }
+            };
+            committed += allowed;
+        }
+        committed
+    }
+
+    /// Decides the binds that raced cycle `b`, now that it has ended: by the
+    /// members committed at its end (its Permit, which may have let the
+    /// group through, has run in full).
+    fn decide(&self, st: &mut AuditState, b: u64) {
         if st.pending.is_empty() {
             return;
         }
@@ -318,14 +331,8 @@ impl BindAudit {
             .partition(|p| p.cycle <= b);
         st.pending = later;
         for p in now {
-            let mut committed = p.committed;
-            if let Some((gi, from)) = placed
-                && gi == p.group
-                && p.seq < from
-            {
-                committed += 1;
-            }
-            let g = &st.groups[p.group];
+            let g = &mut st.groups[p.group];
+            let committed = self.committed_now(g).max(p.committed);
             if committed < g.min_member {
                 let v = Violation {
                     group: g.name.clone(),
@@ -427,41 +434,18 @@ impl BindObserver for BindAudit {
             return;
         };
         st.binds_checked += 1;
-        let seq = st.binds_checked;
-        let (gi, m, _) = *e;
+        let (gi, m) = *e;
         e.1 = MemberState::Bound;
-        e.2 = seq;
         let g = &mut st.groups[gi];
         leave(g, &pod.uid, m);
         enter(g, &pod.uid, MemberState::Bound);
         g.last_bind = g.last_bind.max(now);
-        // An allowed member stays allowed until its binding finishes: it is
-        // then bound (counted) or failed (deleted or refused, which the
-        // cluster reports). So the allowed count, once taken, only drops by
-        // the allowed members that bind, until a cycle of the group (which
-        // may allow more) or a deletion calls for a new count. A count cut
-        // short at `need` stays enough: bound + allowed does not change.
         if m == MemberState::Waiting
             && let Some(a) = &mut g.allowed
         {
             *a = a.saturating_sub(1);
         }
-        let mut committed = g.bound + g.direct;
-        if committed < g.min_member {
-            let allowed = match g.allowed {
-                Some(a) => a,
-                None => {
-                    let need = (g.min_member - committed) as usize;
-                    let a = self
-                        .waiting
-                        .count_allowed(g.waiting.iter().map(|u| &**u), need)
-                        as u32;
-                    g.allowed = Some(a);
-                    a
-                }
-            };
-            committed += allowed;
-        }
+        let committed = self.committed_now(g);
         if committed >= g.min_member {
             return;
         }
@@ -478,7 +462,6 @@ impl BindObserver for BindAudit {
         } else {
             st.pending.push(Pending {
                 cycle: b,
-                seq,
                 group: gi,
                 pod: pod.uid.clone(),
                 committed,
@@ -493,7 +476,7 @@ impl BindObserver for BindAudit {
         let Some(e) = st.members.get_mut(&pod.uid) else {
             return;
         };
-        let (gi, m, _) = *e;
+        let (gi, m) = *e;
         e.1 = MemberState::Idle;
         let g = &mut st.groups[gi];
         leave(g, &pod.uid, m);
