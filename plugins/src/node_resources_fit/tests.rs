@@ -229,6 +229,64 @@ fn ignored_extended_resources() {
     assert!(run_filter(&pl, &hp, &node).is_success());
 }
 
+#[test]
+fn device_share_resources_are_left_to_devices() {
+    // A HAMi pod on a HAMi node: the device count is allocatable, the
+    // shares are not.
+    let pod = testing::pod("p")
+        .req("nvidia.com/gpu", "1")
+        .req("nvidia.com/gpumem", "3000")
+        .req("nvidia.com/gpumem-percentage", "10")
+        .req("nvidia.com/gpucores", "30")
+        .build();
+    let node = node_info(n4().alloc("nvidia.com/gpu", "20"), vec![]);
+    let none = node_info(n4(), vec![]);
+    let reasons = |pl: &NodeResourcesFit, n: &NodeInfo| -> Vec<String> {
+        run_filter(pl, &pod, n)
+            .reasons()
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .tap_sort()
+    };
+    // Default args: only the count is checked.
+    let default = NodeResourcesFit::from_args(None).unwrap();
+    assert!(run_filter(&default, &pod, &node).is_success());
+    assert_eq!(
+        reasons(&default, &none),
+        vec!["Insufficient nvidia.com/gpu".to_string()]
+    );
+    // Given other args, the default list stays.
+    assert!(
+        run_filter(
+            &plugin(json!({"ignoredResources": ["example.com/x"]})),
+            &pod,
+            &node
+        )
+        .is_success()
+    );
+    // `[]`: kube-scheduler's strict check.
+    assert_eq!(
+        reasons(&plugin(json!({"deviceShareResources": []})), &node),
+        vec![
+            "Insufficient nvidia.com/gpucores".to_string(),
+            "Insufficient nvidia.com/gpumem".to_string(),
+            "Insufficient nvidia.com/gpumem-percentage".to_string()
+        ]
+    );
+    // A list replaces the default.
+    assert_eq!(
+        reasons(
+            &plugin(json!({"deviceShareResources": ["nvidia.com/gpucores"]})),
+            &node
+        ),
+        vec![
+            "Insufficient nvidia.com/gpumem".to_string(),
+            "Insufficient nvidia.com/gpumem-percentage".to_string()
+        ]
+    );
+}
+
 trait TapSort {
     fn tap_sort(self) -> Self;
 }
