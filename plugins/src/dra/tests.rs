@@ -641,3 +641,65 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// However bindings fail after PreBind: what stays allocated and
+    /// reserved is exactly what the pods that bound hold; every device a
+    /// failed pod's claim had is free again.
+    #[test]
+    fn a_failed_binding_leaves_nothing_behind(ops in proptest::collection::vec((any::<bool>(), any::<bool>()), 1..12)) {
+        let rig = Rig::new(&["n1"]);
+        rig.store.upsert_slice(gpus("n1", 4));
+        rig.store.upsert_claim(one_gpu("shared"));
+        let mut bound: Vec<String> = Vec::new();
+        for (i, (own, fails)) in ops.iter().enumerate() {
+            let claim = if *own {
+                let name = format!("c{i}");
+                rig.store.upsert_claim(one_gpu(&name));
+                name
+            } else {
+                "shared".to_owned()
+            };
+            let p = pod_using(&format!("p{i}"), &[&claim]);
+            let Ok(mut st) = rig.schedule(&p, "n1") else {
+                continue; // no device left
+            };
+            prop_assert!(rig.bind(&st, &p, "n1").is_success());
+            if *fails {
+                rig.unreserve_after_failed_bind(&mut st, &p, "n1");
+            } else {
+                bound.push(p.uid.to_string());
+            }
+        }
+        let mut holders: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in rig.store.allocated_claims() {
+            let consumers = consumers(&c);
+            prop_assert!(!consumers.is_empty(), "allocated without a consumer: {:?}", c.metadata.name);
+            for u in &consumers {
+                prop_assert!(bound.contains(u), "{u} did not bind");
+            }
+            for (_, d) in devices_of(&c) {
+                holders.entry(d).or_default().push(c.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        for (d, h) in &holders {
+            prop_assert_eq!(h.len(), 1, "{} in {:?}", d, h);
+        }
+        // Every bound pod is reserved on its claim.
+        let reserved: usize = rig.store.allocated_claims().iter().map(|c| consumers(c).len()).sum();
+        prop_assert_eq!(reserved, bound.len());
+        // And nothing is held in flight: the free devices can all be taken.
+        let free = 4 - holders.len();
+        if free > 0 {
+            rig.store.upsert_claim(claim(
+                "default",
+                "rest",
+                json!({"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com", "count": free}}]}),
+            ));
+            let q = pod_using("rest", &["rest"]);
+            prop_assert!(rig.schedule(&q, "n1").is_ok());
+        }
+    }
+}
