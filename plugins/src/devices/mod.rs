@@ -13,6 +13,14 @@
 //! exactly what Reserve took (by pod uid), PreBind writes the assignment on
 //! the pod through the cluster port.
 //!
+//! The plugin is in the default profile: a pod that asks for no device
+//! resource (and `scoreAllPods` off, the default) returns Skip from
+//! PreFilter after a few lookups in its compiled requests, so Filter and
+//! Score never run for it. When a binding fails after PreBind, Unreserve
+//! gives the grants back; the annotations PreBind wrote stay on the unbound
+//! pod (the node agent acts on bound pods only) until the next attempt's
+//! PreBind writes every one of them again.
+//!
 //! The table sits behind an `RwLock<Arc<Table>>`. PreFilter clones the
 //! `Arc` into the cycle state, so Filter and Score read it on any thread
 //! without a lock; Reserve drops that clone before it writes, so writes
