@@ -386,7 +386,15 @@ impl Work<'_> {
     fn place_group(&mut self, d: DomainId, req: &GroupRequest) -> Option<Vec<RolePlan>> {
         let mark = self.mark();
         let mut order: Vec<usize> = (0..req.roles.len()).collect();
-        order.sort_by_key(|i| std::cmp::Reverse(role_total(&req.roles[*i]).0.iter().sum::<i64>()));
+        // Roles pinned deepest first (they have the fewest places to go),
+        // then the largest.
+        order.sort_by_key(|i| {
+            let r = &req.roles[*i];
+            (
+                std::cmp::Reverse(r.required_level.unwrap_or(0)),
+                std::cmp::Reverse(role_total(r).0.iter().sum::<i64>()),
+            )
+        });
         let mut plans: Vec<Option<RolePlan>> = vec![None; req.roles.len()];
         for ri in order {
             let role = &req.roles[ri];
@@ -995,6 +1003,58 @@ mod tests {
         assert_eq!(cabinets_of(&t, prefill).len(), 2);
         for n in prefill.iter().chain(&p.roles[1].classes[0]) {
             assert_eq!(t.ancestor_at(*n, 1), Some(p.domain));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A role's preference never decides whether a group can be placed,
+        /// never breaks a required level, and never spreads the role over
+        /// more domains of its preferred level than the plan without it.
+        #[test]
+        fn role_preference_never_fails_a_group_or_breaks_requirements(
+            used in proptest::collection::vec(0i64..=8, 16),
+            prefill in 1u32..8,
+            per in proptest::sample::select(vec![2i64, 4, 8]),
+            decode in 0u32..4,
+            group_level in proptest::option::of(1usize..=2),
+            decode_level in proptest::option::of(2usize..=2),
+        ) {
+            let mut t = cluster(2, 2, 4);
+            for (n, u) in used.iter().enumerate() {
+                use_gpus(&mut t, n as u32, *u);
+            }
+            let r = FxHashMap::default();
+            let mut req = GroupRequest {
+                required_level: group_level,
+                roles: vec![role(vec![MemberClass::new(gpus(per), prefill)], None, None)],
+                ..Default::default()
+            };
+            if decode > 0 {
+                req.roles.push(role(vec![MemberClass::new(gpus(4), decode)], decode_level, None));
+            }
+            let plain = t.plan(&req, &input(&r));
+            req.roles[0].preferred_level = Some(2);
+            let preferred = t.plan(&req, &input(&r));
+            // The planner is greedy, so a preference may even find a plan the
+            // plain order misses; it must never lose one.
+            proptest::prop_assert!(plain.is_err() || preferred.is_ok());
+            if let (Ok(plain), Ok(p)) = (plain, preferred) {
+                if let Some(l) = group_level {
+                    for rp in &p.roles {
+                        for n in rp.classes.concat() {
+                            proptest::prop_assert_eq!(t.ancestor_at(n, l), Some(p.domain));
+                        }
+                    }
+                }
+                if decode > 0 && decode_level.is_some() {
+                    proptest::prop_assert_eq!(cabinets_of(&t, &p.roles[1].classes[0]).len(), 1);
+                }
+                let spread = |pl: &Plan| cabinets_of(&t, &pl.roles[0].classes[0]).len();
+                proptest::prop_assert!(spread(&p) <= spread(&plain), "{:?} vs {:?}", p, plain);
+                // Placed members each got a node with room.
+                proptest::prop_assert_eq!(p.roles[0].classes[0].len(), prefill as usize);
+            }
         }
     }
 
