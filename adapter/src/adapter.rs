@@ -11,7 +11,9 @@
 //!
 //! Stop ([`Adapter::shutdown`], on SIGTERM): the engine stops taking pods,
 //! hands back pods waiting at Permit and waits (bounded) for binds in
-//! flight; then the Lease is released and the informers stop.
+//! flight; then [`LeaderTask`]s (PodGroup status write-back) write their
+//! last changes and stop; then the Lease is released and the informers
+//! stop.
 //! [`Adapter::kill`] stops everything at once without releasing anything,
 //! as a crash would (tests use it to kill a leader).
 
@@ -19,7 +21,7 @@ use crate::client::RateLimiter;
 use crate::convert::PriorityClasses;
 use crate::http::{self, HttpState};
 use crate::informer::{Informer, Sink, Synced};
-use crate::leader::{Elector, Gate};
+use crate::leader::{Elector, Gate, LeaderContext, LeaderTask};
 use crate::metrics::{EngineObserver, Metrics};
 use crate::options::AdapterOptions;
 use crate::port::KubeCluster;
@@ -80,6 +82,8 @@ pub struct Adapter {
     informers: Vec<JoinHandle<()>>,
     elector: Option<JoinHandle<()>>,
     stop_tx: tokio::sync::watch::Sender<bool>,
+    leader_tasks: Vec<JoinHandle<()>>,
+    tasks_stop: tokio::sync::watch::Sender<bool>,
     http_addr: Option<SocketAddr>,
     http_task: Option<JoinHandle<()>>,
     identity: String,
@@ -211,7 +215,9 @@ impl Adapter {
             translate::Pdbs
         );
         informers.push(tokio::spawn(pdb_inf.run()));
+        let mut leader_tasks: Vec<Arc<dyn LeaderTask>> = Vec::new();
         for c in custom {
+            leader_tasks.extend(c.handler.leader_task());
             let name: &'static str = c.kind;
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &c.api_resource);
             let (inf, _) = informer!(
@@ -260,6 +266,21 @@ impl Adapter {
         }
         drop(sink);
 
+        // Work only the leader does (PodGroup status write-back); stopped
+        // on shutdown before the Lease is released.
+        let (tasks_stop, tasks_stop_rx) = tokio::sync::watch::channel(false);
+        let leader_tasks: Vec<JoinHandle<()>> = leader_tasks
+            .into_iter()
+            .map(|t| {
+                tokio::spawn(t.run(LeaderContext {
+                    client: client.clone(),
+                    limiter: limiter.clone(),
+                    gate: gate.clone(),
+                    stop: tasks_stop_rx.clone(),
+                }))
+            })
+            .collect();
+
         // Leader election.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let elector = if opts.leader_election.enabled {
@@ -303,6 +324,8 @@ impl Adapter {
             informers,
             elector,
             stop_tx,
+            leader_tasks,
+            tasks_stop,
             http_addr,
             http_task,
             identity,
@@ -369,6 +392,15 @@ impl Adapter {
                 .flatten(),
             None => None,
         };
+        let _ = self.tasks_stop.send(true);
+        for mut t in self.leader_tasks.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
+        }
         let _ = self.stop_tx.send(true);
         if let Some(e) = self.elector.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), e).await;
@@ -392,6 +424,9 @@ impl Adapter {
     }
 
     fn stop_tasks(&mut self) {
+        for t in self.leader_tasks.drain(..) {
+            t.abort();
+        }
         for t in self.informers.drain(..) {
             t.abort();
         }

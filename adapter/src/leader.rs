@@ -72,6 +72,31 @@ impl Gate {
     }
 }
 
+/// What a [`LeaderTask`] runs with.
+pub struct LeaderContext {
+    /// The API client.
+    pub client: kube::Client,
+    /// The adapter's write rate limiter: every write waits on it.
+    pub limiter: Arc<RateLimiter>,
+    /// Whether this replica leads (and its preload is applied).
+    pub gate: Arc<Gate>,
+    /// Turns true when the task must stop (after a last flush if it still
+    /// leads).
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Work only the leader does beside scheduling (for example writing a
+/// plugin's status back to its objects). The adapter starts each task once
+/// on every replica; the task checks [`Gate::is_leader`] before each write,
+/// so a standby keeps its state warm and writes nothing. On
+/// [`crate::Adapter::shutdown`] the adapter raises `stop` after the engine
+/// has stopped and before the Lease is released, and waits (bounded) for
+/// the task to end.
+pub trait LeaderTask: Send + Sync + 'static {
+    /// Runs until `ctx.stop` turns true.
+    fn run(self: Arc<Self>, ctx: LeaderContext) -> futures::future::BoxFuture<'static, ()>;
+}
+
 /// The elector.
 pub struct Elector {
     api: Api<Lease>,

@@ -111,6 +111,13 @@ pub const API_CALLS: &[ApiCall] = &[
     call("watch", "strata.io", "podgroups", Scope::Cluster),
     call("list", "scheduling.x-k8s.io", "podgroups", Scope::Cluster),
     call("watch", "scheduling.x-k8s.io", "podgroups", Scope::Cluster),
+    call("patch", "strata.io", "podgroups/status", Scope::Cluster),
+    call(
+        "patch",
+        "scheduling.x-k8s.io",
+        "podgroups/status",
+        Scope::Cluster,
+    ),
     call("list", "resource.k8s.io", "deviceclasses", Scope::Cluster),
     call("watch", "resource.k8s.io", "deviceclasses", Scope::Cluster),
     call("list", "resource.k8s.io", "resourceslices", Scope::Cluster),

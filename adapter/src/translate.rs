@@ -101,6 +101,11 @@ pub trait CustomHandler: Send + Sync + 'static {
     fn upsert(&self, obj: &DynamicObject);
     /// An object was deleted.
     fn delete(&self, namespace: &str, name: &str);
+    /// Work the plugin needs done only while this replica leads (such as
+    /// writing status back), started once by the adapter. None by default.
+    fn leader_task(&self) -> Option<Arc<dyn crate::leader::LeaderTask>> {
+        None
+    }
 }
 
 /// A custom resource (a later issue's CRD): handed to its plugin's
