@@ -59,19 +59,37 @@ pub struct DomainDevices {
     pub free: DeviceFree,
 }
 
+/// Where a node sits: its level label values and whether it is
+/// schedulable (what [`DeviceDomains::node`] needs to re-place it).
+type Placement = (SmallVec<[Option<Sym>; 4]>, bool);
+
 struct Inner {
     topo: Topology,
     keys: Vec<Sym>,
     /// Kind names; kind `k` owns slots `2k` and `2k + 1`.
     kinds: Vec<Arc<str>>,
+    /// Per kind: (resource, model) it counts; model `None` sums every model.
+    kind_keys: Vec<(&'static str, Option<Arc<str>>)>,
+    /// Per node id: where it was last placed.
+    placed: Vec<Option<Placement>>,
     overflow_logged: bool,
 }
 
 impl Inner {
-    fn kind_slot(&mut self, name: &str) -> Option<usize> {
-        if let Some(i) = self.kinds.iter().position(|k| &**k == name) {
+    /// The slot of kind (resource, model), interning it on first sight.
+    /// Allocates only then.
+    fn kind_slot(&mut self, resource: &'static str, model: Option<&Arc<str>>) -> Option<usize> {
+        if let Some(i) = self
+            .kind_keys
+            .iter()
+            .position(|(r, m)| *r == resource && m.as_deref() == model.map(|m| &**m))
+        {
             return Some(i * SLOTS_PER_KIND);
         }
+        let name = match model {
+            Some(m) => format!("{resource}/{m}"),
+            None => resource.to_owned(),
+        };
         if self.kinds.len() >= MAX_KINDS {
             if !self.overflow_logged {
                 self.overflow_logged = true;
@@ -84,6 +102,7 @@ impl Inner {
             return None;
         }
         self.kinds.push(name.into());
+        self.kind_keys.push((resource, model.cloned()));
         Some((self.kinds.len() - 1) * SLOTS_PER_KIND)
     }
 
@@ -106,9 +125,9 @@ impl Inner {
                 continue;
             };
             let mut names: SmallVec<[Option<usize>; 2]> = SmallVec::new();
-            names.push(self.kind_slot(spec.resource));
+            names.push(self.kind_slot(spec.resource, None));
             if !d.model.is_empty() {
-                names.push(self.kind_slot(&format!("{}/{}", spec.resource, d.model)));
+                names.push(self.kind_slot(spec.resource, Some(&d.model)));
             }
             for s in names.into_iter().flatten() {
                 alloc[s] += 1;
@@ -160,6 +179,8 @@ impl DeviceDomains {
                 keys: levels.iter().map(|l| Sym::new(l)).collect(),
                 topo: Topology::new(levels),
                 kinds: Vec::new(),
+                kind_keys: Vec::new(),
+                placed: Vec::new(),
                 overflow_logged: false,
             }),
         }
@@ -186,28 +207,51 @@ impl DeviceDomains {
     }
 
     /// Places `node` (its labels and schedulability) with its devices
-    /// `nd`; `None` or no devices removes it.
+    /// `nd`; `None` or no devices removes it. Costs a label comparison when
+    /// the node has not moved (device use is updated by
+    /// [`DeviceDomains::devices`]).
     pub fn node(&self, node: &NodeInfo, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
-        let mut g = self.inner.write();
         let id = node.id.0;
+        let idx = id as usize;
         let Some(nd) = nd.filter(|nd| node.present && !nd.devices.is_empty()) else {
+            let mut g = self.inner.write();
             if g.topo.has_node(id) {
                 g.topo.remove_node(id);
             }
+            if let Some(p) = g.placed.get_mut(idx) {
+                *p = None;
+            }
             return;
         };
+        let schedulable = !node.unschedulable;
+        {
+            let g = self.inner.read();
+            if let Some(Some((values, s))) = g.placed.get(idx)
+                && *s == schedulable
+                && values.len() == g.keys.len()
+                && values
+                    .iter()
+                    .zip(&g.keys)
+                    .all(|(v, k)| *v == node.labels.get(*k))
+            {
+                return;
+            }
+        }
+        let mut g = self.inner.write();
         let (allocatable, requested) = g.amounts(nd, kinds);
-        let values: SmallVec<[Option<&'static str>; 4]> = g
-            .keys
-            .iter()
-            .map(|k| node.labels.get(*k).map(|v| v.as_str()))
-            .collect();
+        let syms: SmallVec<[Option<Sym>; 4]> = g.keys.iter().map(|k| node.labels.get(*k)).collect();
+        let values: SmallVec<[Option<&'static str>; 4]> =
+            syms.iter().map(|v| v.map(|v| v.as_str())).collect();
         let state = NodeState {
             allocatable,
             requested,
-            schedulable: !node.unschedulable,
+            schedulable,
         };
         g.topo.upsert_node(id, &values, state);
+        if g.placed.len() <= idx {
+            g.placed.resize(idx + 1, None);
+        }
+        g.placed[idx] = Some((syms, schedulable));
     }
 
     /// Updates the devices' use on node `id` (already placed by
@@ -219,6 +263,9 @@ impl DeviceDomains {
         };
         let Some(nd) = nd.filter(|nd| !nd.devices.is_empty()) else {
             g.topo.remove_node(id);
+            if let Some(p) = g.placed.get_mut(id as usize) {
+                *p = None;
+            }
             return;
         };
         let (allocatable, requested) = g.amounts(nd, kinds);
