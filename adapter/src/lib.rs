@@ -10,7 +10,8 @@
 //! - [`groups`] and [`dra`]: custom resources plugins read — PodGroups, and
 //!   the DRA objects (`resource.k8s.io/v1` DeviceClasses, ResourceSlices,
 //!   ResourceClaims, ResourceClaimTemplates) — fed into the plugins' stores;
-//!   an API the cluster does not serve is skipped.
+//!   an API the cluster does not serve is skipped. The leader writes each
+//!   PodGroup's status back ([`groups::StatusWriter`]).
 //! - [`port`]: binds (`pods/binding`), `PodScheduled` status patches,
 //!   preemption deletions, rate-limited `events.k8s.io/v1` events, and the
 //!   PreBind writes: pod annotations (merge patch; device assignments) and

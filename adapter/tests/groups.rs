@@ -8,7 +8,7 @@
 //! scheduled with the counts; a failure reason for a group that cannot
 //! fit); a standby writes nothing until it leads; a group whose object is
 //! gone is dropped after one 404, and a 5xx is retried with the latest
-//! status.
+//! status; shutdown writes the last changes.
 
 mod common;
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 use strata_fake_apiserver::{FakeApiServer, ResourceType, fixtures};
 use strata_kube::Adapter;
 use strata_kube::client::RateLimiter;
-use strata_kube::groups::StatusWriter;
+use strata_kube::groups::{PodGroupHandler, StatusWriter, StatusWriterTask};
 use strata_plugins::pod_group::{GroupApi, GroupKey, PodGroupStore, Stores};
 use strata_scheduler::intern::Sym;
 
@@ -464,4 +464,53 @@ async fn gone_objects_are_dropped_and_server_errors_retried_with_the_latest() {
     assert_eq!((r.written, r.retry), (1, 0), "{r:?}");
     assert_eq!(status_of(&s, STRATA, "here")["members"], 4);
     a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_the_last_changes() {
+    let s = server_with_groups();
+    s.create(STRATA, strata_group("gang", 3)).unwrap();
+    let stores = Stores::default();
+    // A writer that would wait an hour between rounds: only the flush at
+    // shutdown can write.
+    let writer = Arc::new(StatusWriterTask::new(
+        stores.pod_groups.clone(),
+        vec![GroupApi::Strata],
+        Duration::from_secs(3600),
+    ));
+    let handler = PodGroupHandler::new(
+        stores.pod_groups.clone(),
+        "strata.io",
+        "v1alpha1",
+        GroupApi::Strata,
+    )
+    .with_leader_task(writer);
+    let custom = vec![strata_kube::CustomResource {
+        api_resource: kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("strata.io", "v1alpha1", "PodGroup"),
+            "podgroups",
+        ),
+        kind: strata_plugins::pod_group::KIND,
+        handler: Arc::new(handler),
+    }];
+    let a = Adapter::start_with_registry(
+        config(),
+        options("g", false),
+        client(&s),
+        custom,
+        strata_plugins::registry_with(&stores),
+    )
+    .await
+    .expect("adapter starts");
+    assert!(a.wait_ready(Duration::from_secs(30)).await);
+    for i in 0..2 {
+        s.create("pods", strata_member("gang", &format!("gang-{i}"), 100))
+            .unwrap();
+    }
+    wait_store_members(&stores.pod_groups, key(GroupApi::Strata, "gang"), 2).await;
+    assert!(status_of(&s, STRATA, "gang").is_null());
+    a.shutdown().await;
+    let st = status_of(&s, STRATA, "gang");
+    assert_eq!(st["members"], 2, "{st}");
+    assert_eq!(st["phase"], "Pending", "{st}");
 }
