@@ -246,16 +246,26 @@ impl StatusWriter {
         self.pending.len()
     }
 
+    /// Forgets what this writer wrote, so nothing is skipped as unchanged:
+    /// while another replica led, it may have written something else.
+    pub fn forget_written(&mut self) {
+        self.written.clear();
+    }
+
     /// Drains the store's changes and writes every pending status once.
     pub async fn flush(&mut self) -> FlushReport {
         for (k, s) in self.store.take_status_changes() {
             self.pending.insert(k, s);
         }
-        // Forget what was written to objects since deleted, so one
-        // created again under the same name is written afresh.
+        let mut report = FlushReport::default();
+        if self.pending.is_empty() {
+            return report;
+        }
+        // Forget groups whose objects were deleted since, so one created
+        // again under the same name is written afresh.
         let store = &self.store;
         self.written.retain(|k, _| store.get(k).is_some());
-        let mut report = FlushReport::default();
+        self.started.retain(|k, _| store.get(k).is_some());
         let keys: Vec<GroupKey> = self.pending.keys().copied().collect();
         for key in keys {
             let Some(status) = self.pending.get(&key).cloned() else {
@@ -391,8 +401,13 @@ fn message(s: &PodGroupStatus, min: Option<u32>, spec_error: Option<&str>) -> St
     {
         return f.clone();
     }
+    let enough = min.is_some_and(|m| s.members >= m);
     let min = min.map_or_else(|| "?".to_owned(), |m| m.to_string());
     match s.phase {
+        GroupPhase::Pending if enough => format!(
+            "{} members exist (minMember {min}); waiting to be scheduled",
+            s.members
+        ),
         GroupPhase::Pending => format!(
             "waiting for members: {} of minMember {min} exist",
             s.members
@@ -482,6 +497,8 @@ impl LeaderTask for StatusWriterTask {
                 let stopping = *ctx.stop.borrow();
                 if ctx.gate.is_leader() && ctx.gate.is_ready() {
                     w.flush().await;
+                } else {
+                    w.forget_written();
                 }
                 if stopping {
                     return;
@@ -546,6 +563,29 @@ mod tests {
         assert_eq!(
             v["status"]["message"],
             "the PodGroup is invalid: minMember: bad"
+        );
+    }
+
+    #[test]
+    fn pending_says_whether_members_are_missing() {
+        let few = status(GroupPhase::Pending, 2, 0, 0);
+        assert_eq!(
+            message(&few, Some(3), None),
+            "waiting for members: 2 of minMember 3 exist"
+        );
+        let enough = status(GroupPhase::Pending, 3, 0, 0);
+        assert_eq!(
+            message(&enough, Some(3), None),
+            "3 members exist (minMember 3); waiting to be scheduled"
+        );
+        assert_eq!(
+            message(&enough, None, None),
+            "waiting for members: 3 of minMember ? exist"
+        );
+        let placing = status(GroupPhase::Scheduled, 3, 3, 1);
+        assert_eq!(
+            message(&placing, Some(3), None),
+            "3 members placed, 1 bound (minMember 3)"
         );
     }
 
