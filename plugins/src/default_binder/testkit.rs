@@ -1,5 +1,6 @@
 //! Test support shared by this crate's plugin tests: a [`ClusterPort`] that
-//! records binds in memory, and a [`Handle`] around it.
+//! records binds in memory (and accepts pod annotation patches), and a
+//! [`Handle`] around it.
 
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -56,6 +57,15 @@ impl ClusterPort for FakeCluster {
     }
 
     fn record_event(&self, _event: PodEvent) {}
+
+    /// Accepted (device assignments written by Devices' PreBind).
+    async fn patch_pod_annotations(
+        &self,
+        _pod: &PodInfo,
+        _annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClusterError> {
+        Ok(())
+    }
 }
 
 /// A handle around `cluster`.

@@ -46,13 +46,7 @@ impl Harness {
         let mut s = Scheduler::new(
             cfg,
             &crate::registry_with(&stores),
-            // Devices' PreBind writes device assignments as pod annotations,
-            // which this in-memory port does not take; these tests are about
-            // groups, whose GPUs are plain extended resources here.
-            &crate::default_plugins()
-                .into_iter()
-                .filter(|(n, _)| *n != crate::devices::NAME)
-                .collect::<Vec<_>>(),
+            &crate::default_plugins(),
             cluster.clone(),
             clock.clone(),
             rt.handle().clone(),
