@@ -15,7 +15,13 @@
 //! Reserve records the allocation as in flight (so the next pod does not
 //! take the same devices), and PreBind writes `status.allocation` and
 //! `status.reservedFor` through the cluster port before the pod is bound,
-//! then records the written claim in the store.
+//! then records the written claim in the store. A pod sharing a claim whose
+//! allocation is still in flight follows it to its node, and its PreBind
+//! waits for that write before adding itself to `reservedFor` (kube-scheduler
+//! instead rejects such a pod until the write lands; following it makes the
+//! outcome independent of how fast the write is, which keeps simulations
+//! deterministic). If the allocating pod gives up, the follower's Reserve or
+//! PreBind fails and it is retried.
 //!
 //! ## Undo
 //!
@@ -84,12 +90,21 @@ enum Work {
         claim: Arc<resv1::ResourceClaim>,
         plan: Arc<ClaimPlan>,
     },
+    /// Being allocated on `node` for another pod whose PreBind has not
+    /// written it yet: shared on that node once the write lands.
+    Pending {
+        claim: Arc<resv1::ResourceClaim>,
+        node: Arc<str>,
+        done: tokio::sync::watch::Receiver<bool>,
+    },
 }
 
 impl Work {
     fn claim(&self) -> &Arc<resv1::ResourceClaim> {
         match self {
-            Work::Allocated { claim, .. } | Work::ToAllocate { claim, .. } => claim,
+            Work::Allocated { claim, .. }
+            | Work::ToAllocate { claim, .. }
+            | Work::Pending { claim, .. } => claim,
         }
     }
 }
@@ -122,6 +137,11 @@ type PendingUndo = FxHashMap<String, (u64, tokio::sync::watch::Receiver<bool>)>;
 struct InFlight {
     pod: Arc<str>,
     devices: Vec<Chosen>,
+    /// The node the devices are on.
+    node: Arc<str>,
+    /// Set to `true` once the allocation is written or dropped; pods
+    /// sharing the claim wait on it in PreBind.
+    done: tokio::sync::watch::Sender<bool>,
 }
 
 struct Caches {
@@ -552,6 +572,13 @@ impl DynamicResources {
 
     fn allocate_on(&self, cd: &DraCycle, node: &NodeInfo, out: &mut Vec<Vec<Chosen>>) -> Status {
         for w in &cd.works {
+            if let Work::Pending { node: on, .. } = w
+                && **on != *node.name.as_str()
+            {
+                return Status::unschedulable(
+                    "node(s) did not match the allocation in progress of a ResourceClaim the pod uses",
+                );
+            }
             if let Work::Allocated {
                 node_selector: Some(sel),
                 claim,
@@ -815,12 +842,19 @@ impl PreFilterPlugin for DynamicResources {
                 });
                 continue;
             }
+            // Allocated in an earlier cycle for another pod, not written
+            // yet: this pod shares that allocation on the same node, as it
+            // would once the write lands, instead of waiting for it (so the
+            // outcome does not depend on how fast the write is).
             if let Some(f) = self.inflight.lock().1.get(&claim_uid(&claim))
                 && f.pod != pod.uid
             {
-                return PreFilterResult::status(Status::unschedulable(format!(
-                    "ResourceClaim {key} is being allocated for another pod"
-                )));
+                works.push(Work::Pending {
+                    node: f.node.clone(),
+                    done: f.done.subscribe(),
+                    claim,
+                });
+                continue;
             }
             match self.plan_for(&mut c, &claim) {
                 Ok(plan) => works.push(Work::ToAllocate {
@@ -876,6 +910,26 @@ impl ReservePlugin for DynamicResources {
         if !s.is_success() {
             return s;
         }
+        // A shared allocation in progress must still be in progress or
+        // written: if its pod gave it up, allocate again in a new cycle.
+        for w in &cd.works {
+            if let Work::Pending { claim, .. } = w {
+                let uid = claim_uid(claim);
+                let ns = claim.metadata.namespace.as_deref().unwrap_or("default");
+                let name = claim.metadata.name.as_deref().unwrap_or("");
+                let in_flight = self.inflight.lock().1.contains_key(&uid);
+                let written = self
+                    .store
+                    .claim(ns, name)
+                    .is_some_and(|c| c.status.as_ref().is_some_and(|s| s.allocation.is_some()));
+                if !in_flight && !written {
+                    return Status::unschedulable(format!(
+                        "ResourceClaim {} was being allocated for another pod that gave it up",
+                        claim_key(claim)
+                    ));
+                }
+            }
+        }
         let mut reserved = Vec::new();
         let mut it = out.into_iter();
         {
@@ -888,6 +942,8 @@ impl ReservePlugin for DynamicResources {
                         InFlight {
                             pod: pod.uid.clone(),
                             devices: devices.clone(),
+                            node: Arc::from(node.name.as_str()),
+                            done: tokio::sync::watch::Sender::new(false),
                         },
                     );
                     reserved.push((i, devices));
@@ -905,7 +961,14 @@ impl ReservePlugin for DynamicResources {
     fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, _node: NodeRef) {
         let mut fl = self.inflight.lock();
         let before = fl.1.len();
-        fl.1.retain(|_, f| f.pod != pod.uid);
+        fl.1.retain(|_, f| {
+            let keep = f.pod != pod.uid;
+            if !keep {
+                // Pods sharing the claim stop waiting (and find it unallocated).
+                f.done.send_replace(true);
+            }
+            keep
+        });
         if fl.1.len() != before {
             fl.0 += 1;
         }
@@ -936,10 +999,21 @@ impl PreBindPlugin for DynamicResources {
             let name = old.metadata.name.as_deref().unwrap_or("");
             // An undo of this claim from an earlier failed binding goes first.
             self.await_undo(&claim_uid(old)).await;
+            // A shared allocation in progress: wait until it is written.
+            if let Work::Pending { done, .. } = w {
+                let mut done = done.clone();
+                let _ = done.wait_for(|d| *d).await;
+            }
             // Work on the newest copy.
             let latest = self.store.claim(ns, name).unwrap_or_else(|| old.clone());
             let mut claim = (*latest).clone();
             let status = claim.status.get_or_insert_with(Default::default);
+            if matches!(w, Work::Pending { .. }) && status.allocation.is_none() {
+                return Status::error(format!(
+                    "ResourceClaim {key} was being allocated for another pod that gave it up; pod {} is retried",
+                    pod.key()
+                ));
+            }
             if let Some((_, devices)) = cd.reserved.iter().find(|(j, _)| *j == i) {
                 if status.allocation.is_some() {
                     return Status::error(format!(
@@ -951,7 +1025,9 @@ impl PreBindPlugin for DynamicResources {
                     Some(self.result_for(&cd.index, &latest, devices, node.name.as_str()));
             }
             let reserved = status.reserved_for.get_or_insert_with(Vec::new);
-            if reserved.iter().any(|r| r.uid == *pod.uid) && matches!(w, Work::Allocated { .. }) {
+            if reserved.iter().any(|r| r.uid == *pod.uid)
+                && matches!(w, Work::Allocated { .. } | Work::Pending { .. })
+            {
                 continue;
             }
             if !reserved.iter().any(|r| r.uid == *pod.uid) {
@@ -978,7 +1054,10 @@ impl PreBindPlugin for DynamicResources {
             });
             self.store.assume_claim(claim);
             let mut fl = self.inflight.lock();
-            if fl.1.remove(&uid).is_some() {
+            if fl.1.get(&uid).is_some_and(|f| f.pod == pod.uid)
+                && let Some(f) = fl.1.remove(&uid)
+            {
+                f.done.send_replace(true);
                 fl.0 += 1;
             }
         }

@@ -703,3 +703,72 @@ proptest! {
         }
     }
 }
+
+/// Two pods share one claim; the second is scheduled while the first's
+/// allocation is reserved but not yet written: it follows that allocation
+/// to its node and joins the claim once the write lands (whatever the
+/// order of the two PreBinds), and a given-up allocation is not followed.
+#[test]
+fn a_claim_being_allocated_is_shared_on_its_node() {
+    let rig = Rig::new(&["n1", "n2"]);
+    rig.store.upsert_slice(gpus("n1", 1));
+    rig.store.upsert_slice(slice(
+        "n2",
+        json!([{"name": "gpu-9", "attributes": {"model": {"string": "A100"}}}]),
+    ));
+    rig.store.upsert_claim(one_gpu("shared"));
+    let a = pod_using("a", &["shared"]);
+    let b = pod_using("b", &["shared"]);
+    let st_a = rig.schedule(&a, "n1").unwrap();
+    // b sees the allocation in progress: only n1 fits, with no new device.
+    let (st_b, s) = rig.pre_filter(&b);
+    assert!(s.is_success(), "{s}");
+    assert!(rig.filter(&st_b, &b, "n1").is_success());
+    assert_eq!(rig.filter(&st_b, &b, "n2").code(), Code::Unschedulable);
+    let st_b = rig.schedule(&b, "n1").unwrap();
+    // b's PreBind waits for a's write, even when it starts first.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let (sa, sb) = rt.block_on(async {
+        let pb = rig.plugin.pre_bind(&st_b, &b, rig.node_ref("n1"));
+        let pa = async {
+            tokio::task::yield_now().await;
+            rig.plugin.pre_bind(&st_a, &a, rig.node_ref("n1")).await
+        };
+        tokio::join!(pa, pb)
+    });
+    assert!(sa.is_success() && sb.is_success(), "{sa} / {sb}");
+    let c = rig.store.claim("default", "shared").unwrap();
+    assert_eq!(
+        devices_of(&c),
+        vec![("gpu".to_owned(), "gpu-0".to_owned())],
+        "allocated once"
+    );
+    let mut who = consumers(&c);
+    who.sort();
+    assert_eq!(who, ["uid-a", "uid-b"]);
+    let writes = rig.writes.claims.lock().clone();
+    assert_eq!(writes.len(), 2);
+    assert!(
+        consumers(&writes[0]) == ["uid-a"],
+        "the allocating pod writes first"
+    );
+
+    // Given up: c reserves another claim, d follows it, c is unreserved
+    // before writing; d's Reserve refuses to follow a dropped allocation.
+    rig.store.upsert_claim(one_gpu("other"));
+    let c_pod = pod_using("c", &["other"]);
+    let d_pod = pod_using("d", &["other"]);
+    let mut st_c = rig.schedule(&c_pod, "n2").unwrap();
+    let (mut st_d, s) = rig.pre_filter(&d_pod);
+    assert!(s.is_success(), "{s}");
+    assert!(rig.filter(&st_d, &d_pod, "n2").is_success());
+    rig.plugin.unreserve(&mut st_c, &c_pod, rig.node_ref("n2"));
+    let r = rig
+        .plugin
+        .reserve(&mut st_d, &d_pod, rig.node_ref("n2"), rig.cache.snapshot());
+    assert_eq!(r.code(), Code::Unschedulable, "{r}");
+    assert!(r.message().contains("gave it up"), "{r}");
+}
