@@ -69,7 +69,7 @@ pub fn registry_with(stores: &pod_group::Stores) -> Registry {
     r.register(pod_group::NAME, move |a, h| {
         pod_group::factory_with(a, h, &groups)
     });
-    dra::register(&mut r, stores.dra.clone());
+    dra::register_with_domains(&mut r, stores.dra.clone(), stores.devices.clone());
     devices::register(&mut r, stores.devices.clone());
     r
 }

@@ -14,6 +14,13 @@
 //! seen after that are not counted and their queries answer `None` (logged
 //! once).
 //!
+//! Two plugins feed it, each with its own part of a node's amounts (summed,
+//! never overwriting each other): Devices ([`Source::Devices`]) and
+//! DynamicResources ([`Source::Dra`]: the node-local devices of
+//! ResourceSlices, counted per driver, in use when some claim or in-flight
+//! allocation holds them). Placement (labels, cordon) follows the node
+//! through the Devices plugin's node observer.
+//!
 //! Invariants:
 //! - only nodes with at least one device are in this topology;
 //! - a node's slots equal what its [`NodeDevices`] says after every write
@@ -60,29 +67,59 @@ pub struct DomainDevices {
 }
 
 /// Where a node sits: its level label values and whether it is
-/// schedulable (what [`DeviceDomains::node`] needs to re-place it).
+/// schedulable (what re-placing it needs).
 type Placement = (SmallVec<[Option<Sym>; 4]>, bool);
+
+/// One source's amounts on a node: (allocatable, in use).
+type Part = (Amounts, Amounts);
+
+/// Who reports a node's devices. Each source's amounts are kept apart and
+/// summed, so the Devices plugin and DRA never overwrite each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The Devices plugin (extended resources, `strata.io/devices`, HAMi).
+    Devices = 0,
+    /// DynamicResources (node-local devices of ResourceSlices).
+    Dra = 1,
+}
+
+/// What one DRA driver offers on a node, for [`DeviceDomains::set_dra`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverCount {
+    /// The driver (the kind name).
+    pub driver: String,
+    /// Devices.
+    pub devices: i64,
+    /// Devices allocated to some claim.
+    pub used: i64,
+}
+
+#[derive(Clone, Debug)]
+struct NodeEntry {
+    placement: Placement,
+    parts: [Option<Part>; 2],
+}
 
 struct Inner {
     topo: Topology,
     keys: Vec<Sym>,
     /// Kind names; kind `k` owns slots `2k` and `2k + 1`.
     kinds: Vec<Arc<str>>,
-    /// Per kind: (resource, model) it counts; model `None` sums every model.
-    kind_keys: Vec<(&'static str, Option<Arc<str>>)>,
-    /// Per node id: where it was last placed.
-    placed: Vec<Option<Placement>>,
+    /// Per kind: (resource or driver, model); model `None` sums every model.
+    kind_keys: Vec<(Arc<str>, Option<Arc<str>>)>,
+    /// Per node id: where it was last placed and each source's amounts.
+    nodes: Vec<Option<NodeEntry>>,
     overflow_logged: bool,
 }
 
 impl Inner {
     /// The slot of kind (resource, model), interning it on first sight.
     /// Allocates only then.
-    fn kind_slot(&mut self, resource: &'static str, model: Option<&Arc<str>>) -> Option<usize> {
+    fn kind_slot(&mut self, resource: &str, model: Option<&Arc<str>>) -> Option<usize> {
         if let Some(i) = self
             .kind_keys
             .iter()
-            .position(|(r, m)| *r == resource && m.as_deref() == model.map(|m| &**m))
+            .position(|(r, m)| **r == *resource && m.as_deref() == model.map(|m| &**m))
         {
             return Some(i * SLOTS_PER_KIND);
         }
@@ -102,7 +139,7 @@ impl Inner {
             return None;
         }
         self.kinds.push(name.into());
-        self.kind_keys.push((resource, model.cloned()));
+        self.kind_keys.push((resource.into(), model.cloned()));
         Some((self.kinds.len() - 1) * SLOTS_PER_KIND)
     }
 
@@ -114,7 +151,7 @@ impl Inner {
     }
 
     /// Allocatable and requested amounts of a node's devices.
-    fn amounts(&mut self, nd: &NodeDevices, kinds: &[KindSpec]) -> (Amounts, Amounts) {
+    fn amounts(&mut self, nd: &NodeDevices, kinds: &[KindSpec]) -> Part {
         let mut alloc = Amounts::ZERO;
         let mut used = Amounts::ZERO;
         for (d, u) in nd.devices.iter().zip(&nd.used) {
@@ -142,10 +179,95 @@ impl Inner {
         }
         (alloc, used)
     }
+
+    fn placement(&self, node: &NodeInfo) -> Placement {
+        (
+            self.keys.iter().map(|k| node.labels.get(*k)).collect(),
+            !node.unschedulable,
+        )
+    }
+
+    /// Sets `source`'s part of node `id` (and its placement when given),
+    /// then brings the topology in line: the node is counted while any
+    /// source reports devices on it.
+    fn apply(&mut self, id: u32, placement: Option<Placement>, source: Source, part: Option<Part>) {
+        let idx = id as usize;
+        if self.nodes.len() <= idx {
+            if part.is_none() {
+                return;
+            }
+            self.nodes.resize(idx + 1, None);
+        }
+        let Some(entry) = (match (&mut self.nodes[idx], placement) {
+            (Some(e), p) => {
+                let moved = p.as_ref().is_some_and(|p| *p != e.placement);
+                if let Some(p) = p {
+                    e.placement = p;
+                }
+                e.parts[source as usize] = part;
+                Some((e.clone(), moved))
+            }
+            (slot @ None, Some(p)) => {
+                if part.is_none() {
+                    return;
+                }
+                let mut parts = [None, None];
+                parts[source as usize] = part;
+                let e = NodeEntry {
+                    placement: p,
+                    parts,
+                };
+                *slot = Some(e.clone());
+                Some((e, true))
+            }
+            // Amounts for a node never placed: wait for its placement.
+            (None, None) => None,
+        }) else {
+            return;
+        };
+        let (e, moved) = entry;
+        if e.parts.iter().all(Option::is_none) {
+            self.nodes[idx] = None;
+            if self.topo.has_node(id) {
+                self.topo.remove_node(id);
+            }
+            return;
+        }
+        let mut state = NodeState {
+            allocatable: Amounts::ZERO,
+            requested: Amounts::ZERO,
+            schedulable: e.placement.1,
+        };
+        for (a, u) in e.parts.iter().flatten() {
+            state.allocatable.add(a);
+            state.requested.add(u);
+        }
+        if moved || !self.topo.has_node(id) {
+            let values: SmallVec<[Option<&'static str>; 4]> = e
+                .placement
+                .0
+                .iter()
+                .map(|v| v.map(|v| v.as_str()))
+                .collect();
+            self.topo.upsert_node(id, &values, state);
+        } else {
+            self.topo.set_state(id, state);
+        }
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(e) = self.nodes.get_mut(id as usize) {
+            *e = None;
+        }
+        if self.topo.has_node(id) {
+            self.topo.remove_node(id);
+        }
+    }
 }
 
-/// Device aggregates per domain, shared between the Devices plugin (which
-/// writes them) and whoever asks (other plugins, the simulator's reports).
+/// Device aggregates per domain, shared between the plugins that write
+/// them (Devices, DynamicResources) and whoever asks (other plugins, the
+/// simulator's reports).
 pub struct DeviceDomains {
     inner: RwLock<Inner>,
 }
@@ -180,7 +302,7 @@ impl DeviceDomains {
                 topo: Topology::new(levels),
                 kinds: Vec::new(),
                 kind_keys: Vec::new(),
-                placed: Vec::new(),
+                nodes: Vec::new(),
                 overflow_logged: false,
             }),
         }
@@ -191,7 +313,7 @@ impl DeviceDomains {
         self.inner.read().topo.levels().to_vec()
     }
 
-    /// Whether node `id` is counted (it has devices).
+    /// Whether node `id` is counted (some source reports devices on it).
     pub fn has_node(&self, id: u32) -> bool {
         self.inner.read().topo.has_node(id)
     }
@@ -206,77 +328,71 @@ impl DeviceDomains {
             .collect()
     }
 
-    /// Places `node` (its labels and schedulability) with its devices
-    /// `nd`; `None` or no devices removes it. Costs a label comparison when
-    /// the node has not moved (device use is updated by
-    /// [`DeviceDomains::devices`]).
+    /// The Devices plugin's view of `node`: places it (labels, cordon) and
+    /// sets its devices `nd` (`None`: it has none). Costs a label
+    /// comparison when the node has not moved and still has (or still
+    /// lacks) devices: their use is updated by [`DeviceDomains::devices`].
     pub fn node(&self, node: &NodeInfo, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
         let id = node.id.0;
-        let idx = id as usize;
-        let Some(nd) = nd.filter(|nd| node.present && !nd.devices.is_empty()) else {
-            let mut g = self.inner.write();
-            if g.topo.has_node(id) {
-                g.topo.remove_node(id);
-            }
-            if let Some(p) = g.placed.get_mut(idx) {
-                *p = None;
-            }
+        let nd = nd.filter(|nd| !nd.devices.is_empty());
+        if !node.present {
+            self.inner.write().remove(id);
             return;
-        };
-        let schedulable = !node.unschedulable;
+        }
         {
             let g = self.inner.read();
-            if let Some(Some((values, s))) = g.placed.get(idx)
-                && *s == schedulable
-                && values.len() == g.keys.len()
-                && values
-                    .iter()
-                    .zip(&g.keys)
-                    .all(|(v, k)| *v == node.labels.get(*k))
-            {
+            let e = g.nodes.get(id as usize).and_then(Option::as_ref);
+            let unchanged = match e {
+                Some(e) => {
+                    e.parts[Source::Devices as usize].is_some() == nd.is_some()
+                        && e.placement == g.placement(node)
+                }
+                None => nd.is_none(),
+            };
+            if unchanged {
                 return;
             }
         }
         let mut g = self.inner.write();
-        let (allocatable, requested) = g.amounts(nd, kinds);
-        let syms: SmallVec<[Option<Sym>; 4]> = g.keys.iter().map(|k| node.labels.get(*k)).collect();
-        let values: SmallVec<[Option<&'static str>; 4]> =
-            syms.iter().map(|v| v.map(|v| v.as_str())).collect();
-        let state = NodeState {
-            allocatable,
-            requested,
-            schedulable,
-        };
-        g.topo.upsert_node(id, &values, state);
-        if g.placed.len() <= idx {
-            g.placed.resize(idx + 1, None);
-        }
-        g.placed[idx] = Some((syms, schedulable));
+        let part = nd.map(|nd| g.amounts(nd, kinds));
+        let placement = g.placement(node);
+        g.apply(id, Some(placement), Source::Devices, part);
     }
 
-    /// Updates the devices' use on node `id` (already placed by
-    /// [`DeviceDomains::node`]); `None` removes the node.
+    /// Updates the Devices plugin's devices on node `id` (already placed by
+    /// [`DeviceDomains::node`]); `None`: it has none any more.
     pub fn devices(&self, id: u32, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
         let mut g = self.inner.write();
-        let Some(old) = g.topo.node_state(id).copied() else {
+        let part = nd
+            .filter(|nd| !nd.devices.is_empty())
+            .map(|nd| g.amounts(nd, kinds));
+        g.apply(id, None, Source::Devices, part);
+    }
+
+    /// DynamicResources' view of `node`: its node-local ResourceSlice
+    /// devices per driver (empty: none).
+    pub fn set_dra(&self, node: &NodeInfo, drivers: &[DriverCount]) {
+        let id = node.id.0;
+        if !node.present {
+            self.inner.write().remove(id);
             return;
-        };
-        let Some(nd) = nd.filter(|nd| !nd.devices.is_empty()) else {
-            g.topo.remove_node(id);
-            if let Some(p) = g.placed.get_mut(id as usize) {
-                *p = None;
+        }
+        let mut g = self.inner.write();
+        let part = if drivers.is_empty() {
+            None
+        } else {
+            let mut alloc = Amounts::ZERO;
+            let mut used = Amounts::ZERO;
+            for d in drivers {
+                if let Some(s) = g.kind_slot(&d.driver, None) {
+                    alloc[s] += d.devices;
+                    used[s] += d.used;
+                }
             }
-            return;
+            Some((alloc, used))
         };
-        let (allocatable, requested) = g.amounts(nd, kinds);
-        g.topo.set_state(
-            id,
-            NodeState {
-                allocatable,
-                requested,
-                schedulable: old.schedulable,
-            },
-        );
+        let placement = g.placement(node);
+        g.apply(id, Some(placement), Source::Dra, part);
     }
 
     /// What is free of `kind` in the whole cluster; `None` for a kind never

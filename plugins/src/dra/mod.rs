@@ -52,6 +52,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
+use crate::devices::domains::{DeviceDomains, DriverCount};
 use alloc::{Alt, Chosen, ClaimPlan, Constraint, InUse, Mode, Slot, allocate, node_devices};
 use index::{Bits, Index};
 use k8s_openapi::api::core::v1 as corev1;
@@ -64,10 +65,11 @@ use std::sync::Arc;
 pub use store::DraStore;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
-    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeRef, Plugin,
-    PluginArgsError, PreBindPlugin, PreFilterPlugin, PreFilterResult, Registry, ReservePlugin,
-    Status,
+    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeObserver,
+    NodeRef, Plugin, PluginArgsError, PreBindPlugin, PreFilterPlugin, PreFilterResult, Registry,
+    ReservePlugin, Status,
 };
+use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::NodeSelector;
 use strata_scheduler::model::{NodeInfo, PodInfo};
 
@@ -158,6 +160,20 @@ pub struct DynamicResources {
     caches: Mutex<Caches>,
     inflight: Mutex<(u64, FxHashMap<String, InFlight>)>,
     pending_undo: Arc<Mutex<(u64, PendingUndo)>>,
+    /// Free devices per topology domain (shared with Devices), fed with the
+    /// node-local devices of ResourceSlices.
+    domains: Option<Arc<DeviceDomains>>,
+    /// What the domains were last fed from.
+    synced: Mutex<Synced>,
+}
+
+/// What [`DeviceDomains`] was last fed from: the index, the use, and the
+/// (store, in-flight) versions the use was computed for.
+#[derive(Default)]
+struct Synced {
+    index: Option<Arc<Index>>,
+    used: Option<Arc<InUse>>,
+    versions: (u64, u64),
 }
 
 fn claim_key(c: &resv1::ResourceClaim) -> String {
@@ -194,7 +210,123 @@ impl DynamicResources {
             }),
             inflight: Mutex::new((0, FxHashMap::default())),
             pending_undo: Arc::new(Mutex::new((0, FxHashMap::default()))),
+            domains: None,
+            synced: Mutex::new(Synced::default()),
         }
+    }
+
+    /// As [`DynamicResources::new`], counting the node-local devices of
+    /// ResourceSlices in `domains` (per driver, free and in use).
+    pub fn with_domains(
+        store: Arc<DraStore>,
+        handle: Handle,
+        domains: Arc<DeviceDomains>,
+    ) -> DynamicResources {
+        DynamicResources {
+            domains: Some(domains),
+            ..DynamicResources::new(store, handle)
+        }
+    }
+
+    /// Rebuilds the device index when the slices or classes changed.
+    fn refresh_index(&self, c: &mut Caches) {
+        if c.index.version != self.store.inventory_version()
+            || (c.index.devices.is_empty() && !self.store.slices().is_empty())
+        {
+            c.index = Arc::new(Index::build(&self.store));
+            c.sets.clear();
+            c.used = None;
+        }
+    }
+
+    /// Feeds the domain aggregates with what changed since the last call:
+    /// every node-local device's node when the index changed, otherwise
+    /// only the nodes of devices whose use changed. Cheap when nothing did.
+    fn sync_domains(&self, snap: &Snapshot) {
+        let Some(domains) = &self.domains else {
+            return;
+        };
+        let versions = (self.store.version(), self.inflight.lock().0);
+        let mut sy = self.synced.lock();
+        if sy.versions == versions && sy.index.is_some() {
+            return;
+        }
+        let (index, used) = {
+            let mut c = self.caches.lock();
+            self.refresh_index(&mut c);
+            let used = self.in_use(&mut c);
+            (c.index.clone(), used)
+        };
+        let same_index = sy.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &index));
+        let mut nodes: Vec<&str> = Vec::new();
+        if same_index {
+            let old = sy.used.clone().unwrap_or_default();
+            let changed = used
+                .map
+                .iter()
+                .filter(|(d, u)| old.map.get(*d) != Some(*u))
+                .map(|(d, _)| *d)
+                .chain(
+                    old.map
+                        .keys()
+                        .filter(|d| !used.map.contains_key(*d))
+                        .copied(),
+                );
+            for d in changed {
+                if let Some(dev) = index.devices.get(d as usize)
+                    && let index::Scope::Node(n) = &dev.scope
+                    && !nodes.contains(&n.as_str())
+                {
+                    nodes.push(n);
+                }
+            }
+        } else {
+            nodes.extend(index.by_node.keys().map(String::as_str));
+            // Nodes that had devices in the previous index and have none now.
+            if let Some(prev) = &sy.index {
+                for n in prev.by_node.keys() {
+                    if !index.by_node.contains_key(n)
+                        && let Some(node) = Sym::lookup(n)
+                            .and_then(|s| snap.node_id(s))
+                            .map(|id| snap.node(id))
+                    {
+                        domains.set_dra(node, &[]);
+                    }
+                }
+            }
+        }
+        for n in nodes {
+            let Some(node) = Sym::lookup(n)
+                .and_then(|s| snap.node_id(s))
+                .map(|id| snap.node(id))
+            else {
+                continue;
+            };
+            let mut counts: Vec<DriverCount> = Vec::new();
+            for &d in index.by_node.get(n).into_iter().flatten() {
+                let dev = &index.devices[d as usize];
+                let i = match counts.iter().position(|c| c.driver == dev.driver) {
+                    Some(i) => i,
+                    None => {
+                        counts.push(DriverCount {
+                            driver: dev.driver.clone(),
+                            ..Default::default()
+                        });
+                        counts.len() - 1
+                    }
+                };
+                counts[i].devices += 1;
+                if used.map.contains_key(&d) {
+                    counts[i].used += 1;
+                }
+            }
+            domains.set_dra(node, &counts);
+        }
+        *sy = Synced {
+            index: Some(index),
+            used: Some(used),
+            versions,
+        };
     }
 
     /// Takes `pod` back out of a claim PreBind wrote for it: the store at
@@ -733,6 +865,9 @@ impl Plugin for DynamicResources {
     fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
         Some(self)
     }
+    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
+        self.domains.as_ref().map(|_| self as &dyn NodeObserver)
+    }
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
             ClusterEventKind::new(EventResource::Custom(store::KIND_CLAIM), ActionType::ALL),
@@ -760,13 +895,7 @@ impl PreFilterPlugin for DynamicResources {
         }
         let ns = pod.namespace.as_str();
         let mut c = self.caches.lock();
-        if c.index.version != self.store.inventory_version()
-            || (c.index.devices.is_empty() && !self.store.slices().is_empty())
-        {
-            c.index = Arc::new(Index::build(&self.store));
-            c.sets.clear();
-            c.used = None;
-        }
+        self.refresh_index(&mut c);
         let mut works = Vec::with_capacity(refs.len());
         for (i, r) in refs.iter().enumerate() {
             let field = format!("spec.resourceClaims[{i}] ({:?})", r.name);
@@ -877,6 +1006,14 @@ impl PreFilterPlugin for DynamicResources {
     }
 }
 
+/// Keeps the domain aggregates current: a pod placed, bound or deleted may
+/// come with claims allocated or released (the versions tell).
+impl NodeObserver for DynamicResources {
+    fn node_changed(&self, _node: &NodeInfo, snap: &Snapshot) {
+        self.sync_domains(snap);
+    }
+}
+
 impl FilterPlugin for DynamicResources {
     fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(cd) = state.get::<DraCycle>() else {
@@ -955,6 +1092,7 @@ impl ReservePlugin for DynamicResources {
             st.reserved = reserved;
             st.node = Some(node.name.as_str().to_owned());
         }
+        self.sync_domains(snap);
         Status::success()
     }
 
@@ -1083,5 +1221,21 @@ pub fn factory(
 pub fn register(registry: &mut Registry, store: Arc<DraStore>) {
     registry.register(NAME, move |_args, handle| {
         Ok(Arc::new(DynamicResources::new(store.clone(), handle.clone())) as Arc<dyn Plugin>)
+    });
+}
+
+/// As [`register`], also counting ResourceSlice devices in `domains` (the
+/// per-domain device aggregates the Devices plugin keeps too).
+pub fn register_with_domains(
+    registry: &mut Registry,
+    store: Arc<DraStore>,
+    domains: Arc<DeviceDomains>,
+) {
+    registry.register(NAME, move |_args, handle| {
+        Ok(Arc::new(DynamicResources::with_domains(
+            store.clone(),
+            handle.clone(),
+            domains.clone(),
+        )) as Arc<dyn Plugin>)
     });
 }

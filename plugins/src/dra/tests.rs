@@ -110,6 +110,7 @@ struct Rig {
     store: Arc<DraStore>,
     cache: Cache,
     writes: Arc<Writes>,
+    domains: Arc<DeviceDomains>,
 }
 
 impl Rig {
@@ -127,14 +128,24 @@ impl Rig {
             scheduler_name: Sym::new("strata-scheduler"),
         };
         let cache = testing::cache_with(
-            nodes.iter().map(|n| testing::node(n).build()).collect(),
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    testing::node(n)
+                        .label("strata.io/supernode", &format!("sn{}", i % 2))
+                        .build()
+                })
+                .collect(),
             vec![],
         );
+        let domains = Arc::new(DeviceDomains::default());
         Rig {
-            plugin: DynamicResources::new(store.clone(), handle),
+            plugin: DynamicResources::with_domains(store.clone(), handle, domains.clone()),
             store,
             cache,
             writes,
+            domains,
         }
     }
 
@@ -771,4 +782,53 @@ fn a_claim_being_allocated_is_shared_on_its_node() {
         .reserve(&mut st_d, &d_pod, rig.node_ref("n2"), rig.cache.snapshot());
     assert_eq!(r.code(), Code::Unschedulable, "{r}");
     assert!(r.message().contains("gave it up"), "{r}");
+}
+
+/// ResourceSlice devices are counted per driver in the per-domain device
+/// aggregates, and follow reserve, the written allocation, a failed bind's
+/// undo and a slice that goes away.
+#[test]
+fn slice_devices_feed_the_domain_aggregates() {
+    let rig = Rig::new(&["n1", "n2"]);
+    rig.store.upsert_slice(gpus("n1", 4));
+    rig.store.upsert_slice(gpus("n2", 2));
+    let notify = || {
+        for n in rig.cache.snapshot().nodes() {
+            rig.plugin.node_changed(n, rig.cache.snapshot());
+        }
+    };
+    notify();
+    let free = |sn: &str| {
+        rig.domains
+            .domains("strata.io/supernode", "gpu.example.com")
+            .unwrap_or_default()
+            .into_iter()
+            .find(|d| d.domain == sn)
+            .map(|d| (d.free.devices, d.free.capacity))
+    };
+    assert_eq!(free("sn0"), Some((4, 4)));
+    assert_eq!(free("sn1"), Some((2, 2)));
+    rig.store.upsert_claim(claim(
+        "default",
+        "two",
+        json!({"requests": [{"name": "g", "exactly": {"deviceClassName": "gpu.example.com", "count": 2}}]}),
+    ));
+    let p = pod_using("p", &["two"]);
+    let mut st = rig.schedule(&p, "n1").unwrap();
+    assert_eq!(free("sn0"), Some((2, 4)), "in flight counts as used");
+    assert!(rig.bind(&st, &p, "n1").is_success());
+    notify();
+    assert_eq!(free("sn0"), Some((2, 4)), "written: still used");
+    rig.unreserve_after_failed_bind(&mut st, &p, "n1");
+    notify();
+    assert_eq!(free("sn0"), Some((4, 4)), "undone: free again");
+    rig.store.remove_slice("n2-gpu");
+    notify();
+    assert_eq!(
+        rig.domains
+            .cluster("gpu.example.com")
+            .map(|f| (f.devices, f.capacity)),
+        Some((4, 4))
+    );
+    rig.domains.check_consistency().unwrap();
 }
