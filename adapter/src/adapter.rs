@@ -102,6 +102,24 @@ impl Adapter {
         Adapter::start_with_registry(cfg, opts, client, custom, strata_plugins::registry()).await
     }
 
+    /// Starts the scheduler as `strata run` does: every in-tree plugin,
+    /// with the custom resources that feed their stores watched when the
+    /// cluster serves them — PodGroups of both APIs (the PodGroup plugin,
+    /// whose status the leader writes back) and DRA objects
+    /// (DynamicResources). Plugins read the stores in `stores`.
+    pub async fn start_with_stores(
+        cfg: SchedulerConfig,
+        opts: AdapterOptions,
+        client: kube::Client,
+        stores: &strata_plugins::pod_group::Stores,
+    ) -> Result<Adapter, AdapterError> {
+        let mut custom = Vec::new();
+        custom.extend(crate::groups::pod_group_resources(&client, &stores.pod_groups).await);
+        custom.extend(crate::dra::dra_resources(&client, &stores.dra).await);
+        let registry = strata_plugins::registry_with(stores);
+        Adapter::start_with_registry(cfg, opts, client, custom, registry).await
+    }
+
     /// As [`Adapter::start`], building plugins from `registry` (for
     /// example `strata_plugins::registry_with(&stores)`, so plugins share
     /// the stores the `custom` handlers fill).

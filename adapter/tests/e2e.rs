@@ -95,6 +95,42 @@ impl Env {
             .expect("adapter starts")
     }
 
+    /// Starts the scheduler as `strata run` does (PodGroups and DRA objects
+    /// watched when served).
+    async fn start_full(&self, identity: &str) -> Adapter {
+        let cfg =
+            SchedulerConfig::from_yaml(&format!("profiles: [{{schedulerName: {}}}]\n", self.sched))
+                .unwrap();
+        let stores = strata_plugins::pod_group::Stores::default();
+        Adapter::start_with_stores(cfg, self.options(identity), self.client.clone(), &stores)
+            .await
+            .expect("adapter starts")
+    }
+
+    /// Creates pod `name` of group `group`; `min` sets the inline group's
+    /// `strata.io/min-member` (none: the group is a PodGroup object).
+    async fn create_member(&self, name: &str, group: &str, min: Option<u32>) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let mut p = json!({
+            "metadata": {"name": name, "labels": {"app": "strata-e2e", "strata.io/pod-group": group}},
+            "spec": {
+                "schedulerName": self.sched,
+                "tolerations": [
+                    {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"},
+                    {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
+                                "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}}}]
+            }
+        });
+        if let Some(m) = min {
+            p["metadata"]["annotations"] = json!({"strata.io/min-member": m.to_string()});
+        }
+        pods.create(&PostParams::default(), &serde_json::from_value(p).unwrap())
+            .await
+            .expect("create pod");
+    }
+
     async fn create_pods(&self, n: usize, cpu: &str) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
         for i in 0..n {
@@ -265,4 +301,103 @@ async fn e2e_leader_killed_mid_run_every_pod_bound_once() {
     assert_eq!(l.spec.unwrap().holder_identity.as_deref(), Some("e2e-b"));
     b.shutdown().await;
     env.cleanup().await;
+}
+
+/// A gang written as pod annotations: nothing is bound while fewer than
+/// `minMember` members exist, then all of them are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_gang_binds_all_members_or_none() {
+    let Some(kc) = kubeconfig() else { return };
+    let env = Env::new(kc, "gang").await;
+    let a = env.start_full("e2e-gang").await;
+    assert!(a.wait_ready(Duration::from_secs(120)).await, "not ready");
+    env.create_member("g-0", "g", Some(3)).await;
+    env.create_member("g-1", "g", Some(3)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        env.bound().await,
+        0,
+        "a gang member was bound before minMember existed"
+    );
+    env.create_member("g-2", "g", Some(3)).await;
+    env.wait_bound(3, Duration::from_secs(60)).await;
+    a.shutdown().await;
+    env.cleanup().await;
+}
+
+/// A `strata.io/v1alpha1` PodGroup (its CRD installed from
+/// `manifests/crds/` when the cluster lacks it): its members are bound and
+/// the leader writes the group's status back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_podgroup_status_is_written_back() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let Some(kc) = kubeconfig() else { return };
+    let env = Env::new(kc, "podgroup").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    let installed = crds
+        .get_opt("podgroups.strata.io")
+        .await
+        .expect("read CRDs")
+        .is_none();
+    if installed {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../manifests/crds/strata.io_podgroups.yaml");
+        let text = std::fs::read_to_string(&path).expect("the CRD manifest");
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text).expect("CRD yaml");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("install the CRD");
+    }
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("strata.io", "v1alpha1", "PodGroup"),
+        "podgroups",
+    );
+    let groups: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &ar);
+    // The CRD may take a moment to be served.
+    let t = Instant::now();
+    while groups.list(&ListParams::default()).await.is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "PodGroup API not served"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "strata.io/v1alpha1", "kind": "PodGroup",
+        "metadata": {"name": "pg"},
+        "spec": {"minMember": 2}
+    }))
+    .unwrap();
+    groups
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create the PodGroup");
+    let a = env.start_full("e2e-podgroup").await;
+    assert!(a.wait_ready(Duration::from_secs(120)).await, "not ready");
+    env.create_member("pg-0", "pg", None).await;
+    env.create_member("pg-1", "pg", None).await;
+    env.wait_bound(2, Duration::from_secs(60)).await;
+    let t = Instant::now();
+    loop {
+        let g = groups.get("pg").await.expect("the PodGroup");
+        let phase = g.data["status"]["phase"].as_str().unwrap_or("").to_owned();
+        if phase == "Running" {
+            assert_eq!(g.data["status"]["running"], json!(2));
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "PodGroup status not written: {:?}",
+            g.data.get("status")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    a.shutdown().await;
+    env.cleanup().await;
+    if installed {
+        let _ = crds
+            .delete("podgroups.strata.io", &DeleteParams::default())
+            .await;
+    }
 }

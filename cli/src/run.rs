@@ -135,11 +135,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         // - DRA objects (resource.k8s.io/v1 DeviceClasses, ResourceSlices,
         //   ResourceClaims, ResourceClaimTemplates) → DynamicResources.
         let stores = strata_plugins::pod_group::Stores::default();
-        let mut custom = Vec::new();
-        custom.extend(strata_kube::groups::pod_group_resources(&client, &stores.pod_groups).await);
-        custom.extend(strata_kube::dra::dra_resources(&client, &stores.dra).await);
-        let registry = strata_plugins::registry_with(&stores);
-        let adapter = Adapter::start_with_registry(cfg, opts, client, custom, registry).await?;
+        let adapter = Adapter::start_with_stores(cfg, opts, client, &stores).await?;
         tracing::info!(identity = adapter.identity(), http = ?adapter.http_addr(), "strata scheduler started");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
