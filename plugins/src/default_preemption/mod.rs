@@ -28,6 +28,10 @@
 //!
 //! PreemptionPolicy, priorities and PodDisruptionBudgets are read from the
 //! snapshot; the plugin keeps no state between cycles.
+//!
+//! Members of a pod group (when the PodGroup plugin runs in the profile and
+//! marked the cycle) are skipped: a gang preempts as a whole, in PodGroup's
+//! PostFilter, never one member at a time here.
 
 mod args;
 mod select;
@@ -37,6 +41,8 @@ mod victims;
 mod tests;
 
 pub use args::DefaultPreemptionArgs;
+pub(crate) use select::{CostKey, cost_key};
+pub(crate) use victims::{more_important, split_by_pdb, start_ms};
 
 use rustc_hash::{FxHashMap, FxHasher};
 use select::Candidate;
@@ -244,6 +250,14 @@ impl PostFilterPlugin for DefaultPreemption {
         pod: &PodInfo,
         ctx: &PostFilterContext<'_>,
     ) -> PostFilterResult {
+        if crate::pod_group::preempts_as_group(state) {
+            // A gang member: PodGroup preempts for the whole group or not at
+            // all; evicting pods for this member alone would churn.
+            return PostFilterResult {
+                status: Status::skip(),
+                ..Default::default()
+            };
+        }
         let snap = ctx.snapshot;
         let codes = NodeCodes::new(ctx.diagnosis, snap.node_capacity());
         if let Err((msg, keep)) = eligible(pod, snap, &codes) {

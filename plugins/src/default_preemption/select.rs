@@ -18,7 +18,9 @@
 
 use super::victims::{Victims, start_ms};
 use std::cmp::Reverse;
+use std::sync::Arc;
 use strata_scheduler::framework::NodeRef;
+use strata_scheduler::model::PodInfo;
 
 /// A node where preemption lets the pod fit, with what it costs.
 #[derive(Clone, Debug)]
@@ -31,17 +33,20 @@ pub(super) struct Candidate {
 
 /// The sort key of a candidate; smaller is better. The evaluation index is
 /// the final tie-break.
-fn key(c: &Candidate) -> (usize, i64, i64, usize, Reverse<i64>) {
-    let pods = &c.victims.pods;
+fn key(c: &Candidate) -> CostKey {
+    cost_key(&c.victims.pods, c.victims.pdb_violations)
+}
+
+/// The cost of evicting `pods` (`pdb_violations` of them against a budget)
+/// by the criteria above; smaller is better. Shared with PodGroup's gang
+/// preemption, which compares candidate domains the same way.
+pub(crate) type CostKey = (usize, i64, i64, usize, Reverse<i64>);
+
+/// See [`CostKey`].
+pub(crate) fn cost_key(pods: &[Arc<PodInfo>], pdb_violations: usize) -> CostKey {
     let Some(highest) = pods.iter().map(|p| p.priority).max() else {
         // No victim at all costs nothing: best possible.
-        return (
-            c.victims.pdb_violations,
-            i64::MIN,
-            i64::MIN,
-            0,
-            Reverse(i64::MAX),
-        );
+        return (pdb_violations, i64::MIN, i64::MIN, 0, Reverse(i64::MAX));
     };
     let sum: i64 = pods
         .iter()
@@ -54,7 +59,7 @@ fn key(c: &Candidate) -> (usize, i64, i64, usize, Reverse<i64>) {
         .min()
         .unwrap_or(i64::MAX);
     (
-        c.victims.pdb_violations,
+        pdb_violations,
         i64::from(highest),
         sum,
         pods.len(),

@@ -182,7 +182,7 @@ fn as_error(s: Status, what: &str, p: &PodInfo) -> Status {
 /// time counted as "now" (the latest), as kube-scheduler does for a pod
 /// without a start time.
 #[inline]
-pub(super) fn start_ms(p: &PodInfo) -> i64 {
+pub(crate) fn start_ms(p: &PodInfo) -> i64 {
     if p.creation_ms == 0 {
         i64::MAX
     } else {
@@ -192,7 +192,7 @@ pub(super) fn start_ms(p: &PodInfo) -> i64 {
 
 /// kube-scheduler's `MoreImportantPod` as an ordering: `Less` when `a` is
 /// more important (higher priority, then earlier start).
-pub(super) fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
+pub(crate) fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
     b.priority
         .cmp(&a.priority)
         .then_with(|| start_ms(a).cmp(&start_ms(b)))
@@ -204,7 +204,7 @@ pub(super) fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
 /// considered, so the first pods a budget covers may go and later ones
 /// violate it. A pod without labels matches no budget; a budget with no or
 /// an empty selector matches nothing (kube-scheduler's rule for preemption).
-pub(super) fn split_by_pdb(
+pub(crate) fn split_by_pdb(
     pods: Vec<Arc<PodInfo>>,
     pdbs: &[&PdbInfo],
 ) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {

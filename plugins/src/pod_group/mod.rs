@@ -31,6 +31,9 @@
 //! freed. Plans are dropped on failure, timeout or expiry, so capacity is
 //! never held longer than `scheduleTimeoutSeconds`.
 
+mod preempt;
+#[cfg(test)]
+mod preempt_tests;
 mod runtime;
 pub mod spec;
 pub mod store;
@@ -38,20 +41,24 @@ pub mod store;
 mod tests;
 mod whatif;
 
+pub(crate) use preempt::preempts_as_group;
 pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
 pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError, Stores};
 pub use whatif::{WhatIfAnswer, WhatIfGroup};
 
 use parking_lot::Mutex;
 use runtime::{Lookup, Runtime, quorum};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource, Handle,
-    NodeObserver, NodeRef, PermitPlugin, PermitResult, Plugin, PluginArgsError, PodsToActivate,
-    PostFilterContext, PostFilterPlugin, PostFilterResult, PreEnqueuePlugin, PreFilterPlugin,
-    PreFilterResult, QueueSortPlugin, QueueingHint, ReservePlugin, SortKey, Status,
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
+    FilterPlugin, Handle, NodeObserver, NodeRef, PermitPlugin, PermitResult, Plugin,
+    PluginArgsError, PodsToActivate, PostFilterContext, PostFilterPlugin, PostFilterResult,
+    PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, QueueSortPlugin, QueueingHint,
+    ReservePlugin, SortKey, Status,
 };
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
@@ -78,6 +85,9 @@ pub struct PodGroupArgs {
 /// The PodGroup plugin.
 pub struct PodGroupPlugin {
     store: PodGroupStore,
+    /// Whether some group's preemption plan may hold capacity (pods outside
+    /// groups then check it in Filter); cleared when none is left.
+    holds: Arc<AtomicBool>,
     rt: Arc<Mutex<Runtime>>,
     handle: Handle,
     group_label: Sym,
@@ -139,8 +149,10 @@ pub fn factory_with(
             "every profile must use the same topology levels (they share one topology)",
         ));
     }
+    let holds = rt.lock().holds.clone();
     Ok(Arc::new(PodGroupPlugin {
         store: store.clone(),
+        holds,
         rt,
         handle: handle.clone(),
         group_label: Sym::new(spec::GROUP_LABEL),
@@ -186,6 +198,98 @@ impl PodGroupPlugin {
     fn spec_of(&self, rt: &mut Runtime, key: GroupKey, pod: &PodInfo) -> Lookup {
         rt.lookup_spec(&self.store, key, pod)
     }
+
+    /// PreFilter of a pod outside groups: Skip, unless plans made by
+    /// preempting hold capacity for groups of its priority or higher; then
+    /// Filter keeps it off that capacity (as kube-scheduler counts nominated
+    /// pods of equal or higher priority), so what the victims free goes to
+    /// the group that evicted them.
+    fn pre_filter_outside(&self, state: &mut CycleState, pod: &PodInfo) -> PreFilterResult {
+        if !self.holds.load(Ordering::Acquire) {
+            return PreFilterResult::skip();
+        }
+        let (any, held) = self.rt.lock().held_for(pod.priority);
+        if !any {
+            self.holds.store(false, Ordering::Release);
+        }
+        if held.is_empty() {
+            return PreFilterResult::skip();
+        }
+        state.insert(Held(held));
+        PreFilterResult::ok()
+    }
+
+    /// Gang preemption (see the `preempt` module): victims that let the
+    /// whole group be planned, the plan installed and held, and `pod`
+    /// nominated to its planned node; or nothing evicted and why.
+    fn preempt_for_group(
+        &self,
+        key: GroupKey,
+        pod: &PodInfo,
+        ctx: &PostFilterContext<'_>,
+    ) -> PostFilterResult {
+        let fail = |msg: String| PostFilterResult {
+            status: Status::unschedulable(msg),
+            ..Default::default()
+        };
+        let snap = ctx.snapshot;
+        let mut rt = self.rt.lock();
+        let spec = match self.spec_of(&mut rt, key, pod) {
+            Lookup::Found(s) => s,
+            _ => return fail(format!("{key} is gone or invalid")),
+        };
+        let choice = match preempt::find(&rt, key, &spec, pod, snap) {
+            preempt::Outcome::Found(c) => c,
+            preempt::Outcome::NotEligible(msg) => return fail(msg),
+            preempt::Outcome::Impossible(msg) => {
+                rt.groups.entry(key).or_default().last_failure = Some(msg.clone());
+                rt.publish(&self.store, key, Some(&spec));
+                return fail(msg);
+            }
+        };
+        let now = self.handle.clock.now();
+        rt.drop_plan(key);
+        rt.install(key, &choice.prep, &choice.plan, now);
+        let g = rt.groups.get_mut(&key).expect("installed");
+        let Some(plan) = g.plan.as_mut() else {
+            return fail(format!("{key}: preemption plan was not kept"));
+        };
+        plan.hold_priority = Some(choice.priority);
+        let planned: FxHashSet<u32> = plan.slots.values().map(|s| s.node).collect();
+        let Some(node) = plan.slots.get(&pod.uid).map(|s| s.node) else {
+            rt.drop_plan(key);
+            return fail(format!("{key}: planned without member {}", pod.key()));
+        };
+        let uids: Vec<Arc<str>> = choice.victims.iter().map(|v| v.uid.clone()).collect();
+        g.preemption = Some((uids, now));
+        g.last_failure = Some(format!(
+            "{key}: preempting {} lower-priority pods to place its members; waiting for them to terminate",
+            choice.victims.len()
+        ));
+        rt.publish(&self.store, key, Some(&spec));
+        self.holds.store(true, Ordering::Release);
+        drop(rt);
+        let clear_nominations = ctx
+            .nominated
+            .iter()
+            .filter(|(p, n)| {
+                planned.contains(&n.0)
+                    && p.priority < choice.priority
+                    && self.membership(p) != Some(key)
+            })
+            .map(|(p, _)| Arc::clone(p))
+            .collect();
+        let id = NodeId(node);
+        PostFilterResult {
+            status: Status::success(),
+            nominated_node: Some(NodeRef {
+                id,
+                name: snap.node(id).name,
+            }),
+            victims: choice.victims,
+            clear_nominations,
+        }
+    }
 }
 
 impl PodGroupStore {
@@ -211,6 +315,9 @@ impl Plugin for PodGroupPlugin {
         Some(self)
     }
     fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        Some(self)
+    }
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
         Some(self)
     }
     fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
@@ -342,8 +449,9 @@ impl PreFilterPlugin for PodGroupPlugin {
         snap: &Snapshot,
     ) -> PreFilterResult {
         let Some(key) = self.membership(pod) else {
-            return PreFilterResult::skip();
+            return self.pre_filter_outside(state, pod);
         };
+        state.insert(preempt::GroupCycle::default());
         let mut rt = self.rt.lock();
         rt.apply_forgotten(&self.store);
         let spec = match self.spec_of(&mut rt, key, pod) {
@@ -376,6 +484,27 @@ impl PreFilterPlugin for PodGroupPlugin {
             let g = rt.groups.entry(key).or_default();
             g.invalid = false;
             g.service = spec.spread.as_ref().map(|s| s.service.clone());
+        }
+        // A preemption in progress: wait, plan kept, until its victims are
+        // gone (their deletions requeue the group) or the timeout passes.
+        if let Some((victims, started)) = rt.groups[&key].preemption.clone() {
+            let left = victims
+                .iter()
+                .filter(|u| snap.assigned_pod(u).is_some())
+                .count();
+            if left > 0 && now.saturating_sub(started) <= timeout {
+                return PreFilterResult::status(Status::unschedulable(format!(
+                    "{key}: waiting for {left} preempted pods to terminate"
+                )));
+            }
+            let g = rt.groups.get_mut(&key).expect("registered");
+            g.preemption = None;
+            if left > 0 {
+                rt.drop_plan(key);
+            } else if let Some(p) = g.plan.as_mut() {
+                // The plan's members may take their time from now on.
+                p.created = now;
+            }
         }
         // An expired plan (members never came) holds capacity no longer.
         let (placed_total, placed_per) = rt.counts(key, &spec, false);
@@ -419,6 +548,10 @@ impl PreFilterPlugin for PodGroupPlugin {
             )));
         }
         if let Err(status) = rt.plan_group(key, &spec, snap, now) {
+            if status.code() == strata_scheduler::framework::Code::Unschedulable {
+                // No room now: PostFilter may preempt for the whole group.
+                state.insert(preempt::GroupCycle { plan_failed: true });
+            }
             let msg = status.message();
             self.release(&mut rt, key, &pod.uid, &msg);
             if status.code() == strata_scheduler::framework::Code::UnschedulableAndUnresolvable
@@ -451,10 +584,35 @@ impl PreFilterPlugin for PodGroupPlugin {
     }
 }
 
+/// Capacity held per node for preempting groups of at least the pod's
+/// priority (PreFilter of pods outside groups, read by Filter).
+#[derive(Clone, Debug)]
+struct Held(FxHashMap<u32, strata_topology::Amounts>);
+
+/// Filter's reason for a node whose free capacity is held.
+const HELD: &str = "node capacity is held for a preempting pod group";
+
+impl FilterPlugin for PodGroupPlugin {
+    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(Held(held)) = state.get::<Held>() else {
+            return Status::success();
+        };
+        let Some(h) = held.get(&node.id.0) else {
+            return Status::success();
+        };
+        for r in pod.spec.requests.nonzero_ids() {
+            if node.free(r) - h.0[r.index()] < pod.spec.requests[r] {
+                return Status::unschedulable(HELD);
+            }
+        }
+        Status::success()
+    }
+}
+
 impl PostFilterPlugin for PodGroupPlugin {
     fn post_filter(
         &self,
-        _state: &mut CycleState,
+        state: &mut CycleState,
         pod: &PodInfo,
         ctx: &PostFilterContext<'_>,
     ) -> PostFilterResult {
@@ -466,6 +624,12 @@ impl PostFilterPlugin for PodGroupPlugin {
             return skip;
         };
         if ctx.diagnosis.pre_filter.is_some() {
+            if state
+                .get::<preempt::GroupCycle>()
+                .is_some_and(|c| c.plan_failed)
+            {
+                return self.preempt_for_group(key, pod, ctx);
+            }
             return skip;
         }
         // The planned node failed a filter the planner does not model

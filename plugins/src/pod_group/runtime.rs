@@ -25,7 +25,7 @@ use strata_scheduler::framework::Status;
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, TaintEffect, tolerated};
 use strata_topology::{
-    Amounts, DomainId, GroupRequest, MemberClass, PlanError, PlanInput, RoleRequest,
+    Amounts, DomainId, GroupRequest, MemberClass, Plan, PlanError, PlanInput, RoleRequest,
 };
 
 /// A planned member's place.
@@ -43,6 +43,11 @@ pub(crate) struct GroupPlan {
     pub created: Duration,
     pub domain: DomainId,
     pub slots: FxHashMap<Arc<str>, Slot>,
+    /// Set when the plan was made by preempting: the group's priority. Its
+    /// outstanding slots are then held against pods of lower or equal
+    /// priority too (not only against other groups' plans) while the victims
+    /// terminate.
+    pub hold_priority: Option<i32>,
 }
 
 /// A member not on a node yet.
@@ -71,6 +76,10 @@ pub(crate) struct GroupRt {
     pub inline: Option<Result<Arc<PodGroupSpec>, String>>,
     /// The service it spreads from (`spread.service`).
     pub service: Option<String>,
+    /// A preemption in progress: the victims' uids and when it began. The
+    /// group waits (keeping its plan) until they are gone from the snapshot
+    /// or its schedule timeout passes.
+    pub preemption: Option<(Vec<Arc<str>>, Duration)>,
 }
 
 impl GroupRt {
@@ -173,6 +182,9 @@ pub(crate) struct Runtime {
     pub default_timeout: Duration,
     pub group_label: Sym,
     pub cosched_label: Sym,
+    /// Set when a plan made by preempting may hold capacity; read without
+    /// the lock by PreFilter of pods outside groups.
+    pub holds: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What `lookup_spec` found.
@@ -192,7 +204,27 @@ impl Runtime {
             default_timeout,
             group_label: Sym::new(super::spec::GROUP_LABEL),
             cosched_label: Sym::new(super::spec::COSCHEDULING_LABEL),
+            holds: Arc::default(),
         }
+    }
+
+    /// Per node, what plans made by preempting still hold (outstanding
+    /// members) for groups of priority `priority` or higher.
+    pub fn held_for(&self, priority: i32) -> (bool, FxHashMap<u32, Amounts>) {
+        let mut any = false;
+        let mut out: FxHashMap<u32, Amounts> = FxHashMap::default();
+        for g in self.groups.values() {
+            let Some(p) = &g.plan else { continue };
+            let Some(hp) = p.hold_priority else { continue };
+            any = true;
+            if hp < priority {
+                continue;
+            }
+            for s in p.slots.values().filter(|s| s.outstanding) {
+                out.entry(s.node).or_default().add(&s.shape);
+            }
+        }
+        (any, out)
     }
 
     /// The group `pod` belongs to, by label.
@@ -424,7 +456,9 @@ impl Runtime {
     }
 
     /// Plans every pending member of the group not yet in its plan.
-    /// Returns an unschedulable status when it cannot.
+    /// Returns an unschedulable status when it cannot: Unschedulable when
+    /// there is no room now (preemption may help), UnschedulableAndUnresolvable
+    /// when the group can never fit.
     pub fn plan_group(
         &mut self,
         key: GroupKey,
@@ -432,6 +466,58 @@ impl Runtime {
         snap: &Snapshot,
         now: Duration,
     ) -> Result<(), Status> {
+        let Some(prep) = self.prepare(key, spec, snap)? else {
+            return Ok(());
+        };
+        let avoid_nodes = &self.groups[&key].avoid_nodes;
+        let reps = &prep.reps;
+        let eligible_fn = |role: usize, class: usize, node: u32| -> bool {
+            if avoid_nodes.contains(&node) || (node as usize) >= snap.node_capacity() {
+                return false;
+            }
+            eligible(&reps[role][class], snap.node(NodeId(node)))
+        };
+        let input = PlanInput {
+            eligible: &eligible_fn,
+            reserved: &self.reserved,
+            trust_aggregates: true,
+        };
+        let topo = self.tracker.topology();
+        let req = &prep.req;
+        let result = if prep.soft_avoid.is_empty() {
+            topo.plan(req, &input)
+        } else {
+            let mut strict = req.clone();
+            strict.avoid = prep.soft_avoid.clone();
+            match topo.plan(&strict, &input) {
+                Ok(p) => Ok(p),
+                Err(e) if spec.spread.as_ref().is_some_and(|s| s.required) => Err(e),
+                Err(_) => topo.plan(req, &input),
+            }
+        };
+        let plan = match result {
+            Ok(p) => p,
+            Err(e) => {
+                return Err(Status::unschedulable(format!(
+                    "{key}: no room for its {} unplaced members{} now; waiting for capacity",
+                    req.members(),
+                    prep.where_(&e)
+                )));
+            }
+        };
+        self.install(key, &prep, &plan, now);
+        Ok(())
+    }
+
+    /// The planner's request for every pending member of the group not yet
+    /// in its plan (`None`: nothing to plan), after the checks that reject a
+    /// group early (never fits, a subgroup never fits, minResources).
+    pub fn prepare(
+        &self,
+        key: GroupKey,
+        spec: &PodGroupSpec,
+        snap: &Snapshot,
+    ) -> Result<Option<Prepared>, Status> {
         let levels = self.tracker.levels().to_vec();
         let level_of = |k: &Option<String>| {
             k.as_ref()
@@ -450,7 +536,7 @@ impl Runtime {
             .map(|(_, p)| p)
             .collect();
         if todo.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         todo.sort_by(|a, b| a.pod.uid.cmp(&b.pod.uid));
         let nroles = spec.subgroups.len() + 1;
@@ -607,50 +693,24 @@ impl Runtime {
             .iter()
             .map(|r| classes[*r].iter().map(|(_, rep, _)| rep.clone()).collect())
             .collect();
-        let avoid_nodes = &g.avoid_nodes;
-        let eligible_fn = |role: usize, class: usize, node: u32| -> bool {
-            if avoid_nodes.contains(&node) || (node as usize) >= snap.node_capacity() {
-                return false;
-            }
-            eligible(&reps[role][class], snap.node(NodeId(node)))
-        };
-        let input = PlanInput {
-            eligible: &eligible_fn,
-            reserved: &self.reserved,
-            trust_aggregates: true,
-        };
-        let result = if soft_avoid.is_empty() {
-            topo.plan(&req, &input)
-        } else {
-            let mut strict = req.clone();
-            strict.avoid = soft_avoid;
-            match topo.plan(&strict, &input) {
-                Ok(p) => Ok(p),
-                Err(e) if spec.spread.as_ref().is_some_and(|s| s.required) => Err(e),
-                Err(_) => topo.plan(&req, &input),
-            }
-        };
-        let plan = match result {
-            Ok(p) => p,
-            Err(e) => {
-                let detail = match e {
-                    PlanError::NoRoom { level, .. } if level > 0 => {
-                        format!(" in one {}", level_name(level))
-                    }
-                    _ => String::new(),
-                };
-                return Err(Status::unresolvable(format!(
-                    "{key}: no room for its {} unplaced members{detail} now; waiting for capacity",
-                    req.members()
-                )));
-            }
-        };
-        // Assign nodes to members and reserve them.
+        Ok(Some(Prepared {
+            req,
+            classes,
+            role_index,
+            reps,
+            soft_avoid,
+            levels,
+        }))
+    }
+
+    /// Gives every member of `prep` its node in `plan` and reserves the
+    /// capacity (extending the group's plan when it has one).
+    pub fn install(&mut self, key: GroupKey, prep: &Prepared, plan: &Plan, now: Duration) {
         let mut slots: Vec<(Arc<str>, Slot)> = Vec::new();
         for (i, rp) in plan.roles.iter().enumerate() {
-            let r = role_index[i];
+            let r = prep.role_index[i];
             for (ci, nodes) in rp.classes.iter().enumerate() {
-                let (_, rep, uids) = &classes[r][ci];
+                let (_, rep, uids) = &prep.classes[r][ci];
                 let shape = amounts(&rep.spec.requests);
                 for (uid, n) in uids.iter().zip(nodes) {
                     slots.push((
@@ -667,7 +727,7 @@ impl Runtime {
         for (_, s) in &slots {
             self.reserved.entry(s.node).or_default().add(&s.shape);
         }
-        let g = self.groups.get_mut(&key).expect("group exists");
+        let g = self.groups.entry(key).or_default();
         match &mut g.plan {
             Some(p) => p.slots.extend(slots),
             None => {
@@ -675,11 +735,39 @@ impl Runtime {
                     created: now,
                     domain: plan.domain,
                     slots: slots.into_iter().collect(),
+                    hold_priority: None,
                 })
             }
         }
         g.last_failure = None;
-        Ok(())
+    }
+}
+
+/// A group's planner request and what is needed to turn its plan into
+/// member slots.
+pub(crate) struct Prepared {
+    /// The request (roles and classes of the unplanned members).
+    pub req: GroupRequest,
+    /// Per role (subgroup index; the last is "no subgroup"): its classes.
+    classes: Vec<Vec<PlanClass>>,
+    /// The role of each request role.
+    role_index: Vec<usize>,
+    /// A representative pod per request role and class.
+    pub reps: Vec<Vec<Arc<PodInfo>>>,
+    /// Domains of other groups of the same service (spread).
+    pub soft_avoid: Vec<DomainId>,
+    levels: Vec<String>,
+}
+
+impl Prepared {
+    /// " in one <level>" for a NoRoom error at a level below the cluster.
+    pub fn where_(&self, e: &PlanError) -> String {
+        match e {
+            PlanError::NoRoom { level, .. } if *level > 0 => {
+                format!(" in one {}", self.levels[*level - 1])
+            }
+            _ => String::new(),
+        }
     }
 }
 
