@@ -213,6 +213,34 @@ fn lowest_priority_pod_is_the_victim() {
 }
 
 #[test]
+fn members_of_a_pod_group_are_left_to_the_group() {
+    // The same cluster where a lone pod preempts: once PodGroup marked the
+    // cycle (the pod is a gang member), DefaultPreemption evicts nothing.
+    let cache = cache_with(
+        vec![node("n1").build()],
+        vec![bound("low", "n1", "2", 1), bound("mid", "n1", "2", 5)],
+    );
+    let p = incoming("2", 10);
+    let plugin = DefaultPreemption::new(DefaultPreemptionArgs::default()).unwrap();
+    let ev = TestEvaluator::default();
+    let snap = cache.snapshot();
+    let mut state = prepare_state(snap);
+    state.insert(crate::pod_group::GroupCycle::default());
+    let diagnosis = diagnose(snap, &p, &state, &ev);
+    let ctx = PostFilterContext {
+        snapshot: snap,
+        diagnosis: &diagnosis,
+        evaluator: &ev,
+        nominated: &[],
+    };
+    let r = plugin.post_filter(&mut state, &p, &ctx);
+    assert_eq!(r.status.code(), Code::Skip, "{}", r.status);
+    assert!(r.victims.is_empty() && r.nominated_node.is_none());
+    // Unmarked, the same pod preempts.
+    assert_eq!(names(&run(&cache, &p).victims), ["low"]);
+}
+
+#[test]
 fn reprieve_keeps_the_victim_set_minimal() {
     // Four 1-cpu pods of priorities 1..4 fill 4 cpus; a 2-cpu pod needs the
     // two least important gone, no more.

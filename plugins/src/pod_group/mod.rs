@@ -41,6 +41,8 @@ pub mod store;
 mod tests;
 mod whatif;
 
+#[cfg(test)]
+pub(crate) use preempt::GroupCycle;
 pub(crate) use preempt::preempts_as_group;
 pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
 pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError, Stores};

@@ -44,7 +44,8 @@
 //! Approximations: host ports and inter-pod rules are not simulated (the
 //! planner does not model them; the engine's filters still run on the planned
 //! nodes); PodDisruptionBudgets are counted once over all candidates, not per
-//! domain; the reprieve pass re-plans at most [`MAX_REPLANS`] times.
+//! domain; the reprieve pass stops after [`REPRIEVE_NODE_BUDGET`] node
+//! visits, so a large domain may keep a victim it could have spared.
 
 use super::runtime::{Prepared, Runtime, eligible};
 use super::spec::PodGroupSpec;
@@ -60,8 +61,9 @@ use strata_topology::{Amounts, DomainId, GroupRequest, Plan, PlanInput};
 
 /// At most this many candidate domains are evaluated.
 pub(crate) const MAX_DOMAINS: usize = 16;
-/// At most this many re-plans are spent on the reprieve pass.
-pub(crate) const MAX_REPLANS: usize = 256;
+/// The reprieve pass stops re-planning once the re-plans have looked at this
+/// many nodes in total (each re-plan scans its domain's nodes).
+pub(crate) const REPRIEVE_NODE_BUDGET: u64 = 2_000_000;
 
 /// Put in the cycle state by PodGroup's PreFilter for every member of a
 /// group it handles: its preemption is the group's.
@@ -221,6 +223,16 @@ pub(crate) fn find(
         Ok(p) => p,
         Err(m) => return Outcome::NotEligible(m),
     };
+    // Cheap first: without a lower-priority pod there is nothing to do (the
+    // common case of a group waiting for capacity among equals).
+    if !snap
+        .nodes()
+        .any(|n| n.pods.iter().any(|p| p.priority < prio && !p.terminal))
+    {
+        return Outcome::NotEligible(format!(
+            "{key}: no pod of lower priority than {prio} to preempt"
+        ));
+    }
     let prep = match rt.prepare(key, spec, snap) {
         Ok(Some(p)) => p,
         Ok(None) => return Outcome::NotEligible(format!("{key}: no member left to plan")),
@@ -233,7 +245,9 @@ pub(crate) fn find(
     };
     let all = units(rt, key, prio, snap);
     if all.is_empty() {
-        return impossible("there is none it may preempt".into());
+        return impossible(
+            "every one belongs to a group with a member that may not be preempted now".into(),
+        );
     }
     let topo = rt.tracker.topology();
     let mut req = prep.req.clone();
@@ -314,7 +328,7 @@ pub(crate) fn find(
     }
     let everyone: Vec<usize> = (0..all.len()).collect();
     let freed_all = freed(&rt.reserved, &all, everyone.iter());
-    let mut replans = 0usize;
+    let mut budget = REPRIEVE_NODE_BUDGET;
     let mut best: Option<(CostKey, Plan, Vec<usize>)> = None;
     let mut first_err: Option<String> = None;
     for (_, d) in cands {
@@ -351,11 +365,12 @@ pub(crate) fn find(
                 .then(b.priority.cmp(&a.priority))
                 .then(a.start.cmp(&b.start))
         });
+        let visits = u64::from(topo.domain(r.within.unwrap_or(d)).agg.nodes).max(1);
         for u in order {
-            if replans >= MAX_REPLANS {
+            if budget < visits {
                 break;
             }
-            replans += 1;
+            budget -= visits;
             let without = freed(&rt.reserved, &all, chosen.iter().filter(|c| **c != u));
             if let Ok(p) = plan_with(&without) {
                 plan = p;
