@@ -14,6 +14,16 @@
 //! - **Reserve/Unreserve** track the members assumed; a member that fails
 //!   releases the whole group: every waiting sibling is rejected, the engine
 //!   unreserves and forgets them, and the group backs off as one.
+//! - **PostFilter** preempts for the whole group when it finds no room
+//!   (module `preempt`): victims of strictly lower priority, whole victim
+//!   gangs or none, nothing evicted unless every unplaced member then fits.
+//!   DefaultPreemption skips members (they are marked in the cycle state).
+//!   The preempting member is nominated to its planned node (the engine
+//!   nominates one node per pod); the rest of the plan stays here, its
+//!   capacity held against other groups' plans and, through **Filter**,
+//!   against pods outside groups of lower or equal priority, until the
+//!   victims are gone (their deletions requeue the group) or the group's
+//!   timeout passes.
 //! - **Permit** holds members until `minMember` (and every subgroup's
 //!   minimum) are assumed, then allows them all.
 //! - **NodeObserver** keeps the topology and the placed members current on
@@ -23,7 +33,8 @@
 //! PodGroup and the coscheduling `scheduling.x-k8s.io/v1alpha1` one) or
 //! from annotations on the members. A group that is malformed, contradicts
 //! itself or can never fit is rejected with an UnschedulableAndUnresolvable
-//! status naming the group and the problem.
+//! status naming the group and the problem; one that only lacks room now is
+//! Unschedulable, so PostFilter may preempt for it.
 //!
 //! No deadlock: a plan is made against free capacity minus other groups'
 //! outstanding plans, so two groups never plan onto the same capacity; the
