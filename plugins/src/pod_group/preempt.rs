@@ -233,7 +233,7 @@ pub(crate) fn find(
             "{key}: no pod of lower priority than {prio} to preempt"
         ));
     }
-    let prep = match rt.prepare(key, spec, snap) {
+    let prep = match rt.prepare(key, spec, snap, false) {
         Ok(Some(p)) => p,
         Ok(None) => return Outcome::NotEligible(format!("{key}: no member left to plan")),
         Err(s) => return Outcome::NotEligible(s.message()),

@@ -574,3 +574,90 @@ proptest! {
         prop_assert!(sns.len() <= 1, "{b:?}");
     }
 }
+
+#[test]
+fn a_coscheduling_group_preempts_as_a_whole_despite_its_min_resources() {
+    // One super-node of 4 full servers; the group asks for 24 GPUs at least.
+    let mut h = H::new(cluster(1, 2, 2));
+    for (i, n) in ["n-0-0-0", "n-0-0-1", "n-0-1-0", "n-0-1-1"]
+        .iter()
+        .enumerate()
+    {
+        h.add(running(&format!("low-{i}"), n, 8, i as i32));
+    }
+    h.run();
+    let k = h
+        .stores
+        .pod_groups
+        .upsert_object(&serde_json::json!({
+            "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+            "metadata": {"name": "job", "namespace": "default"},
+            "spec": {"minMember": 3, "minResources": {"nvidia.com/gpu": "24"}}}))
+        .unwrap();
+    h.s.handle_update(ClusterUpdate::Custom {
+        kind: KIND,
+        namespace: k.namespace,
+        name: k.name.as_str().to_owned(),
+    });
+    for i in 0..3 {
+        h.add(
+            pod(&format!("job-{i}"))
+                .label(spec::COSCHEDULING_LABEL, "job")
+                .req(GPU, "8")
+                .req("cpu", "1")
+                .priority(1000)
+                .build(),
+        );
+    }
+    h.run();
+    assert_eq!(
+        h.deleted(),
+        names(&["low-0", "low-1", "low-2"]),
+        "the three least important"
+    );
+    assert_eq!(h.bound().keys().filter(|k| k.contains("job-")).count(), 3);
+}
+
+#[test]
+fn a_pd_group_preempts_for_every_role_inside_its_super_node() {
+    let mut h = full_cluster();
+    let k = h
+        .stores
+        .pod_groups
+        .upsert_object(&serde_json::json!({
+            "apiVersion": "strata.io/v1alpha1", "kind": "PodGroup", "metadata": {"name": "pd"},
+            "spec": {"topology": {"requiredLevel": "strata.io/supernode"},
+                     "subGroups": [
+                        {"name": "prefill", "minMember": 2, "selector": {"matchLabels": {"role": "prefill"}},
+                         "topology": {"requiredLevel": "strata.io/cabinet"}},
+                        {"name": "decode", "minMember": 1, "selector": {"matchLabels": {"role": "decode"}}}]}}))
+        .unwrap();
+    h.s.handle_update(ClusterUpdate::Custom {
+        kind: KIND,
+        namespace: k.namespace,
+        name: k.name.as_str().to_owned(),
+    });
+    for (name, role, gpus) in [
+        ("pd-p0", "prefill", 8),
+        ("pd-p1", "prefill", 8),
+        ("pd-d0", "decode", 4),
+    ] {
+        h.add(
+            pod(name)
+                .label(spec::GROUP_LABEL, "pd")
+                .label("role", role)
+                .req(GPU, &gpus.to_string())
+                .req("cpu", "1")
+                .priority(1000)
+                .build(),
+        );
+    }
+    h.run();
+    let d = h.deleted();
+    assert_eq!(d.len(), 3, "two prefill servers and one for decode: {d:?}");
+    assert!(d.iter().all(|k| k.contains("low-0-")), "{d:?}");
+    let b = h.bound();
+    assert_eq!(b.keys().filter(|k| k.contains("pd-")).count(), 3, "{b:?}");
+    let cab = |k: &str| b[k].split('-').nth(2).unwrap().to_owned();
+    assert_eq!(cab("default/pd-p0"), cab("default/pd-p1"), "{b:?}");
+}

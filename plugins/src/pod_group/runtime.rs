@@ -466,7 +466,7 @@ impl Runtime {
         snap: &Snapshot,
         now: Duration,
     ) -> Result<(), Status> {
-        let Some(prep) = self.prepare(key, spec, snap)? else {
+        let Some(prep) = self.prepare(key, spec, snap, true)? else {
             return Ok(());
         };
         let avoid_nodes = &self.groups[&key].avoid_nodes;
@@ -511,12 +511,15 @@ impl Runtime {
 
     /// The planner's request for every pending member of the group not yet
     /// in its plan (`None`: nothing to plan), after the checks that reject a
-    /// group early (never fits, a subgroup never fits, minResources).
+    /// group early (never fits, a subgroup never fits and, with `check_free`,
+    /// minResources against the cluster's free capacity — preemption skips
+    /// that one, as evicting may free what is missing).
     pub fn prepare(
         &self,
         key: GroupKey,
         spec: &PodGroupSpec,
         snap: &Snapshot,
+        check_free: bool,
     ) -> Result<Option<Prepared>, Status> {
         let levels = self.tracker.levels().to_vec();
         let level_of = |k: &Option<String>| {
@@ -645,7 +648,7 @@ impl Runtime {
                 }
             }
         }
-        if let Some(min) = &spec.min_resources {
+        if check_free && let Some(min) = &spec.min_resources {
             let free = topo.domain(topo.root()).agg.free;
             let need = amounts(min);
             if !free.covers(&need)
