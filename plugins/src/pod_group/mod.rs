@@ -221,10 +221,13 @@ impl PodGroupPlugin {
         if !self.holds.load(Ordering::Acquire) {
             return PreFilterResult::skip();
         }
-        let (any, held) = self.rt.lock().held_for(pod.priority);
+        let rt = self.rt.lock();
+        let (any, held) = rt.held_for(pod.priority);
         if !any {
+            // Under the lock: a PostFilter setting it again cannot be lost.
             self.holds.store(false, Ordering::Release);
         }
+        drop(rt);
         if held.is_empty() {
             return PreFilterResult::skip();
         }

@@ -45,7 +45,11 @@
 //! planner does not model them; the engine's filters still run on the planned
 //! nodes); PodDisruptionBudgets are counted once over all candidates, not per
 //! domain; the reprieve pass stops after [`REPRIEVE_NODE_BUDGET`] node
-//! visits, so a large domain may keep a victim it could have spared.
+//! visits, so a large domain may keep a victim it could have spared; only
+//! the [`MAX_DOMAINS`] most promising domains are tried, so "cannot fit"
+//! may be reported although a less promising domain could have helped.
+//! Pods of the group's own plan-mates are never victims, and a victim's
+//! pending (not yet placed) group members are left alone: they hold nothing.
 
 use super::runtime::{Prepared, Runtime, eligible};
 use super::spec::PodGroupSpec;
