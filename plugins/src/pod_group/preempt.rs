@@ -48,8 +48,8 @@
 //! visits, so a large domain may keep a victim it could have spared; only
 //! the [`MAX_DOMAINS`] most promising domains are tried, so "cannot fit"
 //! may be reported although a less promising domain could have helped.
-//! Pods of the group's own plan-mates are never victims, and a victim's
-//! pending (not yet placed) group members are left alone: they hold nothing.
+//! A victim gang's pending (not yet placed) members are left alone: they
+//! hold nothing, and may be placed again later.
 
 use super::runtime::{Prepared, Runtime, eligible};
 use super::spec::PodGroupSpec;
