@@ -1231,3 +1231,39 @@ fn real_plugins_report_what_preemption_cannot_fix() {
         "0/2 nodes are available: 2 Preemption is not helpful for scheduling."
     );
 }
+
+#[test]
+fn a_lone_pod_never_evicts_a_gang_member() {
+    // n1: a gang member (prio 1) and a lone pod (prio 5), 2 cpus each on 4.
+    // Kube-scheduler would evict the gang member (lowest priority); Strata
+    // evicts the lone pod, since a gang loses its members only as a whole.
+    let member = |name: &str, node: &str| {
+        pod(name)
+            .req("cpu", "2")
+            .priority(1)
+            .label("strata.io/pod-group", "train")
+            .on(node)
+            .build()
+    };
+    let cache = cache_with(
+        vec![node("n1").build(), node("n2").build()],
+        vec![
+            member("g0", "n1"),
+            bound("mid", "n1", "2", 5),
+            member("g1", "n2"),
+            member("g2", "n2"),
+        ],
+    );
+    let r = run(&cache, &incoming("2", 10));
+    assert!(r.status.is_success(), "{}", r.status);
+    assert_eq!(nominated_name(&r), Some("n1"));
+    assert_eq!(names(&r.victims), ["mid"]);
+    // Only gang members below it: nothing to preempt.
+    let cache = cache_with(
+        vec![node("n2").build()],
+        vec![member("g1", "n2"), member("g2", "n2")],
+    );
+    let r = run(&cache, &incoming("2", 10));
+    assert!(!r.status.is_success());
+    assert!(r.victims.is_empty());
+}

@@ -5,7 +5,9 @@
 //!    node, and each removal is reported to the profile's PreFilter
 //!    extensions on a copy of the cycle state, so plugins whose PreFilter
 //!    state counts pods (spread, anti-affinity) see the same world as the
-//!    node copy. Pods of equal or higher priority are never touched.
+//!    node copy. Pods of equal or higher priority are never touched, nor
+//!    members of a pod group (a lone pod never breaks a gang; groups preempt
+//!    whole groups in PodGroup's PostFilter).
 //! 2. If the filters still fail, preemption cannot help on this node.
 //! 3. Otherwise the removed pods are given back one at a time, most important
 //!    first (higher priority, then earlier start), those whose eviction would
@@ -97,10 +99,12 @@ impl Preemptor<'_> {
         mut node: NodeInfo,
     ) -> Result<Victims, Status> {
         let prio = self.pod.priority;
+        // Members of a group are evicted only with their whole group, by a
+        // preempting group (PodGroup's PostFilter), never one by one here.
         let mut potential: Vec<Arc<PodInfo>> = node
             .pods
             .iter()
-            .filter(|p| p.priority < prio)
+            .filter(|p| p.priority < prio && !crate::pod_group::is_group_member(p))
             .cloned()
             .collect();
         if potential.is_empty() {

@@ -54,7 +54,7 @@ mod whatif;
 
 #[cfg(test)]
 pub(crate) use preempt::GroupCycle;
-pub(crate) use preempt::preempts_as_group;
+pub(crate) use preempt::{is_group_member, preempts_as_group};
 pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
 pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError, Stores};
 pub use whatif::{WhatIfAnswer, WhatIfGroup};

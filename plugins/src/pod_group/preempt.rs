@@ -84,6 +84,18 @@ pub(crate) fn preempts_as_group(state: &CycleState) -> bool {
     state.get::<GroupCycle>().is_some()
 }
 
+/// Whether `pod` belongs to a group (either API's label). Such a pod is only
+/// ever evicted together with its whole group (by a preempting group), so
+/// DefaultPreemption, which evicts pod by pod for a lone preemptor, leaves
+/// it alone: a lone pod never breaks a gang.
+pub(crate) fn is_group_member(pod: &PodInfo) -> bool {
+    pod.labels.get_str(super::spec::GROUP_LABEL).is_some()
+        || pod
+            .labels
+            .get_str(super::spec::COSCHEDULING_LABEL)
+            .is_some()
+}
+
 /// Pods evicted together: a lone pod, or every placed member of a group.
 #[derive(Debug)]
 struct Unit {
