@@ -14,6 +14,11 @@
 //! selector, and `global_min` is the smallest count over the eligible
 //! domains, or 0 while there are fewer eligible domains than `minDomains`.
 //!
+//! Everything but the node's domain is fixed for the cycle, so PreFilter
+//! folds it into one limit per constraint (`maxSkew - self + global_min`)
+//! and Filter reads the node's dense domain id and that domain's count
+//! (`domains.rs`): two array reads and a comparison per constraint.
+//!
 //! Preemption's what-if checks call `add_pod`/`remove_pod` on a clone of the
 //! state, once per candidate node. The counts computed by PreFilter are
 //! shared behind an `Arc` and never copied: a clone carries only the few
@@ -29,11 +34,14 @@ use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
     CycleState, FilterPlugin, PreFilterPlugin, PreFilterResult, Status,
 };
+#[cfg(test)]
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
 use super::common::{Constraint, InclusionChecks, countable, has_all_keys};
+use super::domains::{KeyView, NONE, NodeSlots};
+use super::memo::ABSENT;
 
 /// Filter's reason when the skew would exceed `maxSkew`.
 pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";
@@ -41,11 +49,12 @@ pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology s
 pub const ERR_NODE_LABEL_NOT_MATCH: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 
-/// Counts per domain as PreFilter found them; shared by every clone (and
-/// with the memo until its next change).
-#[derive(Debug, Default)]
+/// Counts per domain id as PreFilter found them ([`ABSENT`]: not an
+/// eligible domain); shared by every clone (and with the memo until its
+/// next change).
+#[derive(Debug)]
 struct BaseCounts {
-    counts: Arc<FxHashMap<Sym, i64>>,
+    counts: Arc<Vec<i64>>,
     min: i64,
     /// Distinct counts ascending with how many domains hold each; built on
     /// the first what-if update only.
@@ -53,8 +62,13 @@ struct BaseCounts {
 }
 
 impl BaseCounts {
-    fn new(counts: Arc<FxHashMap<Sym, i64>>) -> BaseCounts {
-        let min = counts.values().copied().min().unwrap_or(i64::MAX);
+    fn new(counts: Arc<Vec<i64>>) -> BaseCounts {
+        let min = counts
+            .iter()
+            .copied()
+            .filter(|c| *c != ABSENT)
+            .min()
+            .unwrap_or(i64::MAX);
         BaseCounts {
             counts,
             min,
@@ -62,10 +76,19 @@ impl BaseCounts {
         }
     }
 
+    /// The count of domain `d`, `None` when it is not eligible.
+    #[inline]
+    fn get(&self, d: u32) -> Option<i64> {
+        self.counts
+            .get(d as usize)
+            .copied()
+            .filter(|c| *c != ABSENT)
+    }
+
     fn histogram(&self) -> &[(i64, u32)] {
         self.histogram.get_or_init(|| {
             let mut h: FxHashMap<i64, u32> = FxHashMap::default();
-            for &c in self.counts.values() {
+            for &c in self.counts.iter().filter(|c| **c != ABSENT) {
                 *h.entry(c).or_default() += 1;
             }
             let mut v: Vec<(i64, u32)> = h.into_iter().collect();
@@ -78,35 +101,66 @@ impl BaseCounts {
 /// The matching-pod count of each eligible domain of one constraint.
 #[derive(Clone, Debug)]
 struct Domains {
+    /// Node slot -> domain id ([`NONE`]: the node lacks the key).
+    of_node: Arc<Vec<u32>>,
     base: Arc<BaseCounts>,
     /// Domains changed by what-if updates, with their current counts.
-    changed: SmallVec<[(Sym, i64); 2]>,
+    changed: SmallVec<[(u32, i64); 2]>,
     /// Number of eligible domains.
     len: usize,
     /// Smallest count over all domains (`i64::MAX` when there are none).
     min: i64,
+    /// The largest count a node's domain may hold for the node to pass:
+    /// `maxSkew - self + global_min`, so the skew check is one comparison
+    /// per node (the verdict is per domain, decided once per cycle).
+    limit: i64,
+    /// Domain id -> value, for the tests' inspection.
+    #[cfg(test)]
+    values: Vec<Sym>,
 }
 
 impl Domains {
-    fn new(counts: Arc<FxHashMap<Sym, i64>>) -> Domains {
+    fn new(
+        view: &KeyView,
+        counts: Arc<Vec<i64>>,
+        eligible: usize,
+        c: &Constraint,
+        me: i64,
+    ) -> Domains {
         let base = BaseCounts::new(counts);
-        Domains {
-            len: base.counts.len(),
+        let mut d = Domains {
+            of_node: view.of_node.clone(),
+            len: eligible,
             min: base.min,
             base: Arc::new(base),
             changed: SmallVec::new(),
-        }
+            limit: 0,
+            #[cfg(test)]
+            values: view.values.clone(),
+        };
+        d.set_limit(c, me);
+        d
     }
 
-    /// The count of domain `v`, `None` when it is not an eligible domain.
+    fn set_limit(&mut self, c: &Constraint, me: i64) {
+        self.limit = i64::from(c.max_skew) - me + self.global_min(c.min_domains);
+    }
+
+    /// The domain of node slot `slot` ([`NONE`] without the key).
     #[inline]
-    fn get(&self, v: Sym) -> Option<i64> {
+    fn of(&self, slot: usize) -> u32 {
+        self.of_node.get(slot).copied().unwrap_or(NONE)
+    }
+
+    /// The count of domain `d`, `None` when it is not an eligible domain.
+    #[inline]
+    fn get(&self, d: u32) -> Option<i64> {
         if !self.changed.is_empty()
-            && let Some((_, c)) = self.changed.iter().find(|(k, _)| *k == v)
+            && let Some((_, c)) = self.changed.iter().find(|(k, _)| *k == d)
         {
             return Some(*c);
         }
-        self.base.counts.get(&v).copied()
+        self.base.get(d)
     }
 
     /// The global minimum for a constraint with `min_domains`.
@@ -119,16 +173,16 @@ impl Domains {
         }
     }
 
-    /// Adds `delta` to domain `v`, making it eligible if it was not.
-    fn add(&mut self, v: Sym, delta: i64) {
-        let old = self.get(v);
+    /// Adds `delta` to domain `d`, making it eligible if it was not.
+    fn add(&mut self, d: u32, delta: i64) {
+        let old = self.get(d);
         let new = old.unwrap_or(0) + delta;
         if old.is_none() {
             self.len += 1;
         }
-        match self.changed.iter_mut().find(|(k, _)| *k == v) {
+        match self.changed.iter_mut().find(|(k, _)| *k == d) {
             Some(e) => e.1 = new,
-            None => self.changed.push((v, new)),
+            None => self.changed.push((d, new)),
         }
         self.min = self.recompute_min();
     }
@@ -151,7 +205,7 @@ impl Domains {
             let moved = self
                 .changed
                 .iter()
-                .filter(|(k, _)| self.base.counts.get(k) == Some(&count))
+                .filter(|(k, _)| self.base.get(*k) == Some(count))
                 .count() as u32;
             if n > moved {
                 best = count;
@@ -170,6 +224,9 @@ struct PreFilterState {
     self_match: Arc<[i64]>,
     /// Per constraint.
     domains: Vec<Domains>,
+    /// Where the snapshot's nodes are, to find a node's slot without
+    /// reading it.
+    slots: NodeSlots,
 }
 
 impl PreFilterPlugin for PodTopologySpread {
@@ -183,21 +240,26 @@ impl PreFilterPlugin for PodTopologySpread {
         if constraints.is_empty() {
             return PreFilterResult::skip();
         }
-        // Only nodes with every key count: `require_all`.
-        let counts: Vec<Arc<FxHashMap<Sym, i64>>> =
-            self.memo.with(pod, &constraints, true, snap, |e| {
-                (0..constraints.len())
-                    .map(|i| e.totals(i).clone())
-                    .collect()
-            });
         let self_match: Arc<[i64]> = constraints
             .iter()
             .map(|c| i64::from(c.matches(&pod.labels)))
             .collect();
+        // Only nodes with every key count: `require_all`.
+        let domains: Vec<Domains> = self.memo.with(pod, &constraints, true, snap, |e, views| {
+            constraints
+                .iter()
+                .zip(views)
+                .enumerate()
+                .map(|(i, (c, v))| {
+                    Domains::new(v, e.totals(i).clone(), e.eligible(i), c, self_match[i])
+                })
+                .collect()
+        });
         state.insert(PreFilterState {
             constraints: constraints.into(),
             self_match,
-            domains: counts.into_iter().map(Domains::new).collect(),
+            domains,
+            slots: NodeSlots::of(snap),
         });
         PreFilterResult::ok()
     }
@@ -283,8 +345,13 @@ fn update(state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInf
         if !c.matches(&other.labels) || !c.includes(inc) {
             continue;
         }
-        if let Some(v) = node.labels.get(c.key) {
-            s.domains[i].add(v, delta);
+        // `node` is a node of the snapshot PreFilter indexed, so it has a
+        // domain exactly when it has the key.
+        let d = s.domains[i].of(node.id.index());
+        if d != NONE {
+            s.domains[i].add(d, delta);
+            let me = s.self_match[i];
+            s.domains[i].set_limit(c, me);
         }
     }
 }
@@ -294,13 +361,19 @@ impl FilterPlugin for PodTopologySpread {
         let Some(s) = state.get::<PreFilterState>() else {
             return Status::error("PodTopologySpread: no PreFilter state for this cycle");
         };
-        for (i, c) in s.constraints.iter().enumerate() {
-            let Some(v) = node.labels.get(c.key) else {
+        let slot = s.slots.id(node);
+        for d in &s.domains {
+            let v = d.of(slot);
+            if v == NONE {
                 return Status::unresolvable(ERR_NODE_LABEL_NOT_MATCH);
+            }
+            // count + self - global_min > maxSkew, i.e. count > limit.
+            let count = if d.changed.is_empty() {
+                d.base.get(v)
+            } else {
+                d.get(v)
             };
-            let d = &s.domains[i];
-            let skew = d.get(v).unwrap_or(0) + s.self_match[i] - d.global_min(c.min_domains);
-            if skew > i64::from(c.max_skew) {
+            if count.unwrap_or(0) > d.limit {
                 return Status::unschedulable(ERR_CONSTRAINTS_NOT_MATCH);
             }
         }
@@ -317,12 +390,15 @@ pub(super) mod inspect {
     pub fn all(state: &CycleState, i: usize) -> Vec<(String, i64)> {
         let s = state.get::<PreFilterState>().expect("PreFilter state");
         let d = &s.domains[i];
-        let mut keys: Vec<Sym> = d.base.counts.keys().copied().collect();
-        keys.extend(d.changed.iter().map(|(k, _)| *k));
-        keys.sort_unstable_by_key(|k| k.as_str());
-        keys.dedup();
-        keys.into_iter()
-            .map(|k| (k.as_str().to_owned(), d.get(k).unwrap_or(0)))
+        let mut ids: Vec<u32> = (0..d.base.counts.len() as u32)
+            .filter(|k| d.base.get(*k).is_some())
+            .collect();
+        ids.extend(d.changed.iter().map(|(k, _)| *k));
+        let name = |k: u32| d.values.get(k as usize).map_or("", |v| v.as_str());
+        ids.sort_unstable_by_key(|k| name(*k));
+        ids.dedup();
+        ids.into_iter()
+            .map(|k| (name(k).to_owned(), d.get(k).unwrap_or(0)))
             .collect()
     }
 

@@ -23,8 +23,15 @@
 //!   this against random cluster histories);
 //! * the lock is taken once in PreFilter and once in PreScore, never on the
 //!   per-node path; entries are few (least recently used ones are dropped).
+//!
+//! Domains are dense ids from the per-key [`DomainIndex`] kept next to the
+//! entries (`domains.rs`), so the totals are arrays indexed by domain id
+//! ([`ABSENT`] where no node counts toward the domain) and Filter and Score
+//! read `totals[domain_of[node]]`. An entry remembers the epoch of each
+//! key's index and starts over when it changes (ids renumbered).
 
 use parking_lot::Mutex;
+#[cfg(test)]
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -36,6 +43,10 @@ use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, Toleration};
 use super::common::{
     Constraint, InclusionChecks, SelectorCounts, SelectorIndex, SelectorMask, has_all_keys,
 };
+use super::domains::{DomainIndex, EMPTY, KeyView, NONE};
+
+/// The total of a domain no node counts toward (not an eligible domain).
+pub(super) const ABSENT: i64 = -1;
 
 /// Classes remembered at once. Each costs about 100 bytes per node.
 pub(super) const CAPACITY: usize = 8;
@@ -93,9 +104,9 @@ impl Class {
 struct Part {
     /// Matching pods per selector.
     sel: SelectorCounts,
-    /// Per constraint, the domain the node counts toward (`None`: the node
-    /// does not pass the constraint's inclusion policies).
-    vals: SmallVec<[Option<Sym>; 4]>,
+    /// Per constraint, the domain id the node counts toward (`None`: the
+    /// node does not pass the constraint's inclusion policies).
+    vals: SmallVec<[Option<u32>; 4]>,
 }
 
 /// The remembered classes.
@@ -115,6 +126,7 @@ impl std::fmt::Debug for Memo {
 #[derive(Default)]
 struct Inner {
     entries: Vec<Entry>,
+    domains: DomainIndex,
     tick: u64,
 }
 
@@ -126,33 +138,44 @@ pub(super) struct Entry {
     snapshot: u64,
     /// The snapshot's change sequence the entry is up to date with.
     seq: u64,
+    /// Per constraint: the epoch of its key's domain index the ids are
+    /// from.
+    epochs: SmallVec<[u64; 4]>,
     /// Generation each node slot's part was computed at.
     gens: Vec<u64>,
     /// Each node slot's part (`None`: the node counts for nothing).
     parts: Vec<Option<Part>>,
-    /// Per constraint: matching pods per domain, over the nodes counting
-    /// toward it. Shared with the cycle states built from it.
-    totals: Vec<Arc<FxHashMap<Sym, i64>>>,
-    /// Per constraint: how many nodes count toward each domain.
-    holders: Vec<FxHashMap<Sym, u32>>,
+    /// Per constraint, by domain id: matching pods over the nodes counting
+    /// toward the domain, [`ABSENT`] when none does. Shared with the cycle
+    /// states built from it.
+    totals: Vec<Arc<Vec<i64>>>,
+    /// Per constraint, by domain id: how many nodes count toward it.
+    holders: Vec<Vec<u32>>,
+    /// Per constraint: how many domains some node counts toward.
+    eligible: Vec<usize>,
     last_used: u64,
 }
 
 impl Memo {
     /// Runs `f` on the counts of `pod` under `constraints`, brought up to
-    /// date with `snap`.
+    /// date with `snap`, and on each constraint's key domains.
     pub(super) fn with<R>(
         &self,
         pod: &PodInfo,
         constraints: &[Constraint],
         require_all: bool,
         snap: &Snapshot,
-        f: impl FnOnce(&Entry) -> R,
+        f: impl FnOnce(&Entry, &[KeyView]) -> R,
     ) -> R {
         let class = Class::new(pod, constraints, require_all);
         let mut inner = self.inner.lock();
-        let Inner { entries, tick } = &mut *inner;
+        let Inner {
+            entries,
+            domains,
+            tick,
+        } = &mut *inner;
         *tick += 1;
+        let views = key_views(domains, constraints, snap, *tick);
         // Entries of another snapshot can never be used again.
         entries.retain(|e| e.snapshot == snap.id());
         let idx = match entries.iter().position(|e| e.class == class) {
@@ -173,8 +196,14 @@ impl Memo {
         };
         let e = &mut entries[idx];
         e.last_used = *tick;
-        e.refresh(pod, snap);
-        f(e)
+        e.refresh(pod, snap, &views);
+        f(e, &views)
+    }
+
+    /// How many keys are indexed.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> usize {
+        self.inner.lock().domains.len()
     }
 
     /// How many classes are remembered.
@@ -182,6 +211,24 @@ impl Memo {
     pub(super) fn len(&self) -> usize {
         self.inner.lock().entries.len()
     }
+}
+
+/// Each constraint's key domains, refreshed once per distinct key.
+fn key_views(
+    domains: &mut DomainIndex,
+    constraints: &[Constraint],
+    snap: &Snapshot,
+    tick: u64,
+) -> SmallVec<[KeyView; 4]> {
+    let mut views: SmallVec<[KeyView; 4]> = SmallVec::new();
+    for (i, c) in constraints.iter().enumerate() {
+        let v = match constraints[..i].iter().position(|p| p.key == c.key) {
+            Some(j) => views[j].clone(),
+            None => domains.refresh(c.key, snap, tick),
+        };
+        views.push(v);
+    }
+    views
 }
 
 impl Entry {
@@ -192,46 +239,118 @@ impl Entry {
             class,
             snapshot: snap.id(),
             seq: 0,
+            epochs: SmallVec::new(),
             gens: Vec::new(),
             parts: Vec::new(),
             totals: vec![Arc::default(); n],
-            holders: vec![FxHashMap::default(); n],
+            holders: vec![Vec::new(); n],
+            eligible: vec![0; n],
             last_used: 0,
         }
     }
 
-    /// A fresh entry counted from every node (for tests).
+    /// Forgets every part (the domain ids changed).
+    fn reset(&mut self) {
+        let n = self.class.constraints.len();
+        self.seq = 0;
+        self.gens.clear();
+        self.parts.clear();
+        self.totals = vec![Arc::default(); n];
+        self.holders = vec![Vec::new(); n];
+        self.eligible = vec![0; n];
+    }
+
+    /// A fresh entry counted from every node with its own domain index
+    /// (for tests).
     #[cfg(test)]
     pub(super) fn fresh(
         pod: &PodInfo,
         constraints: &[Constraint],
         require_all: bool,
         snap: &Snapshot,
-    ) -> Entry {
+    ) -> (Entry, SmallVec<[KeyView; 4]>) {
+        let mut domains = DomainIndex::default();
+        let views = key_views(&mut domains, constraints, snap, 1);
         let mut e = Entry::new(Class::new(pod, constraints, require_all), snap);
-        e.refresh(pod, snap);
-        e
+        e.refresh(pod, snap, &views);
+        (e, views)
     }
 
-    /// Whether two entries hold the same counts (for tests).
+    /// Whether two entries hold the same counts, domains compared by value
+    /// (for tests).
     #[cfg(test)]
-    pub(super) fn same_counts(&self, other: &Entry) -> bool {
-        let parts = |e: &Entry| -> Vec<(usize, Part)> {
-            e.parts
+    pub(super) fn same_counts(&self, views: &[KeyView], other: &Entry, others: &[KeyView]) -> bool {
+        type Named = (
+            Vec<(usize, SelectorCounts, Vec<Option<Sym>>)>,
+            Vec<Vec<(Sym, i64, u32)>>,
+        );
+        let named = |e: &Entry, vs: &[KeyView]| -> Named {
+            let parts = e
+                .parts
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| p.clone().map(|p| (i, p)))
-                .collect()
+                .filter_map(|(i, p)| {
+                    p.as_ref().map(|p| {
+                        let vals = p
+                            .vals
+                            .iter()
+                            .zip(vs)
+                            .map(|(d, v)| d.map(|d| v.value(d)))
+                            .collect();
+                        (i, p.sel.clone(), vals)
+                    })
+                })
+                .collect();
+            let totals = (0..e.totals.len())
+                .map(|i| {
+                    let mut t: Vec<(Sym, i64, u32)> = e.totals[i]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| **n != ABSENT)
+                        .map(|(d, n)| (vs[i].value(d as u32), *n, e.holders[i][d]))
+                        .collect();
+                    t.sort_unstable_by_key(|x| x.0.as_str());
+                    t
+                })
+                .collect();
+            (parts, totals)
         };
-        self.totals == other.totals && self.holders == other.holders && parts(self) == parts(other)
+        let consistent = |e: &Entry| {
+            (0..e.totals.len()).all(|i| {
+                e.eligible[i] == e.holders[i].iter().filter(|h| **h > 0).count()
+                    && e.totals[i]
+                        .iter()
+                        .zip(&e.holders[i])
+                        .all(|(t, h)| (*t == ABSENT) == (*h == 0))
+            })
+        };
+        consistent(self) && consistent(other) && named(self, views) == named(other, others)
     }
 
-    /// Matching pods per domain of constraint `i`, over the nodes counting
-    /// toward it; a domain is present exactly when some node counts toward
-    /// it (with or without matching pods).
+    /// Matching pods per domain of constraint `i` by value, over the nodes
+    /// counting toward it; a domain is present exactly when some node counts
+    /// toward it (for tests).
+    #[cfg(test)]
+    pub(super) fn totals_by_value(&self, i: usize, view: &KeyView) -> FxHashMap<Sym, i64> {
+        self.totals[i]
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != ABSENT)
+            .map(|(d, n)| (view.value(d as u32), *n))
+            .collect()
+    }
+
+    /// Matching pods of constraint `i` by domain id, [`ABSENT`] for domains
+    /// no node counts toward (ids beyond the end are absent too).
     #[inline]
-    pub(super) fn totals(&self, i: usize) -> &Arc<FxHashMap<Sym, i64>> {
+    pub(super) fn totals(&self, i: usize) -> &Arc<Vec<i64>> {
         &self.totals[i]
+    }
+
+    /// How many domains of constraint `i` some node counts toward.
+    #[inline]
+    pub(super) fn eligible(&self, i: usize) -> usize {
+        self.eligible[i]
     }
 
     /// The matching pods of constraint `i`'s selector on node `id` (0 when
@@ -245,7 +364,19 @@ impl Entry {
     }
 
     /// Re-counts the nodes whose generation moved since the last call.
-    fn refresh(&mut self, pod: &PodInfo, snap: &Snapshot) {
+    fn refresh(&mut self, pod: &PodInfo, snap: &Snapshot, views: &[KeyView]) {
+        if self.epochs.len() != views.len()
+            || self.epochs.iter().zip(views).any(|(e, v)| *e != v.epoch)
+        {
+            self.reset();
+            self.epochs = views.iter().map(|v| v.epoch).collect();
+        }
+        for (i, v) in views.iter().enumerate() {
+            if self.holders[i].len() < v.len {
+                self.holders[i].resize(v.len, 0);
+                Arc::make_mut(&mut self.totals[i]).resize(v.len, ABSENT);
+            }
+        }
         let gens = snap.generations();
         let old_len = self.gens.len();
         if old_len < gens.len() {
@@ -281,7 +412,7 @@ impl Entry {
         }
         self.seq = snap.change_seq();
         for slot in changed {
-            self.recount(slot, pod, snap, &mask, &mut scratch);
+            self.recount(slot, pod, snap, views, &mask, &mut scratch);
         }
     }
 
@@ -291,6 +422,7 @@ impl Entry {
         slot: u32,
         pod: &PodInfo,
         snap: &Snapshot,
+        views: &[KeyView],
         mask: &SelectorMask,
         scratch: &mut SelectorCounts,
     ) {
@@ -299,7 +431,7 @@ impl Entry {
             self.apply(&old, -1);
         }
         let node = snap.node(NodeId(slot));
-        if let Some(part) = self.part_of(node, pod, mask, scratch) {
+        if let Some(part) = self.part_of(node, pod, views, mask, scratch) {
             self.apply(&part, 1);
             self.parts[s] = Some(part);
         }
@@ -310,6 +442,7 @@ impl Entry {
         &self,
         node: &NodeInfo,
         pod: &PodInfo,
+        views: &[KeyView],
         mask: &SelectorMask,
         scratch: &mut SelectorCounts,
     ) -> Option<Part> {
@@ -322,12 +455,17 @@ impl Entry {
         self.index.count(&node.pods, c.namespace, mask, scratch);
         Some(Part {
             sel: scratch.clone(),
+            // A missing key counts as the empty value (only possible
+            // without `require_all`).
             vals: c
                 .constraints
                 .iter()
-                .map(|k| {
-                    k.includes(inc)
-                        .then(|| node.labels.get(k.key).unwrap_or(Sym::EMPTY))
+                .zip(views)
+                .map(|(k, v)| {
+                    k.includes(inc).then(|| match v.of(node.id) {
+                        NONE => EMPTY,
+                        d => d,
+                    })
                 })
                 .collect(),
         })
@@ -335,21 +473,31 @@ impl Entry {
 
     /// Adds (`sign` 1) or takes away (-1) a part from the totals.
     fn apply(&mut self, part: &Part, sign: i64) {
-        for (i, v) in part.vals.iter().enumerate() {
-            let Some(v) = *v else { continue };
+        for (i, d) in part.vals.iter().enumerate() {
+            let Some(d) = *d else { continue };
+            let d = d as usize;
             let n = self.index.of(i).map_or(0, |j| part.sel[j]) * sign;
             let totals = Arc::make_mut(&mut self.totals[i]);
-            let holders = self.holders[i].entry(v).or_insert(0);
+            if totals.len() <= d {
+                totals.resize(d + 1, ABSENT);
+                self.holders[i].resize(d + 1, 0);
+            }
+            let holders = &mut self.holders[i][d];
             if sign > 0 {
                 *holders += 1;
-                *totals.entry(v).or_insert(0) += n;
-            } else {
-                *holders = holders.saturating_sub(1);
+                if *holders == 1 {
+                    self.eligible[i] += 1;
+                    totals[d] = n;
+                } else {
+                    totals[d] += n;
+                }
+            } else if *holders > 0 {
+                *holders -= 1;
                 if *holders == 0 {
-                    self.holders[i].remove(&v);
-                    totals.remove(&v);
-                } else if let Some(t) = totals.get_mut(&v) {
-                    *t += n;
+                    self.eligible[i] -= 1;
+                    totals[d] = ABSENT;
+                } else {
+                    totals[d] += n;
                 }
             }
         }

@@ -6,8 +6,9 @@
 //!   (`filter.rs`); soft ones (`ScheduleAnyway`) a PreScore + Score +
 //!   NormalizeScore (`score.rs`). What counts and which nodes are eligible
 //!   is shared (`common.rs`); the cluster defaults are `args.rs`.
-//! - All counting happens once per cycle in PreFilter/PreScore, in interned
-//!   domain values; Filter and Score are a few hash lookups per constraint
+//! - All counting happens once per cycle in PreFilter/PreScore, in dense
+//!   domain ids (`domains.rs`: per topology key, every node slot's domain);
+//!   Filter and Score are two array reads and a comparison per constraint
 //!   and never allocate. Their results depend on every node's pods, so they
 //!   are not node-local.
 //! - The counts are remembered per kind of incoming pod and re-counted only
@@ -25,6 +26,7 @@
 
 mod args;
 mod common;
+pub(crate) mod domains;
 mod filter;
 mod memo;
 mod score;

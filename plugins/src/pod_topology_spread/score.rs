@@ -16,7 +16,8 @@
 //!   memo (`memo.rs`), which re-counts only nodes changed since.
 //!
 //! Score (no allocation) sums, over the constraints whose key the node has,
-//! `count(node's domain) * weight + (maxSkew - 1)`, rounded.
+//! `count(node's domain) * weight + (maxSkew - 1)`, rounded; the node's
+//! domain is its dense id (`domains.rs`) and its count an array read.
 //!
 //! NormalizeScore turns "fewer matching pods" into "higher score":
 //! with `min`/`max` the smallest and largest raw scores of non-ignored nodes,
@@ -25,31 +26,32 @@
 //! kube-scheduler's formula (`pkg/scheduler/framework/plugins/
 //! podtopologyspread/scoring.go`), which the docs describe only in words.
 
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
     CycleState, MAX_NODE_SCORE, NodeScore, PreScorePlugin, ScorePlugin, Status,
 };
-use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
-use super::common::has_all_keys;
+use super::domains::{EMPTY, NONE, NodeSlots};
 
 /// Matching pods per domain of one soft constraint.
 #[derive(Debug)]
 enum Counts {
-    /// By topology value.
-    ByValue(FxHashMap<Sym, i64>),
+    /// By domain id (the memo's totals; an absent domain counts as 0). Every node
+    /// Score sees is feasible and not ignored, so its domain is one PreScore
+    /// found among those nodes.
+    ByDomain(Arc<Vec<i64>>),
     /// `kubernetes.io/hostname`: by node, indexed by `NodeId`.
     ByNode(Vec<i64>),
 }
 
 #[derive(Debug)]
 struct ScoreConstraint {
-    key: Sym,
+    /// Node slot -> domain id ([`NONE`]: the node lacks the key).
+    of_node: Arc<Vec<u32>>,
     /// `maxSkew - 1`.
     skew_bonus: f64,
     /// `ln(domains + 2)`.
@@ -62,6 +64,9 @@ struct ScoreData {
     constraints: Vec<ScoreConstraint>,
     /// Feasible nodes not scored, by `NodeId` index (empty when none).
     ignored: Vec<bool>,
+    /// Where the snapshot's nodes are, to find a node's slot without
+    /// reading it.
+    slots: NodeSlots,
 }
 
 impl ScoreData {
@@ -98,88 +103,87 @@ impl PreScorePlugin for PodTopologySpread {
             constraints.iter().map(|c| c.key == self.hostname).collect();
 
         let any_host = by_host.iter().any(|h| *h);
-        let mut ignored = Vec::new();
-        let mut n_ignored = 0usize;
-        // Feasible nodes that are scored, when a constraint is by hostname.
-        let mut scored: Vec<NodeId> = Vec::new();
-        let mut domains: Vec<FxHashMap<Sym, i64>> = vec![FxHashMap::default(); constraints.len()];
-        for &id in feasible {
-            let node = snap.node(id);
-            if require_all && !has_all_keys(node, &constraints) {
-                if ignored.is_empty() {
-                    ignored = vec![false; snap.node_capacity()];
-                }
-                if let Some(slot) = ignored.get_mut(id.index()) {
-                    *slot = true;
-                }
-                n_ignored += 1;
-                continue;
-            }
-            if any_host {
-                scored.push(id);
-            }
-            for (i, c) in constraints.iter().enumerate() {
-                if !by_host[i] {
-                    domains[i]
-                        .entry(node.labels.get(c.key).unwrap_or(Sym::EMPTY))
-                        .or_insert(0);
-                }
-            }
-        }
-        let scored_nodes = feasible.len() - n_ignored;
 
         // The memo's totals are over every node passing the inclusion
         // policies (and carrying every key when `require_all`): domain counts
         // for keys other than hostname, and each scored node's own pods for
         // hostname.
-        let per_node: Vec<Option<Vec<i64>>> =
-            self.memo.with(pod, &constraints, require_all, snap, |e| {
-                for (i, d) in domains.iter_mut().enumerate() {
-                    if by_host[i] {
-                        continue;
-                    }
-                    let totals = e.totals(i);
-                    for (v, n) in d.iter_mut() {
-                        *n = totals.get(v).copied().unwrap_or(0);
-                    }
-                }
-                by_host
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| {
-                        h.then(|| {
-                            let mut counts = vec![0; snap.node_capacity()];
-                            for &id in &scored {
-                                if let Some(n) = counts.get_mut(id.index()) {
-                                    *n = e.on_node(id, i);
-                                }
+        let (constraints, ignored) =
+            self.memo
+                .with(pod, &constraints, require_all, snap, |e, views| {
+                    let mut ignored = Vec::new();
+                    let mut n_ignored = 0usize;
+                    // Feasible nodes that are scored, when a constraint is by hostname.
+                    let mut scored: Vec<NodeId> = Vec::new();
+                    // Per constraint not by hostname: the domains of the scored nodes.
+                    let mut seen: Vec<Vec<bool>> = views
+                        .iter()
+                        .zip(&by_host)
+                        .map(|(v, h)| if *h { Vec::new() } else { vec![false; v.len] })
+                        .collect();
+                    let mut distinct = vec![0usize; views.len()];
+                    for &id in feasible {
+                        if require_all && views.iter().any(|v| v.of(id) == NONE) {
+                            if ignored.is_empty() {
+                                ignored = vec![false; snap.node_capacity()];
                             }
-                            counts
+                            if let Some(slot) = ignored.get_mut(id.index()) {
+                                *slot = true;
+                            }
+                            n_ignored += 1;
+                            continue;
+                        }
+                        if any_host {
+                            scored.push(id);
+                        }
+                        for (i, v) in views.iter().enumerate() {
+                            if by_host[i] {
+                                continue;
+                            }
+                            // A missing key counts as the empty value.
+                            let d = match v.of(id) {
+                                NONE => EMPTY,
+                                d => d,
+                            };
+                            if let Some(s) = seen[i].get_mut(d as usize)
+                                && !*s
+                            {
+                                *s = true;
+                                distinct[i] += 1;
+                            }
+                        }
+                    }
+                    let scored_nodes = feasible.len() - n_ignored;
+                    let constraints: Vec<ScoreConstraint> = constraints
+                        .iter()
+                        .zip(views)
+                        .enumerate()
+                        .map(|(i, (c, v))| {
+                            let (size, counts) = if by_host[i] {
+                                let mut counts = vec![0; snap.node_capacity()];
+                                for &id in &scored {
+                                    if let Some(n) = counts.get_mut(id.index()) {
+                                        *n = e.on_node(id, i);
+                                    }
+                                }
+                                (scored_nodes, Counts::ByNode(counts))
+                            } else {
+                                (distinct[i], Counts::ByDomain(e.totals(i).clone()))
+                            };
+                            ScoreConstraint {
+                                of_node: v.of_node.clone(),
+                                skew_bonus: f64::from(c.max_skew - 1),
+                                weight: ((size + 2) as f64).ln(),
+                                counts,
+                            }
                         })
-                    })
-                    .collect()
-            });
-
-        let constraints = constraints
-            .iter()
-            .zip(domains)
-            .zip(per_node)
-            .map(|((c, by_value), by_node)| {
-                let (size, counts) = match by_node {
-                    Some(v) => (scored_nodes, Counts::ByNode(v)),
-                    None => (by_value.len(), Counts::ByValue(by_value)),
-                };
-                ScoreConstraint {
-                    key: c.key,
-                    skew_bonus: f64::from(c.max_skew - 1),
-                    weight: ((size + 2) as f64).ln(),
-                    counts,
-                }
-            })
-            .collect();
+                        .collect();
+                    (constraints, ignored)
+                });
         state.insert(PreScoreState(Arc::new(ScoreData {
             constraints,
             ignored,
+            slots: NodeSlots::of(snap),
         })));
         Status::success()
     }
@@ -192,17 +196,19 @@ impl ScorePlugin for PodTopologySpread {
                 "PodTopologySpread: no PreScore state for this cycle",
             ));
         };
-        if s.is_ignored(node.id) {
+        let slot = s.slots.id(node);
+        if s.ignored.get(slot).copied().unwrap_or(false) {
             return Ok(0);
         }
         let mut score = 0.0f64;
         for c in &s.constraints {
-            let Some(v) = node.labels.get(c.key) else {
+            let d = c.of_node.get(slot).copied().unwrap_or(NONE);
+            if d == NONE {
                 continue;
-            };
+            }
             let count = match &c.counts {
-                Counts::ByValue(m) => m.get(&v).copied().unwrap_or(0),
-                Counts::ByNode(n) => n.get(node.id.index()).copied().unwrap_or(0),
+                Counts::ByDomain(t) => t.get(d as usize).copied().unwrap_or(0).max(0),
+                Counts::ByNode(n) => n.get(slot).copied().unwrap_or(0),
             };
             score += count as f64 * c.weight + c.skew_bonus;
         }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1 as corev1;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use strata_scheduler::cache::Cache;
-use strata_scheduler::framework::{Code, CycleState, NodeScore, Status};
+use strata_scheduler::framework::{Code, CycleState, MAX_NODE_SCORE, NodeScore, Status};
 use strata_scheduler::model::{NodeId, OwnerRef};
 use strata_scheduler::testing;
 
@@ -1273,15 +1273,15 @@ proptest! {
                             continue;
                         }
                         let require_all = hard || !pod.spec.spread_constraints.is_empty();
-                        let fresh = memo::Entry::fresh(pod, &cs, require_all, snap);
+                        let (fresh, fresh_views) = memo::Entry::fresh(pod, &cs, require_all, snap);
                         prop_assert!(
-                            pl.memo.with(pod, &cs, require_all, snap, |e| e.same_counts(&fresh)),
+                            pl.memo.with(pod, &cs, require_all, snap, |e, v| e.same_counts(v, &fresh, &fresh_views)),
                             "step {} kind {} hard {}", i, k, hard
                         );
                         if hard {
                             let want = filter::count_domains(pod, &cs, snap);
-                            let got: Vec<_> = pl.memo.with(pod, &cs, true, snap, |e| {
-                                (0..cs.len()).map(|j| (**e.totals(j)).clone()).collect()
+                            let got: Vec<_> = pl.memo.with(pod, &cs, true, snap, |e, v| {
+                                (0..cs.len()).map(|j| e.totals_by_value(j, &v[j])).collect()
                             });
                             prop_assert_eq!(got, want, "step {} kind {}", i, k);
                         }
@@ -1322,4 +1322,226 @@ fn memo_never_crosses_snapshots() {
         let _ = pl.pre_filter(&mut state, &q, cache.snapshot());
     }
     assert_eq!(pl.memo.len(), memo::CAPACITY);
+}
+
+// ---- The dense-domain Filter and Score equal a from-scratch reference ----
+
+/// Filter verdicts computed from scratch by value, the way the plugin did
+/// before domains were dense ids: the node's label value, a count per value
+/// over every node, the skew formula.
+fn reference_verdicts(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> Vec<String> {
+    let snap = cache.snapshot();
+    let cs = pl.defaults.constraints(pod, true);
+    if cs.is_empty() {
+        return vec!["skip".into()];
+    }
+    let counts = filter::count_domains(pod, &cs, snap);
+    let mut out: Vec<String> = snap
+        .nodes()
+        .map(|n| {
+            let mut code = Code::Success;
+            for (i, c) in cs.iter().enumerate() {
+                let Some(v) = n.labels.get(c.key) else {
+                    code = Code::UnschedulableAndUnresolvable;
+                    break;
+                };
+                let len = counts[i].len();
+                let min = counts[i].values().copied().min().unwrap_or(0);
+                let global_min = if len == 0 || (len as i64) < i64::from(c.min_domains) {
+                    0
+                } else {
+                    min
+                };
+                let me = i64::from(c.matches(&pod.labels));
+                let skew = counts[i].get(&v).copied().unwrap_or(0) + me - global_min;
+                if skew > i64::from(c.max_skew) {
+                    code = Code::Unschedulable;
+                    break;
+                }
+            }
+            format!("{} {:?}", n.name, code)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Raw and normalized scores over every node computed from scratch by value
+/// (kube-scheduler's rules as `score.rs` describes them), every node
+/// feasible.
+fn reference_scores(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> (Named, Named) {
+    let snap = cache.snapshot();
+    let cs = pl.defaults.constraints(pod, false);
+    if snap.num_nodes() == 0 || cs.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let require_all = !pod.spec.spread_constraints.is_empty() || !pl.defaults.system;
+    let host = Sym::new(LABEL_HOSTNAME);
+    let checks = common::InclusionChecks::new(pod, &cs);
+    let takes_part = |n: &NodeInfo| !require_all || common::has_all_keys(n, &cs);
+    // Matching pods of constraint i on a node taking part.
+    let on_node = |n: &NodeInfo, c: &common::Constraint| -> i64 {
+        n.pods
+            .iter()
+            .filter(|p| common::countable(p, pod.namespace) && c.matches(&p.labels))
+            .count() as i64
+    };
+    let value = |n: &NodeInfo, c: &common::Constraint| n.labels.get(c.key).unwrap_or(Sym::EMPTY);
+    let scored: Vec<&NodeInfo> = snap.nodes().filter(|n| takes_part(n)).collect();
+    let mut raw: Vec<(String, i64, bool)> = Vec::new();
+    for n in snap.nodes() {
+        if !takes_part(n) {
+            raw.push((n.name.to_string(), 0, true));
+            continue;
+        }
+        let mut score = 0.0f64;
+        for c in &cs {
+            let Some(v) = n.labels.get(c.key) else {
+                continue;
+            };
+            let (count, size) = if c.key == host {
+                (on_node(n, c), scored.len())
+            } else {
+                let total: i64 = snap
+                    .nodes()
+                    .filter(|m| takes_part(m) && c.includes(checks.of(pod, m)) && value(m, c) == v)
+                    .map(|m| on_node(m, c))
+                    .sum();
+                let mut domains: Vec<Sym> = scored.iter().map(|m| value(m, c)).collect();
+                domains.sort_unstable_by_key(|s| s.as_str());
+                domains.dedup();
+                (total, domains.len())
+            };
+            score += count as f64 * ((size + 2) as f64).ln() + f64::from(c.max_skew - 1);
+        }
+        raw.push((n.name.to_string(), score.round() as i64, false));
+    }
+    let min = raw
+        .iter()
+        .filter(|r| !r.2)
+        .map(|r| r.1)
+        .min()
+        .unwrap_or(i64::MAX);
+    let max = raw
+        .iter()
+        .filter(|r| !r.2)
+        .map(|r| r.1)
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    let mut norm: Named = raw
+        .iter()
+        .map(|(name, s, ignored)| {
+            let v = if *ignored {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - s) / max
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    let mut raw: Named = raw.into_iter().map(|(n, s, _)| (n, s)).collect();
+    raw.sort();
+    norm.sort();
+    (raw, norm)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// On random clusters with random relabels (zones added, changed,
+    /// removed; nodes tainted, added and removed) and pods placed and
+    /// removed, the plugin's Filter and Score, reading dense domain ids kept
+    /// across the whole history, equal a from-scratch count by label value.
+    #[test]
+    fn dense_domains_match_reference(steps in prop::collection::vec(memo_step(), 1..40)) {
+        let pl = system();
+        let kinds = memo_kinds();
+        let mut cache = testing::cache_with(prop_nodes(), vec![]);
+        let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
+        for (i, st) in steps.iter().enumerate() {
+            match st {
+                Step::AddPod(s) => {
+                    let p = prop_pod(i, s);
+                    if cache.snapshot().node_by_name(p.bound_node.unwrap()).is_some() {
+                        uids.push(p.uid.clone());
+                        cache.add_pod(std::sync::Arc::new(p));
+                    }
+                }
+                Step::RemovePod(ix) => {
+                    if !uids.is_empty() {
+                        let uid = uids.swap_remove(ix.index(uids.len()));
+                        cache.remove_pod(&uid);
+                    }
+                }
+                Step::Relabel(n, z, ssd, t) => {
+                    cache.upsert_node(&memo_node(*n, *z, *ssd, *t)).unwrap();
+                }
+                Step::RemoveNode(n) => {
+                    cache.remove_node(format!("n{n}").as_str().into());
+                }
+                Step::Check(k) => {
+                    let pod = &kinds[*k];
+                    prop_assert_eq!(verdicts(&pl, pod, &cache), reference_verdicts(&pl, pod, &cache), "step {}", i);
+                    let got = memo_scores(&pl, pod, &cache);
+                    if !got.0.is_empty() {
+                        prop_assert_eq!(got, reference_scores(&pl, pod, &cache), "step {}", i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A node relabelled through many values: the domain index renumbers once
+/// most ids are no longer held, and verdicts stay those of a fresh count.
+#[test]
+fn domain_index_renumbers_after_churn() {
+    let pl = system();
+    let pod = mypod(vec![hard(1, "zone")], json!({}));
+    let mut cache = testing::cache_with(
+        vec![zone_node("n1", "A"), zone_node("n2", "B")],
+        vec![foo_pod("x", "n1")],
+    );
+    for i in 0..300 {
+        cache
+            .upsert_node(&zone_node("n2", &format!("z{i}")))
+            .unwrap();
+        if i % 7 == 0 {
+            cache
+                .upsert_node(&zone_node("n3", &format!("y{i}")))
+                .unwrap();
+        }
+        assert_eq!(
+            verdicts(&pl, &pod, &cache),
+            reference_verdicts(&pl, &pod, &cache),
+            "round {i}"
+        );
+    }
+    assert_eq!(feasible(&pl, &pod, &cache), names(&["n2", "n3"]));
+    assert_eq!(pl.memo.keys(), 1);
+}
+
+/// A node of the snapshot is found by address; a copy (as preemption's
+/// what-if passes) falls back to its id; both give the node's slot.
+#[test]
+fn node_slots_find_snapshot_nodes_and_copies() {
+    let cache = testing::cache_with(
+        vec![
+            zone_node("n1", "A"),
+            zone_node("n2", "B"),
+            zone_node("n3", "C"),
+        ],
+        vec![],
+    );
+    let snap = cache.snapshot();
+    let slots = domains::NodeSlots::of(snap);
+    for n in snap.nodes() {
+        assert_eq!(slots.id(n), n.id.index());
+        let copy = n.clone();
+        assert_eq!(slots.id(&copy), n.id.index());
+    }
+    assert_eq!(domains::NodeSlots::default().id(snap.node(NodeId(1))), 1);
 }
