@@ -26,19 +26,22 @@
 //!   Nothing is retried in a tight loop.
 //!
 //! What is written. `strata.io/v1alpha1`: the whole [`PodGroupStatus`]
-//! (`phase`, `members`, `placed`, `running`, `lastFailure`, `domain`) plus
-//! a one-line `message` saying why the group is where it is and
-//! `scheduleStartTime`; `manifests/crds/strata.io_podgroups.yaml` declares
-//! exactly these fields. `running` counts members **bound** to a node: the
-//! scheduler does not read kubelet's pod phase. The coscheduling
+//! (`phase`, `members`, `placed`, `bound`, `running`, `lastFailure`,
+//! `domain`) plus a one-line `message` saying why the group is where it is
+//! and `scheduleStartTime`; `manifests/crds/strata.io_podgroups.yaml`
+//! declares exactly these fields. `placed` counts members assumed or bound,
+//! `bound` members bound to a node, `running` members whose pod phase the
+//! kubelet reports as `Running` (pod updates reach the PodGroup plugin
+//! through the engine's node observers). The coscheduling
 //! `scheduling.x-k8s.io/v1alpha1` object gets only the fields of its
 //! published status the scheduler knows: `phase`, `scheduled` (members
-//! bound) and `scheduleStartTime`; never `running`, `succeeded`, `failed`
-//! (pod phases) or `occupiedBy` (the owning workload). Phases map as
-//! Pending, Unschedulable and Invalid → `Pending` (that API has no reason
-//! field: the reason is in the members' `PodScheduled` condition and
-//! events), Scheduling → `PreScheduling`, Scheduled (placed, binds in
-//! flight) → `Scheduling`, Running (`minMember` bound) → `Scheduled`.
+//! bound), `running` and `scheduleStartTime`; never `succeeded`, `failed`
+//! (finished pods leave the scheduler's view) or `occupiedBy` (the owning
+//! workload). Phases map as Pending, Unschedulable and Invalid → `Pending`
+//! (that API has no reason field: the reason is in the members'
+//! `PodScheduled` condition and events), Scheduling → `PreScheduling`,
+//! Scheduled (placed, binds in flight) → `Scheduling`, Bound (`minMember`
+//! bound) → `Scheduled`, Running (`minMember` running) → `Running`.
 //! Where scheduler-plugins' PodGroup controller also runs, it owns that
 //! status and the two would overwrite each other: run one or the other.
 
@@ -351,7 +354,10 @@ impl StatusWriter {
     fn start_time(&mut self, key: GroupKey, phase: GroupPhase) -> Option<Value> {
         let active = matches!(
             phase,
-            GroupPhase::Scheduling | GroupPhase::Scheduled | GroupPhase::Running
+            GroupPhase::Scheduling
+                | GroupPhase::Scheduled
+                | GroupPhase::Bound
+                | GroupPhase::Running
         );
         let seen = self.started.get(&key).copied();
         let next = match (seen, active) {
@@ -375,6 +381,7 @@ fn strata_phase(p: GroupPhase) -> &'static str {
         GroupPhase::Pending => "Pending",
         GroupPhase::Scheduling => "Scheduling",
         GroupPhase::Scheduled => "Scheduled",
+        GroupPhase::Bound => "Bound",
         GroupPhase::Running => "Running",
         GroupPhase::Unschedulable => "Unschedulable",
         GroupPhase::Invalid => "Invalid",
@@ -387,7 +394,8 @@ fn coscheduling_phase(p: GroupPhase) -> &'static str {
         GroupPhase::Pending | GroupPhase::Unschedulable | GroupPhase::Invalid => "Pending",
         GroupPhase::Scheduling => "PreScheduling",
         GroupPhase::Scheduled => "Scheduling",
-        GroupPhase::Running => "Scheduled",
+        GroupPhase::Bound => "Scheduled",
+        GroupPhase::Running => "Running",
     }
 }
 
@@ -417,9 +425,13 @@ fn message(s: &PodGroupStatus, min: Option<u32>, spec_error: Option<&str>) -> St
         }
         GroupPhase::Scheduled => format!(
             "{} members placed, {} bound (minMember {min})",
-            s.placed, s.running
+            s.placed, s.bound
         ),
-        GroupPhase::Running => format!("{} members bound (minMember {min})", s.running),
+        GroupPhase::Bound => format!(
+            "{} members bound, {} running (minMember {min})",
+            s.bound, s.running
+        ),
+        GroupPhase::Running => format!("{} members running (minMember {min})", s.running),
         GroupPhase::Unschedulable => "the last attempt failed".to_owned(),
         GroupPhase::Invalid => "the group can never be placed as written".to_owned(),
     }
@@ -437,6 +449,7 @@ fn strata_status(
         "phase": strata_phase(s.phase),
         "members": s.members,
         "placed": s.placed,
+        "bound": s.bound,
         "running": s.running,
         "lastFailure": s.last_failure,
         "domain": s.domain,
@@ -453,7 +466,8 @@ fn strata_status(
 fn coscheduling_status(s: &PodGroupStatus, start: Option<Value>) -> Value {
     let mut st = json!({
         "phase": coscheduling_phase(s.phase),
-        "scheduled": s.running,
+        "scheduled": s.bound,
+        "running": s.running,
     });
     if let Some(t) = start {
         st["scheduleStartTime"] = t;
@@ -512,12 +526,12 @@ impl LeaderTask for StatusWriterTask {
 mod tests {
     use super::*;
 
-    fn status(phase: GroupPhase, members: u32, placed: u32, running: u32) -> PodGroupStatus {
+    fn status(phase: GroupPhase, members: u32, placed: u32, bound: u32) -> PodGroupStatus {
         PodGroupStatus {
             phase,
             members,
             placed,
-            running,
+            bound,
             ..Default::default()
         }
     }
@@ -528,7 +542,8 @@ mod tests {
             (GroupPhase::Pending, "Pending", "Pending"),
             (GroupPhase::Scheduling, "Scheduling", "PreScheduling"),
             (GroupPhase::Scheduled, "Scheduled", "Scheduling"),
-            (GroupPhase::Running, "Running", "Scheduled"),
+            (GroupPhase::Bound, "Bound", "Scheduled"),
+            (GroupPhase::Running, "Running", "Running"),
             (GroupPhase::Unschedulable, "Unschedulable", "Pending"),
             (GroupPhase::Invalid, "Invalid", "Pending"),
         ];
@@ -543,7 +558,7 @@ mod tests {
         let v = strata_status(&status(GroupPhase::Pending, 2, 0, 0), Some(3), None, None);
         assert_eq!(
             v,
-            json!({"status": {"phase": "Pending", "members": 2, "placed": 0, "running": 0,
+            json!({"status": {"phase": "Pending", "members": 2, "placed": 0, "bound": 0, "running": 0,
                 "lastFailure": null, "domain": null,
                 "message": "waiting for members: 2 of minMember 3 exist"}})
         );
@@ -591,8 +606,18 @@ mod tests {
 
     #[test]
     fn coscheduling_patch_has_only_known_fields() {
-        let v = coscheduling_status(&status(GroupPhase::Running, 4, 4, 4), None);
-        assert_eq!(v, json!({"status": {"phase": "Scheduled", "scheduled": 4}}));
+        let v = coscheduling_status(&status(GroupPhase::Bound, 4, 4, 4), None);
+        assert_eq!(
+            v,
+            json!({"status": {"phase": "Scheduled", "scheduled": 4, "running": 0}})
+        );
+        let mut running = status(GroupPhase::Running, 4, 4, 4);
+        running.running = 3;
+        let v = coscheduling_status(&running, None);
+        assert_eq!(
+            v,
+            json!({"status": {"phase": "Running", "scheduled": 4, "running": 3}})
+        );
     }
 
     #[tokio::test]

@@ -276,15 +276,19 @@ async fn the_leader_writes_both_apis_status_pending_then_scheduled() {
         s.bindings().len() == 6
     })
     .await;
-    let st = wait_status(&s, STRATA, "gang", "gang running", |st| {
-        st["phase"] == "Running"
+    let st = wait_status(&s, STRATA, "gang", "gang bound", |st| {
+        st["phase"] == "Bound"
     })
     .await;
     assert_eq!(st["members"], 3, "{st}");
     assert_eq!(st["placed"], 3, "{st}");
-    assert_eq!(st["running"], 3, "{st}");
+    assert_eq!(st["bound"], 3, "{st}");
+    assert_eq!(st["running"], 0, "nothing started yet: {st}");
     assert!(st.get("lastFailure").is_none(), "{st}");
-    assert_eq!(st["message"], "3 members bound (minMember 3)", "{st}");
+    assert_eq!(
+        st["message"], "3 members bound, 0 running (minMember 3)",
+        "{st}"
+    );
     assert!(
         st["scheduleStartTime"]
             .as_str()
@@ -299,10 +303,36 @@ async fn the_leader_writes_both_apis_status_pending_then_scheduled() {
     // Only fields of the published coscheduling status.
     for k in st.as_object().unwrap().keys() {
         assert!(
-            ["phase", "scheduled", "scheduleStartTime"].contains(&k.as_str()),
+            ["phase", "scheduled", "running", "scheduleStartTime"].contains(&k.as_str()),
             "{k} in {st}"
         );
     }
+
+    // The kubelet starts the members (pod phase Running): both objects
+    // count them and say Running.
+    for name in [
+        "gang-0",
+        "gang-1",
+        "gang-2",
+        "trainer-0",
+        "trainer-1",
+        "trainer-2",
+    ] {
+        let mut p = s.get("pods", "work", name).expect("the member");
+        p["status"]["phase"] = json!("Running");
+        s.update("pods", p).unwrap();
+    }
+    let st = wait_status(&s, STRATA, "gang", "gang running", |st| {
+        st["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(st["running"], 3, "{st}");
+    assert_eq!(st["message"], "3 members running (minMember 3)", "{st}");
+    let st = wait_status(&s, COSCHED, "trainers", "trainers running", |st| {
+        st["phase"] == "Running"
+    })
+    .await;
+    assert_eq!(st["running"], 3, "{st}");
 
     // A group object deleted under the writer: no crash, no retry storm;
     // other groups are still written.

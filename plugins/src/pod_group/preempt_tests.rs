@@ -285,7 +285,7 @@ fn gang_preempts_the_lowest_priority_super_node_then_binds_whole() {
     assert_eq!(gang.len(), 4, "{b:?}");
     assert!(gang.iter().all(|(_, n)| supernode_of(n) == "0"), "{gang:?}");
     let st = h.stores.pod_groups.all_status();
-    assert_eq!(st[0].1.phase, GroupPhase::Running, "{st:?}");
+    assert_eq!(st[0].1.phase, GroupPhase::Bound, "{st:?}");
     h.s.cache().check_consistency().unwrap();
 }
 

@@ -65,6 +65,8 @@ pub(crate) struct GroupRt {
     /// Placed members: whether bound, and subgroup.
     pub placed: FxHashMap<Arc<str>, (bool, Option<usize>)>,
     pub bound: u32,
+    /// Placed members whose pod phase is Running.
+    pub running: FxHashSet<Arc<str>>,
     /// Members through Reserve and not unreserved.
     pub reserved_members: FxHashSet<Arc<str>>,
     pub plan: Option<GroupPlan>,
@@ -351,10 +353,13 @@ impl Runtime {
         };
         let placed = g.placed.len() as u32;
         let min = spec.map(|s| s.min_member).unwrap_or(u32::MAX);
+        let running = g.running.len() as u32;
         let phase = if g.invalid {
             GroupPhase::Invalid
-        } else if g.bound >= min {
+        } else if running >= min {
             GroupPhase::Running
+        } else if g.bound >= min {
+            GroupPhase::Bound
         } else if placed >= min {
             GroupPhase::Scheduled
         } else if g.plan.is_some() {
@@ -371,7 +376,8 @@ impl Runtime {
                 phase,
                 members: g.known(),
                 placed,
-                running: g.bound,
+                bound: g.bound,
+                running,
                 last_failure: g.last_failure.clone(),
                 domain: g
                     .plan
@@ -406,13 +412,16 @@ impl Runtime {
                 {
                     g.bound -= 1;
                 }
+                g.running.remove(uid);
                 if !touched.contains(k) {
                     touched.push(*k);
                 }
             }
         }
         for (uid, k) in &now {
-            let bound = snap.assigned_pod(uid).is_some_and(|p| !p.assumed);
+            let placement = snap.assigned_pod(uid);
+            let bound = placement.is_some_and(|p| !p.assumed);
+            let running = bound && placement.is_some_and(|p| p.pod.running);
             let g = self.groups.entry(*k).or_default();
             let sub = g
                 .pending
@@ -437,7 +446,12 @@ impl Runtime {
                 (Some(false) | None, true) => g.bound += 1,
                 _ => {}
             }
-            if was != Some(bound) && !touched.contains(k) {
+            let was_running = if running {
+                !g.running.insert(uid.clone())
+            } else {
+                g.running.remove(uid)
+            };
+            if (was != Some(bound) || was_running != running) && !touched.contains(k) {
                 touched.push(*k);
             }
         }

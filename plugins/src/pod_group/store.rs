@@ -59,7 +59,9 @@ pub enum GroupPhase {
     Scheduling,
     /// At least `minMember` members are placed (assumed or bound).
     Scheduled,
-    /// At least `minMember` members are bound.
+    /// At least `minMember` members are bound to nodes.
+    Bound,
+    /// At least `minMember` members are running (pod phase Running).
     Running,
     /// The last attempt failed; the group backs off.
     Unschedulable,
@@ -77,7 +79,9 @@ pub struct PodGroupStatus {
     pub members: u32,
     /// Members placed: assumed or bound.
     pub placed: u32,
-    /// Members bound.
+    /// Members bound to a node.
+    pub bound: u32,
+    /// Members the kubelet reports running (pod phase `Running`).
     pub running: u32,
     /// Why the last attempt failed.
     pub last_failure: Option<String>,

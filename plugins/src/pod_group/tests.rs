@@ -235,8 +235,23 @@ fn gang_waits_for_min_member_then_binds_whole_in_one_super_node() {
     assert_eq!(sns.len(), 1, "one super-node: {b:?}");
     h.s.cache().check_consistency().unwrap();
     let st = h.stores.pod_groups.all_status();
-    assert_eq!(st[0].1.running, 3);
-    assert_eq!(st[0].1.phase, GroupPhase::Running);
+    assert_eq!((st[0].1.bound, st[0].1.running), (3, 0));
+    assert_eq!(st[0].1.phase, GroupPhase::Bound);
+    // The kubelet starts two, then the third: Running once minMember run.
+    let start = |h: &mut Harness, key: &str| {
+        let mut p = (*h.pods[key]).clone();
+        p.bound_node = Some(Sym::new(&b[key]));
+        p.running = true;
+        h.s.handle_update(ClusterUpdate::PodUpserted(Arc::new(p)));
+    };
+    let keys: Vec<String> = b.keys().cloned().collect();
+    start(&mut h, &keys[0]);
+    start(&mut h, &keys[1]);
+    let st = h.stores.pod_groups.all_status();
+    assert_eq!((st[0].1.running, st[0].1.phase), (2, GroupPhase::Bound));
+    start(&mut h, &keys[2]);
+    let st = h.stores.pod_groups.all_status();
+    assert_eq!((st[0].1.running, st[0].1.phase), (3, GroupPhase::Running));
 }
 
 #[test]

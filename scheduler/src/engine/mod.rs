@@ -328,6 +328,7 @@ impl Scheduler {
                     creation_ms: 0,
                     terminating: false,
                     terminal: false,
+                    running: false,
                     equivalence: 0,
                     spec: Arc::new(crate::model::PodSpecInfo::empty()),
                 });

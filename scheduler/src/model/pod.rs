@@ -218,6 +218,8 @@ pub struct PodInfo {
     pub terminating: bool,
     /// Whether the pod has finished (phase Succeeded or Failed).
     pub terminal: bool,
+    /// Whether the kubelet reports it running (phase Running).
+    pub running: bool,
     /// Hash of everything a node-local plugin may read: spec, labels,
     /// annotations and namespace. Pods with equal hashes are equivalent for
     /// per-node filtering and scoring.
@@ -286,6 +288,7 @@ impl PodInfo {
                 .unwrap_or(0),
             terminating: md.deletion_timestamp.is_some(),
             terminal: matches!(phase, "Succeeded" | "Failed"),
+            running: phase == "Running",
             equivalence,
             spec: Arc::new(spec),
         })
