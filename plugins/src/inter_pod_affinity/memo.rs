@@ -19,8 +19,16 @@
 //!   random cluster histories);
 //! * the lock is taken once in PreFilter and once in PreScore, never on the
 //!   per-node path; entries are few (least recently used ones are dropped).
+//!
+//! Next to the totals by topology pair, an entry keeps the three filter
+//! totals (`Affinity`, `Anti`, `ExistingAnti`) as dense arrays per key,
+//! indexed by the key's domain ids (the plugin's [`DomainIndex`], the one
+//! PodTopologySpread uses), so Filter reads `counts[domain_of[node]]`. A
+//! part remembers the domain each contribution went to; the entry starts
+//! over when a key's index is renumbered (its epoch changes).
 
-use super::scan::{Class, Counts, Target, Walker};
+use super::scan::{Class, Counts, Dense, Target, Walker};
+use crate::pod_topology_spread::domains::{DomainIndex, KeyView};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -34,8 +42,9 @@ pub(super) const CAPACITY: usize = 16;
 /// A generation no node has: slots not looked at yet.
 const NEVER: u64 = u64::MAX;
 
-/// One node's contributions, aggregated per total and pair.
-type Part = SmallVec<[(Target, Sym, Sym, i64); 4]>;
+/// One node's contributions, aggregated per total and pair, with the
+/// pair's domain id.
+type Part = SmallVec<[(Target, Sym, Sym, i64, u32); 4]>;
 
 /// The remembered classes.
 #[derive(Default)]
@@ -54,6 +63,7 @@ impl std::fmt::Debug for Memo {
 #[derive(Default)]
 struct Inner {
     entries: Vec<Entry>,
+    domains: DomainIndex,
     tick: u64,
 }
 
@@ -65,14 +75,21 @@ struct Entry {
     /// Parts of the nodes that contribute anything, by slot.
     parts: FxHashMap<u32, Part>,
     counts: Counts,
+    /// Key epochs the dense totals' domain ids are from.
+    epochs: SmallVec<[(Sym, u64); 4]>,
     last_used: u64,
 }
 
 impl Memo {
-    /// The totals for the walker's pod on `snap`, brought up to date.
-    pub(super) fn counts(&self, w: &Walker<'_>, snap: &Snapshot) -> Counts {
+    /// The totals for the walker's pod on `snap`, brought up to date, and
+    /// the domains of `keys` (and of every key the dense totals use).
+    pub(super) fn counts(&self, w: &Walker<'_>, snap: &Snapshot, keys: &[Sym]) -> (Counts, Views) {
         let mut inner = self.inner.lock();
-        let Inner { entries, tick } = &mut *inner;
+        let Inner {
+            entries,
+            domains,
+            tick,
+        } = &mut *inner;
         *tick += 1;
         // Entries of another snapshot can never be used again.
         entries.retain(|e| e.snapshot == snap.id());
@@ -94,6 +111,7 @@ impl Memo {
                     gens: Vec::new(),
                     parts: FxHashMap::default(),
                     counts: Counts::default(),
+                    epochs: SmallVec::new(),
                     last_used: 0,
                 });
                 entries.len() - 1
@@ -101,8 +119,12 @@ impl Memo {
         };
         let e = &mut entries[idx];
         e.last_used = *tick;
-        e.refresh(w, snap);
-        e.counts.clone()
+        let mut views = Views::default();
+        for &k in keys {
+            views.get(k, domains, snap, *tick);
+        }
+        e.refresh(w, snap, domains, &mut views, *tick);
+        (e.counts.clone(), views)
     }
 
     /// How many classes are remembered.
@@ -112,9 +134,50 @@ impl Memo {
     }
 }
 
+/// Key domains fetched during one call, each key refreshed once.
+#[derive(Debug, Default)]
+pub(super) struct Views(SmallVec<[(Sym, KeyView); 4]>);
+
+impl Views {
+    /// The domains of `key`, registered and refreshed on first use.
+    fn get(&mut self, key: Sym, domains: &mut DomainIndex, snap: &Snapshot, tick: u64) -> &KeyView {
+        let i = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.0.push((key, domains.refresh(key, snap, tick)));
+                self.0.len() - 1
+            }
+        };
+        &self.0[i].1
+    }
+
+    /// The domains of `key`, if fetched.
+    pub(super) fn find(&self, key: Sym) -> Option<&KeyView> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
 impl Entry {
     /// Re-walks the nodes whose generation moved since the last call.
-    fn refresh(&mut self, w: &Walker<'_>, snap: &Snapshot) {
+    fn refresh(
+        &mut self,
+        w: &Walker<'_>,
+        snap: &Snapshot,
+        domains: &mut DomainIndex,
+        views: &mut Views,
+        tick: u64,
+    ) {
+        // Domain ids renumbered: every part's ids are stale.
+        let stale = self
+            .epochs
+            .iter()
+            .any(|&(k, ep)| views.get(k, domains, snap, tick).epoch != ep);
+        if stale {
+            self.gens.clear();
+            self.parts.clear();
+            self.counts = Counts::default();
+            self.epochs.clear();
+        }
         let gens = snap.generations();
         if self.gens.len() < gens.len() {
             self.gens.resize(gens.len(), NEVER);
@@ -127,15 +190,24 @@ impl Entry {
             }
         }
         for slot in changed {
-            self.recompute(slot, w, snap);
+            self.recompute(slot, w, snap, domains, views, tick);
         }
     }
 
     /// Replaces one node's part of the totals.
-    fn recompute(&mut self, slot: u32, w: &Walker<'_>, snap: &Snapshot) {
+    fn recompute(
+        &mut self,
+        slot: u32,
+        w: &Walker<'_>,
+        snap: &Snapshot,
+        domains: &mut DomainIndex,
+        views: &mut Views,
+        tick: u64,
+    ) {
         if let Some(old) = self.parts.remove(&slot) {
-            for (t, k, v, d) in old {
+            for (t, k, v, d, dom) in old {
                 self.counts.add(t, k, v, -d);
+                self.counts.add_dense(t, k, dom, -d);
             }
         }
         let node = snap.node(NodeId(slot));
@@ -149,11 +221,26 @@ impl Entry {
             .find(|e| e.0 == t && e.1 == k && e.2 == v)
         {
             Some(e) => e.3 += d,
-            None => part.push((t, k, v, d)),
+            None => part.push((t, k, v, d, 0)),
         });
         part.retain(|e| e.3 != 0);
-        for &(t, k, v, d) in &part {
+        for e in part.iter_mut() {
+            // The pair's value is the node's label for the key, so its
+            // domain is the node's.
+            let view = views.get(e.1, domains, snap, tick);
+            e.4 = view.of(node.id);
+            if Dense::wanted(e.0) {
+                let epoch = view.epoch;
+                let len = view.len;
+                if !self.epochs.iter().any(|(k, _)| *k == e.1) {
+                    self.epochs.push((e.1, epoch));
+                }
+                self.counts.ensure_dense(e.0, e.1, len);
+            }
+        }
+        for &(t, k, v, d, dom) in &part {
             self.counts.add(t, k, v, d);
+            self.counts.add_dense(t, k, dom, d);
         }
         if !part.is_empty() {
             self.parts.insert(slot, part);

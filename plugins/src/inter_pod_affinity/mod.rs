@@ -14,9 +14,15 @@
 //! Whether a node passes depends on every other pod in the cluster, but
 //! Filter and Score run per node and must be a few map lookups. So PreFilter
 //! and PreScore reduce the existing pods to counts per topology pair (label
-//! key, label value) (`scan.rs`); Filter and Score look up the node's values
-//! of the relevant keys. The result depends on pods on other nodes, so
-//! neither Filter nor Score is node-local.
+//! key, label value) (`scan.rs`); Score looks up the node's values of the
+//! relevant keys. Filter reads arrays instead: the memo also keeps the three
+//! filter totals per key by dense domain id (a per-key domain index of its
+//! own, the type PodTopologySpread uses: `pod_topology_spread/domains.rs`),
+//! so a node costs `counts[domain_of[node]]` per term and key, with the
+//! node's slot found without reading its `NodeInfo`. PreFilter extensions
+//! (preemption's what-ifs) update only the totals by pair, and Filter on
+//! such a state goes back to the lookups by pair. The result depends on pods
+//! on other nodes, so neither Filter nor Score is node-local.
 //!
 //! Reducing 100,000 pods costs milliseconds, so the reduction is kept per
 //! class of incoming pod (same namespace, labels and terms: the replicas of
@@ -59,8 +65,10 @@ mod tests;
 
 pub use args::{InterPodAffinityArgs, MAX_HARD_POD_AFFINITY_WEIGHT};
 
+use crate::pod_topology_spread::domains::NodeSlots;
 use memo::Memo;
-use scan::{FilterState, Walker};
+use scan::{Fast, FilterState, Verdict, Walker};
+use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
@@ -194,15 +202,23 @@ impl PreFilterPlugin for InterPodAffinity {
         snap: &Snapshot,
     ) -> PreFilterResult {
         let w = self.walker(pod, snap);
-        let counts = self.memo.counts(&w, snap);
         let aff = &pod.spec.affinity;
+        let keys: SmallVec<[Sym; 4]> = aff
+            .required
+            .iter()
+            .chain(&aff.required_anti)
+            .map(|t| t.topology_key)
+            .collect();
+        let (counts, views) = self.memo.counts(&w, snap, &keys);
         if counts.existing_anti.is_empty()
             && aff.required.is_empty()
             && aff.required_anti.is_empty()
         {
             return PreFilterResult::skip();
         }
-        state.insert(FilterState::new(&w, &counts));
+        let mut fs = FilterState::new(&w, &counts);
+        fs.fast = Fast::new(pod, &counts, &views, NodeSlots::of(snap)).map(Arc::new);
+        state.insert(fs);
         PreFilterResult::ok()
     }
 
@@ -243,6 +259,14 @@ impl FilterPlugin for InterPodAffinity {
         let Some(s) = state.get::<FilterState>() else {
             return Status::error("InterPodAffinity: Filter ran without PreFilter state");
         };
+        if let Some(f) = &s.fast {
+            return match s.verdict_fast(f, node) {
+                Verdict::Pass => Status::success(),
+                Verdict::Affinity => Status::unresolvable(REASON_AFFINITY),
+                Verdict::Anti => Status::unschedulable(REASON_ANTI_AFFINITY),
+                Verdict::ExistingAnti => Status::unschedulable(REASON_EXISTING_ANTI_AFFINITY),
+            };
+        }
         if !satisfies_affinity(s, pod, &node.labels) {
             return Status::unresolvable(REASON_AFFINITY);
         }
@@ -299,7 +323,7 @@ impl PreScorePlugin for InterPodAffinity {
             return Status::skip();
         }
         // A memo hit: PreFilter brought the totals up to date moments ago.
-        let scores = self.memo.counts(&self.walker(pod, snap), snap).score;
+        let scores = self.memo.counts(&self.walker(pod, snap), snap, &[]).0.score;
         if scores.is_empty() {
             return Status::skip();
         }

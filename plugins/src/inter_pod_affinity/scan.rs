@@ -25,7 +25,9 @@
 //! at: their loads then overlap instead of stalling one after another.
 
 use super::args::InterPodAffinityArgs;
+use super::memo::Views;
 use super::topology::{NsScope, TopoCounts, matches_all};
+use crate::pod_topology_spread::domains::{NONE, NodeSlots};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::intern::Sym;
@@ -49,9 +51,77 @@ pub(super) struct Counts {
     pub(super) affinity: Arc<TopoCounts>,
     pub(super) anti: Arc<TopoCounts>,
     pub(super) score: Arc<TopoCounts>,
+    /// The filter totals again, per (total, key) as arrays by domain id
+    /// (kept by the memo only; empty from [`Counts::scan`]).
+    pub(super) dense: SmallVec<[Dense; 4]>,
+}
+
+/// One filter total of one key, by domain id (ids beyond the end count 0).
+#[derive(Clone, Debug)]
+pub(super) struct Dense {
+    target: Target,
+    key: Sym,
+    counts: Arc<Vec<i64>>,
+}
+
+impl Dense {
+    /// Whether `target` is kept dense (the three Filter reads).
+    #[inline]
+    pub(super) fn wanted(target: Target) -> bool {
+        target != Target::Score
+    }
 }
 
 impl Counts {
+    /// Makes sure the dense total of (`target`, `key`) exists and covers
+    /// `len` domains.
+    pub(super) fn ensure_dense(&mut self, target: Target, key: Sym, len: usize) {
+        match self
+            .dense
+            .iter_mut()
+            .find(|d| d.target == target && d.key == key)
+        {
+            Some(d) => {
+                if d.counts.len() < len {
+                    Arc::make_mut(&mut d.counts).resize(len, 0);
+                }
+            }
+            None => self.dense.push(Dense {
+                target,
+                key,
+                counts: Arc::new(vec![0; len]),
+            }),
+        }
+    }
+
+    /// Adds `delta` to domain `dom` of the dense total of (`target`, `key`),
+    /// if kept.
+    pub(super) fn add_dense(&mut self, target: Target, key: Sym, dom: u32, delta: i64) {
+        if dom == NONE || delta == 0 || !Dense::wanted(target) {
+            return;
+        }
+        if let Some(d) = self
+            .dense
+            .iter_mut()
+            .find(|d| d.target == target && d.key == key)
+        {
+            let c = Arc::make_mut(&mut d.counts);
+            let i = dom as usize;
+            if c.len() <= i {
+                c.resize(i + 1, 0);
+            }
+            c[i] += delta;
+        }
+    }
+
+    /// The dense total of (`target`, `key`), if kept.
+    fn dense_of(&self, target: Target, key: Sym) -> Option<&Arc<Vec<i64>>> {
+        self.dense
+            .iter()
+            .find(|d| d.target == target && d.key == key)
+            .map(|d| &d.counts)
+    }
+
     /// Adds `delta` to one pair of one total.
     pub(super) fn add(&mut self, target: Target, key: Sym, value: Sym, delta: i64) {
         let c = match target {
@@ -343,9 +413,120 @@ pub(super) struct FilterState {
     /// Whether the incoming pod matches all its own required affinity terms
     /// (the first pod of a group may then start it).
     pub(super) self_match: bool,
+    /// The same totals by dense domain id, for Filter; dropped by any
+    /// what-if update (which then reads the totals by pair).
+    pub(super) fast: Option<Arc<Fast>>,
+}
+
+/// One key's node domains and one total's counts by domain.
+#[derive(Debug)]
+pub(super) struct Column {
+    of_node: Arc<Vec<u32>>,
+    counts: Arc<Vec<i64>>,
+}
+
+impl Column {
+    /// The domain of node slot `slot` and its count, `None` when the node
+    /// lacks the key.
+    #[inline]
+    fn at(&self, slot: usize) -> Option<i64> {
+        match self.of_node.get(slot).copied().unwrap_or(NONE) {
+            NONE => None,
+            d => Some(self.counts.get(d as usize).copied().unwrap_or(0)),
+        }
+    }
+}
+
+/// Filter's totals by domain id: per required affinity term, per required
+/// anti-affinity term, and per key of existing pods' anti-affinity.
+#[derive(Debug)]
+pub(super) struct Fast {
+    slots: NodeSlots,
+    affinity: SmallVec<[Column; 2]>,
+    anti: SmallVec<[Column; 2]>,
+    existing: SmallVec<[Column; 2]>,
+}
+
+impl Fast {
+    /// Columns for `pod` from the memo's dense totals and the domains of
+    /// every key they and the pod's terms use; `None` if a key's domains
+    /// are missing.
+    pub(super) fn new(
+        pod: &PodInfo,
+        counts: &Counts,
+        views: &Views,
+        slots: NodeSlots,
+    ) -> Option<Fast> {
+        let aff = &pod.spec.affinity;
+        let column = |target: Target, key: Sym| -> Option<Column> {
+            Some(Column {
+                of_node: views.find(key)?.of_node.clone(),
+                counts: counts.dense_of(target, key).cloned().unwrap_or_default(),
+            })
+        };
+        Some(Fast {
+            slots,
+            affinity: aff
+                .required
+                .iter()
+                .map(|t| column(Target::Affinity, t.topology_key))
+                .collect::<Option<_>>()?,
+            anti: aff
+                .required_anti
+                .iter()
+                .map(|t| column(Target::Anti, t.topology_key))
+                .collect::<Option<_>>()?,
+            existing: counts
+                .dense
+                .iter()
+                .filter(|d| d.target == Target::ExistingAnti)
+                .map(|d| column(Target::ExistingAnti, d.key))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
+/// Filter's verdict, in kube-scheduler's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Pass,
+    Affinity,
+    Anti,
+    ExistingAnti,
 }
 
 impl FilterState {
+    /// Filter by dense domain ids: the same rules as the checks by pair
+    /// (`mod.rs`), reading `counts[domain_of[slot]]` per term and key.
+    #[inline]
+    pub(super) fn verdict_fast(&self, f: &Fast, node: &NodeInfo) -> Verdict {
+        let slot = f.slots.id(node);
+        let mut pods_exist = true;
+        for c in &f.affinity {
+            match c.at(slot) {
+                // Every topology key must be on the node.
+                None => return Verdict::Affinity,
+                Some(n) => {
+                    if n <= 0 {
+                        pods_exist = false;
+                    }
+                }
+            }
+        }
+        if !(pods_exist || (self.affinity.is_empty() && self.self_match)) {
+            return Verdict::Affinity;
+        }
+        if !self.anti.is_empty() && f.anti.iter().any(|c| c.at(slot).is_some_and(|n| n > 0)) {
+            return Verdict::Anti;
+        }
+        if !self.existing_anti.is_empty()
+            && f.existing.iter().any(|c| c.at(slot).is_some_and(|n| n > 0))
+        {
+            return Verdict::ExistingAnti;
+        }
+        Verdict::Pass
+    }
+
     /// The state for the walker's pod from its totals.
     pub(super) fn new(w: &Walker<'_>, counts: &Counts) -> FilterState {
         let pod = w.pod;
@@ -362,6 +543,7 @@ impl FilterState {
             existing_anti: counts.existing_anti.clone(),
             affinity: counts.affinity.clone(),
             anti: counts.anti.clone(),
+            fast: None,
         }
     }
 
@@ -375,6 +557,8 @@ impl FilterState {
         node_labels: &Labels,
         delta: i64,
     ) {
+        // The dense totals are not kept through what-if updates.
+        self.fast = None;
         let aff = &pod.spec.affinity;
         for t in &other.spec.affinity.required_anti {
             if t.matches(pod.namespace, &pod.labels, &self.own_ns_labels)

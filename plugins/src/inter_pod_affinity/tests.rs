@@ -888,7 +888,19 @@ proptest! {
                     let p = &incoming[*k];
                     let snap = cache.snapshot();
                     let w = pl.walker(p, snap);
-                    prop_assert!(same_counts(&pl.memo.counts(&w, snap), &Counts::scan(&w, snap)), "step {}", i);
+                    prop_assert!(same_counts(&pl.memo.counts(&w, snap, &[]).0, &Counts::scan(&w, snap)), "step {}", i);
+                    // Filter by dense domain ids answers as the checks by
+                    // topology pair on every node.
+                    let mut st = CycleState::new();
+                    if !pl.pre_filter(&mut st, p, snap).status.is_skip() {
+                        let mut by_pair = st.clone();
+                        let fs = by_pair.get_mut::<FilterState>().unwrap();
+                        prop_assert!(fs.fast.is_some(), "step {}", i);
+                        fs.fast = None;
+                        for n in snap.nodes() {
+                            prop_assert_eq!(pl.filter(&st, p, n), pl.filter(&by_pair, p, n), "step {} node {}", i, n.name);
+                        }
+                    }
                     // PreFilter and PreScore go through the memo too.
                     let fresh = InterPodAffinity::new(args);
                     prop_assert_eq!(filter_all_with(&pl, &cache, p), filter_all_with(&fresh, &cache, p));
