@@ -4,10 +4,11 @@
 //! replicas of one workload: same namespace, labels and terms (one
 //! [`Class`]), so they get the same contribution from every node that has
 //! not changed in between. The memo keeps, per class, each node's part of
-//! the totals and the node generation it was computed at; a cycle compares
-//! the snapshot's dense generation array with its own (8 bytes per node) and
-//! re-walks only the nodes that moved, usually the one the previous replica
-//! was placed on.
+//! the totals and the node generation it was computed at; a cycle finds the
+//! nodes changed since through the snapshot's change log (or, when the log
+//! no longer reaches back, by comparing the dense generation array with its
+//! own, 8 bytes per node) and re-walks only the nodes that moved, usually
+//! the one the previous replica was placed on.
 //!
 //! Invariants:
 //! * an entry is used only on the snapshot it was built from
@@ -70,6 +71,8 @@ struct Inner {
 struct Entry {
     class: Class,
     snapshot: u64,
+    /// The snapshot's change sequence the entry is up to date with.
+    seq: u64,
     /// Generation each node slot's part was computed at.
     gens: Vec<u64>,
     /// Parts of the nodes that contribute anything, by slot.
@@ -108,6 +111,7 @@ impl Memo {
                 entries.push(Entry {
                     class: w.class(),
                     snapshot: snap.id(),
+                    seq: 0,
                     gens: Vec::new(),
                     parts: FxHashMap::default(),
                     counts: Counts::default(),
@@ -173,22 +177,46 @@ impl Entry {
             .iter()
             .any(|&(k, ep)| views.get(k, domains, snap, tick).epoch != ep);
         if stale {
+            self.seq = 0;
             self.gens.clear();
             self.parts.clear();
             self.counts = Counts::default();
             self.epochs.clear();
         }
         let gens = snap.generations();
-        if self.gens.len() < gens.len() {
+        let old_len = self.gens.len();
+        if old_len < gens.len() {
             self.gens.resize(gens.len(), NEVER);
         }
+        // Candidates from the snapshot's change log (and new slots) when it
+        // reaches back far enough, else every slot; a slot is re-walked only
+        // if its generation moved.
         let mut changed: SmallVec<[u32; 8]> = SmallVec::new();
-        for (i, (seen, &g)) in self.gens.iter_mut().zip(gens).enumerate() {
-            if *seen != g {
-                *seen = g;
-                changed.push(i as u32);
+        match snap.changes_since(self.seq) {
+            Some(log) if old_len > 0 => {
+                let candidates = log
+                    .iter()
+                    .map(|id| id.index())
+                    .chain(old_len.min(gens.len())..gens.len());
+                for i in candidates {
+                    if let (Some(seen), Some(&g)) = (self.gens.get_mut(i), gens.get(i))
+                        && *seen != g
+                    {
+                        *seen = g;
+                        changed.push(i as u32);
+                    }
+                }
+            }
+            _ => {
+                for (i, (seen, &g)) in self.gens.iter_mut().zip(gens).enumerate() {
+                    if *seen != g {
+                        *seen = g;
+                        changed.push(i as u32);
+                    }
+                }
             }
         }
+        self.seq = snap.change_seq();
         for slot in changed {
             self.recompute(slot, w, snap, domains, views, tick);
         }

@@ -141,11 +141,13 @@ impl KeyDomains {
     }
 
     fn set(&mut self, slot: usize, d: u32) {
-        let of = Arc::make_mut(&mut self.of_node);
-        let old = std::mem::replace(&mut of[slot], d);
-        if old == d {
+        // Most changes (pods placed) leave the domain as it was: no copy of
+        // an array a cycle state still shares.
+        if self.of_node.get(slot) == Some(&d) {
             return;
         }
+        let of = Arc::make_mut(&mut self.of_node);
+        let old = std::mem::replace(&mut of[slot], d);
         if let Some(h) = self.holders.get_mut(old as usize) {
             *h -= 1;
             if *h == 0 {
