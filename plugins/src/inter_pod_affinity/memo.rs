@@ -33,15 +33,12 @@ use crate::pod_topology_spread::domains::{DomainIndex, KeyView};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use strata_scheduler::cache::Snapshot;
+use strata_scheduler::cache::{ChangeTracker, Snapshot};
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::NodeId;
 
 /// Classes remembered at once. Each costs 8 bytes per node plus its parts.
 pub(super) const CAPACITY: usize = 16;
-
-/// A generation no node has: slots not looked at yet.
-const NEVER: u64 = u64::MAX;
 
 /// One node's contributions, aggregated per total and pair, with the
 /// pair's domain id.
@@ -71,10 +68,9 @@ struct Inner {
 struct Entry {
     class: Class,
     snapshot: u64,
-    /// The snapshot's change sequence the entry is up to date with.
-    seq: u64,
-    /// Generation each node slot's part was computed at.
-    gens: Vec<u64>,
+    /// Which node slots changed since the parts were last brought up to
+    /// date.
+    changes: ChangeTracker,
     /// Parts of the nodes that contribute anything, by slot.
     parts: FxHashMap<u32, Part>,
     counts: Counts,
@@ -111,8 +107,7 @@ impl Memo {
                 entries.push(Entry {
                     class: w.class(),
                     snapshot: snap.id(),
-                    seq: 0,
-                    gens: Vec::new(),
+                    changes: ChangeTracker::new(),
                     parts: FxHashMap::default(),
                     counts: Counts::default(),
                     epochs: SmallVec::new(),
@@ -177,46 +172,14 @@ impl Entry {
             .iter()
             .any(|&(k, ep)| views.get(k, domains, snap, tick).epoch != ep);
         if stale {
-            self.seq = 0;
-            self.gens.clear();
+            self.changes.reset();
             self.parts.clear();
             self.counts = Counts::default();
             self.epochs.clear();
         }
-        let gens = snap.generations();
-        let old_len = self.gens.len();
-        if old_len < gens.len() {
-            self.gens.resize(gens.len(), NEVER);
-        }
-        // Candidates from the snapshot's change log (and new slots) when it
-        // reaches back far enough, else every slot; a slot is re-walked only
-        // if its generation moved.
-        let mut changed: SmallVec<[u32; 8]> = SmallVec::new();
-        match snap.changes_since(self.seq) {
-            Some(log) if old_len > 0 => {
-                let candidates = log
-                    .iter()
-                    .map(|id| id.index())
-                    .chain(old_len.min(gens.len())..gens.len());
-                for i in candidates {
-                    if let (Some(seen), Some(&g)) = (self.gens.get_mut(i), gens.get(i))
-                        && *seen != g
-                    {
-                        *seen = g;
-                        changed.push(i as u32);
-                    }
-                }
-            }
-            _ => {
-                for (i, (seen, &g)) in self.gens.iter_mut().zip(gens).enumerate() {
-                    if *seen != g {
-                        *seen = g;
-                        changed.push(i as u32);
-                    }
-                }
-            }
-        }
-        self.seq = snap.change_seq();
+        // Only slots whose generation moved are re-walked (found through
+        // the snapshot's change log when it reaches back far enough).
+        let changed = self.changes.changed(snap);
         for slot in changed {
             self.recompute(slot, w, snap, domains, views, tick);
         }

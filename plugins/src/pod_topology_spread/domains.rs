@@ -12,9 +12,9 @@
 //!
 //! Invariants:
 //! * `of_node[slot]` is the id of the node's value for the key while the
-//!   node is present and has the key, [`NONE`] otherwise, as of generation
-//!   `gens[slot]`; after [`KeyDomains::refresh`] on a snapshot every slot is
-//!   current;
+//!   node is present and has the key, [`NONE`] otherwise, as of the
+//!   generation its change tracker last saw; after [`KeyDomains::refresh`]
+//!   on a snapshot every slot is current;
 //! * id 0 is always the empty value (`Sym::EMPTY`), which also stands for a
 //!   missing key where the scoring rules treat it so;
 //! * ids are never reused while the `epoch` stays the same. Values no node
@@ -23,10 +23,9 @@
 //!   arrays indexed by domain id compares epochs and starts over on a change.
 
 use rustc_hash::FxHashMap;
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use strata_scheduler::cache::Snapshot;
+use strata_scheduler::cache::{ChangeTracker, Snapshot};
 use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeId, NodeInfo};
 
@@ -35,9 +34,6 @@ pub(crate) const NONE: u32 = u32::MAX;
 
 /// The domain id of the empty value.
 pub(crate) const EMPTY: u32 = 0;
-
-/// A generation no node has: slots not looked at yet.
-const NEVER: u64 = u64::MAX;
 
 /// Ids below this many are never worth a rebuild.
 const REBUILD_MIN: usize = 64;
@@ -55,10 +51,8 @@ pub(crate) struct KeyDomains {
     key: Sym,
     snapshot: u64,
     epoch: u64,
-    /// The snapshot's change sequence the index is up to date with.
-    seq: u64,
-    /// Generation each slot was read at.
-    gens: Vec<u64>,
+    /// Which slots changed since the index was last brought up to date.
+    changes: ChangeTracker,
     /// Node slot -> domain id ([`NONE`]: absent or without the key). Shared
     /// with the cycle states that read it; copied on write only while one
     /// still holds it.
@@ -80,8 +74,7 @@ impl KeyDomains {
             key,
             snapshot: snap.id(),
             epoch: 0,
-            seq: 0,
-            gens: Vec::new(),
+            changes: ChangeTracker::new(),
             of_node: Arc::default(),
             ids: FxHashMap::default(),
             values: Vec::new(),
@@ -96,8 +89,7 @@ impl KeyDomains {
     /// Forgets every slot and id and draws a new epoch.
     fn reset(&mut self) {
         self.epoch = next_epoch();
-        self.seq = 0;
-        self.gens.clear();
+        self.changes.reset();
         self.of_node = Arc::default();
         self.ids.clear();
         self.values.clear();
@@ -165,38 +157,11 @@ impl KeyDomains {
     /// Brings every slot up to date with `snap` (renumbering, with a new
     /// epoch, when most ids are no longer held).
     pub(crate) fn refresh(&mut self, snap: &Snapshot) {
-        let gens = snap.generations();
-        let old_len = self.gens.len();
-        if old_len < gens.len() {
-            self.gens.resize(gens.len(), NEVER);
-            Arc::make_mut(&mut self.of_node).resize(gens.len(), NONE);
+        let slots = snap.generations().len();
+        if self.of_node.len() < slots {
+            Arc::make_mut(&mut self.of_node).resize(slots, NONE);
         }
-        let mut changed: SmallVec<[u32; 8]> = SmallVec::new();
-        match snap.changes_since(self.seq) {
-            Some(log) if old_len > 0 => {
-                let candidates = log
-                    .iter()
-                    .map(|id| id.index())
-                    .chain(old_len.min(gens.len())..gens.len());
-                for i in candidates {
-                    if let (Some(seen), Some(&g)) = (self.gens.get_mut(i), gens.get(i))
-                        && *seen != g
-                    {
-                        *seen = g;
-                        changed.push(i as u32);
-                    }
-                }
-            }
-            _ => {
-                for (i, (seen, &g)) in self.gens.iter_mut().zip(gens).enumerate() {
-                    if *seen != g {
-                        *seen = g;
-                        changed.push(i as u32);
-                    }
-                }
-            }
-        }
-        self.seq = snap.change_seq();
+        let changed = self.changes.changed(snap);
         for slot in changed {
             let node = snap.node(NodeId(slot));
             let d = match node.labels.get(self.key) {

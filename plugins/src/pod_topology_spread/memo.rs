@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
+use strata_scheduler::cache::{ChangeTracker, Snapshot};
 use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::{NodeSelector, Selector};
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, Toleration};
@@ -50,9 +50,6 @@ pub(super) const ABSENT: i64 = -1;
 
 /// Classes remembered at once. Each costs about 100 bytes per node.
 pub(super) const CAPACITY: usize = 8;
-
-/// A generation no node has: slots not looked at yet.
-const NEVER: u64 = u64::MAX;
 
 /// What decides every node's contribution to an incoming pod's counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,13 +133,12 @@ pub(super) struct Entry {
     class: Class,
     index: SelectorIndex,
     snapshot: u64,
-    /// The snapshot's change sequence the entry is up to date with.
-    seq: u64,
+    /// Which node slots changed since the parts were last brought up to
+    /// date.
+    changes: ChangeTracker,
     /// Per constraint: the epoch of its key's domain index the ids are
     /// from.
     epochs: SmallVec<[u64; 4]>,
-    /// Generation each node slot's part was computed at.
-    gens: Vec<u64>,
     /// Each node slot's part (`None`: the node counts for nothing).
     parts: Vec<Option<Part>>,
     /// Per constraint, by domain id: matching pods over the nodes counting
@@ -238,9 +234,8 @@ impl Entry {
             index: SelectorIndex::new(&class.constraints),
             class,
             snapshot: snap.id(),
-            seq: 0,
+            changes: ChangeTracker::new(),
             epochs: SmallVec::new(),
-            gens: Vec::new(),
             parts: Vec::new(),
             totals: vec![Arc::default(); n],
             holders: vec![Vec::new(); n],
@@ -252,8 +247,7 @@ impl Entry {
     /// Forgets every part (the domain ids changed).
     fn reset(&mut self) {
         let n = self.class.constraints.len();
-        self.seq = 0;
-        self.gens.clear();
+        self.changes.reset();
         self.parts.clear();
         self.totals = vec![Arc::default(); n];
         self.holders = vec![Vec::new(); n];
@@ -377,40 +371,13 @@ impl Entry {
                 Arc::make_mut(&mut self.totals[i]).resize(v.len, ABSENT);
             }
         }
-        let gens = snap.generations();
-        let old_len = self.gens.len();
-        if old_len < gens.len() {
-            self.gens.resize(gens.len(), NEVER);
-            self.parts.resize(gens.len(), None);
+        let slots = snap.generations().len();
+        if self.parts.len() < slots {
+            self.parts.resize(slots, None);
         }
         let (mut mask, mut scratch) = self.index.scratch();
         mask.iter_mut().for_each(|m| *m = true);
-        let mut changed: SmallVec<[u32; 8]> = SmallVec::new();
-        match snap.changes_since(self.seq) {
-            Some(log) if old_len > 0 => {
-                let candidates = log
-                    .iter()
-                    .map(|id| id.index())
-                    .chain(old_len.min(gens.len())..gens.len());
-                for i in candidates {
-                    if let (Some(seen), Some(&g)) = (self.gens.get_mut(i), gens.get(i))
-                        && *seen != g
-                    {
-                        *seen = g;
-                        changed.push(i as u32);
-                    }
-                }
-            }
-            _ => {
-                for (i, (seen, &g)) in self.gens.iter_mut().zip(gens).enumerate() {
-                    if *seen != g {
-                        *seen = g;
-                        changed.push(i as u32);
-                    }
-                }
-            }
-        }
-        self.seq = snap.change_seq();
+        let changed = self.changes.changed(snap);
         for slot in changed {
             self.recount(slot, pod, snap, views, &mask, &mut scratch);
         }

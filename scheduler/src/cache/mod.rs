@@ -6,8 +6,10 @@
 //! bind is never confirmed expires after a TTL and is dropped. The cache owns
 //! the one [`Snapshot`] that cycles read.
 
+mod changes;
 mod snapshot;
 
+pub use changes::ChangeTracker;
 pub use snapshot::{PdbInfo, PodPlacement, Snapshot};
 
 use crate::intern::Sym;
