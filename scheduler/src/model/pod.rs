@@ -479,6 +479,51 @@ fn compile_term(
     })
 }
 
+/// Compiles one side of `podAffinity` or `podAntiAffinity` (the two API
+/// types have the same fields): its required and preferred terms.
+fn compile_terms(
+    ctx: &Ctx<'_>,
+    base: &str,
+    required: Option<&[corev1::PodAffinityTerm]>,
+    preferred: Option<&[corev1::WeightedPodAffinityTerm]>,
+    own_ns: Sym,
+    own_labels: &Labels,
+) -> Result<(Vec<AffinityTerm>, Vec<WeightedAffinityTerm>), CompileError> {
+    let required = required
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            compile_term(
+                ctx,
+                &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                t,
+                own_ns,
+                own_labels,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let preferred = preferred
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let f = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+            Ok(WeightedAffinityTerm {
+                weight: check_weight(ctx, &f, w.weight)?,
+                term: compile_term(
+                    ctx,
+                    &format!("{f}.podAffinityTerm"),
+                    &w.pod_affinity_term,
+                    own_ns,
+                    own_labels,
+                )?,
+            })
+        })
+        .collect::<Result<_, CompileError>>()?;
+    Ok((required, preferred))
+}
+
 fn check_weight(ctx: &Ctx<'_>, field: &str, w: i32) -> Result<i32, CompileError> {
     if (1..=100).contains(&w) {
         Ok(w)
@@ -665,74 +710,28 @@ impl PodSpecInfo {
         let mut affinity = PodAffinity::default();
         if let Some(a) = spec.affinity.as_ref() {
             if let Some(pa) = &a.pod_affinity {
-                let base = "spec.affinity.podAffinity";
-                for (i, t) in pa
-                    .required_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    affinity.required.push(compile_term(
-                        &ctx,
-                        &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
-                        t,
-                        own_ns,
-                        labels,
-                    )?);
-                }
-                for (i, w) in pa
-                    .preferred_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    let f = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
-                    affinity.preferred.push(WeightedAffinityTerm {
-                        weight: check_weight(&ctx, &f, w.weight)?,
-                        term: compile_term(
-                            &ctx,
-                            &format!("{f}.podAffinityTerm"),
-                            &w.pod_affinity_term,
-                            own_ns,
-                            labels,
-                        )?,
-                    });
-                }
+                (affinity.required, affinity.preferred) = compile_terms(
+                    &ctx,
+                    "spec.affinity.podAffinity",
+                    pa.required_during_scheduling_ignored_during_execution
+                        .as_deref(),
+                    pa.preferred_during_scheduling_ignored_during_execution
+                        .as_deref(),
+                    own_ns,
+                    labels,
+                )?;
             }
             if let Some(pa) = &a.pod_anti_affinity {
-                let base = "spec.affinity.podAntiAffinity";
-                for (i, t) in pa
-                    .required_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    affinity.required_anti.push(compile_term(
-                        &ctx,
-                        &format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
-                        t,
-                        own_ns,
-                        labels,
-                    )?);
-                }
-                for (i, w) in pa
-                    .preferred_during_scheduling_ignored_during_execution
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    let f = format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
-                    affinity.preferred_anti.push(WeightedAffinityTerm {
-                        weight: check_weight(&ctx, &f, w.weight)?,
-                        term: compile_term(
-                            &ctx,
-                            &format!("{f}.podAffinityTerm"),
-                            &w.pod_affinity_term,
-                            own_ns,
-                            labels,
-                        )?,
-                    });
-                }
+                (affinity.required_anti, affinity.preferred_anti) = compile_terms(
+                    &ctx,
+                    "spec.affinity.podAntiAffinity",
+                    pa.required_during_scheduling_ignored_during_execution
+                        .as_deref(),
+                    pa.preferred_during_scheduling_ignored_during_execution
+                        .as_deref(),
+                    own_ns,
+                    labels,
+                )?;
             }
         }
         let images = spec
