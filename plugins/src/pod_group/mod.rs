@@ -73,7 +73,6 @@ use strata_scheduler::framework::{
     PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, QueueSortPlugin, QueueingHint,
     ReservePlugin, SortKey, Status,
 };
-use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
@@ -103,8 +102,6 @@ pub struct PodGroupPlugin {
     holds: Arc<AtomicBool>,
     rt: Arc<Mutex<Runtime>>,
     handle: Handle,
-    group_label: Sym,
-    cosched_label: Sym,
 }
 
 /// Builds the plugin around `store` (every instance built with the same
@@ -168,16 +165,10 @@ pub fn factory_with(
         holds,
         rt,
         handle: handle.clone(),
-        group_label: Sym::new(spec::GROUP_LABEL),
-        cosched_label: Sym::new(spec::COSCHEDULING_LABEL),
     }))
 }
 
 impl PodGroupPlugin {
-    fn membership(&self, pod: &PodInfo) -> Option<GroupKey> {
-        runtime::membership(pod, self.group_label, self.cosched_label)
-    }
-
     /// The store this plugin reads groups from.
     pub fn store(&self) -> &PodGroupStore {
         &self.store
@@ -291,7 +282,7 @@ impl PodGroupPlugin {
             .filter(|(p, n)| {
                 planned.contains(&n.0)
                     && p.priority < choice.priority
-                    && self.membership(p) != Some(key)
+                    && runtime::membership(p) != Some(key)
             })
             .map(|(p, _)| Arc::clone(p))
             .collect();
@@ -371,7 +362,7 @@ impl Plugin for PodGroupPlugin {
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
         match (event.resource, event.object) {
             (EventResource::Custom(KIND), EventObject::Named { namespace, name }) => {
-                match self.membership(pod) {
+                match runtime::membership(pod) {
                     Some(k) if k.namespace == namespace && k.name.as_str() == name => {
                         QueueingHint::Queue
                     }
@@ -383,7 +374,7 @@ impl Plugin for PodGroupPlugin {
                 EventObject::Pod {
                     new: Some(other), ..
                 },
-            ) => match (self.membership(pod), self.membership(other)) {
+            ) => match (runtime::membership(pod), runtime::membership(other)) {
                 (Some(a), Some(b)) if a == b => QueueingHint::Queue,
                 _ => QueueingHint::Skip,
             },
@@ -395,7 +386,7 @@ impl Plugin for PodGroupPlugin {
 impl QueueSortPlugin for PodGroupPlugin {
     fn sort_key(&self, pod: &PodInfo, enqueued_ns: u64) -> SortKey {
         let own = i64::try_from(enqueued_ns).unwrap_or(i64::MAX);
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             // Exactly PrioritySort.
             return SortKey {
                 primary: -i64::from(pod.priority),
@@ -420,7 +411,7 @@ impl QueueSortPlugin for PodGroupPlugin {
 
 impl PreEnqueuePlugin for PodGroupPlugin {
     fn pre_enqueue(&self, pod: &PodInfo) -> Status {
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             return Status::success();
         };
         let mut rt = self.rt.lock();
@@ -464,7 +455,7 @@ impl PreFilterPlugin for PodGroupPlugin {
         pod: &PodInfo,
         snap: &Snapshot,
     ) -> PreFilterResult {
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             return self.pre_filter_outside(state, pod);
         };
         state.insert(preempt::GroupCycle::default());
@@ -636,7 +627,7 @@ impl PostFilterPlugin for PodGroupPlugin {
             status: Status::skip(),
             ..Default::default()
         };
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             return skip;
         };
         if ctx.diagnosis.pre_filter.is_some() {
@@ -682,7 +673,7 @@ impl ReservePlugin for PodGroupPlugin {
         _node: NodeRef,
         _snap: &Snapshot,
     ) -> Status {
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             return Status::success();
         };
         let now = self.handle.clock.now();
@@ -706,7 +697,7 @@ impl ReservePlugin for PodGroupPlugin {
     }
 
     fn unreserve(&self, _state: &mut CycleState, pod: &PodInfo, _node: NodeRef) {
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             return;
         };
         let mut rt = self.rt.lock();
@@ -762,7 +753,7 @@ impl ReservePlugin for PodGroupPlugin {
 
 impl PermitPlugin for PodGroupPlugin {
     fn permit(&self, _state: &mut CycleState, pod: &PodInfo, _node: NodeRef) -> PermitResult {
-        let Some(key) = self.membership(pod) else {
+        let Some(key) = runtime::membership(pod) else {
             return PermitResult::allow();
         };
         let mut rt = self.rt.lock();

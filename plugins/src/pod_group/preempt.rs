@@ -89,11 +89,7 @@ pub(crate) fn preempts_as_group(state: &CycleState) -> bool {
 /// DefaultPreemption, which evicts pod by pod for a lone preemptor, leaves
 /// it alone: a lone pod never breaks a gang.
 pub(crate) fn is_group_member(pod: &PodInfo) -> bool {
-    pod.labels.get_str(super::spec::GROUP_LABEL).is_some()
-        || pod
-            .labels
-            .get_str(super::spec::COSCHEDULING_LABEL)
-            .is_some()
+    super::runtime::membership(pod).is_some()
 }
 
 /// Pods evicted together: a lone pod, or every placed member of a group.
@@ -154,7 +150,7 @@ fn group_priority(rt: &Runtime, key: GroupKey, pod: &PodInfo) -> Result<i32, Str
 
 /// Every unit of pods below `prio` that may be evicted, with the budgets
 /// applied.
-fn units(rt: &Runtime, key: GroupKey, prio: i32, snap: &Snapshot) -> Vec<Unit> {
+fn units(key: GroupKey, prio: i32, snap: &Snapshot) -> Vec<Unit> {
     let mut lone: Vec<Arc<PodInfo>> = Vec::new();
     let mut groups: FxHashMap<GroupKey, (bool, Vec<Arc<PodInfo>>)> = FxHashMap::default();
     for n in snap.nodes() {
@@ -163,7 +159,7 @@ fn units(rt: &Runtime, key: GroupKey, prio: i32, snap: &Snapshot) -> Vec<Unit> {
                 continue;
             }
             let assumed = snap.assigned_pod(&p.uid).is_none_or(|a| a.assumed);
-            match rt.membership(p) {
+            match super::runtime::membership(p) {
                 Some(k) if k == key => {}
                 Some(k) => {
                     let e = groups.entry(k).or_insert((true, Vec::new()));
@@ -259,7 +255,7 @@ pub(crate) fn find(
             "{key} cannot fit even after preempting every lower-priority pod (below priority {prio}): {why}"
         ))
     };
-    let all = units(rt, key, prio, snap);
+    let all = units(key, prio, snap);
     if all.is_empty() {
         return impossible(
             "every one belongs to a group with a member that may not be preempted now".into(),

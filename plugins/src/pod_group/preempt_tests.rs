@@ -15,6 +15,7 @@ use strata_scheduler::cluster::{
 };
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::Scheduler;
+use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::Selector;
 use strata_scheduler::testing::{PodBuilder, node, pod};
 

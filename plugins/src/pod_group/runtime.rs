@@ -182,8 +182,6 @@ pub(crate) struct Runtime {
     pub node_members: FxHashMap<u32, NodeMembers>,
     pub reserved: FxHashMap<u32, Amounts>,
     pub default_timeout: Duration,
-    pub group_label: Sym,
-    pub cosched_label: Sym,
     /// Set when a plan made by preempting may hold capacity; read without
     /// the lock by PreFilter of pods outside groups.
     pub holds: Arc<std::sync::atomic::AtomicBool>,
@@ -204,8 +202,6 @@ impl Runtime {
             node_members: FxHashMap::default(),
             reserved: FxHashMap::default(),
             default_timeout,
-            group_label: Sym::new(super::spec::GROUP_LABEL),
-            cosched_label: Sym::new(super::spec::COSCHEDULING_LABEL),
             holds: Arc::default(),
         }
     }
@@ -227,11 +223,6 @@ impl Runtime {
             }
         }
         (any, out)
-    }
-
-    /// The group `pod` belongs to, by label.
-    pub fn membership(&self, pod: &PodInfo) -> Option<GroupKey> {
-        membership(pod, self.group_label, self.cosched_label)
     }
 
     /// The group's spec: its object, or its members' annotations.
@@ -395,7 +386,7 @@ impl Runtime {
         let id = node.id.0;
         let mut now: SmallVec<[(Arc<str>, GroupKey); 2]> = SmallVec::new();
         for p in &node.pods {
-            if let Some(k) = self.membership(p) {
+            if let Some(k) = membership(p) {
                 now.push((p.uid.clone(), k));
             }
         }
@@ -789,7 +780,20 @@ impl Prepared {
 }
 
 /// The group `pod` belongs to, given the two label keys.
-pub(crate) fn membership(pod: &PodInfo, group_label: Sym, cosched_label: Sym) -> Option<GroupKey> {
+/// The two group label keys, interned once.
+fn group_labels() -> (Sym, Sym) {
+    static LABELS: std::sync::OnceLock<(Sym, Sym)> = std::sync::OnceLock::new();
+    *LABELS.get_or_init(|| {
+        (
+            Sym::new(super::spec::GROUP_LABEL),
+            Sym::new(super::spec::COSCHEDULING_LABEL),
+        )
+    })
+}
+
+/// The group `pod` belongs to, by either API's label.
+pub(crate) fn membership(pod: &PodInfo) -> Option<GroupKey> {
+    let (group_label, cosched_label) = group_labels();
     if let Some(n) = pod.labels.get(group_label) {
         return Some(GroupKey {
             api: GroupApi::Strata,
