@@ -69,21 +69,8 @@ impl NodeAffinity {
     /// Whether `node` passes everything this plugin's Filter checks.
     #[inline]
     fn fits(&self, pod: &PodInfo, node: &NodeInfo) -> bool {
-        self.enforced_fits(node) && pod_fits(pod, node)
+        self.enforced_fits(node) && pod.matches_required_node_affinity(node)
     }
-}
-
-/// Whether `node` satisfies the pod's `nodeSelector` and required affinity.
-#[inline]
-fn pod_fits(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let spec = &pod.spec;
-    spec.node_selector
-        .as_ref()
-        .is_none_or(|s| s.matches(&node.labels))
-        && spec
-            .required_node_affinity
-            .as_ref()
-            .is_none_or(|s| s.matches(&node.labels, node.name))
 }
 
 /// Sum of the weights of the terms in `terms` that `node` matches.
@@ -197,7 +184,7 @@ impl FilterPlugin for NodeAffinity {
         if !self.enforced_fits(node) {
             return Status::unresolvable(REASON_ENFORCED);
         }
-        if !pod_fits(pod, node) {
+        if !pod.matches_required_node_affinity(node) {
             return Status::unresolvable(REASON);
         }
         Status::success()

@@ -23,7 +23,7 @@ use std::time::Duration;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::Status;
 use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, TaintEffect, tolerated};
+use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 use strata_topology::{
     Amounts, DomainId, GroupRequest, MemberClass, Plan, PlanError, PlanInput, RoleRequest,
 };
@@ -112,22 +112,7 @@ pub(crate) fn eligible(pod: &PodInfo, node: &NodeInfo) -> bool {
     if s.node_name.is_some_and(|n| n != node.name) {
         return false;
     }
-    if node.taints.iter().any(|t| {
-        matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute)
-            && !tolerated(&s.tolerations, t)
-    }) {
-        return false;
-    }
-    if s.node_selector
-        .as_ref()
-        .is_some_and(|sel| !sel.matches(&node.labels))
-    {
-        return false;
-    }
-    if s.required_node_affinity
-        .as_ref()
-        .is_some_and(|a| !a.matches(&node.labels, node.name))
-    {
+    if !pod.tolerates_hard_taints(node) || !pod.matches_required_node_affinity(node) {
         return false;
     }
     if s.host_ports

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::{Labels, Op, Requirement, Selector};
 use strata_scheduler::model::{
-    NodeInclusionPolicy, NodeInfo, PodInfo, SpreadConstraint, TaintEffect, WhenUnsatisfiable,
-    tolerated,
+    NodeInclusionPolicy, NodeInfo, PodInfo, SpreadConstraint, WhenUnsatisfiable,
 };
 
 use super::args::DefaultConstraint;
@@ -219,32 +218,10 @@ impl InclusionChecks {
     #[inline]
     pub fn of(self, pod: &PodInfo, node: &NodeInfo) -> Inclusion {
         Inclusion {
-            affinity: !self.affinity || matches_node_affinity(pod, node),
-            taints: !self.taints || tolerates_hard_taints(pod, node),
+            affinity: !self.affinity || pod.matches_required_node_affinity(node),
+            taints: !self.taints || pod.tolerates_hard_taints(node),
         }
     }
-}
-
-/// kube-scheduler's "required node affinity": the nodeSelector and the
-/// required node affinity terms, both of which must hold.
-#[inline]
-pub(crate) fn matches_node_affinity(pod: &PodInfo, node: &NodeInfo) -> bool {
-    let spec = &pod.spec;
-    spec.node_selector
-        .as_ref()
-        .is_none_or(|s| s.matches(&node.labels))
-        && spec
-            .required_node_affinity
-            .as_ref()
-            .is_none_or(|a| a.matches(&node.labels, node.name))
-}
-
-/// Whether the pod tolerates every NoSchedule and NoExecute taint of `node`.
-#[inline]
-pub(crate) fn tolerates_hard_taints(pod: &PodInfo, node: &NodeInfo) -> bool {
-    node.taints
-        .iter()
-        .all(|t| t.effect == TaintEffect::PreferNoSchedule || tolerated(&pod.spec.tolerations, t))
 }
 
 /// Whether `other` can count toward `ns`'s constraints at all: same

@@ -1,8 +1,8 @@
 //! A pod compiled for scheduling: resource requests with init-container and
 //! overhead rules, selectors, affinities, spread constraints, tolerations.
 
-use super::node::{HostPort, normalize_image};
-use super::taints::Toleration;
+use super::node::{HostPort, NodeInfo, normalize_image};
+use super::taints::{TaintEffect, Toleration, tolerated};
 use crate::intern::Sym;
 use crate::labels::{Labels, NodeSelector, NodeSelectorTerm, Op, Requirement, Selector};
 use crate::resources::{ResourceId, ResourceVec};
@@ -229,6 +229,29 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
+    /// kube-scheduler's "required node affinity": the pod's `nodeSelector`
+    /// and its required node affinity terms both hold on `node`.
+    #[inline]
+    pub fn matches_required_node_affinity(&self, node: &NodeInfo) -> bool {
+        let spec = &self.spec;
+        spec.node_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&node.labels))
+            && spec
+                .required_node_affinity
+                .as_ref()
+                .is_none_or(|a| a.matches(&node.labels, node.name))
+    }
+
+    /// Whether the pod tolerates every `NoSchedule` and `NoExecute` taint of
+    /// `node`.
+    #[inline]
+    pub fn tolerates_hard_taints(&self, node: &NodeInfo) -> bool {
+        node.taints.iter().all(|t| {
+            t.effect == TaintEffect::PreferNoSchedule || tolerated(&self.spec.tolerations, t)
+        })
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
