@@ -406,18 +406,7 @@ impl DeviceDomains {
     /// Every domain of `level` (a level label key) with what is free of
     /// `kind` there, fullest first; `None` for an unknown level or kind.
     pub fn domains(&self, level: &str, kind: &str) -> Option<Vec<DomainDevices>> {
-        let g = self.inner.read();
-        let s = g.find_slot(kind)?;
-        let l = g.topo.level_of(level)?;
-        let mut out: Vec<DomainDevices> = g
-            .topo
-            .domains_at(l, g.topo.root())
-            .into_iter()
-            .map(|d| DomainDevices {
-                domain: g.topo.domain(d).name(),
-                free: free_of(&g.topo, d, s),
-            })
-            .collect();
+        let mut out = self.collect(level, kind, |_| true)?;
         out.sort_by(|a, b| {
             b.free
                 .devices
@@ -438,17 +427,41 @@ impl DeviceDomains {
         count: i64,
         per_node: Option<i64>,
     ) -> Option<Vec<DomainDevices>> {
-        let mut v = self.domains(level, kind)?;
-        v.retain(|d| {
-            d.free.devices >= count && per_node.is_none_or(|p| d.free.most_on_one_node >= p)
-        });
-        v.sort_by(|a, b| {
+        let mut out = self.collect(level, kind, |f| {
+            f.devices >= count && per_node.is_none_or(|p| f.most_on_one_node >= p)
+        })?;
+        out.sort_by(|a, b| {
             a.free
                 .devices
                 .cmp(&b.free.devices)
                 .then_with(|| a.domain.cmp(&b.domain))
         });
-        Some(v)
+        Some(out)
+    }
+
+    /// The domains of `level` whose free `kind` passes `keep`, unordered.
+    fn collect(
+        &self,
+        level: &str,
+        kind: &str,
+        keep: impl Fn(&DeviceFree) -> bool,
+    ) -> Option<Vec<DomainDevices>> {
+        let g = self.inner.read();
+        let s = g.find_slot(kind)?;
+        let l = g.topo.level_of(level)?;
+        Some(
+            g.topo
+                .domains_at(l, g.topo.root())
+                .into_iter()
+                .filter_map(|d| {
+                    let free = free_of(&g.topo, d, s);
+                    keep(&free).then(|| DomainDevices {
+                        domain: g.topo.domain(d).name(),
+                        free,
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Checks every aggregate against a full recomputation (tests).

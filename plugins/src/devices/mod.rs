@@ -135,13 +135,6 @@ impl CycleData {
     }
 }
 
-/// Per-node summary for other plugins (topology aggregates).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DeviceSummary {
-    /// Per kind (resource name): devices, whole devices free.
-    pub kinds: SmallVec<[(&'static str, u32, u32); 2]>,
-}
-
 /// The plugin.
 pub struct Devices {
     args: DevicesArgs,
@@ -200,21 +193,6 @@ impl Devices {
         .map(|()| used)
     }
 
-    /// What the plugin holds for node `id`: device count and free whole
-    /// devices per kind. For topology aggregates and reports.
-    pub fn summary(&self, id: NodeId) -> Option<DeviceSummary> {
-        let t = self.table.read().clone();
-        let e = t.get(id)?;
-        let mut s = DeviceSummary::default();
-        for (k, spec) in self.kinds().iter().enumerate() {
-            let n = e.nd.per_kind.get(k).copied().unwrap_or(0) as u32;
-            if n > 0 {
-                s.kinds.push((spec.resource, n, e.nd.free_whole(k as u8)));
-            }
-        }
-        Some(s)
-    }
-
     /// Free devices per super-node, cabinet and server, kept current with
     /// every grant and release.
     pub fn domains(&self) -> &Arc<domains::DeviceDomains> {
@@ -229,23 +207,6 @@ impl Devices {
             e.nd.check()?;
         }
         Ok(())
-    }
-
-    /// Device capacity and use over all nodes, in percent of one device:
-    /// (capacity, allocated). For reports.
-    pub fn totals(&self) -> (u64, u64) {
-        let t = self.table.read().clone();
-        let mut cap = 0u64;
-        let mut free = 0u64;
-        for e in t.nodes.iter().flatten() {
-            for (d, u) in e.nd.devices.iter().zip(&e.nd.used) {
-                if d.healthy {
-                    cap += 100;
-                    free += d.free_percent(u) as u64;
-                }
-            }
-        }
-        (cap, cap - free)
     }
 
     /// Whether `node` could have devices of a configured kind (cheap).
