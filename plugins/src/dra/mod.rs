@@ -246,6 +246,11 @@ impl DynamicResources {
         let Some(domains) = &self.domains else {
             return;
         };
+        // No slice or class ever seen: no device to count. This runs on
+        // every node change, DRA or not, so it costs one read here.
+        if self.store.inventory_version() == 0 {
+            return;
+        }
         let versions = (self.store.version(), self.inflight.lock().0);
         let mut sy = self.synced.lock();
         if sy.versions == versions && sy.index.is_some() {
