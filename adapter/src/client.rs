@@ -119,6 +119,42 @@ impl RateLimiter {
     }
 }
 
+/// How often [`api_served`] tries when the API server answers with an error
+/// that says nothing about whether the API is served (a 5xx, a timeout).
+const PROBE_ATTEMPTS: u32 = 5;
+
+/// Whether the API server serves `ar` and lets this scheduler list it,
+/// checked with one small list: `false` at once on 404 (not served) or 403
+/// (not readable), with one info line naming `api` and `consequence`; other
+/// errors are retried a few times, a second apart, so a brief API outage at
+/// start does not turn an optional API off for the life of the process.
+pub async fn api_served(
+    client: &kube::Client,
+    ar: &kube::core::ApiResource,
+    api: &str,
+    consequence: &str,
+) -> bool {
+    let probe: kube::Api<kube::core::DynamicObject> = kube::Api::all_with(client.clone(), ar);
+    let params = kube::api::ListParams::default().limit(1);
+    for attempt in 1..=PROBE_ATTEMPTS {
+        match probe.list(&params).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => {
+                tracing::info!(api, code = s.code, error = %s.message, "API not served or not readable: {consequence}");
+                return false;
+            }
+            Err(e) if attempt < PROBE_ATTEMPTS => {
+                tracing::debug!(api, error = %e, attempt, "probing the API failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::warn!(api, error = %e, "API could not be probed: {consequence}");
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@
 use crate::CustomResource;
 use crate::translate::CustomHandler;
 use k8s_openapi::api::resource::v1 as resv1;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -193,38 +193,18 @@ impl CustomHandler for DraHandler {
     }
 }
 
-/// How often the probe is tried when the API server answers with an error
-/// that says nothing about whether DRA is served (a 5xx, a timeout).
-const PROBE_ATTEMPTS: u32 = 5;
-
 /// The custom resources to watch for DRA, feeding `store`: all four kinds
 /// when the API server serves `resource.k8s.io/v1` (checked with one small
-/// list of DeviceClasses), none when it answers that it does not (404) or
-/// that this scheduler may not read it (403). Other errors are retried a
-/// few times, a second apart, so a brief API outage at start does not turn
-/// DRA off for the life of the process.
+/// list of DeviceClasses, see [`crate::client::api_served`]), none
+/// otherwise.
 pub async fn dra_resources(client: &kube::Client, store: &Arc<DraStore>) -> Vec<CustomResource> {
-    let probe: Api<DynamicObject> =
-        Api::all_with(client.clone(), &DraKind::DeviceClass.api_resource());
-    for attempt in 1..=PROBE_ATTEMPTS {
-        match probe.list(&ListParams::default().limit(1)).await {
-            Ok(_) => return resources_for(store),
-            Err(kube::Error::Api(s)) if matches!(s.code, 403 | 404) => {
-                tracing::info!(api = %format!("{GROUP}/{VERSION}"), code = s.code, error = %s.message,
-                    "DRA API not served or not readable: pods with resourceClaims will wait");
-                return Vec::new();
-            }
-            Err(e) if attempt < PROBE_ATTEMPTS => {
-                tracing::debug!(error = %e, attempt, "probing the DRA API failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                tracing::warn!(api = %format!("{GROUP}/{VERSION}"), error = %e,
-                    "DRA API could not be probed: DRA objects are not watched; pods with resourceClaims will wait");
-            }
-        }
+    let ar = DraKind::DeviceClass.api_resource();
+    let api = format!("{GROUP}/{VERSION}");
+    if crate::client::api_served(client, &ar, &api, "pods with resourceClaims will wait").await {
+        resources_for(store)
+    } else {
+        Vec::new()
     }
-    Vec::new()
 }
 
 /// The four DRA custom resources over `store`, without checking that the

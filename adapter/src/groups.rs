@@ -49,7 +49,7 @@ use crate::CustomResource;
 use crate::client::RateLimiter;
 use crate::leader::{LeaderContext, LeaderTask};
 use crate::translate::CustomHandler;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
@@ -147,13 +147,10 @@ pub async fn pod_group_resources(
             &GroupVersionKind::gvk(group, version, KIND),
             "podgroups",
         );
-        let probe: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        match probe.list(&ListParams::default().limit(1)).await {
-            Ok(_) => served.push((group, version, api, ar)),
-            Err(e) => {
-                tracing::info!(api = %format!("{group}/{version}"), error = %e,
-                    "PodGroup API not served: groups of this API come from pod annotations only");
-            }
+        let name = format!("{group}/{version}");
+        let consequence = "groups of this API come from pod annotations only";
+        if crate::client::api_served(client, &ar, &name, consequence).await {
+            served.push((group, version, api, ar));
         }
     }
     let apis: Vec<GroupApi> = served.iter().map(|(_, _, api, _)| *api).collect();
