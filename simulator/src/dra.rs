@@ -33,7 +33,6 @@
 //! scenario may want to show.
 
 use k8s_openapi::Metadata;
-use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::resource::v1 as resv1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::{self, Deserialize, Deserializer};
@@ -263,18 +262,8 @@ pub fn claims_for_pod(pod: &PodInfo, store: &DraStore) -> Vec<ClusterUpdate> {
     {
         return Vec::new();
     }
-    let api = corev1::Pod {
-        metadata: ObjectMeta {
-            name: Some(pod.name.to_string()),
-            namespace: Some(pod.namespace.as_str().to_owned()),
-            uid: Some(pod.uid.to_string()),
-            ..Default::default()
-        },
-        spec: Some((*pod.spec.raw).clone()),
-        status: None,
-    };
     store
-        .instantiate_templates(&api)
+        .instantiate_templates(pod)
         .iter()
         .map(|c| {
             custom(

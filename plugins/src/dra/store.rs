@@ -18,13 +18,13 @@
 //! Invariant: `version` changes on every write, so readers can cache what
 //! they derive (the device index, CEL results) per version.
 
-use k8s_openapi::api::core::v1 as corev1;
 use k8s_openapi::api::resource::v1 as resv1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use strata_scheduler::model::PodInfo;
 
 /// Custom event kind for ResourceClaim changes.
 pub const KIND_CLAIM: &str = "ResourceClaim";
@@ -229,20 +229,12 @@ impl DraStore {
     /// template, as the resourceclaim controller would (name
     /// `<pod>-<claim>`, owned by the pod). Returns the claims made; a
     /// missing template makes none (the pod then waits, as it would).
-    pub fn instantiate_templates(&self, pod: &corev1::Pod) -> Vec<resv1::ResourceClaim> {
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+    pub fn instantiate_templates(&self, pod: &PodInfo) -> Vec<resv1::ResourceClaim> {
+        let ns = pod.namespace.as_str().to_owned();
+        let pod_name = pod.name.to_string();
+        let uid = pod.uid.to_string();
         let mut made = Vec::new();
-        for rc in pod
-            .spec
-            .iter()
-            .flat_map(|s| s.resource_claims.iter().flatten())
-        {
+        for rc in pod.spec.raw.resource_claims.iter().flatten() {
             let Some(t) = rc.resource_claim_template_name.as_deref() else {
                 continue;
             };

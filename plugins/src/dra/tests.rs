@@ -531,11 +531,8 @@ fn templates_make_one_claim_per_pod() {
             .contains("waiting for the ResourceClaim made from template default/t"),
         "{s}"
     );
-    assert_eq!(rig.store.instantiate_templates(&api).len(), 1);
-    assert!(
-        rig.store.instantiate_templates(&api).is_empty(),
-        "made once"
-    );
+    assert_eq!(rig.store.instantiate_templates(&p).len(), 1);
+    assert!(rig.store.instantiate_templates(&p).is_empty(), "made once");
     assert!(rig.schedule(&p, "n1").is_ok());
 }
 
