@@ -97,9 +97,10 @@ struct FitState {
 /// by how much of them would be in use.
 #[derive(Debug)]
 pub struct NodeResourcesFit {
+    /// `ignoredResources` and `deviceShareResources` together: the Filter
+    /// treats both alike.
     ignored_resources: Vec<String>,
     ignored_resource_groups: Vec<String>,
-    device_share_resources: Vec<String>,
     strategy: StrategyType,
     /// `RequestedToCapacityRatio` shape, scores scaled to 0..=100.
     shape: Vec<(i64, i64)>,
@@ -113,9 +114,12 @@ impl NodeResourcesFit {
     ) -> Result<NodeResourcesFit, PluginArgsError> {
         let a = FitArgs::parse(args)?;
         Ok(NodeResourcesFit {
-            ignored_resources: a.ignored_resources,
+            ignored_resources: a
+                .ignored_resources
+                .into_iter()
+                .chain(a.device_share_resources)
+                .collect(),
             ignored_resource_groups: a.ignored_resource_groups,
-            device_share_resources: a.device_share_resources,
             strategy: a.strategy,
             shape: a.shape,
             resources: Scored::from_specs(&a.resources),
@@ -128,9 +132,7 @@ impl NodeResourcesFit {
         if !is_extended_resource_name(name) {
             return false;
         }
-        if self.ignored_resources.iter().any(|r| r == name)
-            || self.device_share_resources.iter().any(|r| r == name)
-        {
+        if self.ignored_resources.iter().any(|r| r == name) {
             return true;
         }
         let group = name.split('/').next().unwrap_or(name);
