@@ -182,6 +182,8 @@ pub struct RecordingCluster {
     pub conditions: parking_lot::Mutex<Vec<(String, crate::cluster::PodCondition)>>,
     /// Events recorded.
     pub events: parking_lot::Mutex<Vec<crate::cluster::PodEvent>>,
+    /// Pods deleted (preemption victims): pod key.
+    pub deleted: parking_lot::Mutex<Vec<String>>,
 }
 
 fn take_one(c: &std::sync::atomic::AtomicUsize) -> bool {
@@ -221,13 +223,22 @@ impl crate::cluster::ClusterPort for RecordingCluster {
     }
     async fn delete_pod(
         &self,
-        _pod: &PodInfo,
+        pod: &PodInfo,
         _reason: &str,
     ) -> Result<(), crate::cluster::ClusterError> {
+        self.deleted.lock().push(pod.key());
         Ok(())
     }
     fn record_event(&self, e: crate::cluster::PodEvent) {
         self.events.lock().push(e);
+    }
+    /// Accepted (device plugins write assignments as pod annotations).
+    async fn patch_pod_annotations(
+        &self,
+        _pod: &PodInfo,
+        _annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), crate::cluster::ClusterError> {
+        Ok(())
     }
 }
 

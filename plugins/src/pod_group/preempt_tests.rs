@@ -5,62 +5,23 @@
 //! preempts through DefaultPreemption.
 
 use super::*;
-use parking_lot::Mutex as PMutex;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use strata_scheduler::cache::PdbInfo;
 use strata_scheduler::clock::ManualClock;
-use strata_scheduler::cluster::{
-    BindError, ClusterError, ClusterPort, ClusterUpdate, PodCondition, PodEvent,
-};
+use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::Scheduler;
 use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::Selector;
-use strata_scheduler::testing::{PodBuilder, node, pod};
+use strata_scheduler::testing::{PodBuilder, RecordingCluster, node, pod};
 
 const GPU: &str = "nvidia.com/gpu";
-
-/// Records binds and deletions (`namespace/name`).
-#[derive(Default)]
-struct Rec {
-    bound: PMutex<Vec<(String, String)>>,
-    deleted: PMutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl ClusterPort for Rec {
-    async fn bind(&self, pod: &PodInfo, node: Sym) -> Result<(), BindError> {
-        self.bound
-            .lock()
-            .push((pod.key(), node.as_str().to_owned()));
-        Ok(())
-    }
-    async fn update_pod_condition(
-        &self,
-        _pod: &PodInfo,
-        _c: PodCondition,
-    ) -> Result<(), ClusterError> {
-        Ok(())
-    }
-    async fn delete_pod(&self, pod: &PodInfo, _reason: &str) -> Result<(), ClusterError> {
-        self.deleted.lock().push(pod.key());
-        Ok(())
-    }
-    fn record_event(&self, _event: PodEvent) {}
-    async fn patch_pod_annotations(
-        &self,
-        _pod: &PodInfo,
-        _annotations: &BTreeMap<String, String>,
-    ) -> Result<(), ClusterError> {
-        Ok(())
-    }
-}
 
 struct H {
     s: Scheduler,
     clock: Arc<ManualClock>,
-    cluster: Arc<Rec>,
+    cluster: Arc<RecordingCluster>,
     stores: Stores,
     pods: BTreeMap<String, Arc<PodInfo>>,
     fed_binds: usize,
@@ -77,7 +38,7 @@ impl H {
             .enable_all()
             .build()
             .unwrap();
-        let cluster = Arc::new(Rec::default());
+        let cluster = Arc::new(RecordingCluster::default());
         let stores = Stores::default();
         let clock = Arc::new(ManualClock::default());
         let mut cfg = SchedulerConfig::default_with_name("strata-scheduler");
@@ -161,7 +122,7 @@ impl H {
             self.s.process_completions();
             // Victim deletions run on the runtime: let them land.
             std::thread::sleep(Duration::from_millis(5));
-            let bound = self.cluster.bound.lock().clone();
+            let bound = self.cluster.binds.lock().clone();
             for (key, node) in bound[self.fed_binds..].iter() {
                 if let Some(p) = self.pods.get(key) {
                     let mut b = (**p).clone();
@@ -195,7 +156,7 @@ impl H {
     /// Pods bound by the scheduler (still present), by key.
     fn bound(&self) -> BTreeMap<String, String> {
         self.cluster
-            .bound
+            .binds
             .lock()
             .iter()
             .filter(|(k, _)| self.pods.contains_key(k))
