@@ -1230,6 +1230,43 @@ fn memo_scores(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> (Named, 
     score_all(pl, pod, cache)
 }
 
+/// Applies one history step to `cache` (pods added or removed, nodes
+/// relabelled or removed); returns the kind to check for a `Check` step.
+fn apply_step(
+    cache: &mut strata_scheduler::cache::Cache,
+    uids: &mut Vec<std::sync::Arc<str>>,
+    i: usize,
+    st: &Step,
+) -> Option<usize> {
+    match st {
+        Step::AddPod(s) => {
+            let p = prop_pod(i, s);
+            if cache
+                .snapshot()
+                .node_by_name(p.bound_node.unwrap())
+                .is_some()
+            {
+                uids.push(p.uid.clone());
+                cache.add_pod(std::sync::Arc::new(p));
+            }
+        }
+        Step::RemovePod(ix) => {
+            if !uids.is_empty() {
+                let uid = uids.swap_remove(ix.index(uids.len()));
+                cache.remove_pod(&uid);
+            }
+        }
+        Step::Relabel(n, z, ssd, t) => {
+            cache.upsert_node(&memo_node(*n, *z, *ssd, *t)).unwrap();
+        }
+        Step::RemoveNode(n) => {
+            cache.remove_node(format!("n{n}").as_str().into());
+        }
+        Step::Check(k) => return Some(*k),
+    }
+    None
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -1244,28 +1281,9 @@ proptest! {
         let mut cache = testing::cache_with(prop_nodes(), vec![]);
         let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
         for (i, st) in steps.iter().enumerate() {
-            match st {
-                Step::AddPod(s) => {
-                    let p = prop_pod(i, s);
-                    if cache.snapshot().node_by_name(p.bound_node.unwrap()).is_some() {
-                        uids.push(p.uid.clone());
-                        cache.add_pod(std::sync::Arc::new(p));
-                    }
-                }
-                Step::RemovePod(ix) => {
-                    if !uids.is_empty() {
-                        let uid = uids.swap_remove(ix.index(uids.len()));
-                        cache.remove_pod(&uid);
-                    }
-                }
-                Step::Relabel(n, z, ssd, t) => {
-                    cache.upsert_node(&memo_node(*n, *z, *ssd, *t)).unwrap();
-                }
-                Step::RemoveNode(n) => {
-                    cache.remove_node(format!("n{n}").as_str().into());
-                }
-                Step::Check(k) => {
-                    let pod = &kinds[*k];
+            if let Some(k) = apply_step(&mut cache, &mut uids, i, st) {
+                {
+                    let pod = &kinds[k];
                     let snap = cache.snapshot();
                     for hard in [true, false] {
                         let cs = pl.defaults.constraints(pod, hard);
@@ -1462,28 +1480,9 @@ proptest! {
         let mut cache = testing::cache_with(prop_nodes(), vec![]);
         let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
         for (i, st) in steps.iter().enumerate() {
-            match st {
-                Step::AddPod(s) => {
-                    let p = prop_pod(i, s);
-                    if cache.snapshot().node_by_name(p.bound_node.unwrap()).is_some() {
-                        uids.push(p.uid.clone());
-                        cache.add_pod(std::sync::Arc::new(p));
-                    }
-                }
-                Step::RemovePod(ix) => {
-                    if !uids.is_empty() {
-                        let uid = uids.swap_remove(ix.index(uids.len()));
-                        cache.remove_pod(&uid);
-                    }
-                }
-                Step::Relabel(n, z, ssd, t) => {
-                    cache.upsert_node(&memo_node(*n, *z, *ssd, *t)).unwrap();
-                }
-                Step::RemoveNode(n) => {
-                    cache.remove_node(format!("n{n}").as_str().into());
-                }
-                Step::Check(k) => {
-                    let pod = &kinds[*k];
+            if let Some(k) = apply_step(&mut cache, &mut uids, i, st) {
+                {
+                    let pod = &kinds[k];
                     prop_assert_eq!(verdicts(&pl, pod, &cache), reference_verdicts(&pl, pod, &cache), "step {}", i);
                     let got = memo_scores(&pl, pod, &cache);
                     if !got.0.is_empty() {
