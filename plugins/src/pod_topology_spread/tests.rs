@@ -1282,32 +1282,30 @@ proptest! {
         let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
         for (i, st) in steps.iter().enumerate() {
             if let Some(k) = apply_step(&mut cache, &mut uids, i, st) {
-                {
-                    let pod = &kinds[k];
-                    let snap = cache.snapshot();
-                    for hard in [true, false] {
-                        let cs = pl.defaults.constraints(pod, hard);
-                        if cs.is_empty() {
-                            continue;
-                        }
-                        let require_all = hard || !pod.spec.spread_constraints.is_empty();
-                        let (fresh, fresh_views) = memo::Entry::fresh(pod, &cs, require_all, snap);
-                        prop_assert!(
-                            pl.memo.with(pod, &cs, require_all, snap, |e, v| e.same_counts(v, &fresh, &fresh_views)),
-                            "step {} kind {} hard {}", i, k, hard
-                        );
-                        if hard {
-                            let want = filter::count_domains(pod, &cs, snap);
-                            let got: Vec<_> = pl.memo.with(pod, &cs, true, snap, |e, v| {
-                                (0..cs.len()).map(|j| e.totals_by_value(j, &v[j])).collect()
-                            });
-                            prop_assert_eq!(got, want, "step {} kind {}", i, k);
-                        }
+                let pod = &kinds[k];
+                let snap = cache.snapshot();
+                for hard in [true, false] {
+                    let cs = pl.defaults.constraints(pod, hard);
+                    if cs.is_empty() {
+                        continue;
                     }
-                    let new = system();
-                    prop_assert_eq!(verdicts(&pl, pod, &cache), verdicts(&new, pod, &cache), "step {}", i);
-                    prop_assert_eq!(memo_scores(&pl, pod, &cache), memo_scores(&new, pod, &cache), "step {}", i);
+                    let require_all = hard || !pod.spec.spread_constraints.is_empty();
+                    let (fresh, fresh_views) = memo::Entry::fresh(pod, &cs, require_all, snap);
+                    prop_assert!(
+                        pl.memo.with(pod, &cs, require_all, snap, |e, v| e.same_counts(v, &fresh, &fresh_views)),
+                        "step {} kind {} hard {}", i, k, hard
+                    );
+                    if hard {
+                        let want = filter::count_domains(pod, &cs, snap);
+                        let got: Vec<_> = pl.memo.with(pod, &cs, true, snap, |e, v| {
+                            (0..cs.len()).map(|j| e.totals_by_value(j, &v[j])).collect()
+                        });
+                        prop_assert_eq!(got, want, "step {} kind {}", i, k);
+                    }
                 }
+                let new = system();
+                prop_assert_eq!(verdicts(&pl, pod, &cache), verdicts(&new, pod, &cache), "step {}", i);
+                prop_assert_eq!(memo_scores(&pl, pod, &cache), memo_scores(&new, pod, &cache), "step {}", i);
             }
         }
         prop_assert!(pl.memo.len() <= memo::CAPACITY);
@@ -1481,13 +1479,11 @@ proptest! {
         let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
         for (i, st) in steps.iter().enumerate() {
             if let Some(k) = apply_step(&mut cache, &mut uids, i, st) {
-                {
-                    let pod = &kinds[k];
-                    prop_assert_eq!(verdicts(&pl, pod, &cache), reference_verdicts(&pl, pod, &cache), "step {}", i);
-                    let got = memo_scores(&pl, pod, &cache);
-                    if !got.0.is_empty() {
-                        prop_assert_eq!(got, reference_scores(&pl, pod, &cache), "step {}", i);
-                    }
+                let pod = &kinds[k];
+                prop_assert_eq!(verdicts(&pl, pod, &cache), reference_verdicts(&pl, pod, &cache), "step {}", i);
+                let got = memo_scores(&pl, pod, &cache);
+                if !got.0.is_empty() {
+                    prop_assert_eq!(got, reference_scores(&pl, pod, &cache), "step {}", i);
                 }
             }
         }
