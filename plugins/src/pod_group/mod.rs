@@ -708,7 +708,7 @@ impl ReservePlugin for PodGroupPlugin {
             return;
         }
         // It goes back to the queue: count it as a known member again.
-        let sub = g.placed.get(&pod.uid).and_then(|x| x.1);
+        let sub = g.placed.get(&pod.uid).and_then(|p| p.sub);
         g.pending.insert(
             pod.uid.clone(),
             runtime::Pending {
@@ -733,8 +733,8 @@ impl ReservePlugin for PodGroupPlugin {
         let (mut total, mut per) = rt.counts(key, &spec, false);
         if rt.groups[&key].placed.contains_key(&pod.uid) {
             total -= 1;
-            if let Some((_, Some(s))) = rt.groups[&key].placed.get(&pod.uid)
-                && let Some(c) = per.get_mut(*s)
+            if let Some(s) = rt.groups[&key].placed.get(&pod.uid).and_then(|p| p.sub)
+                && let Some(c) = per.get_mut(s)
             {
                 *c -= 1;
             }

@@ -57,16 +57,25 @@ pub(crate) struct Pending {
     pub sub: Option<usize>,
 }
 
+/// A placed member: where it stands and its subgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placed {
+    pub bound: bool,
+    pub running: bool,
+    pub sub: Option<usize>,
+}
+
 /// One group's state.
 #[derive(Default, Debug)]
 pub(crate) struct GroupRt {
     pub sort_ts: Option<i64>,
     pub pending: FxHashMap<Arc<str>, Pending>,
-    /// Placed members: whether bound, and subgroup.
-    pub placed: FxHashMap<Arc<str>, (bool, Option<usize>)>,
+    /// Placed members (assumed or bound).
+    pub placed: FxHashMap<Arc<str>, Placed>,
+    /// Placed members that are bound.
     pub bound: u32,
     /// Placed members whose pod phase is Running.
-    pub running: FxHashSet<Arc<str>>,
+    pub running: u32,
     /// Members through Reserve and not unreserved.
     pub reserved_members: FxHashSet<Arc<str>>,
     pub plan: Option<GroupPlan>,
@@ -311,8 +320,8 @@ impl Runtime {
                 *c += 1;
             }
         };
-        for (_, sub) in g.placed.values() {
-            count(*sub);
+        for p in g.placed.values() {
+            count(p.sub);
         }
         if known {
             for p in g.pending.values() {
@@ -329,7 +338,7 @@ impl Runtime {
         };
         let placed = g.placed.len() as u32;
         let min = spec.map(|s| s.min_member).unwrap_or(u32::MAX);
-        let running = g.running.len() as u32;
+        let running = g.running;
         let phase = if g.invalid {
             GroupPhase::Invalid
         } else if running >= min {
@@ -383,12 +392,10 @@ impl Runtime {
         for (uid, k) in &before {
             if !now.iter().any(|(u, _)| u == uid) {
                 let g = self.groups.entry(*k).or_default();
-                if let Some((bound, _)) = g.placed.remove(uid)
-                    && bound
-                {
-                    g.bound -= 1;
+                if let Some(p) = g.placed.remove(uid) {
+                    g.bound -= p.bound as u32;
+                    g.running -= p.running as u32;
                 }
-                g.running.remove(uid);
                 if !touched.contains(k) {
                     touched.push(*k);
                 }
@@ -403,7 +410,7 @@ impl Runtime {
                 .pending
                 .remove(uid)
                 .map(|p| p.sub)
-                .or_else(|| g.placed.get(uid).map(|x| x.1));
+                .or_else(|| g.placed.get(uid).map(|p| p.sub));
             let sub = match sub {
                 Some(s) => s,
                 None => {
@@ -416,18 +423,17 @@ impl Runtime {
                     }
                 }
             };
-            let was = g.placed.insert(uid.clone(), (bound, sub)).map(|x| x.0);
-            match (was, bound) {
-                (Some(true), false) => g.bound -= 1,
-                (Some(false) | None, true) => g.bound += 1,
-                _ => {}
-            }
-            let was_running = if running {
-                !g.running.insert(uid.clone())
-            } else {
-                g.running.remove(uid)
+            let now_placed = Placed {
+                bound,
+                running,
+                sub,
             };
-            if (was != Some(bound) || was_running != running) && !touched.contains(k) {
+            let was = g.placed.insert(uid.clone(), now_placed);
+            let (was_bound, was_running) = was.map_or((false, false), |p| (p.bound, p.running));
+            g.bound = g.bound + bound as u32 - was_bound as u32;
+            g.running = g.running + running as u32 - was_running as u32;
+            let moved = was.map(|p| (p.bound, p.running)) != Some((bound, running));
+            if moved && !touched.contains(k) {
                 touched.push(*k);
             }
         }
