@@ -392,6 +392,19 @@ fn event_action(reason: &str) -> &'static str {
     }
 }
 
+/// An event's name as client-go's event recorder makes it: the pod's name,
+/// a dot, the time in hexadecimal nanoseconds. kube-apiserver validates
+/// `generateName` as a DNS subdomain too, so `<pod>.` (ending in a dot) is
+/// refused; the name is cut to stay within the 253 characters of one.
+fn event_name(pod: &str, nanos: i128) -> String {
+    let suffix = format!(".{:x}", nanos.max(0));
+    let mut stem = truncate(pod, 253 - suffix.len());
+    while stem.ends_with(['.', '-']) {
+        stem.pop();
+    }
+    format!("{stem}{suffix}")
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
@@ -405,13 +418,14 @@ fn truncate(s: &str, max: usize) -> String {
 
 /// The event for `e` as events.k8s.io/v1 writes it.
 pub fn build_event(e: &PodEvent, reporting_instance: &str) -> Event {
+    let now = jiff::Timestamp::now();
     Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", e.name)),
+            name: Some(event_name(&e.name, now.as_nanosecond())),
             namespace: Some(e.namespace.to_string()),
             ..ObjectMeta::default()
         },
-        event_time: Some(MicroTime(jiff::Timestamp::now())),
+        event_time: Some(MicroTime(now)),
         action: Some(event_action(e.reason).to_owned()),
         reason: Some(e.reason.to_owned()),
         note: Some(truncate(&e.message, MAX_NOTE)),
@@ -500,7 +514,13 @@ mod tests {
         assert_eq!(ev.type_.as_deref(), Some("Warning"));
         assert_eq!(ev.note.as_ref().unwrap().len(), MAX_NOTE);
         assert_eq!(ev.regarding.as_ref().unwrap().uid.as_deref(), Some("u"));
-        assert_eq!(ev.metadata.generate_name.as_deref(), Some("p."));
+        let name = ev.metadata.name.as_deref().unwrap();
+        assert!(name.starts_with("p.") && name.len() > 2, "{name}");
+        assert!(ev.metadata.generate_name.is_none());
+        let long = event_name(&"a".repeat(253), 0x187d_0b1f_2a3c_4d5e);
+        assert_eq!(long.len(), 253);
+        assert!(long.ends_with(".187d0b1f2a3c4d5e"), "{long}");
+        assert_eq!(event_name("p-1", 255), "p-1.ff");
         assert_eq!(event_action("Scheduled"), "Binding");
         assert_eq!(truncate("héllo", 2), "h");
     }

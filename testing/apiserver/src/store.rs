@@ -527,6 +527,17 @@ impl Store {
                     "metadata.name: Required value: name or generateName is required",
                 ));
             };
+            // As kube-apiserver: the prefix itself must be a DNS subdomain
+            // once a trailing dash is allowed for (so `pod.` is refused).
+            if !is_dns_subdomain(prefix.strip_suffix('-').unwrap_or(prefix)) {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "metadata.generateName: Invalid value: \"{prefix}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                    ),
+                ));
+            }
             self.uid_seq += 1;
             name = format!("{prefix}{:05x}", self.uid_seq & 0xfffff);
         }
@@ -849,6 +860,20 @@ pub(crate) fn merge(target: &mut Value, patch: &Value, strategic: bool) {
             }
         }
     }
+}
+
+/// A lowercase RFC 1123 subdomain: at most 253 characters, dot-separated
+/// labels of `[a-z0-9]` and inner `-` (kube-apiserver's check on names).
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 #[cfg(test)]
