@@ -3,6 +3,8 @@
 //! - `strata simulate [SCENARIO]` runs a scenario (a file, or a built-in
 //!   name; the built-in `demo` when none is given) against the real engine in
 //!   virtual time and prints a report, optionally as JSON too.
+//! - `strata kwok SCENARIO` runs a scenario against a real API server with
+//!   kwok nodes, or (`--compare`) Strata and kube-scheduler side by side.
 //! - `strata check-config FILE` validates a scheduler configuration against
 //!   the in-tree plugins and prints the resolved profiles.
 //!
@@ -20,6 +22,7 @@ use strata_simulator::config_check::{describe_config_error, validate_config};
 use strata_simulator::scenario::BUILTIN;
 use strata_simulator::{RunOptions, Scenario, Simulation};
 
+mod kwok;
 mod run;
 
 /// Strata, a Kubernetes scheduler for AI clusters.
@@ -48,6 +51,11 @@ enum Command {
     /// fragmentation-aware, best-fit and random policies and report the GPU
     /// capacity each allocates (the FGD paper's figure).
     ReplayOpenb(ReplayOpenbArgs),
+    /// Run a scenario against a real API server with kwok nodes: create
+    /// its nodes and pods, follow the binds, report throughput, latency and
+    /// a placement check, clean up. With --compare, start Strata and
+    /// kube-scheduler in turn on the same objects.
+    Kwok(Box<kwok::KwokArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +132,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run(args) => run::run(args),
         Command::ReplayOpenb(args) => replay_openb(args),
+        Command::Kwok(args) => kwok::kwok(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
