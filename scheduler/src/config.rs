@@ -16,6 +16,20 @@ use std::time::Duration;
 /// The default scheduler name of Strata's profile.
 pub const DEFAULT_SCHEDULER_NAME: &str = "strata-scheduler";
 
+/// The longest time any `...Seconds` field may hold: one year. Every such
+/// value is added to a clock reading (a back-off expiry, an unschedulable
+/// pod's flush time, an assumed pod's expiry), and a year is already
+/// "never" for a scheduler, so a larger value is a typo, not a wish.
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+/// The most threads `parallelism` may ask for.
+pub const MAX_PARALLELISM: usize = 1024;
+/// The most binding cycles `bindConcurrency` may run at once (each holds
+/// a task and, against a cluster, an API request).
+pub const MAX_BIND_CONCURRENCY: usize = 65_536;
+/// The most equivalence classes `equivalenceCacheClasses` may keep (each
+/// holds a per-node array).
+pub const MAX_EQUIVALENCE_CLASSES: usize = 4096;
+
 /// A configuration error, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -293,27 +307,70 @@ impl SchedulerConfig {
                 format!("{k:?} is not StrataSchedulerConfiguration or KubeSchedulerConfiguration"),
             ));
         }
-        if self.parallelism == 0 {
-            return Err(invalid("parallelism", "must be at least 1"));
-        }
+        let within = |field: &str, v: u64, range: std::ops::RangeInclusive<u64>, unit: &str| {
+            if range.contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!("{v} is outside {}..={}{unit}", range.start(), range.end()),
+                ))
+            }
+        };
+        within(
+            "parallelism",
+            self.parallelism as u64,
+            1..=MAX_PARALLELISM as u64,
+            "",
+        )?;
         if self.percentage_of_nodes_to_score > 100 {
             return Err(invalid(
                 "percentageOfNodesToScore",
                 "must be between 0 and 100",
             ));
         }
-        if self.pod_initial_backoff_seconds == 0 {
-            return Err(invalid("podInitialBackoffSeconds", "must be at least 1"));
-        }
+        within(
+            "podInitialBackoffSeconds",
+            self.pod_initial_backoff_seconds,
+            1..=MAX_SECONDS,
+            " seconds",
+        )?;
+        within(
+            "podMaxBackoffSeconds",
+            self.pod_max_backoff_seconds,
+            0..=MAX_SECONDS,
+            " seconds",
+        )?;
         if self.pod_max_backoff_seconds < self.pod_initial_backoff_seconds {
             return Err(invalid(
                 "podMaxBackoffSeconds",
                 "must not be less than podInitialBackoffSeconds",
             ));
         }
-        if self.bind_concurrency == 0 {
-            return Err(invalid("bindConcurrency", "must be at least 1"));
-        }
+        within(
+            "podMaxInUnschedulablePodsSeconds",
+            self.pod_max_in_unschedulable_pods_seconds,
+            0..=MAX_SECONDS,
+            " seconds",
+        )?;
+        within(
+            "assumedPodTtlSeconds",
+            self.assumed_pod_ttl_seconds,
+            0..=MAX_SECONDS,
+            " seconds",
+        )?;
+        within(
+            "bindConcurrency",
+            self.bind_concurrency as u64,
+            1..=MAX_BIND_CONCURRENCY as u64,
+            "",
+        )?;
+        within(
+            "equivalenceCacheClasses",
+            self.equivalence_cache_classes as u64,
+            0..=MAX_EQUIVALENCE_CLASSES as u64,
+            "",
+        )?;
         if self.profiles.is_empty() {
             return Err(invalid("profiles", "at least one profile is needed"));
         }
@@ -353,6 +410,49 @@ impl SchedulerConfig {
             max_unschedulable_stay: Duration::from_secs(self.pod_max_in_unschedulable_pods_seconds),
         }
     }
+}
+
+/// Parses a Go-style duration as kube-scheduler's configuration writes
+/// them: `15s`, `500ms`, `1m30s`, `2h`, `1.5s` (units `h`, `m`, `s`, `ms`,
+/// `us`/`µs`, `ns`). `None` when the text is not such a duration.
+///
+/// Never panics: a value past what [`Duration`] holds (hundreds of billions
+/// of years) saturates to [`Duration::MAX`], so the caller's range check on
+/// the field, not this parser, says it is too long.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        // `value` is finite or +inf (digits and a dot only), never negative.
+        let part = Duration::try_from_secs_f64(value * scale).unwrap_or(Duration::MAX);
+        total = total.saturating_add(part);
+        rest = &rest[unit_len..];
+    }
+    Some(total)
 }
 
 /// An extension point.
@@ -692,4 +792,134 @@ pub fn resolve(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(yaml: &str) -> String {
+        match SchedulerConfig::from_yaml(yaml) {
+            Err(ConfigError::Invalid { field, message }) => {
+                assert!(
+                    message.contains("outside") || message.contains("must"),
+                    "{yaml}: {message}"
+                );
+                field
+            }
+            Err(e) => format!("parse error: {e}"),
+            Ok(_) => "accepted".to_owned(),
+        }
+    }
+
+    /// Numbers that overflowed a clock or a semaphore (exit 101) or were
+    /// silently accepted are refused, naming the field.
+    #[test]
+    fn out_of_range_numbers_name_the_field() {
+        let max = u64::MAX;
+        let cases = [
+            (
+                format!("bindConcurrency: {}", (1u64 << 61) + 1),
+                "bindConcurrency",
+            ),
+            (format!("bindConcurrency: {max}"), "bindConcurrency"),
+            ("bindConcurrency: 65537".to_owned(), "bindConcurrency"),
+            (
+                format!("podInitialBackoffSeconds: {max}\npodMaxBackoffSeconds: {max}"),
+                "podInitialBackoffSeconds",
+            ),
+            (
+                format!("podMaxBackoffSeconds: {max}"),
+                "podMaxBackoffSeconds",
+            ),
+            (
+                format!("podMaxInUnschedulablePodsSeconds: {max}"),
+                "podMaxInUnschedulablePodsSeconds",
+            ),
+            (
+                "podMaxInUnschedulablePodsSeconds: 31536001".to_owned(),
+                "podMaxInUnschedulablePodsSeconds",
+            ),
+            (
+                format!("assumedPodTtlSeconds: {max}"),
+                "assumedPodTtlSeconds",
+            ),
+            (format!("parallelism: {max}"), "parallelism"),
+            ("parallelism: 1025".to_owned(), "parallelism"),
+            (
+                format!("equivalenceCacheClasses: {max}"),
+                "equivalenceCacheClasses",
+            ),
+        ];
+        for (yaml, field) in &cases {
+            assert_eq!(field_of(yaml), *field, "{yaml}");
+        }
+        // Negative, fractional, NaN and infinite values are shape errors
+        // (the fields are whole numbers), never accepted.
+        for yaml in [
+            "assumedPodTtlSeconds: -1",
+            "podInitialBackoffSeconds: 1.5",
+            "podMaxInUnschedulablePodsSeconds: .nan",
+            "bindConcurrency: .inf",
+            "assumedPodTtlSeconds: 1e300",
+        ] {
+            assert!(field_of(yaml).starts_with("parse error"), "{yaml}");
+        }
+        // The bounds themselves are fine.
+        let ok = format!(
+            "podInitialBackoffSeconds: {MAX_SECONDS}\npodMaxBackoffSeconds: {MAX_SECONDS}\npodMaxInUnschedulablePodsSeconds: {MAX_SECONDS}\nassumedPodTtlSeconds: {MAX_SECONDS}\nbindConcurrency: {MAX_BIND_CONCURRENCY}\nparallelism: {MAX_PARALLELISM}"
+        );
+        SchedulerConfig::from_yaml(&ok).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        for bad in [
+            "15", "s", "3d", ".s", "1..5s", "-1s", "1e3s", "NaNs", "infs", "",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        // Past what a Duration holds: saturates (the field's range check
+        // rejects it), where it used to panic.
+        assert_eq!(
+            parse_duration("99999999999999999999999h"),
+            Some(Duration::MAX)
+        );
+        assert_eq!(parse_duration(&"9".repeat(400)), None);
+        assert_eq!(
+            parse_duration(&format!("{}s", "9".repeat(400))),
+            Some(Duration::MAX)
+        );
+        assert_eq!(
+            parse_duration(&format!("{max}s{max}s", max = u64::MAX)),
+            Some(Duration::MAX)
+        );
+    }
+
+    proptest::proptest! {
+        /// No text makes the duration parser panic.
+        #[test]
+        fn parse_duration_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_duration(&s);
+        }
+
+        /// Nor does any text shaped like a duration, however large.
+        #[test]
+        fn parse_duration_never_panics_on_numbers(
+            parts in proptest::collection::vec(("[0-9.]{1,30}", "(h|m|s|ms|us|µs|ns|x)"), 1..5)
+        ) {
+            let s: String = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+            let _ = parse_duration(&s);
+        }
+
+        /// Whole seconds read back exactly.
+        #[test]
+        fn whole_seconds_round_trip(n in 0u64..1_000_000_000) {
+            proptest::prop_assert_eq!(parse_duration(&format!("{n}s")), Some(Duration::from_secs(n)));
+        }
+    }
 }

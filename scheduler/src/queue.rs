@@ -208,7 +208,9 @@ impl SchedulingQueue {
             self.parked.insert(uid);
             return;
         }
-        let expiry = e.qp.enqueued + self.backoff_duration(e.qp.attempts);
+        let expiry =
+            e.qp.enqueued
+                .saturating_add(self.backoff_duration(e.qp.attempts));
         if e.qp.attempts > 0 && expiry > now {
             let seq = self.next_seq();
             let e = self.entries.get_mut(&uid).expect("entry exists");
@@ -298,7 +300,7 @@ impl SchedulingQueue {
         }
         let stay = self.settings.max_unschedulable_stay;
         while let Some((since, _)) = self.unsched_fifo.front() {
-            if *since + stay > now {
+            if since.saturating_add(stay) > now {
                 break;
             }
             let (since, uid) = self.unsched_fifo.pop_front().expect("front exists");
@@ -352,7 +354,7 @@ impl SchedulingQueue {
         e.qp.enqueued = now;
         if e.qp.popped_at_event != event_seq {
             let attempts = e.qp.attempts;
-            let expiry = now + self.backoff_duration(attempts);
+            let expiry = now.saturating_add(self.backoff_duration(attempts));
             let e = self.entries.get_mut(uid).expect("entry exists");
             e.place = Place::Backoff;
             e.since = expiry;
@@ -371,8 +373,9 @@ impl SchedulingQueue {
     pub fn requeue_backoff(&mut self, uid: &str, message: String) {
         let now = self.clock.now();
         let seq = self.next_seq();
-        let expiry =
-            now + self.backoff_duration(self.entries.get(uid).map(|e| e.qp.attempts).unwrap_or(1));
+        let expiry = now.saturating_add(
+            self.backoff_duration(self.entries.get(uid).map(|e| e.qp.attempts).unwrap_or(1)),
+        );
         let Some(e) = self.entries.get_mut(uid) else {
             return;
         };
@@ -505,7 +508,7 @@ impl SchedulingQueue {
                     .get(uid)
                     .is_some_and(|e| e.place == Place::Unschedulable && e.since == *since)
             })
-            .map(|(since, _)| *since + self.settings.max_unschedulable_stay);
+            .map(|(since, _)| since.saturating_add(self.settings.max_unschedulable_stay));
         match (b, u) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -591,6 +594,10 @@ mod tests {
     }
 
     fn queue() -> (SchedulingQueue, Arc<ManualClock>) {
+        queue_with(QueueSettings::default())
+    }
+
+    fn queue_with(settings: QueueSettings) -> (SchedulingQueue, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());
         let mut pe = FxHashMap::default();
         pe.insert(
@@ -601,7 +608,7 @@ mod tests {
             Arc::new(Sort),
             pe,
             vec![Arc::new(NodeWatcher), Arc::new(Gate)],
-            QueueSettings::default(),
+            settings,
             clock.clone(),
         );
         (q, clock)
@@ -673,6 +680,28 @@ mod tests {
         q.requeue_unschedulable(&p.pod.uid, &["NodeWatcher"], "x".into());
         assert_eq!(q.stats().backoff, 1);
         assert_eq!(q.stats().unschedulable, 0);
+    }
+
+    /// Back-off and unschedulable stays as long as a Duration holds: the
+    /// deadlines saturate instead of overflowing the clock (they panicked).
+    #[test]
+    fn longest_settings_do_not_overflow_the_clock() {
+        let (mut q, clock) = queue_with(QueueSettings {
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            max_unschedulable_stay: Duration::MAX,
+        });
+        clock.advance(Duration::from_secs(5));
+        q.add(pod("a").arc());
+        q.add(pod("b").arc());
+        let a = q.pop().unwrap();
+        let b = q.pop().unwrap();
+        q.requeue_backoff(&a.pod.uid, "err".into());
+        q.requeue_unschedulable(&b.pod.uid, &["NodeWatcher"], "x".into());
+        assert_eq!(q.next_deadline(), Some(Duration::MAX));
+        clock.advance(Duration::from_secs(3600));
+        q.flush();
+        assert_eq!((q.stats().backoff, q.stats().unschedulable), (1, 1));
     }
 
     #[test]

@@ -242,7 +242,9 @@ impl Cache {
     /// The bind call for an assumed pod returned; start its expiry clock.
     pub fn finish_binding(&mut self, uid: &str, now: Duration, ttl: Duration) {
         if let Some(a) = self.assumed.get_mut(uid) {
-            let d = now + ttl;
+            // A configured TTL is bounded, but the clock must not overflow
+            // whatever it is given.
+            let d = now.saturating_add(ttl);
             a.deadline = Some(d);
             self.expiry.push(std::cmp::Reverse((d, uid.into())));
         }
@@ -420,5 +422,25 @@ impl Cache {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{cache_with, node, pod};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// An assumed pod's expiry saturates: a TTL as long as a Duration holds,
+    /// started at a clock reading past zero, used to overflow `now + ttl`.
+    #[test]
+    fn longest_ttl_does_not_overflow_the_clock() {
+        let mut c = cache_with(vec![node("a").build()], vec![]);
+        let a = c.snapshot().node_id(crate::intern::Sym::new("a")).unwrap();
+        let p = Arc::new(pod("p").build());
+        c.assume(p.clone(), a).unwrap();
+        c.finish_binding(&p.uid, Duration::from_secs(7), Duration::MAX);
+        assert!(c.cleanup_expired(Duration::from_secs(1 << 40)).is_empty());
+        assert!(c.is_assumed(&p.uid));
     }
 }

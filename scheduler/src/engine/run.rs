@@ -204,9 +204,10 @@ impl Scheduler {
             }
         }
         self.pause();
-        let deadline = Instant::now() + grace;
+        // `None`: a grace past the end of the clock waits for every bind.
+        let deadline = Instant::now().checked_add(grace);
         while self.in_flight() > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(grace, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 break;
             }
