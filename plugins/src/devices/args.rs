@@ -258,6 +258,17 @@ fn kind_from_raw(i: usize, k: RawKind) -> Result<KindSpec, PluginArgsError> {
             format!("{c} is above 100 (percent of a device)"),
         ));
     }
+    if let Some(m) = k.default_memory_mib
+        && m > super::model::MAX_DEVICE_MEMORY_MIB
+    {
+        return Err(PluginArgsError::new(
+            f("defaultMemoryMib"),
+            format!(
+                "{m} is more than any device holds (at most {} MiB)",
+                super::model::MAX_DEVICE_MEMORY_MIB
+            ),
+        ));
+    }
     let keyword = k.type_keyword.unwrap_or_else(|| {
         k.resource
             .split('/')

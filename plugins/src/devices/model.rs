@@ -51,6 +51,14 @@ use strata_scheduler::model::NodeInfo;
 /// The node annotation listing device details.
 pub const DEVICES_ANNOTATION: &str = "strata.io/devices";
 
+/// The most memory one device may declare, in MiB (16 TiB, far above any
+/// accelerator's). Device memory is summed per node and per topology domain
+/// and multiplied into percentages; a bound here keeps that arithmetic
+/// exact, where `memoryMiB: 18446744073709551615` used to wrap.
+pub const MAX_DEVICE_MEMORY_MIB: u64 = 1 << 24;
+/// The most compute one device may declare (`cores`, percent units).
+pub const MAX_DEVICE_CORES: u32 = 10_000;
+
 /// Index of a device kind in the plugin's `kinds`.
 pub type KindIdx = u8;
 
@@ -115,8 +123,10 @@ pub type Grants = SmallVec<[Grant; 4]>;
 impl Usage {
     /// Adds a grant.
     pub fn add(&mut self, g: &Grant) {
-        self.memory += g.memory;
-        self.cores += g.cores;
+        // Grants read back from pod annotations are not bounded by any
+        // device: saturate (the device then takes no more) rather than wrap.
+        self.memory = self.memory.saturating_add(g.memory);
+        self.cores = self.cores.saturating_add(g.cores);
         self.tasks += 1;
         self.exclusive |= g.exclusive;
     }
@@ -144,8 +154,8 @@ impl Device {
             && !u.exclusive
             && u.tasks < self.shares
             && (!exclusive || u.tasks == 0)
-            && u.memory + memory <= self.memory
-            && u.cores + cores <= self.cores
+            && u.memory.saturating_add(memory) <= self.memory
+            && u.cores.saturating_add(cores) <= self.cores
     }
 
     /// Free share in percent: the smaller of free compute and free memory,
@@ -160,8 +170,12 @@ impl Device {
         {
             return 0;
         }
-        let fc = (self.cores.saturating_sub(u.cores)) * 100 / self.cores;
-        let fm = (self.memory.saturating_sub(u.memory) * 100 / self.memory) as u32;
+        let pct = |free: u64, of: u64| (u128::from(free) * 100 / u128::from(of)) as u32;
+        let fc = pct(
+            u64::from(self.cores.saturating_sub(u.cores)),
+            u64::from(self.cores),
+        );
+        let fm = pct(self.memory.saturating_sub(u.memory), self.memory);
         fc.min(fm)
     }
 }
@@ -303,10 +317,18 @@ fn parse_strata(text: &str, kinds: &[KindSpec]) -> Result<Vec<Proto>, String> {
             ));
         }
         if let Some(c) = r.cores
-            && c == 0
+            && !(1..=MAX_DEVICE_CORES).contains(&c)
         {
             return Err(format!(
-                "annotation {DEVICES_ANNOTATION}: device {:?} has 0 cores",
+                "annotation {DEVICES_ANNOTATION}: device {:?}: cores {c} is outside 1..={MAX_DEVICE_CORES}",
+                r.id
+            ));
+        }
+        if let Some(m) = r.memory_mib
+            && m > MAX_DEVICE_MEMORY_MIB
+        {
+            return Err(format!(
+                "annotation {DEVICES_ANNOTATION}: device {:?}: memoryMiB {m} is more than {MAX_DEVICE_MEMORY_MIB} (16 TiB)",
                 r.id
             ));
         }
@@ -365,6 +387,22 @@ fn parse_hami(text: &str, kind: KindIdx, spec: &KindSpec, ann: &str) -> Result<V
         let raw: Vec<HamiJsonDevice> = serde_json::from_str(t)
             .map_err(|e| format!("annotation {ann} is not a valid HAMi device list: {e}"))?;
         for r in raw {
+            if let Some(m) = r.devmem
+                && m > MAX_DEVICE_MEMORY_MIB
+            {
+                return Err(format!(
+                    "annotation {ann}: device {:?}: devmem {m} is more than {MAX_DEVICE_MEMORY_MIB} MiB (16 TiB)",
+                    r.id
+                ));
+            }
+            if let Some(c) = r.devcore
+                && c > MAX_DEVICE_CORES
+            {
+                return Err(format!(
+                    "annotation {ann}: device {:?}: devcore {c} is more than {MAX_DEVICE_CORES}",
+                    r.id
+                ));
+            }
             let mut p = proto(
                 kind,
                 spec,
@@ -392,23 +430,30 @@ fn parse_hami(text: &str, kind: KindIdx, spec: &KindSpec, ann: &str) -> Result<V
                 f.len()
             ));
         }
-        let num = |i: usize, what: &str| -> Result<u64, String> {
-            f[i].trim().parse::<u64>().map_err(|_| {
+        let num = |i: usize, what: &str, max: u64| -> Result<u64, String> {
+            let v = f[i].trim().parse::<u64>().map_err(|_| {
                 format!(
                     "annotation {ann}: device {:?}: {what} {:?} is not a number",
                     f[0], f[i]
                 )
-            })
+            })?;
+            if v > max {
+                return Err(format!(
+                    "annotation {ann}: device {:?}: {what} {v} is more than {max}",
+                    f[0]
+                ));
+            }
+            Ok(v)
         };
         let mut p = proto(
             kind,
             spec,
             f[0].trim().to_owned(),
             f[4].trim().to_owned(),
-            num(2, "memory")?,
+            num(2, "memory", MAX_DEVICE_MEMORY_MIB)?,
         );
-        p.dev.shares = (num(1, "split count")? as u32).max(1);
-        let cores = num(3, "cores")? as u32;
+        p.dev.shares = (num(1, "split count", u64::from(u32::MAX))? as u32).max(1);
+        let cores = num(3, "cores", u64::from(MAX_DEVICE_CORES))? as u32;
         p.dev.cores = if cores == 0 { 100 } else { cores };
         p.dev.numa = f[5].trim().parse().unwrap_or(-1);
         p.dev.healthy = f[6].trim().eq_ignore_ascii_case("true");
@@ -715,12 +760,113 @@ mod tests {
                 "memory",
             ),
             ("hami.io/node-nvidia-register", "GPU-a,10:", "7 or 9"),
+            // Numbers past what a device can hold: refused, naming the
+            // field (memoryMiB u64::MAX used to wrap the free-share sums).
+            (
+                DEVICES_ANNOTATION,
+                r#"[{"kind":"nvidia.com/gpu","id":"a","memoryMiB":18446744073709551615}]"#,
+                "memoryMiB 18446744073709551615 is more than 16777216",
+            ),
+            (
+                DEVICES_ANNOTATION,
+                r#"[{"kind":"nvidia.com/gpu","id":"a","memoryMiB":16777217}]"#,
+                "memoryMiB 16777217",
+            ),
+            (
+                DEVICES_ANNOTATION,
+                r#"[{"kind":"nvidia.com/gpu","id":"a","cores":4294967295}]"#,
+                "cores 4294967295 is outside",
+            ),
+            (
+                DEVICES_ANNOTATION,
+                r#"[{"kind":"nvidia.com/gpu","id":"a","memoryMiB":-1}]"#,
+                "not a valid device list",
+            ),
+            (
+                DEVICES_ANNOTATION,
+                r#"[{"kind":"nvidia.com/gpu","id":"a","memoryMiB":1e300}]"#,
+                "not a valid device list",
+            ),
+            (
+                "hami.io/node-nvidia-register",
+                "GPU-a,10,18446744073709551615,100,T,0,true:",
+                "memory 18446744073709551615 is more than",
+            ),
+            (
+                "hami.io/node-nvidia-register",
+                "GPU-a,4294967296,100,100,T,0,true:",
+                "split count 4294967296 is more than",
+            ),
+            (
+                "hami.io/node-nvidia-register",
+                "GPU-a,10,100,4294967396,T,0,true:",
+                "cores 4294967396 is more than",
+            ),
+            (
+                "hami.io/node-nvidia-register",
+                r#"[{"id":"GPU-c","devmem":18446744073709551615}]"#,
+                "devmem 18446744073709551615 is more than",
+            ),
         ] {
             let nd = NodeDevices::inventory(&annotated("n", k, v), &kinds);
             let e = nd.error.as_deref().unwrap_or("");
             assert!(e.contains(want), "{v}: {e}");
             assert!(nd.devices.is_empty());
         }
+    }
+
+    proptest::proptest! {
+        /// No annotation text makes the inventory parsers panic.
+        #[test]
+        fn inventory_never_panics(text in "\\PC{0,60}", n in proptest::num::u64::ANY, c in proptest::num::u64::ANY) {
+            let kinds = default_kinds();
+            let hami = format!("GPU-a,{c},{n},{c},T,0,true:");
+            let strata = format!(r#"[{{"kind":"nvidia.com/gpu","id":"a","memoryMiB":{n},"cores":{}}}]"#, c % (1 << 32));
+            for (k, v) in [
+                (DEVICES_ANNOTATION, text.as_str()),
+                ("hami.io/node-nvidia-register", text.as_str()),
+                ("hami.io/node-nvidia-register", hami.as_str()),
+                (DEVICES_ANNOTATION, strata.as_str()),
+            ] {
+                let nd = NodeDevices::inventory(&annotated("n", k, v), &kinds);
+                for (d, u) in nd.devices.iter().zip(&nd.used) {
+                    let _ = d.free_percent(u);
+                    let _ = d.fits(u, u64::MAX, u32::MAX, false);
+                }
+            }
+        }
+    }
+
+    /// A grant read back from a pod larger than its device saturates the
+    /// usage instead of wrapping it.
+    #[test]
+    fn oversized_grants_saturate() {
+        let d = Device {
+            kind: 0,
+            id: "g".into(),
+            model: "".into(),
+            memory: MAX_DEVICE_MEMORY_MIB,
+            memory_known: true,
+            cores: 100,
+            shares: 10,
+            healthy: true,
+            numa: -1,
+            group: 0,
+            pcie: 0,
+        };
+        let mut u = Usage::default();
+        let g = Grant {
+            container: 0,
+            device: 0,
+            memory: u64::MAX,
+            cores: u32::MAX,
+            exclusive: false,
+        };
+        u.add(&g);
+        u.add(&g);
+        assert_eq!((u.memory, u.cores), (u64::MAX, u32::MAX));
+        assert!(!d.fits(&u, 1, 0, false));
+        assert_eq!(d.free_percent(&u), 0);
     }
 
     #[test]

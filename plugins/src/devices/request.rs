@@ -21,7 +21,7 @@
 //! app containers and use theirs (an approximation of HAMi, documented).
 
 use super::args::{DevicePolicy, DevicesArgs, KindSpec, NodePolicy};
-use super::model::KindIdx;
+use super::model::{KindIdx, MAX_DEVICE_MEMORY_MIB};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use strata_scheduler::model::PodInfo;
@@ -311,6 +311,17 @@ impl PodAsk {
                 {
                     return Err(bad(name_of(k.memory), m, "is negative"));
                 }
+                if let Some(m) = mem
+                    && m as u64 > MAX_DEVICE_MEMORY_MIB
+                {
+                    return Err(bad(
+                        name_of(k.memory),
+                        m,
+                        &format!(
+                            "MiB is more than any device holds (at most {MAX_DEVICE_MEMORY_MIB} MiB)"
+                        ),
+                    ));
+                }
                 let (memory, cores, exclusive) = if k.shareable() {
                     let memory = match (mem, pct) {
                         (Some(m), _) if m > 0 => MemAsk::MiB(m as u64),
@@ -467,6 +478,14 @@ mod tests {
                 "asks for no device",
             ),
             (json!({"nvidia.com/gpu": "100000"}), "more than 256"),
+            (
+                json!({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "9223372036854775807"}),
+                "nvidia.com/gpumem 9223372036854775807 MiB is more than any device holds",
+            ),
+            (
+                json!({"nvidia.com/gpu": "1", "nvidia.com/gpumem": "16777217"}),
+                "is more than any device holds",
+            ),
         ] {
             let e = PodAsk::compile(&pod_with(limits.clone()), &a).unwrap_err();
             assert!(
