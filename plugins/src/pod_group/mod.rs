@@ -140,10 +140,13 @@ pub fn factory_with(
             .collect(),
     };
     let timeout = match args.default_schedule_timeout_seconds {
-        Some(0) => {
+        Some(s) if !(1..=strata_scheduler::config::MAX_SECONDS).contains(&s) => {
             return Err(PluginArgsError::new(
                 "defaultScheduleTimeoutSeconds",
-                "must be at least 1",
+                format!(
+                    "{s} is outside 1..={} seconds (one year)",
+                    strata_scheduler::config::MAX_SECONDS
+                ),
             ));
         }
         Some(s) => Duration::from_secs(s),
@@ -786,7 +789,8 @@ impl PermitPlugin for PodGroupPlugin {
         let timeout = rt.timeout(&spec);
         let now = self.handle.clock.now();
         let started = rt.groups[&key].wait_started.unwrap_or(now);
-        let left = (started + timeout)
+        let left = started
+            .saturating_add(timeout)
             .saturating_sub(now)
             .max(Duration::from_millis(1));
         PermitResult::wait(left)

@@ -190,20 +190,40 @@ struct CoschedulingSpecJson {
     schedule_timeout_seconds: Option<i64>,
 }
 
+/// The most members a group or subgroup may require: Kubernetes' documented
+/// limit of pods in one cluster. A larger `minMember` could never be met, and
+/// its pods would wait for members forever; it is refused instead, and the
+/// message reaches the pods' events.
+pub const MAX_MEMBERS: u32 = 150_000;
+
 fn count(field: &str, v: i64) -> Result<u32, SpecError> {
-    u32::try_from(v).ok().filter(|n| *n >= 1).ok_or_else(|| {
-        err(
-            field,
-            format!("must be a whole number of at least 1, got {v}"),
-        )
-    })
+    u32::try_from(v)
+        .ok()
+        .filter(|n| (1..=MAX_MEMBERS).contains(n))
+        .ok_or_else(|| {
+            let why = if v > i64::from(MAX_MEMBERS) {
+                format!(
+                    ": no cluster holds that many pods (Kubernetes supports at most {MAX_MEMBERS}), so the group could never be placed"
+                )
+            } else {
+                String::new()
+            };
+            err(
+                field,
+                format!("must be a whole number from 1 to {MAX_MEMBERS}, got {v}{why}"),
+            )
+        })
 }
 
 fn timeout(field: &str, v: Option<i64>) -> Result<Option<Duration>, SpecError> {
+    let max = strata_scheduler::config::MAX_SECONDS;
     match v {
         None => Ok(None),
-        Some(s) if s >= 1 => Ok(Some(Duration::from_secs(s as u64))),
-        Some(s) => Err(err(field, format!("must be at least 1 second, got {s}"))),
+        Some(s) if (1..=max as i64).contains(&s) => Ok(Some(Duration::from_secs(s as u64))),
+        Some(s) => Err(err(
+            field,
+            format!("must be from 1 to {max} seconds (one year), got {s}"),
+        )),
     }
 }
 
@@ -257,7 +277,10 @@ impl PodGroupSpec {
         }
         let min_member = match s.min_member {
             Some(m) => count("spec.minMember", m)?,
-            None => subgroups.iter().map(|g| g.min_member).sum::<u32>().max(1),
+            None => subgroups
+                .iter()
+                .fold(0u32, |n, g| n.saturating_add(g.min_member))
+                .max(1),
         };
         let (required_level, preferred_level) = s
             .topology
@@ -514,6 +537,105 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect()
+    }
+
+    /// Numbers no group can meet or no clock can hold are refused, naming
+    /// the field; two subgroups of u32::MAX members used to overflow the
+    /// group's minMember (a panic).
+    #[test]
+    fn out_of_range_numbers_name_the_field() {
+        let max = u32::MAX;
+        for (spec, field) in [
+            (json!({"minMember": max}), "spec.minMember"),
+            (json!({"minMember": 150_001}), "spec.minMember"),
+            (json!({"minMember": -1}), "spec.minMember"),
+            (json!({"minMember": i64::MAX}), "spec.minMember"),
+            (
+                json!({"subGroups": [{"name": "a", "minMember": max}, {"name": "b", "minMember": max}]}),
+                "spec.subGroups[0].minMember",
+            ),
+            (
+                json!({"subGroups": [{"name": "a", "minMember": 1}, {"name": "b", "minMember": 1u64 << 40}]}),
+                "spec.subGroups[1].minMember",
+            ),
+            (
+                json!({"scheduleTimeoutSeconds": i64::MAX}),
+                "spec.scheduleTimeoutSeconds",
+            ),
+            (
+                json!({"scheduleTimeoutSeconds": 31_536_001}),
+                "spec.scheduleTimeoutSeconds",
+            ),
+            (json!({"minMember": 1.5}), "spec"),
+        ] {
+            let e = PodGroupSpec::from_strata(&spec).unwrap_err();
+            assert_eq!(e.field, field, "{spec}: {e}");
+        }
+        for spec in [
+            json!({"minMember": max}),
+            json!({"scheduleTimeoutSeconds": i64::MAX}),
+        ] {
+            assert!(PodGroupSpec::from_coscheduling(&spec).is_err(), "{spec}");
+        }
+        let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        for (a, field) in [
+            (ann(&[(ANN_MIN_MEMBER, "4294967295")]), ANN_MIN_MEMBER),
+            (
+                ann(&[(ANN_MIN_MEMBER, "99999999999999999999999")]),
+                ANN_MIN_MEMBER,
+            ),
+            (
+                ann(&[(ANN_MIN_MEMBER, "1"), (ANN_TIMEOUT, "9223372036854775807")]),
+                ANN_TIMEOUT,
+            ),
+            (
+                ann(&[(ANN_MIN_MEMBER, "1"), (ANN_SUBGROUPS, "a:4294967295")]),
+                "strata.io/subgroups[0]",
+            ),
+        ] {
+            let e = PodGroupSpec::from_annotations(&a).unwrap().unwrap_err();
+            assert_eq!(e.field, field, "{a:?}: {e}");
+        }
+        // The bounds themselves are fine.
+        let s = PodGroupSpec::from_strata(
+            &json!({"minMember": MAX_MEMBERS, "scheduleTimeoutSeconds": 31_536_000}),
+        )
+        .unwrap();
+        assert_eq!(s.min_member, MAX_MEMBERS);
+    }
+
+    proptest::proptest! {
+        /// No annotation text makes the inline group parser panic.
+        #[test]
+        fn annotations_never_panic(min in "\\PC{0,24}", timeout in "\\PC{0,24}", subgroups in "[a-z0-9:,\\-]{0,40}") {
+            let a: BTreeMap<String, String> = [
+                (ANN_MIN_MEMBER, min),
+                (ANN_TIMEOUT, timeout),
+                (ANN_SUBGROUPS, subgroups),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let _ = PodGroupSpec::from_annotations(&a);
+        }
+
+        /// Nor any whole number in any field of the object.
+        #[test]
+        fn numbers_never_panic(min in proptest::num::i64::ANY, sub in proptest::num::i64::ANY, t in proptest::num::i64::ANY) {
+            let spec = json!({"minMember": min, "scheduleTimeoutSeconds": t,
+                "subGroups": [{"name": "a", "minMember": sub}, {"name": "b", "minMember": sub}]});
+            let _ = PodGroupSpec::from_strata(&spec);
+            let _ = PodGroupSpec::from_coscheduling(&spec);
+            let no_min = json!({"subGroups": [{"name": "a", "minMember": sub}, {"name": "b", "minMember": sub}]});
+            if let Ok(s) = PodGroupSpec::from_strata(&no_min) {
+                proptest::prop_assert!(s.min_member <= 2 * MAX_MEMBERS);
+            }
+        }
     }
 
     #[test]

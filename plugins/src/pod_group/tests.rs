@@ -335,6 +335,46 @@ fn malformed_annotations_and_contradictions_are_reported_on_the_pods() {
     assert_eq!(h.bound().len(), 0);
 }
 
+/// A minMember no cluster can meet (a group's or a subgroup's, from the
+/// PodGroup object or the annotations) is reported on the pods, naming the
+/// field; the pods used to wait for members forever without an event.
+#[test]
+fn minmember_that_can_never_be_met_is_reported_on_the_pods() {
+    let mut h = Harness::new(cluster(1, 1, 2));
+    h.add(member("huge", 0, u32::MAX, 1).build());
+    h.group(
+        json!({"apiVersion": "strata.io/v1alpha1", "kind": "PodGroup", "metadata": {"name": "sg"},
+        "spec": {"minMember": 1, "subGroups": [{"name": "prefill", "minMember": 4294967295u64}]}}),
+    );
+    h.add(
+        pod("sg-0")
+            .label(spec::GROUP_LABEL, "sg")
+            .label(spec::SUBGROUP_LABEL, "prefill")
+            .build(),
+    );
+    h.add(
+        member("sga", 0, 1, 1)
+            .annotation(spec::ANN_SUBGROUPS, "a:1,b:4294967295")
+            .label(spec::SUBGROUP_LABEL, "a")
+            .build(),
+    );
+    let msgs = h.run();
+    for (pod, field) in [
+        ("default/huge-0", "strata.io/min-member"),
+        ("default/sg-0", "spec.subGroups[0].minMember"),
+        ("default/sga-0", "strata.io/subgroups[1]"),
+    ] {
+        let m = msgs
+            .get(pod)
+            .unwrap_or_else(|| panic!("no message for {pod}: {msgs:?}"));
+        assert!(
+            m.contains("is invalid") && m.contains(field) && m.contains("4294967295"),
+            "{pod}: {m}"
+        );
+    }
+    assert_eq!(h.bound().len(), 0);
+}
+
 #[test]
 fn pd_group_keeps_ratio_and_super_node_locality() {
     let mut h = Harness::new(cluster(2, 2, 2));
