@@ -95,7 +95,7 @@ mod tests {
             .expect("bad value");
         assert_eq!(
             describe_config_error("c.yaml", &err),
-            "c.yaml: field `parallelism`: must be at least 1"
+            "c.yaml: field `parallelism`: 0 is outside 1..=1024"
         );
     }
 }

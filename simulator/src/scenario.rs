@@ -48,6 +48,24 @@ use strata_scheduler::config::ConfigError;
 use strata_scheduler::model::PodInfo;
 use strata_scheduler::resources::ResourceVec;
 
+/// The latest virtual time a pod may arrive at, in seconds: one year (the
+/// scheduler's own bound on every `...Seconds` setting). Arrival times
+/// become [`Duration`]s and are added to the virtual clock.
+pub const MAX_VIRTUAL_SECONDS: u64 = strata_scheduler::config::MAX_SECONDS;
+/// The most nodes a scenario may create (all pools together).
+pub const MAX_NODES: usize = 1 << 20;
+/// The most pods a scenario may create (all workloads together).
+pub const MAX_PODS: usize = 1 << 22;
+
+/// A number for a message: `1e300`, not three hundred digits.
+fn readable(v: f64) -> String {
+    if v != 0.0 && !(1e-6..1e12).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// The built-in scenarios, by name, embedded in the binary.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("small", include_str!("../scenarios/small.yaml")),
@@ -513,7 +531,134 @@ impl Scenario {
                 ));
             }
         }
+        self.validate_numbers()?;
+        self.validate_groups()?;
         self.validate_dra()
+    }
+
+    /// Sizes and times: what the simulator allocates and what it adds to
+    /// its virtual clock stays bounded.
+    fn validate_numbers(&self) -> Result<(), ScenarioError> {
+        let mut nodes = 0usize;
+        for (i, p) in self.node_pools.iter().enumerate() {
+            nodes += p.count as usize;
+            if nodes > MAX_NODES {
+                return Err(self.invalid(
+                    format!("nodePools[{i}].count"),
+                    format!(
+                        "{} brings the scenario to {nodes} nodes; at most {MAX_NODES} are allowed",
+                        p.count
+                    ),
+                ));
+            }
+            for (j, im) in p.images.iter().enumerate() {
+                if im.size_bytes < 0 {
+                    return Err(self.invalid(
+                        format!("nodePools[{i}].images[{j}].sizeBytes"),
+                        format!("{} is negative", im.size_bytes),
+                    ));
+                }
+            }
+        }
+        let mut pods = 0usize;
+        let horizon = MAX_VIRTUAL_SECONDS as f64;
+        for (i, w) in self.workloads.iter().enumerate() {
+            pods += w.count as usize;
+            if pods > MAX_PODS {
+                return Err(self.invalid(
+                    format!("workloads[{i}].count"),
+                    format!(
+                        "{} brings the scenario to {pods} pods; at most {MAX_PODS} are allowed",
+                        w.count
+                    ),
+                ));
+            }
+            if w.start.0 > horizon {
+                return Err(self.invalid(
+                    format!("workloads[{i}].start"),
+                    format!(
+                        "{} seconds is past the latest arrival time, {MAX_VIRTUAL_SECONDS} seconds (one year)",
+                        readable(w.start.0)
+                    ),
+                ));
+            }
+            if let Arrival::Rate(r) = w.arrival {
+                let last = w.start.0 + f64::from(w.count.saturating_sub(1)) / r;
+                if !last.is_finite() || last > horizon {
+                    return Err(self.invalid(
+                        format!("workloads[{i}].arrival.rate"),
+                        format!(
+                            "at {} pods per second the last of {} pods would arrive at {} seconds, past the latest arrival time, {MAX_VIRTUAL_SECONDS} seconds (one year)",
+                            readable(r),
+                            w.count,
+                            readable(last)
+                        ),
+                    ));
+                }
+            }
+            if let Some(g) = &w.group
+                && g.size == 0
+            {
+                return Err(self.invalid(
+                    format!("workloads[{i}].group.size"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A group whose `minMember` (or a subgroup's) is more than the pods
+    /// the scenario ever puts in it could never be placed: its members
+    /// would wait at PreEnqueue forever, never attempted. Say so up front.
+    fn validate_groups(&self) -> Result<(), ScenarioError> {
+        use strata_plugins::pod_group::PodGroupSpec;
+        // Most members one group of each name can get: `size` pods from
+        // every workload that feeds groups of that name (fewer when the
+        // workload has fewer pods).
+        let mut room: BTreeMap<&str, u64> = BTreeMap::new();
+        for w in &self.workloads {
+            if let Some(g) = &w.group {
+                *room.entry(g.name.as_str()).or_default() += u64::from(g.size.min(w.count));
+            }
+        }
+        for (i, w) in self.workloads.iter().enumerate() {
+            let Some(g) = &w.group else { continue };
+            let Some(ann) = &w.template.pod.metadata.annotations else {
+                continue;
+            };
+            let field = format!("workloads[{i}].template.metadata.annotations");
+            let spec = match PodGroupSpec::from_annotations(ann) {
+                None => continue,
+                Some(Ok(spec)) => spec,
+                Some(Err(e)) => return Err(self.invalid(field, e.to_string())),
+            };
+            let most = room.get(g.name.as_str()).copied().unwrap_or(0);
+            let never = |what: String, need: u32| {
+                self.invalid(
+                    field.clone(),
+                    format!(
+                        "{what} is {need}, but the scenario puts at most {most} pods in each {:?} group: it could never be placed",
+                        g.name
+                    ),
+                )
+            };
+            if u64::from(spec.min_member) > most {
+                return Err(never(
+                    strata_plugins::pod_group::spec::ANN_MIN_MEMBER.to_owned(),
+                    spec.min_member,
+                ));
+            }
+            for sg in &spec.subgroups {
+                if u64::from(sg.min_member) > most {
+                    return Err(never(
+                        format!("subgroup {:?}'s minMember", sg.name),
+                        sg.min_member,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// DRA cross-references: node pools and nodes the slices name, unique
@@ -680,11 +825,14 @@ impl Scenario {
     pub fn arrivals(&self) -> Vec<PodArrival> {
         let mut out = Vec::with_capacity(self.pod_count());
         for (wi, w) in self.workloads.iter().enumerate() {
-            let start = Duration::from_secs_f64(w.start.0);
+            // Validated to lie within MAX_VIRTUAL_SECONDS; saturate anyway
+            // rather than panic.
+            let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
+            let start = secs(w.start.0);
             for i in 0..w.count {
                 let at = match w.arrival {
                     Arrival::Burst => start,
-                    Arrival::Rate(r) => start + Duration::from_secs_f64(f64::from(i) / r),
+                    Arrival::Rate(r) => start.saturating_add(secs(f64::from(i) / r)),
                 };
                 let name = format!("{}-{i}", w.name);
                 let uid = format!("{}/{name}", w.template.compiled.namespace);
@@ -986,6 +1134,102 @@ workloads:
             let err = err_of(text);
             assert!(err.contains(want), "want {want:?} in {err:?}");
         }
+    }
+
+    /// Numbers that crashed the simulator (exit 101: an arrival time past
+    /// what a Duration holds) or were silently taken are refused, naming
+    /// the field.
+    #[test]
+    fn out_of_range_numbers_name_the_field() {
+        let pool = "nodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
+        let workload = |extra: &str| {
+            format!(
+                "name: x\n{pool}workloads:\n  - name: w\n    count: 3\n{extra}    template: {{spec: {{containers: []}}}}\n"
+            )
+        };
+        let cases = [
+            (workload("    start: 1e300\n"), "field `workloads[0].start`: 1e300 seconds is past"),
+            (workload("    start: 31536001\n"), "field `workloads[0].start`"),
+            (workload("    start: 1.7976931348623157e308\n"), "field `workloads[0].start`"),
+            (workload("    arrival: {rate: 1e-300}\n"), "field `workloads[0].arrival.rate`"),
+            (workload("    arrival: {rate: 5e-324}\n"), "field `workloads[0].arrival.rate`"),
+            (workload("    arrival: {rate: 1e-8}\n"), "field `workloads[0].arrival.rate`"),
+            (workload("    start: 31536000\n    arrival: {rate: 1}\n"), "field `workloads[0].arrival.rate`"),
+            // Negative, NaN and infinite: refused by the field's own type.
+            (workload("    start: -1\n"), "expected non-negative seconds"),
+            (workload("    start: .nan\n"), "expected non-negative seconds"),
+            (workload("    start: .inf\n"), "expected non-negative seconds"),
+            (workload("    arrival: {rate: .inf}\n"), "rate must be a positive number"),
+            (workload("    arrival: {rate: .nan}\n"), "rate must be a positive number"),
+            (workload("    arrival: {rate: -2}\n"), "rate must be a positive number"),
+            (
+                "name: x\nnodePools:\n  - {name: a, count: 4294967295, allocatable: {cpu: 1}}\n".to_owned(),
+                "field `nodePools[0].count`: 4294967295 brings the scenario to",
+            ),
+            (
+                "name: x\nnodePools:\n  - {name: a, count: 1000000, allocatable: {cpu: 1}}\n  - {name: b, count: 1000000, allocatable: {cpu: 1}}\n".to_owned(),
+                "field `nodePools[1].count`",
+            ),
+            (
+                format!("name: x\n{pool}workloads:\n  - name: w\n    count: 4294967295\n    template: {{spec: {{containers: []}}}}\n"),
+                "field `workloads[0].count`",
+            ),
+            (
+                "name: x\nnodePools:\n  - {name: a, count: 1, allocatable: {cpu: 1}, images: [{names: [i], sizeBytes: -5}]}\n".to_owned(),
+                "field `nodePools[0].images[0].sizeBytes`: -5 is negative",
+            ),
+            (workload("    group: {name: g, size: 0}\n"), "field `workloads[0].group.size`"),
+        ];
+        for (text, want) in &cases {
+            let err = err_of(text);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+        }
+        // At the bounds: accepted, and the arrival times are exact.
+        let sc = Scenario::parse(
+            &workload("    start: 31535998\n    arrival: {rate: 1}\n"),
+            "ok.yaml",
+        )
+        .unwrap();
+        let last = sc.arrivals().last().unwrap().at;
+        assert_eq!(last, Duration::from_secs(MAX_VIRTUAL_SECONDS));
+    }
+
+    /// A group whose minMember is more than the pods the scenario ever puts
+    /// in it is refused (its pods used to wait, never attempted, without a
+    /// word); one that fits is not.
+    #[test]
+    fn groups_that_could_never_fill_are_refused() {
+        let group = |min: &str, subgroups: &str| {
+            format!(
+                "name: x\nnodePools: [{{name: a, count: 1, allocatable: {{cpu: 1}}}}]\nworkloads:\n  - name: w\n    count: 8\n    group: {{name: g, size: 4}}\n    template:\n      metadata:\n        annotations: {{strata.io/min-member: \"{min}\"{subgroups}}}\n      spec: {{containers: []}}\n"
+            )
+        };
+        for (text, want) in [
+            (
+                group("5", ""),
+                "strata.io/min-member is 5, but the scenario puts at most 4 pods",
+            ),
+            (
+                group("2", ", strata.io/subgroups: \"p:2,q:5\""),
+                "subgroup \"q\"'s minMember is 5, but the scenario puts at most 4 pods",
+            ),
+            (
+                group("4294967295", ""),
+                "strata.io/min-member: must be a whole number from 1 to 150000, got 4294967295",
+            ),
+            (
+                group("2", ", strata.io/subgroups: \"p:4294967295\""),
+                "strata.io/subgroups[0]: must be a whole number from 1 to 150000",
+            ),
+        ] {
+            let err = err_of(&text);
+            assert!(err.contains(want), "want {want:?} in {err:?}");
+            assert!(
+                err.contains("field `workloads[0].template.metadata.annotations`"),
+                "{err}"
+            );
+        }
+        Scenario::parse(&group("4", ", strata.io/subgroups: \"p:2\""), "ok.yaml").unwrap();
     }
 
     #[test]

@@ -93,12 +93,75 @@ pub fn scenario_config(
     };
     cfg.seed = opts.seed.unwrap_or(scenario.seed);
     if let Some(p) = opts.parallelism {
-        cfg.parallelism = p.max(1);
+        let max = strata_scheduler::config::MAX_PARALLELISM;
+        if p > max {
+            tracing::warn!("--parallelism {p} is more than {max} threads; using {max}");
+        }
+        cfg.parallelism = p.clamp(1, max);
     }
     if let Some(c) = opts.equivalence_cache {
         cfg.equivalence_cache_classes = c;
     }
     Ok(cfg)
+}
+
+/// The workloads whose pods no profile of `cfg` serves (their
+/// `spec.schedulerName` names none), with the name they give. Such pods are
+/// only counted, never scheduled, as a cluster would leave them to another
+/// scheduler.
+pub fn unserved_workloads<'a>(
+    scenario: &'a Scenario,
+    cfg: &SchedulerConfig,
+) -> Vec<(&'a str, String)> {
+    scenario
+        .workloads
+        .iter()
+        .filter(|w| w.count > 0)
+        .filter_map(|w| {
+            let name = w
+                .template
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.scheduler_name.clone())
+                .unwrap_or_else(|| "default-scheduler".to_owned());
+            (!cfg.profiles.iter().any(|p| p.scheduler_name == name))
+                .then_some((w.name.as_str(), name))
+        })
+        .collect()
+}
+
+/// Warns (the run goes on) when workloads name a scheduler no profile is
+/// for: a run where no pod is served schedules nothing and would otherwise
+/// report zero cycles without a word.
+fn warn_unserved(scenario: &Scenario, cfg: &SchedulerConfig) {
+    let unserved = unserved_workloads(scenario, cfg);
+    if unserved.is_empty() {
+        return;
+    }
+    let profiles: Vec<&str> = cfg
+        .profiles
+        .iter()
+        .map(|p| p.scheduler_name.as_str())
+        .collect();
+    let which: Vec<String> = unserved
+        .iter()
+        .map(|(w, n)| format!("{w} (schedulerName {n:?})"))
+        .collect();
+    let served = scenario.workloads.iter().filter(|w| w.count > 0).count();
+    if unserved.len() == served {
+        tracing::warn!(
+            "{}: no profile serves any of the scenario's pods, so nothing will be scheduled: profiles {profiles:?}; workloads {}",
+            scenario.source,
+            which.join(", ")
+        );
+    } else {
+        tracing::warn!(
+            "{}: no profile serves workloads {} (profiles {profiles:?}); their pods will not be scheduled",
+            scenario.source,
+            which.join(", ")
+        );
+    }
 }
 
 /// One simulation: the engine, the simulated cluster and the virtual clock.
@@ -140,9 +203,13 @@ impl Simulation {
     /// Builds the engine for `scenario`.
     pub fn new(scenario: Scenario, opts: &RunOptions) -> Result<Simulation, SimError> {
         let cfg = scenario_config(&scenario, opts)?;
+        warn_unserved(&scenario, &cfg);
         let seed = cfg.seed;
         let q = cfg.queue_settings();
-        let settle_window = q.max_unschedulable_stay + q.max_backoff + Duration::from_secs(1);
+        let settle_window = q
+            .max_unschedulable_stay
+            .saturating_add(q.max_backoff)
+            .saturating_add(Duration::from_secs(1));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("strata-sim-bind")
