@@ -103,7 +103,8 @@ impl RateLimiter {
             if g.0 >= 0.0 {
                 Duration::ZERO
             } else {
-                Duration::from_secs_f64(-g.0 / self.rate)
+                // Saturates for a rate too small to express the wait.
+                Duration::try_from_secs_f64(-g.0 / self.rate).unwrap_or(Duration::MAX)
             }
         };
         if !wait.is_zero() {

@@ -110,39 +110,34 @@ struct LeaderElectionConfig {
     resource_lock: Option<String>,
 }
 
-/// Parses a Go-style duration: `15s`, `500ms`, `1m30s`, `2h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
+/// Parses a Go-style duration: `15s`, `500ms`, `1m30s`, `2h` (the one
+/// parser of the workspace; it never panics, and a value past what a
+/// `Duration` holds saturates, for [`AdapterOptions::validate`] to refuse).
+pub use strata_scheduler::config::parse_duration;
+
+/// The longest any of the adapter's durations may be (lease, renew
+/// deadline, retry period, shutdown grace): a day. They are added to clock
+/// readings and the lease's is written to the Lease as whole seconds in an
+/// `int32`.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The fewest API writes (or events) per second `qps` may ask for; below it
+/// a token would be due after hours.
+pub const MIN_QPS: f64 = 0.001;
+/// The most API writes (or events) per second `qps` may ask for.
+pub const MAX_QPS: f64 = 1e6;
+
+/// The blocks reach here as JSON, where YAML's `.nan` and `.inf` became
+/// `null`: a null field would silently take its default, so it is refused.
+fn no_nulls(block: &str, v: &serde_json::Value) -> Result<(), OptionsError> {
+    if let Some(m) = v.as_object()
+        && let Some((k, _)) = m.iter().find(|(_, x)| x.is_null())
+    {
+        return Err(bad(
+            &format!("{block}.{k}"),
+            "has no value (NaN and infinities are not numbers)",
+        ));
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = &rest[unit_len..];
-    }
-    Some(Duration::from_secs_f64(total))
+    Ok(())
 }
 
 fn default_identity() -> String {
@@ -206,6 +201,7 @@ impl AdapterOptions {
     pub fn from_config(cfg: &SchedulerConfig) -> Result<AdapterOptions, OptionsError> {
         let mut o = AdapterOptions::default();
         if let Some(v) = &cfg.client_connection {
+            no_nulls("clientConnection", v)?;
             let cc: ClientConnection = serde_json::from_value(v.clone())
                 .map_err(|e| bad("clientConnection", e.to_string()))?;
             if let Some(k) = cc.kubeconfig.filter(|k| !k.is_empty()) {
@@ -228,6 +224,7 @@ impl AdapterOptions {
             }
         }
         if let Some(v) = &cfg.leader_election {
+            no_nulls("leaderElection", v)?;
             let le: LeaderElectionConfig = serde_json::from_value(v.clone())
                 .map_err(|e| bad("leaderElection", e.to_string()))?;
             let l = &mut o.leader_election;
@@ -286,18 +283,21 @@ impl AdapterOptions {
 
     /// Checks every value.
     pub fn validate(&self) -> Result<(), OptionsError> {
-        if !(self.qps > 0.0 && self.qps.is_finite()) {
-            return Err(bad("clientConnection.qps", "must be a positive number"));
-        }
+        let rate = |field: &str, q: f64| {
+            if (MIN_QPS..=MAX_QPS).contains(&q) {
+                Ok(())
+            } else {
+                Err(bad(
+                    field,
+                    format!("{q} is outside {MIN_QPS}..={MAX_QPS} per second"),
+                ))
+            }
+        };
+        rate("clientConnection.qps", self.qps)?;
         if self.burst == 0 {
             return Err(bad("clientConnection.burst", "must be at least 1"));
         }
-        if !(self.event_qps > 0.0 && self.event_qps.is_finite()) {
-            return Err(bad(
-                "clientConnection.eventQps",
-                "must be a positive number",
-            ));
-        }
+        rate("clientConnection.eventQps", self.event_qps)?;
         if self.event_burst == 0 {
             return Err(bad("clientConnection.eventBurst", "must be at least 1"));
         }
@@ -305,6 +305,16 @@ impl AdapterOptions {
             return Err(bad("clientConnection.pageSize", "must be at least 1"));
         }
         let l = &self.leader_election;
+        for (field, d) in [
+            ("leaderElection.leaseDuration", l.lease_duration),
+            ("leaderElection.renewDeadline", l.renew_deadline),
+            ("leaderElection.retryPeriod", l.retry_period),
+            ("shutdownGrace", self.shutdown_grace),
+        ] {
+            if d > MAX_DURATION {
+                return Err(bad(field, "must be at most 24h"));
+            }
+        }
         if l.enabled {
             if l.retry_period.is_zero() {
                 return Err(bad("leaderElection.retryPeriod", "must be positive"));
@@ -335,17 +345,6 @@ impl AdapterOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("15"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("3d"), None);
-    }
 
     #[test]
     fn from_kube_scheduler_shaped_config() {
@@ -398,10 +397,47 @@ mod tests {
                 "leaderElection.retryPeriod",
             ),
             ("healthzBindAddress: nowhere", "healthzBindAddress"),
+            // Past what a Duration holds (it panicked) or just very long.
+            (
+                "leaderElection: {leaseDuration: 99999999999999999999999h}",
+                "leaderElection.leaseDuration",
+            ),
+            (
+                "leaderElection: {leaseDuration: 25h, renewDeadline: 20h}",
+                "leaderElection.leaseDuration",
+            ),
+            (
+                "leaderElection: {leaderElect: false, retryPeriod: 9999999999h}",
+                "leaderElection.retryPeriod",
+            ),
+            (
+                "leaderElection: {renewDeadline: -1s}",
+                "leaderElection.renewDeadline",
+            ),
+            ("clientConnection: {qps: 1e-300}", "clientConnection.qps"),
+            ("clientConnection: {qps: .inf}", "clientConnection.qps"),
+            ("clientConnection: {qps: .nan}", "clientConnection.qps"),
+            ("clientConnection: {qps: -5}", "clientConnection.qps"),
+            (
+                "clientConnection: {eventQps: 1e300}",
+                "clientConnection.eventQps",
+            ),
+            ("clientConnection: {burst: -1}", "clientConnection"),
+            ("clientConnection: {burst: 4294967296}", "clientConnection"),
+            ("metricsBindAddress: 1.2.3.4:99999", "healthzBindAddress"),
         ] {
             let cfg = SchedulerConfig::from_yaml(yaml).unwrap();
             let e = AdapterOptions::from_config(&cfg).unwrap_err();
             assert_eq!(e.field, field, "{yaml}: {e}");
         }
+        // A shutdown grace past what a Instant holds (from the flag) is
+        // refused too; the bounds themselves are fine.
+        let mut o = AdapterOptions::from_config(&SchedulerConfig::default()).unwrap();
+        o.shutdown_grace = parse_duration("99999999999999999999999h").unwrap();
+        assert_eq!(o.validate().unwrap_err().field, "shutdownGrace");
+        o.shutdown_grace = MAX_DURATION;
+        o.qps = MAX_QPS;
+        o.event_qps = MIN_QPS;
+        o.validate().unwrap();
     }
 }

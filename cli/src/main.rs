@@ -196,6 +196,10 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let (cfg, profiles) = validate_config(&text)
         .map_err(|e| anyhow::anyhow!(describe_config_error(&file.display().to_string(), &e)))?;
+    // What `strata run` checks besides: leaderElection, clientConnection,
+    // healthzBindAddress / metricsBindAddress, by the adapter's own code.
+    strata_kube::AdapterOptions::from_config(&cfg)
+        .map_err(|e| anyhow::anyhow!("{}: field `{}`: {}", file.display(), e.field, e.message))?;
     println!("{}: valid, {} profile(s)", file.display(), profiles.len());
     println!(
         "  parallelism {}, backoff {}s..{}s, max unschedulable stay {}s, bind concurrency {}, assumed-pod TTL {}s",
