@@ -16,10 +16,16 @@
 //! first such error is kept for the message of a claim that ends up with no
 //! device (Kubernetes aborts the allocation instead; Strata keeps looking at
 //! other devices and reports the error if none fit).
+//!
+//! Every selector is bounded as Kubernetes bounds it (see [`super::cost`]):
+//! one longer than 10 Ki characters or whose estimated cost passes
+//! 1,000,000 units does not compile, and each evaluation is metered against
+//! that limit and against what is left of the pod's cycle [`Budget`].
 
+use super::cost::{self, Budget, LIMIT_MARK, MAX_EXPRESSION_COST, MAX_EXPRESSION_LEN};
 use cel::extractors::This;
 use cel::objects::{Map, Opaque, Value};
-use cel::{Context, ExecutionError, Program};
+use cel::{Context, ExecutionError, IdedExpr, Program};
 use std::collections::HashMap;
 use std::sync::Arc;
 use strata_scheduler::resources::Quantity as KQuantity;
@@ -73,9 +79,64 @@ fn compare(a: &Arc<dyn Opaque>, b: &Arc<dyn Opaque>) -> Result<std::cmp::Orderin
 
 /// A compiled selector.
 pub struct Selector {
-    program: Program,
+    /// The parsed expression with the run-time meter inserted.
+    expr: IdedExpr,
+    /// Units charged before evaluating (everything outside loops).
+    base: u64,
+    /// Worst-case units of one evaluation.
+    pub estimate: u64,
     /// The expression as written.
     pub source: String,
+}
+
+/// Why a selector did not say whether a device matches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MatchError {
+    /// It failed, or gave something else than a boolean: the device is not
+    /// selected.
+    Eval(String),
+    /// It ran out of units: this evaluation's (`per_cycle` false) or the
+    /// pod's cycle budget.
+    Cost {
+        /// The limit that was passed.
+        limit: u64,
+        /// Whether it was what was left of the cycle's budget.
+        per_cycle: bool,
+    },
+}
+
+impl std::fmt::Display for MatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MatchError::Eval(e) => f.write_str(e),
+            MatchError::Cost {
+                limit,
+                per_cycle: false,
+            } => write!(
+                f,
+                "exceeded the {LIMIT_MARK} of {limit} units per evaluation (CELSelectorExpressionMaxCost)"
+            ),
+            MatchError::Cost {
+                limit,
+                per_cycle: true,
+            } => write!(
+                f,
+                "exceeded the {LIMIT_MARK} {CYCLE_MARK} ({limit} of {} units left)",
+                cost::MAX_CYCLE_COST
+            ),
+        }
+    }
+}
+
+/// Text of the message of a selector over the cycle's budget.
+pub const CYCLE_MARK: &str = "per scheduling cycle";
+
+/// A selector's text for a message: at most 120 characters.
+pub fn shorten(expr: &str) -> String {
+    match expr.char_indices().nth(120) {
+        Some((i, _)) => format!("{}…", &expr[..i]),
+        None => expr.to_owned(),
+    }
 }
 
 /// The evaluation environment: a root context with the DRA functions.
@@ -162,6 +223,7 @@ impl Env {
                     .signum() as i64)
             },
         );
+        let _ = root.add_function(cost::TICK, cost::tick);
         let _ = root.add_function(
             "major",
             |This(a): This<Arc<dyn Opaque>>| -> Result<i64, ExecutionError> {
@@ -193,23 +255,13 @@ impl Env {
     }
 
     /// Compiles `expr` once (cached by text). The error names the
-    /// expression and what the parser found wrong.
+    /// expression and what the parser found wrong, or the limit it passes:
+    /// its length, or its estimated cost.
     pub fn compile(&mut self, expr: &str) -> Result<Arc<Selector>, String> {
         if let Some(r) = self.compiled.get(expr) {
             return r.clone();
         }
-        let r = Program::compile(expr)
-            .map(|program| {
-                Arc::new(Selector {
-                    program,
-                    source: expr.to_owned(),
-                })
-            })
-            .map_err(|e| {
-                let msg = e.to_string();
-                let first = msg.lines().next().unwrap_or("").trim().to_owned();
-                format!("CEL selector `{expr}` does not compile: {first}")
-            });
+        let r = compile(expr);
         if self.compiled.len() > 4096 {
             self.compiled.clear();
         }
@@ -217,19 +269,97 @@ impl Env {
         r
     }
 
-    /// Evaluates `sel` for `device` (a value built by [`device_value`]).
-    pub fn matches(&self, sel: &Selector, device: &Value) -> Result<bool, String> {
-        let mut ctx = self.root.new_inner_scope();
-        ctx.add_variable_from_value("device", device.clone());
-        match sel.program.execute(&ctx) {
+    /// Evaluates `sel` for `device` (a value built by [`device_value`]),
+    /// charging `budget`: at most [`MAX_EXPRESSION_COST`] units, or what is
+    /// left of the budget if less.
+    pub fn matches(
+        &self,
+        sel: &Selector,
+        device: &Value,
+        budget: &mut Budget,
+    ) -> Result<bool, MatchError> {
+        let limit = MAX_EXPRESSION_COST.min(budget.left());
+        let (r, used) = self.evaluate(sel, device, limit);
+        budget.charge(used.min(limit));
+        if used > limit {
+            return Err(MatchError::Cost {
+                limit,
+                per_cycle: limit < MAX_EXPRESSION_COST,
+            });
+        }
+        match r {
             Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
+            Ok(other) => Err(MatchError::Eval(format!(
                 "selector `{}` gave {other:?}, not a boolean",
-                sel.source
-            )),
-            Err(e) => Err(format!("selector `{}` failed: {e}", sel.source)),
+                shorten(&sel.source)
+            ))),
+            Err(e) => Err(MatchError::Eval(format!(
+                "selector `{}` failed: {e}",
+                shorten(&sel.source)
+            ))),
         }
     }
+}
+
+impl Env {
+    /// Evaluates `sel` for `device` with the meter at `limit`: the result
+    /// and the units the meter counted (more than `limit` when it ran out;
+    /// the evaluation did not start when the part outside loops alone is
+    /// over).
+    pub fn evaluate(
+        &self,
+        sel: &Selector,
+        device: &Value,
+        limit: u64,
+    ) -> (cel::ResolveResult, u64) {
+        if sel.base > limit {
+            return (
+                Err(ExecutionError::function_error(cost::TICK, LIMIT_MARK)),
+                sel.base,
+            );
+        }
+        let mut ctx = self.root.new_inner_scope();
+        ctx.add_variable_from_value("device", device.clone());
+        cost::metered(sel.base, limit, || Value::resolve(&sel.expr, &ctx))
+    }
+}
+
+impl Selector {
+    /// A selector from its text and its instrumented tree, with no limit
+    /// checked (for tests and measurements; [`Env::compile`] checks them).
+    pub fn instrumented(source: &str, inst: cost::Instrumented) -> Selector {
+        Selector {
+            expr: inst.expr,
+            base: inst.base,
+            estimate: inst.estimate,
+            source: source.to_owned(),
+        }
+    }
+}
+
+/// Parses, estimates and instruments `expr`.
+fn compile(expr: &str) -> Result<Arc<Selector>, String> {
+    if expr.len() > MAX_EXPRESSION_LEN {
+        return Err(format!(
+            "CEL selector `{}` does not compile: it is {} characters long, over the limit of {MAX_EXPRESSION_LEN} (CELSelectorExpressionMaxLength)",
+            shorten(expr),
+            expr.len()
+        ));
+    }
+    let program = Program::compile(expr).map_err(|e| {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("").trim().to_owned();
+        format!("CEL selector `{}` does not compile: {first}", shorten(expr))
+    })?;
+    let inst = cost::instrument(program.expression());
+    if inst.estimate > MAX_EXPRESSION_COST {
+        return Err(format!(
+            "CEL selector `{}` has an estimated cost of {} units, over the {LIMIT_MARK} of {MAX_EXPRESSION_COST} (CELSelectorExpressionMaxCost)",
+            shorten(expr),
+            inst.estimate
+        ));
+    }
+    Ok(Arc::new(Selector::instrumented(expr, inst)))
 }
 
 /// A device attribute value.
@@ -368,7 +498,11 @@ mod tests {
         ];
         for (expr, want) in cases {
             let sel = env.compile(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
-            assert_eq!(env.matches(&sel, &d), Ok(want), "{expr}");
+            assert_eq!(
+                env.matches(&sel, &d, &mut Budget::per_cycle()),
+                Ok(want),
+                "{expr}"
+            );
         }
     }
 
@@ -383,12 +517,16 @@ mod tests {
         let sel = env
             .compile(r#"device.attributes["gpu.example.com"].missing == 1"#)
             .unwrap();
-        let e = env.matches(&sel, &gpu()).unwrap_err();
+        let e = env
+            .matches(&sel, &gpu(), &mut Budget::per_cycle())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing"), "{e}");
         let sel = env.compile(r#"device.driver"#).unwrap();
         assert!(
-            env.matches(&sel, &gpu())
+            env.matches(&sel, &gpu(), &mut Budget::per_cycle())
                 .unwrap_err()
+                .to_string()
                 .contains("not a boolean")
         );
     }

@@ -47,6 +47,7 @@
 
 pub mod alloc;
 pub mod cel;
+pub mod cost;
 pub mod index;
 pub mod store;
 #[cfg(test)]
@@ -435,6 +436,7 @@ impl DynamicResources {
         class: &resv1::DeviceClass,
         selectors: &[resv1::DeviceSelector],
         what: &str,
+        budget: &mut cost::Budget,
     ) -> Result<Arc<Bits>, String> {
         let class_name = class.metadata.name.clone().unwrap_or_default();
         let mut exprs: Vec<(String, String)> = Vec::new();
@@ -478,27 +480,54 @@ impl DynamicResources {
         let mut alive = vec![true; n];
         let mut first_error: Option<String> = None;
         let mut emptied_by: Option<(String, String)> = None;
-        for (sel, whose) in &compiled {
+        let started_full = budget.is_full();
+        let mut over: Option<(String, bool)> = None;
+        'sels: for (sel, whose) in &compiled {
             let mut left = 0;
             for (i, d) in c.index.devices.iter().enumerate() {
                 if !alive[i] {
                     continue;
                 }
-                match c.env.matches(sel, &d.value) {
+                match c.env.matches(sel, &d.value, budget) {
                     Ok(true) => left += 1,
                     Ok(false) => alive[i] = false,
-                    Err(e) => {
+                    Err(cel::MatchError::Eval(e)) => {
                         alive[i] = false;
                         first_error.get_or_insert(format!(
                             "{e} on device {}/{}/{}",
                             d.driver, d.pool, d.name
                         ));
                     }
+                    Err(e @ cel::MatchError::Cost { per_cycle, .. }) => {
+                        over = Some((
+                            format!(
+                                "selector `{}` {whose} {e} on device {}/{}/{} (device {} of {n}); the pod is not scheduled",
+                                cel::shorten(&sel.source),
+                                d.driver,
+                                d.pool,
+                                d.name,
+                                i + 1
+                            ),
+                            per_cycle,
+                        ));
+                        break 'sels;
+                    }
                 }
             }
             if left == 0 && emptied_by.is_none() && n > 0 {
                 emptied_by = Some((sel.source.clone(), whose.clone()));
             }
+        }
+        if let Some((msg, per_cycle)) = over {
+            // Over the per-evaluation limit, or over the cycle's budget
+            // from a full one, is this selector set's own doing and stays
+            // so until the devices change; over what other claims of the
+            // pod left is not cached.
+            let r: Result<Arc<Bits>, String> = Err(msg);
+            if !per_cycle || started_full {
+                c.sets.insert(key, r.clone());
+            }
+            return r.map_err(|e| format!("{what}: {e}"));
         }
         for (i, a) in alive.iter().enumerate() {
             if *a {
@@ -520,7 +549,12 @@ impl DynamicResources {
         r.map_err(|e| format!("{what}: {e}"))
     }
 
-    fn plan_for(&self, c: &mut Caches, claim: &resv1::ResourceClaim) -> Result<ClaimPlan, String> {
+    fn plan_for(
+        &self,
+        c: &mut Caches,
+        claim: &resv1::ResourceClaim,
+        budget: &mut cost::Budget,
+    ) -> Result<ClaimPlan, String> {
         let ck = claim_key(claim);
         let devices = claim.spec.devices.as_ref();
         let mut slots = Vec::new();
@@ -591,7 +625,7 @@ impl DynamicResources {
                     }
                 };
                 let empty = Vec::new();
-                match self.candidates(c, &cl, sels.unwrap_or(&empty), &what) {
+                match self.candidates(c, &cl, sels.unwrap_or(&empty), &what, budget) {
                     Ok(cands) => alts.push(Alt {
                         result_name: name,
                         cands,
@@ -605,9 +639,12 @@ impl DynamicResources {
                             .collect(),
                         tolerations: tols.cloned().unwrap_or_default(),
                     }),
-                    // A compile error is the claim's error; an alternative
-                    // that matches nothing just is not available.
-                    Err(e) if e.contains("does not compile") => return Err(e),
+                    // A compile error or a selector over its cost limit is
+                    // the claim's error; an alternative that matches
+                    // nothing just is not available.
+                    Err(e) if e.contains("does not compile") || e.contains(cost::LIMIT_MARK) => {
+                        return Err(e);
+                    }
                     Err(e) => last_err = Some(e),
                 }
             }
@@ -902,6 +939,8 @@ impl PreFilterPlugin for DynamicResources {
         let mut c = self.caches.lock();
         self.refresh_index(&mut c);
         let mut works = Vec::with_capacity(refs.len());
+        // Every selector evaluation of this pod's cycle draws on it.
+        let mut budget = cost::Budget::per_cycle();
         for (i, r) in refs.iter().enumerate() {
             let field = format!("spec.resourceClaims[{i}] ({:?})", r.name);
             let claim = match (&r.resource_claim_name, &r.resource_claim_template_name) {
@@ -990,11 +1029,16 @@ impl PreFilterPlugin for DynamicResources {
                 });
                 continue;
             }
-            match self.plan_for(&mut c, &claim) {
+            match self.plan_for(&mut c, &claim, &mut budget) {
                 Ok(plan) => works.push(Work::ToAllocate {
                     claim,
                     plan: Arc::new(plan),
                 }),
+                // Over the cycle's budget: tried again after the backoff
+                // (what this cycle evaluated is cached by then).
+                Err(msg) if msg.contains(cel::CYCLE_MARK) => {
+                    return PreFilterResult::status(Status::unschedulable(msg));
+                }
                 Err(msg) => return PreFilterResult::status(Status::unresolvable(msg)),
             }
         }

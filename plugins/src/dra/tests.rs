@@ -829,3 +829,60 @@ fn slice_devices_feed_the_domain_aggregates() {
     );
     rig.domains.check_consistency().unwrap();
 }
+
+/// A selector under the per-evaluation limit but costly over many devices
+/// spends the pod's cycle budget: the pod waits with the claim, request and
+/// budget named, and the next pod schedules as usual.
+#[test]
+fn selector_cost_is_bounded_per_cycle_and_named() {
+    let rig = Rig::new(&["n1"]);
+    rig.store.upsert_slice(gpus("n1", 64));
+    let l: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+    let l = format!("[{}]", l.join(", "));
+    let heavy = format!("{l}.all(a, {l}.all(b, a + b >= 0))");
+    let sel = cel::Env::new().compile(&heavy).unwrap();
+    // Each evaluation fits; all the devices do not.
+    assert!(sel.estimate < cost::MAX_EXPRESSION_COST);
+    assert!(sel.estimate * 64 > cost::MAX_CYCLE_COST);
+    let request = |name: &str, expr: &str| {
+        claim(
+            "default",
+            name,
+            json!({"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com",
+                   "selectors": [{"cel": {"expression": expr}}]}}]}),
+        )
+    };
+    rig.store.upsert_claim(request("heavy", &heavy));
+    let (_, s) = rig.pre_filter(&pod_using("p", &["heavy"]));
+    assert_eq!(s.code(), Code::Unschedulable, "{s}");
+    let m = s.message();
+    for want in [
+        "ResourceClaim default/heavy, request \"gpu\"",
+        cost::LIMIT_MARK,
+        cel::CYCLE_MARK,
+        &cost::MAX_CYCLE_COST.to_string(),
+    ] {
+        assert!(m.contains(want), "{m} does not contain {want}");
+    }
+    // The issue's selector is refused before any device is looked at.
+    let l80: Vec<String> = (0..80).map(|i| i.to_string()).collect();
+    let l80 = format!("[{}]", l80.join(", "));
+    rig.store.upsert_claim(request(
+        "nested",
+        &format!("{l80}.all(a, {l80}.all(b, {l80}.all(c, a + b + c >= 0)))"),
+    ));
+    let (_, s) = rig.pre_filter(&pod_using("q", &["nested"]));
+    assert_eq!(s.code(), Code::UnschedulableAndUnresolvable, "{s}");
+    assert!(
+        s.message()
+            .contains("ResourceClaim default/nested, request \"gpu\"")
+            && s.message().contains("estimated cost"),
+        "{}",
+        s.message()
+    );
+    // Other pods are not held up.
+    rig.store.upsert_claim(one_gpu("plain"));
+    let pod = pod_using("r", &["plain"]);
+    let st = rig.schedule(&pod, "n1").unwrap();
+    assert!(rig.bind(&st, &pod, "n1").is_success());
+}
