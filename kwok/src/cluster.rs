@@ -353,6 +353,34 @@ pub async fn wait_bound(
     }
 }
 
+/// Waits until no pod of `namespace` is short of phase Running (kwok has
+/// caught up with the pods bound so far), or `timeout` passes. False on
+/// timeout.
+pub async fn wait_running(
+    client: &kube::Client,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<bool, ClusterError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default()
+        .fields("status.phase!=Running")
+        .limit(1);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let page = api
+            .list(&lp)
+            .await
+            .map_err(api_err(format!("listing pods in {namespace}")))?;
+        if page.items.is_empty() {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// Every pod of `namespace`.
 pub async fn list_pods(client: &kube::Client, namespace: &str) -> Result<Vec<Pod>, ClusterError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);

@@ -412,4 +412,34 @@ workloads:
         );
         assert_eq!(on(29), None);
     }
+
+    #[test]
+    fn scheduler_perf_scenarios_parse_and_place_their_initial_pods() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../simulator/scenarios/scheduler-perf");
+        let mut seen = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let sc = Scenario::load(path.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+            let first = &sc.workloads[0];
+            assert!(
+                ["init", "existing"].contains(&first.name.as_str()),
+                "{}",
+                path.display()
+            );
+            if sc.node_count() > 5000 {
+                seen += 1;
+                continue;
+            }
+            // Direct placement finds room for every initial pod.
+            let ns = nodes(&sc, "r");
+            let mut ps: Vec<Pod> = pods(&sc, &opts(false), |w| w.name == first.name)
+                .into_iter()
+                .map(|p| p.pod)
+                .collect();
+            assert_eq!(place_directly(&ns, &mut ps), 0, "{}", path.display());
+            seen += 1;
+        }
+        assert_eq!(seen, 5);
+    }
 }
