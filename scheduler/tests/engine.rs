@@ -379,7 +379,7 @@ fn configuration_errors_name_the_field() {
         ),
         "configuration: profiles[0].plugins.queueSort: exactly one QueueSort plugin is needed, found 0"
     );
-    assert!(err("parallelism: 0\n").contains("parallelism: must be at least 1"));
+    assert!(err("parallelism: 0\n").contains("parallelism: 0 is outside 1..=1024"));
     assert!(
         err("profiles:\n- schedulerName: a\n- schedulerName: a\n")
             .contains("profiles[1].schedulerName")
