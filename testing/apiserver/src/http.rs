@@ -212,6 +212,12 @@ fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
     }
 }
 
+/// Takes one from a fault counter; false when it is zero.
+fn take_one(n: &std::sync::atomic::AtomicU64) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -388,6 +394,8 @@ pub(crate) async fn handle(
                 PatchKind::Merge
             } else if ct.starts_with("application/strategic-merge-patch+json") {
                 PatchKind::Strategic
+            } else if ct.starts_with("application/json-patch+json") {
+                PatchKind::Json
             } else {
                 return Err(ApiError::new(
                     415,
@@ -423,6 +431,24 @@ pub(crate) async fn handle(
             format!("{method} is not supported on {path}"),
         )),
     })();
+    // Faults after a committed binding: the client never learns it worked.
+    let is_bind = verb == "create" && t.sub.as_deref() == Some("binding");
+    let result = match result {
+        Ok(ok) if is_bind && take_one(&shared.ambiguous_binds) => {
+            let _ = ok;
+            Err(ApiError::new(
+                500,
+                "InternalError",
+                "injected failure after the binding was committed",
+            ))
+        }
+        Ok(ok) if is_bind && take_one(&shared.stalled_binds) => {
+            let ms = shared.stall_ms.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(ok)
+        }
+        other => other,
+    };
     let code = match &result {
         Ok((c, _)) => c.as_u16(),
         Err(e) if e.code == 0 => 200,

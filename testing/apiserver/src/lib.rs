@@ -93,6 +93,11 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub latency_us: AtomicU64,
     pub fail_binds: AtomicU64,
+    /// Bindings to commit and then answer 500.
+    pub ambiguous_binds: AtomicU64,
+    /// Bindings to commit and then answer only after `stall_ms`.
+    pub stalled_binds: AtomicU64,
+    pub stall_ms: AtomicU64,
     pub bindings: Mutex<Vec<BindRecord>>,
     pub bind_conflicts: AtomicU64,
     pub calls: Mutex<BTreeSet<ApiCall>>,
@@ -123,6 +128,9 @@ impl FakeApiServer {
             store: Mutex::new(Store::new(opts.log_capacity)),
             latency_us: AtomicU64::new(opts.latency.as_micros() as u64),
             fail_binds: AtomicU64::new(0),
+            ambiguous_binds: AtomicU64::new(0),
+            stalled_binds: AtomicU64::new(0),
+            stall_ms: AtomicU64::new(0),
             bindings: Mutex::new(Vec::new()),
             bind_conflicts: AtomicU64::new(0),
             calls: Mutex::new(BTreeSet::new()),
@@ -335,6 +343,21 @@ impl FakeApiServer {
     /// The next `n` binding calls fail with 500.
     pub fn fail_next_binds(&self, n: u64) {
         self.shared.fail_binds.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` bindings are committed (the pod is bound) and then
+    /// answered with 500, as when a response is lost after etcd wrote it.
+    pub fn fail_next_binds_after_commit(&self, n: u64) {
+        self.shared.ambiguous_binds.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` bindings are committed and answered only after `d` (a
+    /// client with a shorter timeout never sees the answer).
+    pub fn stall_next_binds_after_commit(&self, n: u64, d: Duration) {
+        self.shared
+            .stall_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+        self.shared.stalled_binds.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` updates (PUT) of `resource` answer 409 Conflict, as if

@@ -193,6 +193,9 @@ struct ListSnapshot {
 pub(crate) enum PatchKind {
     Merge,
     Strategic,
+    /// RFC 6902: `test`, `add`, `replace`, `remove` (a failed `test` or a
+    /// missing parent is 422, as in kube-apiserver).
+    Json,
 }
 
 /// The store.
@@ -657,6 +660,18 @@ impl Store {
     ) -> Result<Obj, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let old = self.get(rt, ns, name)?;
+        if kind == PatchKind::Json {
+            let mut next = (*old.value).clone();
+            json_patch(&mut next, patch)?;
+            return self.patch(
+                rt,
+                ns,
+                name,
+                &diff_as_merge(&old.value, &next),
+                PatchKind::Merge,
+                status_only,
+            );
+        }
         if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
             && rv
                 != old.value["metadata"]["resourceVersion"]
@@ -862,6 +877,93 @@ pub(crate) fn merge(target: &mut Value, patch: &Value, strategic: bool) {
     }
 }
 
+/// Applies an RFC 6902 JSON patch to `doc` (the operations kube-apiserver's
+/// clients use: test, add, replace, remove). A `test` of `null` passes on a
+/// missing member, as in kube-apiserver.
+fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    let invalid = |m: String| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the server rejected our request due to an error in our request: {m}"),
+        )
+    };
+    let ops = patch
+        .as_array()
+        .ok_or_else(|| invalid("a JSON patch is a list".into()))?;
+    for op in ops {
+        let path = op["path"]
+            .as_str()
+            .ok_or_else(|| invalid("op without path".into()))?;
+        let mut parts: Vec<String> = path
+            .split('/')
+            .skip(1)
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let last = parts
+            .pop()
+            .ok_or_else(|| invalid(format!("bad path {path:?}")))?;
+        let mut parent = Some(&mut *doc);
+        for p in &parts {
+            parent = parent.and_then(|v| v.get_mut(p.as_str()));
+        }
+        let value = op.get("value").cloned().unwrap_or(Value::Null);
+        match op["op"].as_str().unwrap_or("") {
+            "test" => {
+                let cur = parent
+                    .and_then(|v| v.get(last.as_str()))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                if cur != value {
+                    return Err(invalid(format!("testing value {path} failed")));
+                }
+            }
+            "add" | "replace" => {
+                let obj = parent
+                    .and_then(Value::as_object_mut)
+                    .ok_or_else(|| invalid(format!("missing parent of {path}")))?;
+                obj.insert(last, value);
+            }
+            "remove" => {
+                let obj = parent
+                    .and_then(Value::as_object_mut)
+                    .ok_or_else(|| invalid(format!("missing parent of {path}")))?;
+                obj.remove(&last);
+            }
+            other => return Err(invalid(format!("unsupported op {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// The JSON merge patch that turns `old` into `new` (objects only; removed
+/// members become `null`).
+fn diff_as_merge(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) if ov == nv => {}
+                    Some(ov) if ov.is_object() && nv.is_object() => {
+                        out.insert(k.clone(), diff_as_merge(ov, nv));
+                    }
+                    _ => {
+                        out.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
 /// A lowercase RFC 1123 subdomain: at most 253 characters, dot-separated
 /// labels of `[a-z0-9]` and inner `-` (kube-apiserver's check on names).
 fn is_dns_subdomain(s: &str) -> bool {
@@ -882,6 +984,39 @@ mod tests {
 
     fn pods() -> ResourceType {
         ResourceType::new("", "v1", "pods", "Pod", true)
+    }
+
+    #[test]
+    fn json_patch_tests_adds_and_refuses_as_kube_apiserver() {
+        let doc = serde_json::json!({"metadata": {"uid": "u1"}, "spec": {}});
+        // A test of null passes on a missing member; add makes a map.
+        let mut d = doc.clone();
+        json_patch(
+            &mut d,
+            &serde_json::json!([
+                {"op": "test", "path": "/metadata/uid", "value": "u1"},
+                {"op": "test", "path": "/spec/nodeName", "value": null},
+                {"op": "add", "path": "/metadata/annotations", "value": {"a/b": "1"}},
+                {"op": "add", "path": "/metadata/annotations/c~1d", "value": "2"},
+            ]),
+        )
+        .unwrap();
+        assert_eq!(d["metadata"]["annotations"]["a/b"], "1");
+        assert_eq!(d["metadata"]["annotations"]["c/d"], "2");
+        // A failed test and a missing parent are 422; nothing is applied.
+        for bad in [
+            serde_json::json!([{"op": "test", "path": "/metadata/uid", "value": "u2"}]),
+            serde_json::json!([{"op": "add", "path": "/metadata/labels/x", "value": "1"}]),
+            serde_json::json!({"op": "add"}),
+        ] {
+            let mut d = doc.clone();
+            assert_eq!(json_patch(&mut d, &bad).unwrap_err().code, 422, "{bad}");
+        }
+        let merge = diff_as_merge(&doc, &d);
+        assert_eq!(
+            merge,
+            serde_json::json!({"metadata": {"annotations": {"a/b": "1", "c/d": "2"}}})
+        );
     }
 
     #[test]
