@@ -87,6 +87,9 @@ pub struct Adapter {
     http_addr: Option<SocketAddr>,
     http_task: Option<JoinHandle<()>>,
     identity: String,
+    /// Turns true when this replica lost its Lease and, not configured to
+    /// campaign again, stopped competing for it.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Adapter {
@@ -138,14 +141,17 @@ impl Adapter {
         let limiter = Arc::new(RateLimiter::new(opts.qps, opts.burst));
         let event_limiter = Arc::new(RateLimiter::new(opts.event_qps, opts.event_burst));
         let identity = opts.leader_election.identity.clone();
-        let port = Arc::new(KubeCluster::new(
+        let mut kube_cluster = KubeCluster::new(
             client.clone(),
             limiter.clone(),
             metrics.clone(),
             event_limiter,
             opts.event_queue,
             identity.clone(),
-        ));
+            gate.clone(),
+        );
+        kube_cluster.set_bind_timeout(opts.bind_timeout);
+        let port = Arc::new(kube_cluster);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let first_profile = cfg
             .profiles
@@ -301,12 +307,17 @@ impl Adapter {
 
         // Leader election.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
         let elector = if opts.leader_election.enabled {
+            // A limiter of its own: renewing the Lease never queues behind
+            // binds and status writes (kube-scheduler gives leader election
+            // a client of its own for the same reason).
             let e = Elector::new(
                 client.clone(),
                 opts.leader_election.clone(),
-                limiter,
+                Arc::new(RateLimiter::new(opts.qps, opts.burst)),
                 gate.clone(),
+                lost_tx,
             );
             Some(tokio::spawn(e.run(stop_rx)))
         } else {
@@ -347,12 +358,28 @@ impl Adapter {
             http_addr,
             http_task,
             identity,
+            lost: lost_rx,
         })
     }
 
     /// Whether the preload is applied.
     pub fn is_ready(&self) -> bool {
         self.gate.is_ready()
+    }
+
+    /// Whether this replica lost its Lease for good (it stopped
+    /// scheduling and no longer campaigns).
+    pub fn lost_leadership(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Waits until this replica loses its Lease for good (see
+    /// [`crate::LeaderElection::recampaign`]); never returns otherwise.
+    pub async fn wait_lost_leadership(&self) {
+        let mut rx = self.lost.clone();
+        if rx.wait_for(|l| *l).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Whether this replica holds the Lease (always, without election).

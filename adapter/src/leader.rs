@@ -107,6 +107,8 @@ pub struct Elector {
     /// was first seen locally.
     observed: Option<(String, Instant)>,
     observed_spec: Option<LeaseSpec>,
+    /// Told when leadership is lost for good (not re-campaigning).
+    lost: tokio::sync::watch::Sender<bool>,
 }
 
 fn now() -> MicroTime {
@@ -131,6 +133,7 @@ impl Elector {
         opts: LeaderElection,
         limiter: Arc<RateLimiter>,
         gate: Arc<Gate>,
+        lost: tokio::sync::watch::Sender<bool>,
     ) -> Elector {
         Elector {
             api: Api::namespaced(client, &opts.lease_namespace),
@@ -139,6 +142,7 @@ impl Elector {
             gate,
             observed: None,
             observed_spec: None,
+            lost,
         }
     }
 
@@ -289,6 +293,12 @@ impl Elector {
             }
             tracing::warn!(identity = %self.opts.identity, "lost leadership; scheduling stopped");
             self.gate.set_leader(false);
+            if !self.opts.recampaign {
+                // As kube-scheduler: a replica that lost its term does not
+                // come back with state from it; `strata run` exits.
+                let _ = self.lost.send(true);
+                return;
+            }
         }
     }
 

@@ -90,6 +90,9 @@ const fn call(
 pub const API_CALLS: &[ApiCall] = &[
     call("list", "", "nodes", Scope::Cluster),
     call("watch", "", "nodes", Scope::Cluster),
+    // A bind or annotation patch whose answer was lost or refused is read
+    // back before its outcome is decided.
+    call("get", "", "pods", Scope::Cluster),
     call("list", "", "pods", Scope::Cluster),
     call("watch", "", "pods", Scope::Cluster),
     call("list", "", "namespaces", Scope::Cluster),

@@ -48,6 +48,10 @@ pub struct LeaderElection {
     pub lease_namespace: String,
     /// This replica's identity (default: hostname plus a random suffix).
     pub identity: String,
+    /// After losing the Lease, campaign again instead of stopping the
+    /// process (default false: `strata run` exits, as kube-scheduler does,
+    /// so no state from the lost term survives).
+    pub recampaign: bool,
 }
 
 /// Everything the adapter needs besides the scheduler configuration.
@@ -77,6 +81,9 @@ pub struct AdapterOptions {
     pub http_address: Option<SocketAddr>,
     /// How long shutdown waits for binds in flight.
     pub shutdown_grace: Duration,
+    /// How long one `pods/binding` call may take before its outcome is read
+    /// back from the API (default 30 s).
+    pub bind_timeout: Duration,
 }
 
 /// `clientConnection` as kube-scheduler spells it.
@@ -188,9 +195,11 @@ impl Default for AdapterOptions {
                 lease_name: "strata-scheduler".to_owned(),
                 lease_namespace: default_namespace(),
                 identity: default_identity(),
+                recampaign: false,
             },
             http_address: Some(SocketAddr::from(([0, 0, 0, 0], 10259))),
             shutdown_grace: Duration::from_secs(10),
+            bind_timeout: crate::port::BIND_TIMEOUT,
         }
     }
 }
@@ -304,12 +313,16 @@ impl AdapterOptions {
         if self.page_size == 0 {
             return Err(bad("clientConnection.pageSize", "must be at least 1"));
         }
+        if self.bind_timeout.is_zero() {
+            return Err(bad("bindTimeout", "must be positive"));
+        }
         let l = &self.leader_election;
         for (field, d) in [
             ("leaderElection.leaseDuration", l.lease_duration),
             ("leaderElection.renewDeadline", l.renew_deadline),
             ("leaderElection.retryPeriod", l.retry_period),
             ("shutdownGrace", self.shutdown_grace),
+            ("bindTimeout", self.bind_timeout),
         ] {
             if d > MAX_DURATION {
                 return Err(bad(field, "must be at most 24h"));

@@ -28,6 +28,7 @@
 //!   and counted (`strata_events_dropped_total`), never blocking the engine.
 
 use crate::client::RateLimiter;
+use crate::leader::Gate;
 use crate::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -56,6 +57,13 @@ const MAX_NOTE: usize = 1024;
 pub const CLAIM_FINALIZER: &str = "resource.kubernetes.io/delete-protection";
 /// Remembered conditions beyond which the memory is cleared.
 const MAX_REMEMBERED_CONDITIONS: usize = 500_000;
+/// How long one `pods/binding` call may take by default. The client's
+/// read timeout (330 s, for watches) is far too long to hold a binding
+/// slot.
+pub const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an unanswered bind is read back before its outcome is given up
+/// as unknown.
+const BIND_RESOLVE_FOR: Duration = Duration::from_secs(60);
 
 /// The Kubernetes implementation of the engine's port.
 pub struct KubeCluster {
@@ -66,6 +74,11 @@ pub struct KubeCluster {
     last_condition: Mutex<FxHashMap<Arc<str>, u64>>,
     /// Set when the replica is killed: every call fails at once.
     dead: Arc<AtomicBool>,
+    /// Leadership: no write starts once this replica stops leading.
+    gate: Arc<Gate>,
+    /// How long one `pods/binding` call may take before its outcome is
+    /// treated as unknown and read back from the API.
+    bind_timeout: Duration,
 }
 
 fn api_code(e: &kube::Error) -> Option<u16> {
@@ -85,6 +98,7 @@ impl KubeCluster {
         event_limiter: Arc<RateLimiter>,
         event_queue: usize,
         reporting_instance: String,
+        gate: Arc<Gate>,
     ) -> KubeCluster {
         let (tx, rx) = tokio::sync::mpsc::channel(event_queue.max(1));
         let dead = Arc::new(AtomicBool::new(false));
@@ -103,7 +117,14 @@ impl KubeCluster {
             events: tx,
             last_condition: Mutex::new(FxHashMap::default()),
             dead,
+            gate,
+            bind_timeout: BIND_TIMEOUT,
         }
+    }
+
+    /// Sets how long one bind call may take (default [`BIND_TIMEOUT`]).
+    pub fn set_bind_timeout(&mut self, d: Duration) {
+        self.bind_timeout = d;
     }
 
     /// Makes every later call fail (a crashed replica).
@@ -115,11 +136,77 @@ impl KubeCluster {
         Api::namespaced(self.client.clone(), ns.as_str())
     }
 
+    /// Whether this replica may write: not killed, and still the leader
+    /// (checked again after each wait on the rate limiter, so a replica
+    /// that lost its Lease starts no PreBind write and no bind).
     fn check_alive(&self) -> Result<(), String> {
         if self.dead.load(Ordering::SeqCst) {
             Err("this scheduler replica was stopped".into())
+        } else if !self.gate.is_leader() {
+            Err("this scheduler replica no longer holds the leader Lease".into())
         } else {
             Ok(())
+        }
+    }
+
+    /// After a bind whose answer was lost (timeout, 5xx, cut connection),
+    /// reads the pod back until the API says what happened: bound to
+    /// `node` (the bind took effect), bound elsewhere or gone (final), or
+    /// still unbound (safe to retry). Never assumes.
+    async fn resolve_bind(&self, pod: &PodInfo, node: Sym, cause: &str) -> Result<(), BindError> {
+        let api = self.pods(pod.namespace);
+        let mut wait = Duration::from_millis(200);
+        let deadline = Instant::now() + BIND_RESOLVE_FOR;
+        loop {
+            let read = tokio::time::timeout(self.bind_timeout, api.get_opt(&pod.name)).await;
+            match read {
+                Ok(Ok(None)) => {
+                    return Err(BindError::NotFound(format!(
+                        "{}: gone after an unanswered bind ({cause})",
+                        pod.key()
+                    )));
+                }
+                Ok(Ok(Some(p))) if p.metadata.uid.as_deref() != Some(&*pod.uid) => {
+                    return Err(BindError::NotFound(format!(
+                        "{}: replaced after an unanswered bind ({cause})",
+                        pod.key()
+                    )));
+                }
+                Ok(Ok(Some(p))) => {
+                    let bound = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                    return match bound {
+                        Some(n) if n == node.as_str() => {
+                            tracing::info!(pod = %pod.key(), node = %node, cause, "bind answered with an error, but the pod is bound: treated as bound");
+                            Ok(())
+                        }
+                        Some(other) => Err(BindError::Conflict(format!(
+                            "{}: bound to {other} by someone else ({cause})",
+                            pod.key()
+                        ))),
+                        None => Err(BindError::Other(format!(
+                            "{}: {cause}; the pod is not bound",
+                            pod.key()
+                        ))),
+                    };
+                }
+                Ok(Err(e)) if api_code(&e) == Some(404) => {
+                    return Err(BindError::NotFound(format!(
+                        "{}: gone after an unanswered bind ({cause})",
+                        pod.key()
+                    )));
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+            if Instant::now() >= deadline {
+                // Still unknown: report a plain failure (the pod is retried;
+                // a bind that did take effect makes the retry's bind 409).
+                return Err(BindError::Other(format!(
+                    "{}: {cause}; reading the pod back failed for {BIND_RESOLVE_FOR:?}, outcome unknown",
+                    pod.key()
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 }
@@ -145,10 +232,20 @@ impl ClusterPort for KubeCluster {
             },
         };
         let start = Instant::now();
-        let r: Result<serde_json::Value, kube::Error> = self
-            .pods(pod.namespace)
-            .create_subresource("binding", &pod.name, &PostParams::default(), &binding)
-            .await;
+        let api = self.pods(pod.namespace);
+        let pp = PostParams::default();
+        let call =
+            api.create_subresource::<_, serde_json::Value>("binding", &pod.name, &pp, &binding);
+        let r = match tokio::time::timeout(self.bind_timeout, call).await {
+            Ok(r) => r,
+            Err(_) => {
+                let cause = format!("the bind call timed out after {:?}", self.bind_timeout);
+                let r = self.resolve_bind(pod, node, &cause).await;
+                self.metrics
+                    .bind_done(if r.is_ok() { "bound" } else { "error" }, start.elapsed());
+                return r;
+            }
+        };
         let took = start.elapsed();
         match r {
             Ok(_) => {
@@ -166,9 +263,20 @@ impl ClusterPort for KubeCluster {
                         self.metrics.bind_done("not_found", took);
                         Err(BindError::NotFound(msg))
                     }
-                    _ => {
+                    // A 4xx other than 409/404/429 is a refusal: nothing was
+                    // written. Anything else (5xx, 429, a cut connection) may
+                    // have been committed: ask the API.
+                    Some(c) if (400..500).contains(&c) && c != 429 => {
                         self.metrics.bind_done("error", took);
                         Err(BindError::Other(msg))
+                    }
+                    _ => {
+                        let r = self
+                            .resolve_bind(pod, node, &format!("the bind call failed: {e}"))
+                            .await;
+                        self.metrics
+                            .bind_done(if r.is_ok() { "bound" } else { "error" }, start.elapsed());
+                        r
                     }
                 }
             }
@@ -273,38 +381,81 @@ impl ClusterPort for KubeCluster {
         if annotations.is_empty() {
             return Ok(());
         }
-        // The uid is a precondition: a pod recreated under the same name
-        // is not patched (409).
-        let patch = serde_json::json!({"metadata": {"uid": &*pod.uid, "annotations": annotations}});
-        self.limiter.acquire().await;
-        self.check_alive().map_err(ClusterError)?;
-        let r = self
-            .pods(pod.namespace)
-            .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        match r {
-            Ok(p) if p.metadata.uid.as_deref().is_some_and(|u| u != &*pod.uid) => {
-                Err(ClusterError(format!(
-                    "patching the annotations of {}: the pod was replaced (uid {} is not {})",
-                    pod.key(),
-                    p.metadata.uid.as_deref().unwrap_or(""),
-                    pod.uid
-                )))
+        // A JSON patch whose first operations are preconditions: the same
+        // pod (uid) and still unbound (no spec.nodeName). A pod recreated
+        // under its name, or bound by another scheduler (a new leader, say),
+        // fails the test (422) and nothing is written.
+        let api = self.pods(pod.namespace);
+        let mut map_exists = !pod.annotations.is_empty();
+        for attempt in 0..2 {
+            // Typed through serde: kube names json-patch's type without
+            // re-exporting it.
+            let patch = serde_json::from_value(annotation_patch(&pod.uid, annotations, map_exists))
+                .map_err(|e| {
+                    ClusterError(format!(
+                        "building the annotation patch of {}: {e}",
+                        pod.key()
+                    ))
+                })?;
+            self.limiter.acquire().await;
+            self.check_alive().map_err(ClusterError)?;
+            let r = api
+                .patch(
+                    &pod.name,
+                    &PatchParams::default(),
+                    &Patch::<()>::Json(patch),
+                )
+                .await;
+            let e = match r {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            match api_code(&e) {
+                Some(404) => {
+                    return Err(ClusterError(format!(
+                        "patching the annotations of {}: the pod no longer exists",
+                        pod.key()
+                    )));
+                }
+                Some(422) if attempt == 0 => {}
+                _ => {
+                    return Err(ClusterError(format!(
+                        "patching the annotations of {}: {e}",
+                        pod.key()
+                    )));
+                }
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(ClusterError(match api_code(&e) {
-                Some(404) => format!(
+            // A precondition failed: find out which.
+            let current = api.get_opt(&pod.name).await.map_err(|e| {
+                ClusterError(format!("patching the annotations of {}: {e}", pod.key()))
+            })?;
+            let Some(current) = current else {
+                return Err(ClusterError(format!(
                     "patching the annotations of {}: the pod no longer exists",
                     pod.key()
-                ),
-                Some(409) => format!(
-                    "patching the annotations of {}: the pod was replaced (uid {} is gone): {e}",
+                )));
+            };
+            if current.metadata.uid.as_deref() != Some(&*pod.uid) {
+                return Err(ClusterError(format!(
+                    "patching the annotations of {}: the pod was replaced (uid {} is gone)",
                     pod.key(),
                     pod.uid
-                ),
-                _ => format!("patching the annotations of {}: {e}", pod.key()),
-            })),
+                )));
+            }
+            if let Some(n) = current.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                return Err(ClusterError(format!(
+                    "patching the annotations of {}: the pod was bound to {n} by someone else",
+                    pod.key()
+                )));
+            }
+            // Only the annotation map's presence differed from what the
+            // informer showed: once more with the map as it is.
+            map_exists = current.metadata.annotations.is_some();
         }
+        Err(ClusterError(format!(
+            "patching the annotations of {}: the pod kept changing",
+            pod.key()
+        )))
     }
 
     async fn update_resource_claim_status(
@@ -382,6 +533,33 @@ impl ClusterPort for KubeCluster {
             .map(|_| ())
             .map_err(|e| claim_error(e, claim.metadata.resource_version.as_deref(), "the status"))
     }
+}
+
+/// The JSON patch (RFC 6902) that writes `annotations` onto pod `uid`
+/// only while it is that pod and unbound. With `map_exists` each key is
+/// added into the existing map; without, the map is created, tested absent
+/// first so no annotation is ever dropped.
+fn annotation_patch(
+    uid: &str,
+    annotations: &BTreeMap<String, String>,
+    map_exists: bool,
+) -> serde_json::Value {
+    let mut ops = vec![
+        serde_json::json!({"op": "test", "path": "/metadata/uid", "value": uid}),
+        serde_json::json!({"op": "test", "path": "/spec/nodeName", "value": null}),
+    ];
+    if map_exists {
+        for (k, v) in annotations {
+            let key = k.replace('~', "~0").replace('/', "~1");
+            ops.push(serde_json::json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": v}));
+        }
+    } else {
+        ops.push(serde_json::json!({"op": "test", "path": "/metadata/annotations", "value": null}));
+        ops.push(
+            serde_json::json!({"op": "add", "path": "/metadata/annotations", "value": annotations}),
+        );
+    }
+    serde_json::Value::Array(ops)
 }
 
 fn event_action(reason: &str) -> &'static str {

@@ -485,6 +485,100 @@ async fn a_conflict_on_the_claim_status_is_retried_and_nothing_is_allocated_twic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_committed_then_answered_500_keeps_the_claims_allocation() {
+    let s = dra_server(&[("gpu-0", "A100")]);
+    s.create(
+        "deviceclasses.resource.k8s.io",
+        device_class("gpu.example.com"),
+    )
+    .unwrap();
+    s.create(CLAIMS, claim("first", "gpu.example.com", None))
+        .unwrap();
+    let a = start_dra(&s).await;
+    // The API server binds the pod, then the answer is lost: the pod runs,
+    // so its claim must stay allocated and reserved for it.
+    s.fail_next_binds_after_commit(1);
+    s.create(
+        "pods",
+        claim_pod("first-pod", json!({"resourceClaimName": "first"})),
+    )
+    .unwrap();
+    wait_for("the bind counted", Duration::from_secs(30), || {
+        a.metrics().binds_with("bound") == 1
+    })
+    .await;
+    // An undo, had there been one, is written well within this.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let c = s.get(CLAIMS, "work", "first").unwrap();
+    assert_eq!(allocated(&c), vec!["gpu-node/gpu-0".to_owned()], "{c}");
+    assert_eq!(
+        reserved_for(&c),
+        vec![("first-pod".to_owned(), uid_of(&s, "first-pod"))],
+        "{c}"
+    );
+    assert_eq!(s.bindings().len(), 1);
+    assert_eq!(a.metrics().binds_with("error"), 0);
+    a.shutdown().await;
+    assert_calls_listed(&s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_refused_with_409_is_written_again() {
+    let s = dra_server(&[("gpu-0", "A100")]);
+    s.create(
+        "deviceclasses.resource.k8s.io",
+        device_class("gpu.example.com"),
+    )
+    .unwrap();
+    s.create(CLAIMS, claim("first", "gpu.example.com", None))
+        .unwrap();
+    let a = start_dra(&s).await;
+    // Slow answers leave a window between the claim write and the undo.
+    s.set_latency(Duration::from_millis(150));
+    s.record_requests(true);
+    s.fail_next_binds(1);
+    s.create(
+        "pods",
+        claim_pod("first-pod", json!({"resourceClaimName": "first"})),
+    )
+    .unwrap();
+    wait_for("the claim allocated", Duration::from_secs(30), || {
+        !allocated(&s.get(CLAIMS, "work", "first").unwrap()).is_empty()
+    })
+    .await;
+    // The bind fails; the undo's first write is refused.
+    s.conflict_next_updates(&format!("{CLAIMS}/status"), 1);
+    wait_for(
+        "the pod taken out of the claim after the refused undo",
+        Duration::from_secs(10),
+        || reserved_for(&s.get(CLAIMS, "work", "first").unwrap()).is_empty(),
+    )
+    .await;
+    let log = s.requests();
+    let failed_bind = position(&log, |r| {
+        is_call(r, "create", "pods/binding", "first-pod", 500)
+    })
+    .unwrap_or_else(|| panic!("no failed bind: {log:?}"));
+    let refused = position(&log, |r| {
+        is_call(r, "update", "resourceclaims/status", "first", 409)
+    })
+    .unwrap_or_else(|| panic!("no refused undo: {log:?}"));
+    assert!(failed_bind < refused, "{log:?}");
+    // The pod is retried and binds, its claim allocated once.
+    wait_for("the pod bound", Duration::from_secs(30), || {
+        bound_to(&s, "first-pod").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = s.get(CLAIMS, "work", "first").unwrap();
+    assert_eq!(allocated(&c).len(), 1, "{c}");
+    assert_eq!(reserved_for(&c).len(), 1, "{c}");
+    assert!(binds_per_uid(&s).values().all(|n| *n == 1));
+    a.shutdown().await;
+    assert_calls_listed(&s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_from_a_template_is_the_controllers_and_the_pod_waits_for_it() {
     let s = dra_server(&[("gpu-0", "A100")]);
     s.create(
@@ -579,19 +673,25 @@ async fn port_writes_annotations_and_claim_status_and_names_failures() {
     use std::collections::BTreeMap;
     use std::sync::Arc;
     use strata_kube::client::RateLimiter;
+    use strata_kube::leader::Gate;
     use strata_kube::metrics::Metrics;
     use strata_kube::port::KubeCluster;
     use strata_scheduler::cluster::ClusterPort;
+    use strata_scheduler::engine::RunControl;
     use strata_scheduler::model::PodInfo;
 
     let s = dra_server(&[]);
+    let metrics = Arc::new(Metrics::new());
+    let gate = Arc::new(Gate::new(Arc::new(RunControl::new()), metrics.clone()));
+    gate.set_leader(true);
     let port = KubeCluster::new(
         client(&s),
         Arc::new(RateLimiter::new(1000.0, 1000)),
-        Arc::new(Metrics::new()),
+        metrics,
         Arc::new(RateLimiter::new(1000.0, 1000)),
         16,
         "test".into(),
+        gate,
     );
     let info = |v: Value| PodInfo::compile(&serde_json::from_value(v).unwrap()).unwrap();
     let p = info(

@@ -462,3 +462,137 @@ async fn e2e_malformed_input_is_reported_and_the_rest_scheduled() {
     a.shutdown().await;
     c.cleanup(&ns).await;
 }
+
+/// The port's writes against kube-apiserver's own patch semantics, as the
+/// ServiceAccount: an annotation JSON patch lands only on the same, still
+/// unbound pod (its `test` operations on `metadata.uid` and a missing
+/// `spec.nodeName` mean what the port assumes), a pod annotated since the
+/// informer's copy keeps both, and a bind onto a pod bound since is a
+/// conflict, not a second bind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_port_writes_only_onto_the_same_unbound_pod() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use strata_kube::client::RateLimiter;
+    use strata_kube::leader::Gate;
+    use strata_kube::metrics::Metrics;
+    use strata_kube::port::KubeCluster;
+    use strata_scheduler::cluster::{BindError, ClusterPort};
+    use strata_scheduler::engine::RunControl;
+    use strata_scheduler::model::PodInfo;
+
+    let Some(c) = Cluster::setup().await else {
+        return;
+    };
+    let ns = c.namespace("port").await;
+    let sched = "strata-e2e-port";
+    let opts = c.options("e2e-port");
+    let client = strata_kube::make_client(&opts)
+        .await
+        .expect("client from the ServiceAccount kubeconfig");
+    let metrics = Arc::new(Metrics::new());
+    let gate = Arc::new(Gate::new(Arc::new(RunControl::new()), metrics.clone()));
+    gate.set_leader(true);
+    let port = KubeCluster::new(
+        client,
+        Arc::new(RateLimiter::new(100.0, 100)),
+        metrics,
+        Arc::new(RateLimiter::new(100.0, 100)),
+        16,
+        "e2e-port".into(),
+        gate,
+    );
+    let pods = c.pods(&ns);
+    let info = |p: &k8s_openapi::api::core::v1::Pod| PodInfo::compile(p).expect("pod compiles");
+    let ann: BTreeMap<String, String> = [(
+        "strata.io/device-assignment".to_owned(),
+        "{\"a\":1}".to_owned(),
+    )]
+    .into();
+    let key = "strata.io/device-assignment";
+
+    // No annotations at all: the map is made.
+    c.create_pod(&ns, plain_pod("bare", sched, "10m")).await;
+    let bare = info(&pods.get("bare").await.expect("get"));
+    port.patch_pod_annotations(&bare, &ann)
+        .await
+        .expect("patch");
+    let got = pods.get("bare").await.expect("get");
+    assert_eq!(
+        got.metadata.annotations.as_ref().and_then(|a| a.get(key)),
+        Some(&"{\"a\":1}".to_owned())
+    );
+
+    // Annotated by someone else after the informer's copy: both kept.
+    c.create_pod(&ns, plain_pod("late", sched, "10m")).await;
+    let late = info(&pods.get("late").await.expect("get"));
+    pods.patch(
+        "late",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"team": "x"}}})),
+    )
+    .await
+    .expect("annotate");
+    port.patch_pod_annotations(&late, &ann)
+        .await
+        .expect("patch");
+    let a = pods
+        .get("late")
+        .await
+        .expect("get")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(a.get("team").map(String::as_str), Some("x"));
+    assert!(a.contains_key(key), "{a:?}");
+
+    // Bound by another scheduler since: refused, nothing written; a bind
+    // onto it is a conflict.
+    c.create_pod(&ns, plain_pod("taken", sched, "10m")).await;
+    let taken = info(&pods.get("taken").await.expect("get"));
+    let binding: k8s_openapi::api::core::v1::Binding = serde_json::from_value(json!({
+        "metadata": {"name": "taken"},
+        "target": {"kind": "Node", "name": "strata-e2e-node-0"}
+    }))
+    .expect("binding");
+    pods.create_subresource::<_, Value>("binding", "taken", &PostParams::default(), &binding)
+        .await
+        .expect("bind as another scheduler");
+    let e = port
+        .patch_pod_annotations(&taken, &ann)
+        .await
+        .expect_err("patched a pod bound elsewhere");
+    assert!(
+        e.0.contains("bound to strata-e2e-node-0 by someone else"),
+        "{e}"
+    );
+    let got = pods.get("taken").await.expect("get");
+    assert!(
+        !got.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(key)
+    );
+    let e = port
+        .bind(&taken, "strata-e2e-node-1".into())
+        .await
+        .expect_err("bound twice");
+    assert!(matches!(e, BindError::Conflict(_)), "{e:?}");
+
+    // Replaced under the same name: refused.
+    pods.delete("bare", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete");
+    let t = Instant::now();
+    while pods.get_opt("bare").await.expect("get").is_some() {
+        assert!(t.elapsed() < Duration::from_secs(30), "bare not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.create_pod(&ns, plain_pod("bare", sched, "10m")).await;
+    let e = port
+        .patch_pod_annotations(&bare, &ann)
+        .await
+        .expect_err("patched a replaced pod");
+    assert!(e.0.contains("was replaced"), "{e}");
+    c.cleanup(&ns).await;
+}

@@ -59,6 +59,14 @@ pub struct RunArgs {
     /// How long shutdown waits for binds in flight (e.g. 10s).
     #[arg(long, value_name = "DURATION")]
     shutdown_grace: Option<String>,
+    /// How long one bind call may take before its outcome is read back
+    /// from the API server (e.g. 30s).
+    #[arg(long, value_name = "DURATION")]
+    bind_timeout: Option<String>,
+    /// After losing the leader Lease, campaign again instead of exiting
+    /// (kube-scheduler exits; so does Strata unless this is set).
+    #[arg(long)]
+    leader_recampaign: bool,
 }
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
@@ -110,6 +118,12 @@ fn options(args: &RunArgs, cfg: &SchedulerConfig) -> anyhow::Result<AdapterOptio
     if let Some(v) = &args.shutdown_grace {
         o.shutdown_grace = duration("shutdown-grace", v)?;
     }
+    if let Some(v) = &args.bind_timeout {
+        o.bind_timeout = duration("bind-timeout", v)?;
+    }
+    if args.leader_recampaign {
+        o.leader_election.recampaign = true;
+    }
     o.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(o)
 }
@@ -143,6 +157,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::select! {
                 _ = term.recv() => break "SIGTERM",
                 _ = tokio::signal::ctrl_c() => break "SIGINT",
+                _ = adapter.wait_lost_leadership() => {
+                    // As kube-scheduler: exit, so a restart starts clean;
+                    // binds queued in the lost term fail at the port.
+                    tracing::error!("lost the leader Lease; exiting");
+                    let _ = adapter.shutdown().await;
+                    anyhow::bail!("lost the leader Lease; exiting as kube-scheduler does");
+                }
                 _ = tick.tick() => {
                     if adapter.engine_stopped() {
                         anyhow::bail!("the scheduling engine stopped unexpectedly");

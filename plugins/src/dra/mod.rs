@@ -341,32 +341,13 @@ impl DynamicResources {
         let Some(cur) = self.store.claim(&w.namespace, &w.name) else {
             return;
         };
-        let mut claim = (*cur).clone();
-        let key = claim_key(&claim);
-        let Some(status) = claim.status.as_mut() else {
+        let Some(claim) = undone_claim(&cur, &pod.uid, w.allocated) else {
             return;
         };
-        let had = status
-            .reserved_for
-            .as_ref()
-            .is_some_and(|r| r.iter().any(|x| x.uid == *pod.uid));
-        if let Some(r) = status.reserved_for.as_mut() {
-            r.retain(|x| x.uid != *pod.uid);
-            if r.is_empty() {
-                status.reserved_for = None;
-            }
-        }
-        // Deallocate only what this cycle allocated and nobody else uses.
-        let deallocate =
-            w.allocated && status.allocation.is_some() && status.reserved_for.is_none();
-        if deallocate {
-            status.allocation = None;
-        }
-        if !had && !deallocate {
-            return;
-        }
-        claim.metadata.resource_version = None;
+        let key = claim_key(&claim);
         let uid = claim_uid(&claim);
+        // Assumed with the version it was read at: the write below carries
+        // it, so a claim changed meanwhile is re-read, never overwritten.
         self.store.assume_claim(claim.clone());
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(
@@ -386,15 +367,42 @@ impl DynamicResources {
         };
         let cluster = self.handle.cluster.clone();
         let pending = self.pending_undo.clone();
+        let store = self.store.clone();
         let pod_key = pod.key();
+        let pod_uid = pod.uid.clone();
+        let allocated = w.allocated;
+        let (ns, name) = (w.namespace.clone(), w.name.clone());
         rt.spawn(async move {
-            if let Err(e) = cluster.update_resource_claim_status(&claim).await {
-                tracing::warn!(
-                    claim = %key,
-                    pod = %pod_key,
-                    error = %e,
-                    "could not take an unbound pod out of its ResourceClaim"
-                );
+            let mut claim = claim;
+            for attempt in 1..=UNDO_ATTEMPTS {
+                match cluster.update_resource_claim_status(&claim).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < UNDO_ATTEMPTS && e.0.contains("409 Conflict") => {
+                        // Changed since read: wait for the informer's newer
+                        // copy and undo on that one. While the store still
+                        // holds the copy assumed above (same version), the
+                        // newer one has not arrived: send the undo again.
+                        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                        let Some(newer) = store.claim(&ns, &name) else {
+                            break;
+                        };
+                        if newer.metadata.resource_version != claim.metadata.resource_version {
+                            match undone_claim(&newer, &pod_uid, allocated) {
+                                Some(c) => claim = c,
+                                None => break,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            claim = %key,
+                            pod = %pod_key,
+                            error = %e,
+                            "could not take an unbound pod out of its ResourceClaim"
+                        );
+                        break;
+                    }
+                }
             }
             let _ = tx.send(true);
             let mut p = pending.lock();
@@ -1171,6 +1179,37 @@ impl ReservePlugin for DynamicResources {
             self.undo_written(pod, w);
         }
     }
+}
+
+/// Writes of an undo tried before giving up (each after a 409 re-reads).
+const UNDO_ATTEMPTS: u32 = 5;
+
+/// `cur` with pod `pod_uid` taken out of `reservedFor`, and deallocated when
+/// this cycle `allocated` it and nobody else holds it; `None` when there is
+/// nothing to undo. Keeps `cur`'s resourceVersion, so the write is refused
+/// (409) if the claim changed since.
+fn undone_claim(
+    cur: &resv1::ResourceClaim,
+    pod_uid: &str,
+    allocated: bool,
+) -> Option<resv1::ResourceClaim> {
+    let mut claim = cur.clone();
+    let status = claim.status.as_mut()?;
+    let had = status
+        .reserved_for
+        .as_ref()
+        .is_some_and(|r| r.iter().any(|x| x.uid == pod_uid));
+    if let Some(r) = status.reserved_for.as_mut() {
+        r.retain(|x| x.uid != pod_uid);
+        if r.is_empty() {
+            status.reserved_for = None;
+        }
+    }
+    let deallocate = allocated && status.allocation.is_some() && status.reserved_for.is_none();
+    if deallocate {
+        status.allocation = None;
+    }
+    (had || deallocate).then_some(claim)
 }
 
 #[async_trait::async_trait]
