@@ -27,7 +27,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use strata_scheduler::cluster::ClusterUpdate;
 
 /// Server-side timeout asked for each watch (kube-scheduler's informers use
@@ -134,9 +134,14 @@ fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 410)
 }
 
+/// A watch that delivered nothing and ended sooner than this was not
+/// healthy: the next one waits out the back-off.
+const WATCH_MIN_HEALTHY: Duration = Duration::from_secs(1);
+
 enum WatchEnd {
-    /// Ended normally or by a transient error: resume from the last version.
-    Resume,
+    /// Ended normally (`healthy`: it carried events or lasted) or by a
+    /// transient error: resume from the last version.
+    Resume { healthy: bool },
     /// The version is gone: relist.
     Gone,
     /// The engine is gone.
@@ -197,9 +202,17 @@ where
             let mut rv = rv;
             loop {
                 match self.watch_from(&mut rv).await {
-                    Ok(WatchEnd::Resume) => {
+                    Ok(WatchEnd::Resume { healthy: true }) => {
                         backoff = BACKOFF_MIN;
                         self.metrics.watch_restart(self.resource);
+                    }
+                    Ok(WatchEnd::Resume { healthy: false }) => {
+                        // An error event, or a watch that ended at once:
+                        // back off rather than spin on the API server.
+                        self.metrics.watch_restart(self.resource);
+                        self.metrics.informer_errors(self.resource);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                     Ok(WatchEnd::Gone) => {
                         tracing::info!(resource = self.resource, rv = %rv, "resourceVersion expired (410 Gone); relisting");
@@ -297,10 +310,16 @@ where
     async fn watch_from(&mut self, rv: &mut String) -> Result<WatchEnd, kube::Error> {
         let mut wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
         wp.bookmarks = true;
+        let started = Instant::now();
+        let mut delivered = false;
         let stream = self.api.watch(&wp, rv).await?;
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
-            match ev? {
+            let ev = ev?;
+            if !matches!(ev, WatchEvent::Error(_)) {
+                delivered = true;
+            }
+            match ev {
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     if let Some(v) = o.resource_version() {
                         *rv = v;
@@ -336,11 +355,13 @@ where
                         return Ok(WatchEnd::Gone);
                     }
                     tracing::warn!(resource = self.resource, code = s.code, message = %s.message, "watch error event");
-                    return Ok(WatchEnd::Resume);
+                    return Ok(WatchEnd::Resume { healthy: false });
                 }
             }
         }
-        Ok(WatchEnd::Resume)
+        Ok(WatchEnd::Resume {
+            healthy: delivered || started.elapsed() >= WATCH_MIN_HEALTHY,
+        })
     }
 }
 

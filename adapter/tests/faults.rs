@@ -332,3 +332,39 @@ async fn annotations_are_written_only_onto_the_same_unbound_pod() {
     assert!(format!("{e:?}").contains("leader Lease"), "{e:?}");
     assert!(s.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_fails_at_once_is_retried_with_backoff() {
+    let s = server();
+    s.create_many("nodes", fixtures::nodes(2)).unwrap();
+    let a = start(&s, "a", false).await;
+    assert!(a.wait_ready(Duration::from_secs(10)).await);
+    s.record_requests(true);
+    // Every watch from now on opens and ends with an ERROR event (500).
+    s.fail_next_watches(u64::MAX);
+    s.interrupt_watches();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut per_resource: BTreeMap<String, usize> = BTreeMap::new();
+    for r in s.requests().iter().filter(|r| r.call.verb == "watch") {
+        *per_resource.entry(r.call.resource.clone()).or_default() += 1;
+    }
+    assert!(!per_resource.is_empty());
+    // Back-off 0.2, 0.4, 0.8, 1.6 s: about five watches each in 3 s (a
+    // spinning informer makes hundreds).
+    assert!(
+        per_resource.values().all(|n| *n <= 8),
+        "watches per resource in 3 s: {per_resource:?}"
+    );
+    // Healthy again: the informers come back and a new pod is scheduled.
+    s.fail_next_watches(0);
+    s.create(
+        "pods",
+        fixtures::pod("work", "after-0", SCHED, 100, 64, None),
+    )
+    .unwrap();
+    wait_for("the new pod bound", Duration::from_secs(30), || {
+        s.bindings().len() == 1
+    })
+    .await;
+    a.shutdown().await;
+}

@@ -505,10 +505,18 @@ fn watch_response(shared: &Arc<Shared>, t: &Target, q: &HashMap<String, String>)
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let rx = shared
-        .store
-        .lock()
-        .watch(&t.rt, t.namespace.as_deref(), from, bookmarks);
+    let rx = if take_one(&shared.failing_watches) {
+        Err(ApiError::new(
+            500,
+            "InternalError",
+            "injected watch failure",
+        ))
+    } else {
+        shared
+            .store
+            .lock()
+            .watch(&t.rt, t.namespace.as_deref(), from, bookmarks)
+    };
     let rx = match rx {
         Ok(rx) => rx,
         Err(e) => {

@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     /// Bindings to commit and then answer only after `stall_ms`.
     pub stalled_binds: AtomicU64,
     pub stall_ms: AtomicU64,
+    /// Watches to open and end at once with an ERROR event (500).
+    pub failing_watches: AtomicU64,
     pub bindings: Mutex<Vec<BindRecord>>,
     pub bind_conflicts: AtomicU64,
     pub calls: Mutex<BTreeSet<ApiCall>>,
@@ -131,6 +133,7 @@ impl FakeApiServer {
             ambiguous_binds: AtomicU64::new(0),
             stalled_binds: AtomicU64::new(0),
             stall_ms: AtomicU64::new(0),
+            failing_watches: AtomicU64::new(0),
             bindings: Mutex::new(Vec::new()),
             bind_conflicts: AtomicU64::new(0),
             calls: Mutex::new(BTreeSet::new()),
@@ -358,6 +361,12 @@ impl FakeApiServer {
             .stall_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
         self.shared.stalled_binds.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` watches (of any resource) open and end at once with an
+    /// ERROR event carrying a 500 Status, as a failing API server's do.
+    pub fn fail_next_watches(&self, n: u64) {
+        self.shared.failing_watches.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` updates (PUT) of `resource` answer 409 Conflict, as if
