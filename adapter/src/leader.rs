@@ -32,6 +32,12 @@ use tokio::time::Instant;
 /// Whether the engine may schedule: leader and ready, both required.
 pub struct Gate {
     leader: AtomicBool,
+    /// With leader election: the end of the term the last renewal bought
+    /// (when it was sent plus the renew deadline). Past it this replica
+    /// does not count as leader even before the elector notices, so a
+    /// process frozen (SIGSTOP, a long GC-like stall) and resumed writes
+    /// nothing on a term another replica may have taken since.
+    term_until: parking_lot::Mutex<Option<Instant>>,
     ready: AtomicBool,
     control: Arc<RunControl>,
     metrics: Arc<Metrics>,
@@ -42,6 +48,7 @@ impl Gate {
     pub fn new(control: Arc<RunControl>, metrics: Arc<Metrics>) -> Gate {
         Gate {
             leader: AtomicBool::new(false),
+            term_until: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
             control,
             metrics,
@@ -62,9 +69,19 @@ impl Gate {
         self.ready.store(on, Ordering::SeqCst);
         self.update();
     }
-    /// Whether this replica leads.
+    /// The Lease was renewed by a write sent at `sent`: this replica may
+    /// act as leader until `sent + valid_for`.
+    pub fn renewed(&self, sent: Instant, valid_for: Duration) {
+        *self.term_until.lock() = Some(sent + valid_for);
+    }
+    /// Whether this replica leads: the elector says so and, under leader
+    /// election, the last renewal's term has not run out.
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::SeqCst)
+            && self
+                .term_until
+                .lock()
+                .is_none_or(|until| Instant::now() < until)
     }
     /// Whether the preload is applied.
     pub fn is_ready(&self) -> bool {
@@ -173,9 +190,11 @@ impl Elector {
                 }),
             };
             self.limiter.acquire().await;
+            let sent = Instant::now();
             return match self.api.create(&PostParams::default(), &l).await {
                 Ok(created) => {
                     self.observe(&created);
+                    self.gate.renewed(sent, self.opts.renew_deadline);
                     Ok(true)
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -209,6 +228,9 @@ impl Elector {
         }
         s.holder_identity = Some(me);
         s.lease_duration_seconds = Some(self.lease_secs());
+        // Before the renew time is taken: the term is counted from no
+        // later than what the other replicas will see.
+        let sent = Instant::now();
         s.renew_time = Some(now());
         next.spec = Some(s);
         next.metadata.managed_fields = None;
@@ -220,6 +242,7 @@ impl Elector {
         {
             Ok(updated) => {
                 self.observe(&updated);
+                self.gate.renewed(sent, self.opts.renew_deadline);
                 Ok(true)
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
@@ -324,5 +347,30 @@ impl Elector {
             Ok(_) => tracing::info!(lease = %self.opts.lease_name, "released the lease"),
             Err(e) => tracing::warn!(error = %e, "releasing the lease failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_term_that_ran_out_is_not_leadership() {
+        let gate = Gate::new(Arc::new(RunControl::new()), Arc::new(Metrics::new()));
+        gate.set_leader(true);
+        assert!(gate.is_leader(), "without election, leading has no term");
+        gate.renewed(Instant::now(), Duration::from_secs(60));
+        assert!(gate.is_leader());
+        // Renewed long ago (a process frozen since): no longer leading,
+        // before the elector has run.
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(30))
+            .unwrap_or_else(Instant::now);
+        gate.renewed(long_ago, Duration::from_secs(10));
+        assert!(!gate.is_leader());
+        gate.renewed(Instant::now(), Duration::from_secs(10));
+        assert!(gate.is_leader());
+        gate.set_leader(false);
+        assert!(!gate.is_leader());
     }
 }

@@ -367,6 +367,10 @@ impl ClusterPort for KubeCluster {
     }
 
     fn record_event(&self, event: PodEvent) {
+        // A replica that stopped leading reports nothing: its view is stale.
+        if !self.gate.is_leader() {
+            return;
+        }
         if self.events.try_send(event).is_err() {
             self.metrics.event_dropped();
         }
