@@ -596,3 +596,108 @@ async fn e2e_port_writes_only_onto_the_same_unbound_pod() {
     assert!(e.0.contains("was replaced"), "{e}");
     c.cleanup(&ns).await;
 }
+
+/// `manifests/deploy/01-admission-policy.yaml` against kube-apiserver: the
+/// ServiceAccount's pod writes may touch only `strata.io/` and `hami.io/`
+/// annotations (its ClusterRole must grant `patch` on every pod); the
+/// admin's are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_admission_policy_limits_the_schedulers_pod_writes() {
+    use kube::api::{Patch, PatchParams};
+    let Some(c) = Cluster::setup().await else {
+        return;
+    };
+    let ns = c.namespace("vap").await;
+    let mut pod = plain_pod("p", "strata-e2e-vap", "10m");
+    pod["metadata"]["annotations"] = json!({"team": "x"});
+    c.create_pod(&ns, pod).await;
+    let opts = c.options("e2e-vap");
+    let sa = strata_kube::make_client(&opts)
+        .await
+        .expect("client from the ServiceAccount kubeconfig");
+    let as_sa: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(sa, &ns);
+    let merge = |v: Value| Patch::Merge(v);
+    let pp = PatchParams::default();
+
+    // Owned annotations: allowed, added and changed.
+    let t = Instant::now();
+    loop {
+        // The policy takes a moment to be loaded after it is applied.
+        let r = as_sa
+            .patch(
+                "p",
+                &pp,
+                &merge(json!({"metadata": {"annotations": {"strata.io/device-assignment": "{}", "hami.io/vgpu-node": "n"}}})),
+            )
+            .await;
+        match r {
+            Ok(_) => break,
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(30), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Anything else: refused, naming the policy.
+    let refused = [
+        json!({"metadata": {"labels": {"app": "other"}}}),
+        json!({"metadata": {"annotations": {"team": "y"}}}),
+        json!({"metadata": {"annotations": {"team": null}}}),
+        json!({"metadata": {"annotations": {"example.com/new": "1"}}}),
+        json!({"metadata": {"finalizers": ["example.com/keep"]}}),
+        json!({"spec": {"activeDeadlineSeconds": 5}}),
+    ];
+    // Until the policy is seen as loaded, a refused write may pass: wait
+    // for the first refusal before counting.
+    let t = Instant::now();
+    loop {
+        match as_sa.patch("p", &pp, &merge(refused[0].clone())).await {
+            Err(kube::Error::Api(s)) => {
+                assert!(s.message.contains("strata-scheduler-pod-writes"), "{s:?}");
+                break;
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "the policy never refused a label change"
+                );
+                // Undo as admin and try again.
+                c.pods(&ns)
+                    .patch(
+                        "p",
+                        &pp,
+                        &merge(json!({"metadata": {"labels": {"app": "strata-e2e"}}})),
+                    )
+                    .await
+                    .expect("restore");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    for p in &refused {
+        let e = as_sa
+            .patch("p", &pp, &merge(p.clone()))
+            .await
+            .expect_err(&format!("allowed {p}"));
+        assert!(
+            matches!(&e, kube::Error::Api(s) if s.message.contains("strata-scheduler-pod-writes")),
+            "{p}: {e}"
+        );
+    }
+    let got = c.pods(&ns).get("p").await.expect("get");
+    let ann = got.metadata.annotations.unwrap_or_default();
+    assert_eq!(ann.get("team").map(String::as_str), Some("x"));
+    assert_eq!(
+        ann.get("strata.io/device-assignment").map(String::as_str),
+        Some("{}")
+    );
+    // The admin is not bound by it.
+    c.pods(&ns)
+        .patch(
+            "p",
+            &pp,
+            &merge(json!({"metadata": {"annotations": {"team": "y"}}})),
+        )
+        .await
+        .expect("admin writes");
+    c.cleanup(&ns).await;
+}

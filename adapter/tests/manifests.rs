@@ -9,6 +9,9 @@
 mod common;
 
 use common::*;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -111,6 +114,12 @@ fn every_manifest_parses_with_a_known_kind() {
             }
             ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(v, f)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(v, f)),
+            ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+                drop(typed::<ValidatingAdmissionPolicy>(v, f))
+            }
+            ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+                drop(typed::<ValidatingAdmissionPolicyBinding>(v, f))
+            }
             other => panic!("{}: unexpected {other:?}", f.display()),
         }
     }

@@ -90,6 +90,7 @@ impl Cluster {
         let admin = client_from(kc).await;
         for f in [
             "manifests/deploy/00-namespace.yaml",
+            "manifests/deploy/01-admission-policy.yaml",
             "manifests/deploy/01-rbac.yaml",
         ] {
             apply_file(&admin, &repo_path(f)).await;
