@@ -368,3 +368,48 @@ async fn a_watch_that_fails_at_once_is_retried_with_backoff() {
     .await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_pods_are_not_scheduled_and_hold_their_node_until_gone() {
+    let s = server();
+    // One node with room for one 1-CPU pod.
+    s.create("nodes", fixtures::node("only", 0, 1, 64, 1))
+        .unwrap();
+    let a = start(&s, "a", false).await;
+    assert!(a.wait_ready(Duration::from_secs(10)).await);
+    let with_finalizer = |name: &str, node: Option<&str>| {
+        let mut p = fixtures::pod("work", name, SCHED, 1000, 64, node);
+        p["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        p
+    };
+    // A bound pod marked for deletion, kept by its finalizer: its CPU is
+    // still taken.
+    s.create("pods", with_finalizer("old", Some("only")))
+        .unwrap();
+    s.delete("pods", "work", "old").unwrap();
+    assert!(
+        !s.get("pods", "work", "old").unwrap()["metadata"]["deletionTimestamp"].is_null(),
+        "the fake server keeps a pod with a finalizer"
+    );
+    // A pending pod marked for deletion: never attempted.
+    s.create("pods", with_finalizer("going", None)).unwrap();
+    s.delete("pods", "work", "going").unwrap();
+    s.create("pods", fixtures::pod("work", "new", SCHED, 1000, 64, None))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(s.bindings().is_empty(), "{:?}", s.bindings());
+    // The finalizers go: "old" is deleted, its CPU frees, "new" binds;
+    // "going" is deleted without ever being bound.
+    for name in ["old", "going"] {
+        let mut v = s.get("pods", "work", name).unwrap();
+        v["metadata"]["finalizers"] = json!([]);
+        s.update("pods", v).unwrap();
+        assert!(s.get("pods", "work", name).is_none());
+    }
+    wait_for("new bound", Duration::from_secs(30), || {
+        s.bindings().len() == 1
+    })
+    .await;
+    assert_eq!(s.bindings()[0].pod, "work/new");
+    a.shutdown().await;
+}

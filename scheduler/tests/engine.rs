@@ -316,6 +316,24 @@ fn pods_of_other_schedulers_are_left_alone_but_counted() {
 }
 
 #[test]
+fn a_pending_pod_being_deleted_is_not_scheduled() {
+    let mut e = env();
+    e.add_node("a", "4");
+    let mut going = pod("going").req("cpu", "1").build();
+    going.terminating = true;
+    e.add_pod(going);
+    assert_eq!(e.sched.queue_stats().active, 0, "queued while terminating");
+    // Queued first, then marked for deletion (a finalizer keeps it).
+    e.add_pod(pod("later").req("cpu", "1").build());
+    let mut later = pod("later").req("cpu", "1").build();
+    later.terminating = true;
+    e.add_pod(later);
+    assert!(e.drain().is_empty(), "a terminating pod was attempted");
+    let s = e.sched.queue_stats();
+    assert_eq!((s.active, s.backoff, s.unschedulable), (0, 0, 0));
+}
+
+#[test]
 fn deleted_bound_pod_frees_capacity_and_requeues() {
     let mut e = env();
     e.add_node("a", "1");

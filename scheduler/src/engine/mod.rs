@@ -463,6 +463,13 @@ impl Scheduler {
         if !self.serves(pod.scheduler_name) || pod.terminal {
             return;
         }
+        if pod.terminating {
+            // Being deleted (a finalizer holds it): never scheduled, as in
+            // kube-scheduler; the API would refuse its bind anyway.
+            self.queue.delete(&pod.uid);
+            self.clear_nomination(&pod.uid);
+            return;
+        }
         if self.cache.snapshot().assigned_pod(&pod.uid).is_some() {
             // Assumed by us; the API has not caught up yet.
             return;

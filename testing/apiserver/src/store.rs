@@ -596,7 +596,16 @@ impl Store {
     ) -> Result<Obj, ApiError> {
         let rv = self.next_rv();
         v["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let being_deleted = !v["metadata"]["deletionTimestamp"].is_null();
         let obj = Obj::new(v);
+        if being_deleted && !has_finalizers(&obj.value) {
+            // The last finalizer is gone: the deletion completes.
+            self.res(rt)?
+                .objects
+                .remove(&(ns.to_owned(), name.to_owned()));
+            self.record(rt, "DELETED", &obj);
+            return Ok(obj);
+        }
         self.res(rt)?
             .objects
             .insert((ns.to_owned(), name.to_owned()), obj.clone());
@@ -739,6 +748,17 @@ impl Store {
                 format!("Precondition failed: ResourceVersion in precondition: {v}"),
             ));
         }
+        if has_finalizers(&old.value) {
+            // As kube-apiserver: marked for deletion, kept until the last
+            // finalizer is removed (a pod so marked is terminating).
+            if !old.value["metadata"]["deletionTimestamp"].is_null() {
+                return Ok(old);
+            }
+            let mut v = (*old.value).clone();
+            v["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            v["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            return self.store_modified(rt, ns, name, v);
+        }
         let new_rv = self.next_rv();
         self.res(rt)?
             .objects
@@ -797,6 +817,12 @@ impl Store {
         merge(&mut v, &json!({"status": {"conditions": [cond]}}), true);
         self.store_modified(&rt, ns, name, v)
     }
+}
+
+fn has_finalizers(v: &Value) -> bool {
+    v["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty())
 }
 
 fn conflict(rt: &ResourceType, name: &str) -> ApiError {
