@@ -256,8 +256,20 @@ impl ClusterPort for KubeCluster {
                 let msg = format!("{}: {e}", pod.key());
                 match api_code(&e) {
                     Some(409) => {
-                        self.metrics.bind_done("conflict", took);
-                        Err(BindError::Conflict(msg))
+                        // Bound already — possibly by this very bind, when
+                        // the client repeated it after a 504 or a cut
+                        // connection: the pod says which.
+                        let r = self
+                            .resolve_bind(pod, node, &format!("the bind was refused: {e}"))
+                            .await;
+                        let outcome = match &r {
+                            Ok(()) => "bound",
+                            Err(BindError::Conflict(_)) => "conflict",
+                            Err(BindError::NotFound(_)) => "not_found",
+                            Err(_) => "error",
+                        };
+                        self.metrics.bind_done(outcome, start.elapsed());
+                        r
                     }
                     Some(404) => {
                         self.metrics.bind_done("not_found", took);

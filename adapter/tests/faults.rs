@@ -413,3 +413,58 @@ async fn terminating_pods_are_not_scheduled_and_hold_their_node_until_gone() {
     assert_eq!(s.bindings()[0].pod, "work/new");
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_committed_then_answered_504_and_repeated_counts_as_bound() {
+    let s = server();
+    s.create_many("nodes", fixtures::nodes(5)).unwrap();
+    s.create_many("pods", fixtures::pending_pods("work", 20, SCHED))
+        .unwrap();
+    // Committed, then 504: the client repeats the bind (kube's retry
+    // policy does for 504) and the repeat is refused 409, "already
+    // assigned" — to the node this scheduler chose.
+    s.fail_next_binds_after_commit_with(5, 504);
+    let a = start(&s, "a", false).await;
+    wait_for(
+        "the scheduler counts 20 binds",
+        Duration::from_secs(30),
+        || a.metrics().binds_with("bound") == 20,
+    )
+    .await;
+    assert!(binds_per_uid(&s).values().all(|n| *n == 1));
+    assert_eq!(s.bindings().len(), 20);
+    assert!(s.bind_conflicts() >= 5, "the client repeated the binds");
+    assert_eq!(a.metrics().binds_with("conflict"), 0);
+    assert_eq!(a.metrics().binds_with("error"), 0);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_answered_429_are_repeated_after_their_retry_after() {
+    let s = server();
+    s.create_many("nodes", fixtures::nodes(5)).unwrap();
+    let a = start(&s, "a", false).await;
+    assert!(a.wait_ready(Duration::from_secs(10)).await);
+    s.record_requests(true);
+    // The next 15 writes (binds, condition patches) are throttled; the
+    // client (kube's server-aware retry policy) waits the Retry-After and
+    // repeats them.
+    s.throttle_next_writes(15, 1);
+    for p in fixtures::pending_pods("work", 20, SCHED) {
+        s.create("pods", p).unwrap();
+    }
+    wait_for("20 bound", Duration::from_secs(60), || {
+        a.metrics().binds_with("bound") == 20
+    })
+    .await;
+    let throttled = s.requests().iter().filter(|r| r.code == 429).count();
+    assert_eq!(throttled, 15);
+    assert!(binds_per_uid(&s).values().all(|n| *n == 1));
+    assert_eq!(s.bindings().len(), 20);
+    assert_eq!(
+        a.metrics().binds_with("error"),
+        0,
+        "a throttled bind counted as failed"
+    );
+    a.shutdown().await;
+}

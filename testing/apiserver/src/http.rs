@@ -265,6 +265,35 @@ pub(crate) async fn handle(
             tokio::time::sleep(Duration::from_micros(lat)).await;
         }
     }
+    let is_write = matches!(verb, "create" | "update" | "patch" | "delete");
+    if is_write && take_one(&shared.throttled_writes) {
+        // As API Priority and Fairness rejects: 429, Retry-After, nothing
+        // processed.
+        let secs = shared.retry_after_secs.load(Ordering::SeqCst);
+        if let Some(log) = shared.requests.lock().as_mut() {
+            log.push(RequestRecord {
+                call,
+                name: t.name.clone(),
+                code: 429,
+            });
+        }
+        let mut status = ApiError::new(
+            429,
+            "TooManyRequests",
+            "too many requests, please try again later",
+        )
+        .status();
+        status["details"] = serde_json::json!({"retryAfterSeconds": secs});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::RETRY_AFTER, secs.to_string()),
+            ],
+            Bytes::from(status.to_string()),
+        )
+            .into_response();
+    }
     let ns = t.namespace.clone().unwrap_or_default();
     let parse_body = || -> Result<Value, ApiError> {
         serde_json::from_slice(&body)
@@ -436,9 +465,14 @@ pub(crate) async fn handle(
     let result = match result {
         Ok(ok) if is_bind && take_one(&shared.ambiguous_binds) => {
             let _ = ok;
+            let code = shared.ambiguous_code.load(Ordering::SeqCst) as u16;
             Err(ApiError::new(
-                500,
-                "InternalError",
+                code,
+                if code == 504 {
+                    "Timeout"
+                } else {
+                    "InternalError"
+                },
                 "injected failure after the binding was committed",
             ))
         }

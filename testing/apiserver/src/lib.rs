@@ -93,13 +93,17 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub latency_us: AtomicU64,
     pub fail_binds: AtomicU64,
-    /// Bindings to commit and then answer 500.
+    /// Bindings to commit and then answer `ambiguous_code`.
     pub ambiguous_binds: AtomicU64,
+    pub ambiguous_code: AtomicU64,
     /// Bindings to commit and then answer only after `stall_ms`.
     pub stalled_binds: AtomicU64,
     pub stall_ms: AtomicU64,
     /// Watches to open and end at once with an ERROR event (500).
     pub failing_watches: AtomicU64,
+    /// Writes to refuse with 429 and `retry_after_secs`.
+    pub throttled_writes: AtomicU64,
+    pub retry_after_secs: AtomicU64,
     pub bindings: Mutex<Vec<BindRecord>>,
     pub bind_conflicts: AtomicU64,
     pub calls: Mutex<BTreeSet<ApiCall>>,
@@ -131,9 +135,12 @@ impl FakeApiServer {
             latency_us: AtomicU64::new(opts.latency.as_micros() as u64),
             fail_binds: AtomicU64::new(0),
             ambiguous_binds: AtomicU64::new(0),
+            ambiguous_code: AtomicU64::new(500),
             stalled_binds: AtomicU64::new(0),
             stall_ms: AtomicU64::new(0),
             failing_watches: AtomicU64::new(0),
+            throttled_writes: AtomicU64::new(0),
+            retry_after_secs: AtomicU64::new(1),
             bindings: Mutex::new(Vec::new()),
             bind_conflicts: AtomicU64::new(0),
             calls: Mutex::new(BTreeSet::new()),
@@ -351,6 +358,15 @@ impl FakeApiServer {
     /// The next `n` bindings are committed (the pod is bound) and then
     /// answered with 500, as when a response is lost after etcd wrote it.
     pub fn fail_next_binds_after_commit(&self, n: u64) {
+        self.fail_next_binds_after_commit_with(n, 500);
+    }
+
+    /// As [`FakeApiServer::fail_next_binds_after_commit`], answering `code`
+    /// (504 Gateway Timeout, say, which clients repeat).
+    pub fn fail_next_binds_after_commit_with(&self, n: u64, code: u16) {
+        self.shared
+            .ambiguous_code
+            .store(u64::from(code), Ordering::SeqCst);
         self.shared.ambiguous_binds.store(n, Ordering::SeqCst);
     }
 
@@ -361,6 +377,15 @@ impl FakeApiServer {
             .stall_ms
             .store(d.as_millis() as u64, Ordering::SeqCst);
         self.shared.stalled_binds.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` writes (create, update, patch, delete of any resource)
+    /// are refused with 429 Too Many Requests, `Retry-After` and
+    /// `details.retryAfterSeconds` of `secs`, as API Priority and Fairness
+    /// rejects a request: nothing is processed.
+    pub fn throttle_next_writes(&self, n: u64, secs: u64) {
+        self.shared.retry_after_secs.store(secs, Ordering::SeqCst);
+        self.shared.throttled_writes.store(n, Ordering::SeqCst);
     }
 
     /// The next `n` watches (of any resource) open and end at once with an
