@@ -48,13 +48,13 @@ pub enum AdapterError {
     /// An adapter setting is invalid.
     #[error("configuration: {0}")]
     Options(#[from] crate::options::OptionsError),
-    /// The health/metrics address could not be bound.
+    /// The health/metrics address could not be bound, or its TLS set up.
     #[error("serving /healthz, /readyz and /metrics on {addr}: {error}")]
     Http {
         /// The address.
         addr: SocketAddr,
         /// The error.
-        error: std::io::Error,
+        error: crate::http::ServeError,
     },
     /// The engine thread could not start.
     #[error("starting the engine thread: {0}")]
@@ -90,6 +90,8 @@ pub struct Adapter {
     /// Turns true when this replica lost its Lease and, not configured to
     /// campaign again, stopped competing for it.
     lost: tokio::sync::watch::Receiver<bool>,
+    /// The certificate the HTTPS port serves (PEM).
+    serving_certificate: Option<String>,
 }
 
 impl Adapter {
@@ -326,6 +328,7 @@ impl Adapter {
         };
 
         // HTTP.
+        let mut serving_certificate = None;
         let (http_addr, http_task) = match opts.http_address {
             Some(addr) => {
                 let state = Arc::new(HttpState {
@@ -335,10 +338,11 @@ impl Adapter {
                     started,
                     engine_done: engine_done.clone(),
                 });
-                let (bound, task) = http::serve(addr, state)
+                let served = http::serve(addr, state, &opts.serving, client.clone())
                     .await
                     .map_err(|error| AdapterError::Http { addr, error })?;
-                (Some(bound), Some(task))
+                serving_certificate = served.certificate;
+                (Some(served.addr), Some(served.task))
             }
             None => (None, None),
         };
@@ -359,12 +363,19 @@ impl Adapter {
             http_task,
             identity,
             lost: lost_rx,
+            serving_certificate,
         })
     }
 
     /// Whether the preload is applied.
     pub fn is_ready(&self) -> bool {
         self.gate.is_ready()
+    }
+
+    /// The certificate the health and metrics port serves (PEM), when it
+    /// serves HTTPS.
+    pub fn serving_certificate(&self) -> Option<&str> {
+        self.serving_certificate.as_deref()
     }
 
     /// Whether this replica lost its Lease for good (it stopped

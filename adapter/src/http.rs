@@ -6,9 +6,14 @@
 //! - `/readyz` is 200 once the preload is applied by the engine (a standby
 //!   replica is ready too: it is warm and can take over), 503 before.
 //! - `/metrics` is the Prometheus text exposition.
+//!
+//! By default the port is HTTPS and everything but the health checks needs
+//! a token the API server authenticates and authorizes (see
+//! [`crate::serving`]).
 
 use crate::leader::Gate;
 use crate::metrics::Metrics;
+use crate::serving::{self, Serving};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -71,12 +76,36 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
-/// Binds `addr` and serves the endpoints on the current runtime. Returns
-/// the bound address (useful with port 0) and the server task.
+/// What [`serve`] started.
+pub struct Served {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The server task.
+    pub task: tokio::task::JoinHandle<()>,
+    /// The certificate served (PEM), when serving HTTPS.
+    pub certificate: Option<String>,
+}
+
+/// What [`serve`] can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Binding the address failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] crate::serving::ServingError),
+}
+
+/// Binds `addr` and serves the endpoints on the current runtime: HTTPS
+/// with delegated authentication and authorization through `client`
+/// ([`Serving::Secure`]), or plain HTTP ([`Serving::Insecure`]).
 pub async fn serve(
     addr: SocketAddr,
     state: Arc<HttpState>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serving: &Serving,
+    client: kube::Client,
+) -> Result<Served, ServeError> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new()
@@ -85,10 +114,43 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(error = %e, "health and metrics server stopped");
+    match serving {
+        Serving::Insecure => {
+            let app = app.layer(axum::middleware::from_fn(serving::timeout));
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::warn!(error = %e, "health and metrics server stopped");
+                }
+            });
+            Ok(Served {
+                addr: bound,
+                task,
+                certificate: None,
+            })
         }
-    });
-    Ok((bound, task))
+        Serving::Secure(s) => {
+            let (cfg, pem) = serving::tls_config(s)?;
+            let delegated = Arc::new(serving::Delegated::new(
+                client,
+                s.always_allow_paths.clone(),
+            ));
+            let app = app
+                .layer(axum::middleware::from_fn_with_state(
+                    delegated,
+                    serving::guard,
+                ))
+                .layer(axum::middleware::from_fn(serving::timeout));
+            let tls = serving::TlsListener::new(listener, cfg)?;
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(tls, app).await {
+                    tracing::warn!(error = %e, "health and metrics server stopped");
+                }
+            });
+            Ok(Served {
+                addr: bound,
+                task,
+                certificate: Some(pem),
+            })
+        }
+    }
 }

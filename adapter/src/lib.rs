@@ -44,6 +44,7 @@ pub mod leader;
 pub mod metrics;
 pub mod options;
 pub mod port;
+pub mod serving;
 pub mod translate;
 
 pub use adapter::{Adapter, AdapterError, CustomResource};
@@ -94,6 +95,19 @@ pub const API_CALLS: &[ApiCall] = &[
     // back before its outcome is decided.
     call("get", "", "pods", Scope::Cluster),
     call("list", "", "pods", Scope::Cluster),
+    // The HTTPS port's delegated authentication and authorization.
+    call(
+        "create",
+        "authentication.k8s.io",
+        "tokenreviews",
+        Scope::Cluster,
+    ),
+    call(
+        "create",
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        Scope::Cluster,
+    ),
     call("watch", "", "pods", Scope::Cluster),
     call("list", "", "namespaces", Scope::Cluster),
     call("watch", "", "namespaces", Scope::Cluster),
@@ -168,3 +182,4 @@ pub const API_CALLS: &[ApiCall] = &[
 ];
 pub use client::make_client;
 pub use options::{AdapterOptions, LeaderElection};
+pub use serving::{SecureServing, Serving};

@@ -81,6 +81,9 @@ pub struct AdapterOptions {
     pub http_address: Option<SocketAddr>,
     /// How long shutdown waits for binds in flight.
     pub shutdown_grace: Duration,
+    /// How `http_address` is served: HTTPS with delegated authentication
+    /// and authorization (default), or plain HTTP.
+    pub serving: crate::serving::Serving,
     /// How long one `pods/binding` call may take before its outcome is read
     /// back from the API (default 30 s).
     pub bind_timeout: Duration,
@@ -199,6 +202,7 @@ impl Default for AdapterOptions {
             },
             http_address: Some(SocketAddr::from(([0, 0, 0, 0], 10259))),
             shutdown_grace: Duration::from_secs(10),
+            serving: crate::serving::Serving::default(),
             bind_timeout: crate::port::BIND_TIMEOUT,
         }
     }

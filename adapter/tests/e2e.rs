@@ -701,3 +701,164 @@ async fn e2e_admission_policy_limits_the_schedulers_pod_writes() {
         .expect("admin writes");
     c.cleanup(&ns).await;
 }
+
+/// A token for ServiceAccount `name` in `ns` (TokenRequest API).
+async fn token_for(c: &Cluster, ns: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.admin.clone(), ns);
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa");
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create the ServiceAccount");
+    let req: TokenRequest =
+        serde_json::from_value(json!({"spec": {"expirationSeconds": 3600}})).expect("TokenRequest");
+    sas.create_subresource::<TokenRequest, TokenRequest>(
+        "token",
+        name,
+        &PostParams::default(),
+        &req,
+    )
+    .await
+    .expect("TokenRequest")
+    .status
+    .expect("a token")
+    .token
+}
+
+/// `GET path` over HTTPS, trusting only `pem`, with an optional bearer
+/// token: the status code and the body.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    pem: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String) {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.expect("PEM")).expect("a root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake, verified against the served certificate");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The health and metrics port as `strata run` serves it by default:
+/// HTTPS (self-signed here), health checks open, `/metrics` only to a
+/// token the API server authenticates (TokenReview) and allows to `get`
+/// `/metrics` (SubjectAccessReview), as the scheduler's ServiceAccount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_secure_port_delegates_authentication_and_authorization() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let Some(c) = Cluster::setup().await else {
+        return;
+    };
+    let ns = c.namespace("serving").await;
+    let reader = token_for(&c, &ns, "metrics-reader").await;
+    let nobody = token_for(&c, &ns, "nobody").await;
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-metrics")},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    }))
+    .expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{ns}-metrics")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{ns}-metrics")},
+        "subjects": [{"kind": "ServiceAccount", "name": "metrics-reader", "namespace": ns}]
+    }))
+    .expect("binding");
+    let roles: Api<ClusterRole> = Api::all(c.admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(c.admin.clone());
+    roles
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("role");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding");
+
+    let mut opts = c.options("e2e-serving");
+    opts.leader_election.enabled = false;
+    opts.serving = strata_kube::Serving::Secure(strata_kube::SecureServing::default());
+    let client = strata_kube::make_client(&opts).await.expect("client");
+    let stores = strata_plugins::pod_group::Stores::default();
+    let cfg = strata_scheduler::config::SchedulerConfig::from_yaml(&config("strata-e2e-serving"))
+        .expect("config");
+    let a = strata_kube::Adapter::start_with_stores(cfg, opts, client, &stores)
+        .await
+        .expect("adapter starts");
+    let addr = a.http_addr().expect("serving");
+    let pem = a.serving_certificate().expect("HTTPS").to_owned();
+
+    assert_eq!(https_get(addr, &pem, "/healthz", None).await.0, 200);
+    assert_eq!(https_get(addr, &pem, "/livez", None).await.0, 200);
+    assert_eq!(https_get(addr, &pem, "/metrics", None).await.0, 401);
+    assert_eq!(
+        https_get(addr, &pem, "/metrics", Some("not-a-token"))
+            .await
+            .0,
+        401
+    );
+    let (code, body) = https_get(addr, &pem, "/metrics", Some(&nobody)).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cannot get path \"/metrics\""), "{body}");
+    let (code, body) = https_get(addr, &pem, "/metrics", Some(&reader)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("strata_"), "{body}");
+    // Plain HTTP on the port gets nothing.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(!out.contains("strata_"), "{out}");
+    }
+    a.shutdown().await;
+    let _ = bindings
+        .delete(&format!("{ns}-metrics"), &DeleteParams::default())
+        .await;
+    let _ = roles
+        .delete(&format!("{ns}-metrics"), &DeleteParams::default())
+        .await;
+    c.cleanup(&ns).await;
+}

@@ -150,6 +150,8 @@ fn contenders(args: &KwokArgs, kubeconfig: &Path, dir: &Path) -> anyhow::Result<
                         "5000",
                         "--http-address",
                         &format!("127.0.0.1:{port}"),
+                        // The driver times /readyz over plain HTTP.
+                        "--insecure-serving",
                     ]
                     .map(str::to_owned)
                     .to_vec(),

@@ -46,7 +46,7 @@ enum Command {
     },
     /// Schedule pods in a Kubernetes cluster until SIGTERM: informers,
     /// binder, leader election, /healthz, /readyz and /metrics.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Replay the Alibaba GPU-sharing trace (openb) with the
     /// fragmentation-aware, best-fit and random policies and report the GPU
     /// capacity each allocates (the FGD paper's figure).
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate(args),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::ReplayOpenb(args) => replay_openb(args),
         Command::Kwok(args) => kwok::kwok(*args),
     };

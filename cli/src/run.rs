@@ -67,6 +67,21 @@ pub struct RunArgs {
     /// (kube-scheduler exits; so does Strata unless this is set).
     #[arg(long)]
     leader_recampaign: bool,
+    /// PEM certificate the health and metrics port serves over HTTPS (with
+    /// --tls-private-key-file); without both, a self-signed one is made.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    tls_private_key_file: Option<std::path::PathBuf>,
+    /// Paths of the port served without authentication or authorization
+    /// (comma-separated; default /healthz,/readyz,/livez).
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    authorization_always_allow_paths: Option<Vec<String>>,
+    /// Serve the port over plain HTTP without authentication (local runs
+    /// and tests only: /metrics is then open to anyone who reaches it).
+    #[arg(long, conflicts_with_all = ["tls_cert_file", "tls_private_key_file", "authorization_always_allow_paths"])]
+    insecure_serving: bool,
 }
 
 fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
@@ -123,6 +138,22 @@ fn options(args: &RunArgs, cfg: &SchedulerConfig) -> anyhow::Result<AdapterOptio
     }
     if args.leader_recampaign {
         o.leader_election.recampaign = true;
+    }
+    if args.insecure_serving {
+        o.serving = strata_kube::Serving::Insecure;
+    } else {
+        let mut s = strata_kube::SecureServing {
+            cert_file: args.tls_cert_file.clone(),
+            key_file: args.tls_private_key_file.clone(),
+            ..strata_kube::SecureServing::default()
+        };
+        if s.cert_file.is_some() != s.key_file.is_some() {
+            anyhow::bail!("--tls-cert-file and --tls-private-key-file are given together");
+        }
+        if let Some(p) = &args.authorization_always_allow_paths {
+            s.always_allow_paths = p.iter().filter(|p| !p.is_empty()).cloned().collect();
+        }
+        o.serving = strata_kube::Serving::Secure(s);
     }
     o.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(o)

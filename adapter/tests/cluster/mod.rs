@@ -159,6 +159,9 @@ impl Cluster {
             http_address: Some("127.0.0.1:0".parse().expect("address")),
             qps: 500.0,
             burst: 500,
+            // The tests read /metrics directly; the secure port has a test
+            // of its own.
+            serving: strata_kube::Serving::Insecure,
             ..AdapterOptions::default()
         };
         let l = &mut o.leader_election;

@@ -41,6 +41,8 @@ pub fn options(identity: &str, leader: bool) -> AdapterOptions {
         event_burst: 1000,
         http_address: Some("127.0.0.1:0".parse().unwrap()),
         shutdown_grace: Duration::from_secs(5),
+        // Plain HTTP: the fake API server does not answer TokenReviews.
+        serving: strata_kube::Serving::Insecure,
         ..AdapterOptions::default()
     };
     let l = &mut o.leader_election;
