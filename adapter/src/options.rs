@@ -274,21 +274,44 @@ impl AdapterOptions {
                 l.lease_namespace = n;
             }
         }
-        let addr = cfg
+        // One port serves health and metrics: each address given is
+        // checked under its own name, and two different ones are refused
+        // rather than one of them silently ignored.
+        let address = |field: &str, a: &str| -> Result<Option<SocketAddr>, OptionsError> {
+            if a.is_empty() {
+                return Ok(None);
+            }
+            a.parse().map(Some).map_err(|_| {
+                bad(
+                    field,
+                    format!("{a:?} is not an address such as 0.0.0.0:10259"),
+                )
+            })
+        };
+        let healthz = cfg
             .healthz_bind_address
-            .as_ref()
-            .or(cfg.metrics_bind_address.as_ref());
-        if let Some(a) = addr {
-            o.http_address = if a.is_empty() {
-                None
-            } else {
-                Some(a.parse().map_err(|_| {
-                    bad(
-                        "healthzBindAddress",
-                        format!("{a:?} is not an address such as 0.0.0.0:10259"),
-                    )
-                })?)
-            };
+            .as_deref()
+            .map(|a| address("healthzBindAddress", a))
+            .transpose()?;
+        let metrics = cfg
+            .metrics_bind_address
+            .as_deref()
+            .map(|a| address("metricsBindAddress", a))
+            .transpose()?;
+        if let (Some(h), Some(m)) = (healthz, metrics)
+            && h != m
+        {
+            return Err(bad(
+                "metricsBindAddress",
+                format!(
+                    "{:?} differs from healthzBindAddress {:?}: one port serves health and metrics, so give one address (or the same in both)",
+                    cfg.metrics_bind_address.as_deref().unwrap_or(""),
+                    cfg.healthz_bind_address.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(a) = healthz.or(metrics) {
+            o.http_address = a;
         }
         o.validate()?;
         Ok(o)
@@ -441,7 +464,15 @@ mod tests {
             ),
             ("clientConnection: {burst: -1}", "clientConnection"),
             ("clientConnection: {burst: 4294967296}", "clientConnection"),
-            ("metricsBindAddress: 1.2.3.4:99999", "healthzBindAddress"),
+            ("metricsBindAddress: 1.2.3.4:99999", "metricsBindAddress"),
+            (
+                "healthzBindAddress: 0.0.0.0:10259\nmetricsBindAddress: nonsense",
+                "metricsBindAddress",
+            ),
+            (
+                "healthzBindAddress: 0.0.0.0:10259\nmetricsBindAddress: 0.0.0.0:10251",
+                "metricsBindAddress",
+            ),
         ] {
             let cfg = SchedulerConfig::from_yaml(yaml).unwrap();
             let e = AdapterOptions::from_config(&cfg).unwrap_err();
@@ -456,5 +487,25 @@ mod tests {
         o.qps = MAX_QPS;
         o.event_qps = MIN_QPS;
         o.validate().unwrap();
+    }
+
+    #[test]
+    fn health_and_metrics_addresses_agree() {
+        for (yaml, want) in [
+            (
+                "healthzBindAddress: 127.0.0.1:1\nmetricsBindAddress: 127.0.0.1:1",
+                Some(SocketAddr::from(([127, 0, 0, 1], 1))),
+            ),
+            (
+                "metricsBindAddress: 127.0.0.1:2",
+                Some(SocketAddr::from(([127, 0, 0, 1], 2))),
+            ),
+            ("healthzBindAddress: \"\"", None),
+            ("healthzBindAddress: \"\"\nmetricsBindAddress: \"\"", None),
+        ] {
+            let cfg = SchedulerConfig::from_yaml(yaml).unwrap();
+            let o = AdapterOptions::from_config(&cfg).unwrap();
+            assert_eq!(o.http_address, want, "{yaml}");
+        }
     }
 }
