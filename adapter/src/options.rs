@@ -116,7 +116,7 @@ struct LeaderElectionConfig {
     retry_period: Option<String>,
     resource_name: Option<String>,
     resource_namespace: Option<String>,
-    #[allow(dead_code)]
+    /// Only `leases` (kube-scheduler's only lock since 1.24) is accepted.
     resource_lock: Option<String>,
 }
 
@@ -266,6 +266,14 @@ impl AdapterOptions {
                         bad(field, format!("{s:?} is not a duration such as 15s"))
                     })?;
                 }
+            }
+            if let Some(lock) = le.resource_lock.filter(|l| !l.is_empty())
+                && lock != "leases"
+            {
+                return Err(bad(
+                    "leaderElection.resourceLock",
+                    format!("{lock:?} is not supported: the lock is always a Lease (leases)"),
+                ));
             }
             if let Some(n) = le.resource_name.filter(|n| !n.is_empty()) {
                 l.lease_name = n;
@@ -437,6 +445,10 @@ mod tests {
                 "leaderElection.retryPeriod",
             ),
             ("healthzBindAddress: nowhere", "healthzBindAddress"),
+            (
+                "leaderElection: {resourceLock: endpoints}",
+                "leaderElection.resourceLock",
+            ),
             // Past what a Duration holds (it panicked) or just very long.
             (
                 "leaderElection: {leaseDuration: 99999999999999999999999h}",
