@@ -148,10 +148,28 @@ fn options(args: &RunArgs, cfg: &SchedulerConfig) -> anyhow::Result<AdapterOptio
             ..strata_kube::SecureServing::default()
         };
         if s.cert_file.is_some() != s.key_file.is_some() {
-            anyhow::bail!("--tls-cert-file and --tls-private-key-file are given together");
+            anyhow::bail!("--tls-cert-file and --tls-private-key-file must be given together");
+        }
+        // Checked here, before anything connects, rather than when the
+        // port starts after the informers.
+        for (flag, file) in [
+            ("--tls-cert-file", &s.cert_file),
+            ("--tls-private-key-file", &s.key_file),
+        ] {
+            if let Some(f) = file {
+                std::fs::File::open(f)
+                    .with_context(|| format!("{flag} {}: cannot be read", f.display()))?;
+            }
         }
         if let Some(p) = &args.authorization_always_allow_paths {
             s.always_allow_paths = p.iter().filter(|p| !p.is_empty()).cloned().collect();
+            // A request path always starts with `/`: any other entry would
+            // never match, leaving the path it meant behind authentication.
+            if let Some(bad) = s.always_allow_paths.iter().find(|p| !p.starts_with('/')) {
+                anyhow::bail!(
+                    "--authorization-always-allow-paths: {bad:?} is not a path such as /healthz (paths start with /)"
+                );
+            }
         }
         o.serving = strata_kube::Serving::Secure(s);
     }
@@ -259,5 +277,41 @@ mod tests {
                 .to_string()
                 .contains("--leader-elect-retry-period")
         );
+    }
+
+    #[test]
+    fn serving_flags_are_checked_before_connecting() {
+        let cfg = SchedulerConfig::default();
+        for (flags, want) in [
+            (
+                &["--authorization-always-allow-paths", "/healthz,metrics"][..],
+                "--authorization-always-allow-paths: \"metrics\"",
+            ),
+            (
+                &[
+                    "--tls-cert-file",
+                    "/nonexistent/cert.pem",
+                    "--tls-private-key-file",
+                    "/nonexistent/key.pem",
+                ][..],
+                "--tls-cert-file /nonexistent/cert.pem: cannot be read",
+            ),
+            (
+                &["--tls-private-key-file", "/nonexistent/key.pem"][..],
+                "must be given together",
+            ),
+        ] {
+            let t = T::parse_from(["x", "--config", "c.yaml"].iter().chain(flags));
+            let e = format!("{:#}", options(&t.run, &cfg).unwrap_err());
+            assert!(e.contains(want), "{flags:?}: {e}");
+        }
+        let t = T::parse_from([
+            "x",
+            "--config",
+            "c.yaml",
+            "--authorization-always-allow-paths",
+            "/healthz,/metrics",
+        ]);
+        options(&t.run, &cfg).unwrap();
     }
 }
