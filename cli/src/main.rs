@@ -102,7 +102,7 @@ struct SimulateArgs {
     #[arg(long, value_name = "NAME")]
     only_workload: Option<String>,
     /// Threads for filtering and scoring (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     parallelism: Option<usize>,
     /// Turn off the engine's reuse of per-node results across pods of one
     /// template (the baseline for measuring what it brings).
@@ -267,4 +267,23 @@ fn replay_openb(args: ReplayOpenbArgs) -> anyhow::Result<()> {
         anyhow::bail!("the engine broke an invariant (see the report above)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulate_refuses_zero_parallelism_naming_the_flag() {
+        let e = Cli::try_parse_from(["strata", "simulate", "--parallelism", "0"])
+            .err()
+            .expect("--parallelism 0 is refused")
+            .to_string();
+        assert!(e.contains("--parallelism"), "{e}");
+        let ok = Cli::try_parse_from(["strata", "simulate", "--parallelism", "3"]).unwrap();
+        let Command::Simulate(a) = ok.command else {
+            panic!("not simulate")
+        };
+        assert_eq!(a.parallelism, Some(3));
+    }
 }
