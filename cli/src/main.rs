@@ -157,6 +157,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let name = args.scenario.as_deref().unwrap_or("demo");
     let mut scenario = Scenario::load(name)?;
+    if let Some(w) = unused_settings_warning(&scenario) {
+        tracing::warn!("{w}");
+    }
     if let Some(w) = &args.only_workload {
         scenario.only_workload(w)?;
     }
@@ -189,6 +192,21 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         anyhow::bail!("the engine broke an invariant (see the report above)");
     }
     Ok(())
+}
+
+/// The settings of a scenario's configuration that only `strata run` reads
+/// (leaderElection, clientConnection, healthzBindAddress /
+/// metricsBindAddress) are not used by the simulator, but they are checked
+/// as `strata check-config` does, so a bad one is not passed over without
+/// a word. The configuration's other errors are the simulation's to report.
+fn unused_settings_warning(scenario: &Scenario) -> Option<String> {
+    let text = &scenario.config.as_ref()?.0;
+    let cfg = strata_scheduler::config::SchedulerConfig::from_yaml(text).ok()?;
+    let e = strata_kube::AdapterOptions::from_config(&cfg).err()?;
+    Some(format!(
+        "{}: field `config.{}`: {} (strata simulate does not use it, strata run would refuse it)",
+        scenario.source, e.field, e.message
+    ))
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -285,5 +303,30 @@ mod tests {
             panic!("not simulate")
         };
         assert_eq!(a.parallelism, Some(3));
+    }
+
+    #[test]
+    fn simulate_warns_about_settings_only_run_reads() {
+        let scenario = |config: &str| {
+            Scenario::parse(
+                &format!(
+                    "name: s\nconfig: {{{config}}}\nnodePools: [{{name: a, count: 1, allocatable: {{cpu: \"1\"}}}}]\nworkloads: []\n"
+                ),
+                "s.yaml",
+            )
+            .unwrap()
+        };
+        let w = unused_settings_warning(&scenario("clientConnection: {qps: -1}")).unwrap();
+        assert!(
+            w.starts_with("s.yaml: field `config.clientConnection.qps`"),
+            "{w}"
+        );
+        let w = unused_settings_warning(&scenario("healthzBindAddress: nonsense")).unwrap();
+        assert!(w.contains("config.healthzBindAddress"), "{w}");
+        assert_eq!(unused_settings_warning(&scenario("parallelism: 2")), None);
+        assert_eq!(
+            unused_settings_warning(&Scenario::load("small").unwrap()),
+            None
+        );
     }
 }
