@@ -157,6 +157,9 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     }
     let name = args.scenario.as_deref().unwrap_or("demo");
     let mut scenario = Scenario::load(name)?;
+    for w in scenario.warnings() {
+        tracing::warn!("{w}");
+    }
     if let Some(w) = unused_settings_warning(&scenario) {
         tracing::warn!("{w}");
     }

@@ -799,6 +799,38 @@ impl Scenario {
         Ok(())
     }
 
+    /// What is valid but almost certainly not meant: a node pool or a
+    /// workload of count 0, a scenario with no pods at all (it runs zero
+    /// scheduling cycles). Each names the field; `strata simulate` prints
+    /// them as warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let at = |field: String, what: &str| format!("{}: field `{field}`: {what}", self.source);
+        for (i, p) in self.node_pools.iter().enumerate() {
+            if p.count == 0 {
+                out.push(at(
+                    format!("nodePools[{i}].count"),
+                    &format!("is 0: pool {:?} adds no nodes", p.name),
+                ));
+            }
+        }
+        for (i, w) in self.workloads.iter().enumerate() {
+            if w.count == 0 {
+                out.push(at(
+                    format!("workloads[{i}].count"),
+                    &format!("is 0: workload {:?} adds no pods", w.name),
+                ));
+            }
+        }
+        if self.pod_count() == 0 {
+            out.push(at(
+                "workloads".into(),
+                "the scenario has no pods, so nothing will be scheduled",
+            ));
+        }
+        out
+    }
+
     /// How many nodes the scenario creates.
     pub fn node_count(&self) -> usize {
         self.node_pools.iter().map(|p| p.count as usize).sum()
@@ -1192,6 +1224,32 @@ workloads:
         .unwrap();
         let last = sc.arrivals().last().unwrap().at;
         assert_eq!(last, Duration::from_secs(MAX_VIRTUAL_SECONDS));
+    }
+
+    /// Counts of 0 and a scenario without pods are valid but warned about,
+    /// naming the field; the built-in scenarios have nothing to warn about.
+    #[test]
+    fn empty_pools_and_workloads_are_warned_about() {
+        let sc = Scenario::parse(
+            "name: x\nnodePools:\n  - {name: a, count: 0, allocatable: {cpu: 1}}\n  - {name: b, count: 1, allocatable: {cpu: 1}}\nworkloads:\n  - {name: w, count: 0, template: {spec: {containers: []}}}\n",
+            "x.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            sc.warnings(),
+            [
+                "x.yaml: field `nodePools[0].count`: is 0: pool \"a\" adds no nodes",
+                "x.yaml: field `workloads[0].count`: is 0: workload \"w\" adds no pods",
+                "x.yaml: field `workloads`: the scenario has no pods, so nothing will be scheduled",
+            ]
+        );
+        for (name, _) in BUILTIN {
+            assert_eq!(
+                Scenario::load(name).unwrap().warnings(),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
     }
 
     /// A group whose minMember is more than the pods the scenario ever puts
