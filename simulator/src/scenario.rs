@@ -227,6 +227,11 @@ impl<'de> Deserialize<'de> for Allocatable {
             probe
                 .set_quantity(k, &v.0)
                 .map_err(|e| de::Error::custom(format!("{k}: {e}")))?;
+            if let Ok(id) = strata_scheduler::resources::ResourceId::of(k)
+                && probe[id] < 0
+            {
+                return Err(de::Error::custom(format!("{k}: {:?} is negative", v.0)));
+            }
         }
         Ok(Allocatable(m.into_iter().map(|(k, v)| (k, v.0)).collect()))
     }
@@ -1211,6 +1216,10 @@ workloads:
                 "field `nodePools[0].images[0].sizeBytes`: -5 is negative",
             ),
             (workload("    group: {name: g, size: 0}\n"), "field `workloads[0].group.size`"),
+            (
+                "name: x\nnodePools:\n  - {name: a, count: 1, allocatable: {cpu: 1, memory: \"-1Gi\"}}\n".to_owned(),
+                "field `nodePools[0].allocatable`: memory: \"-1Gi\" is negative",
+            ),
         ];
         for (text, want) in &cases {
             let err = err_of(text);

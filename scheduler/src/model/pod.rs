@@ -359,6 +359,22 @@ impl Ctx<'_> {
     }
 }
 
+/// A negative request, limit or overhead (which the API server refuses,
+/// but a scenario template could hold) would give capacity back to the
+/// node: refused, naming the resource.
+fn non_negative(
+    ctx: &Ctx<'_>,
+    field: &str,
+    v: &ResourceVec,
+    name: &str,
+    q: &ApiQuantity,
+) -> Result<(), CompileError> {
+    match ResourceId::of(name) {
+        Ok(id) if v[id] < 0 => Err(ctx.err(field, format!("{name}: {:?} is negative", q.0))),
+        _ => Ok(()),
+    }
+}
+
 fn requests_of(
     ctx: &Ctx<'_>,
     field: &str,
@@ -370,7 +386,8 @@ fn requests_of(
     let limits = res.and_then(|r| r.limits.as_ref()).unwrap_or(&empty);
     let mut put = |name: &str, q: &ApiQuantity| -> Result<(), CompileError> {
         req.set_quantity(name, &q.0)
-            .map_err(|e| ctx.err(format!("{field}.resources"), e))
+            .map_err(|e| ctx.err(format!("{field}.resources"), e))?;
+        non_negative(ctx, &format!("{field}.resources"), &req, name, q)
     };
     for (name, q) in requests {
         put(name, q)?;
@@ -434,6 +451,7 @@ fn pod_requests(
             let mut v = ResourceVec::default();
             v.set_quantity(name, &q.0)
                 .map_err(|e| ctx.err("spec.resources.requests", e))?;
+            non_negative(ctx, "spec.resources.requests", &v, name, q)?;
             sum.0[id] = v[id];
             sum.1[id] = v[id];
         }
@@ -443,6 +461,7 @@ fn pod_requests(
         for (name, q) in oh {
             v.set_quantity(name, &q.0)
                 .map_err(|e| ctx.err("spec.overhead", e))?;
+            non_negative(ctx, "spec.overhead", &v, name, q)?;
         }
         sum.0.add(&v);
         sum.1.add(&v);
@@ -843,6 +862,34 @@ mod tests {
             info.spec.non_zero_requests[ResourceId::MEMORY],
             (1 << 30) + DEFAULT_MEMORY_REQUEST
         );
+    }
+
+    #[test]
+    fn negative_quantities_are_refused_naming_the_resource() {
+        for (spec, want) in [
+            (
+                serde_json::json!({"containers": [{"name": "a", "resources": {"requests": {"memory": "-1Gi"}}}]}),
+                "memory: \"-1Gi\" is negative",
+            ),
+            (
+                serde_json::json!({"containers": [{"name": "a", "resources": {"limits": {"cpu": "-2"}}}]}),
+                "cpu: \"-2\" is negative",
+            ),
+            (
+                serde_json::json!({"containers": [{"name": "a"}], "overhead": {"cpu": "-10m"}}),
+                "cpu: \"-10m\" is negative",
+            ),
+            (
+                serde_json::json!({"containers": [{"name": "a"}], "resources": {"requests": {"cpu": "-1"}}}),
+                "cpu: \"-1\" is negative",
+            ),
+        ] {
+            let p = pod_from_json(
+                serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}),
+            );
+            let e = PodInfo::compile(&p).err().expect("refused").to_string();
+            assert!(e.contains(want), "want {want:?} in {e}");
+        }
     }
 
     #[test]
