@@ -150,6 +150,22 @@ fn no_nulls(block: &str, v: &serde_json::Value) -> Result<(), OptionsError> {
     Ok(())
 }
 
+/// Decodes one block, naming the field inside it that is wrong (e.g.
+/// `leaderElection.leaseDuration` for a number where a duration belongs).
+fn decode<T: serde::de::DeserializeOwned>(
+    block: &str,
+    v: &serde_json::Value,
+) -> Result<T, OptionsError> {
+    serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let field = match path.as_str() {
+            "" | "." | "?" => block.to_owned(),
+            p => format!("{block}.{p}"),
+        };
+        bad(&field, e.into_inner().to_string())
+    })
+}
+
 fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -215,8 +231,7 @@ impl AdapterOptions {
         let mut o = AdapterOptions::default();
         if let Some(v) = &cfg.client_connection {
             no_nulls("clientConnection", v)?;
-            let cc: ClientConnection = serde_json::from_value(v.clone())
-                .map_err(|e| bad("clientConnection", e.to_string()))?;
+            let cc: ClientConnection = decode("clientConnection", v)?;
             if let Some(k) = cc.kubeconfig.filter(|k| !k.is_empty()) {
                 o.kubeconfig = Some(k.into());
             }
@@ -238,8 +253,7 @@ impl AdapterOptions {
         }
         if let Some(v) = &cfg.leader_election {
             no_nulls("leaderElection", v)?;
-            let le: LeaderElectionConfig = serde_json::from_value(v.clone())
-                .map_err(|e| bad("leaderElection", e.to_string()))?;
+            let le: LeaderElectionConfig = decode("leaderElection", v)?;
             let l = &mut o.leader_election;
             if let Some(e) = le.leader_elect {
                 l.enabled = e;
@@ -431,7 +445,7 @@ mod tests {
         for (yaml, field) in [
             ("clientConnection: {qps: 0}", "clientConnection.qps"),
             ("clientConnection: {burst: 0}", "clientConnection.burst"),
-            ("clientConnection: {bogus: 1}", "clientConnection"),
+            ("clientConnection: {bogus: 1}", "clientConnection.bogus"),
             (
                 "leaderElection: {leaseDuration: 5s}",
                 "leaderElection.leaseDuration",
@@ -474,8 +488,19 @@ mod tests {
                 "clientConnection: {eventQps: 1e300}",
                 "clientConnection.eventQps",
             ),
-            ("clientConnection: {burst: -1}", "clientConnection"),
-            ("clientConnection: {burst: 4294967296}", "clientConnection"),
+            ("clientConnection: {burst: -1}", "clientConnection.burst"),
+            (
+                "clientConnection: {burst: 4294967296}",
+                "clientConnection.burst",
+            ),
+            (
+                "leaderElection: {leaseDuration: 15}",
+                "leaderElection.leaseDuration",
+            ),
+            (
+                "leaderElection: {leaderElect: maybe}",
+                "leaderElection.leaderElect",
+            ),
             ("metricsBindAddress: 1.2.3.4:99999", "metricsBindAddress"),
             (
                 "healthzBindAddress: 0.0.0.0:10259\nmetricsBindAddress: nonsense",
