@@ -536,6 +536,24 @@ impl Scenario {
                 ));
             }
         }
+        for (i, w) in self.workloads.iter().enumerate() {
+            // A pod bound in its template skips the scheduler; one bound to
+            // a node the scenario does not have was counted as scheduled.
+            if let Some(n) = w
+                .template
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                && !n.is_empty()
+                && !self.has_node(n)
+            {
+                return Err(self.invalid(
+                    format!("workloads[{i}].template.spec.nodeName"),
+                    format!("no node named {n:?} (node i of pool p is named p-i)"),
+                ));
+            }
+        }
         self.validate_numbers()?;
         self.validate_groups()?;
         self.validate_dra()
@@ -1217,6 +1235,10 @@ workloads:
             ),
             (workload("    group: {name: g, size: 0}\n"), "field `workloads[0].group.size`"),
             (
+                format!("name: x\n{pool}workloads:\n  - name: w\n    count: 1\n    template: {{spec: {{nodeName: a-1, containers: []}}}}\n"),
+                "field `workloads[0].template.spec.nodeName`: no node named \"a-1\"",
+            ),
+            (
                 "name: x\nnodePools:\n  - {name: a, count: 1, allocatable: {cpu: 1, memory: \"-1Gi\"}}\n".to_owned(),
                 "field `nodePools[0].allocatable`: memory: \"-1Gi\" is negative",
             ),
@@ -1233,6 +1255,12 @@ workloads:
         .unwrap();
         let last = sc.arrivals().last().unwrap().at;
         assert_eq!(last, Duration::from_secs(MAX_VIRTUAL_SECONDS));
+        // A template bound to a node the scenario has is fine.
+        Scenario::parse(
+            &format!("name: x\n{pool}workloads:\n  - name: w\n    count: 1\n    template: {{spec: {{nodeName: a-0, containers: []}}}}\n"),
+            "ok.yaml",
+        )
+        .unwrap();
     }
 
     /// Counts of 0 and a scenario without pods are valid but warned about,
