@@ -645,12 +645,39 @@ impl Scenario {
                 *room.entry(g.name.as_str()).or_default() += u64::from(g.size.min(w.count));
             }
         }
+        use strata_plugins::pod_group::spec as ann_keys;
         for (i, w) in self.workloads.iter().enumerate() {
-            let Some(g) = &w.group else { continue };
             let Some(ann) = &w.template.pod.metadata.annotations else {
                 continue;
             };
             let field = format!("workloads[{i}].template.metadata.annotations");
+            let Some(g) = &w.group else {
+                // Group annotations act only on pods in a group: without
+                // `group` (or a group label) they were ignored silently.
+                let labels = w.template.pod.metadata.labels.as_ref();
+                let labelled = labels.is_some_and(|l| {
+                    l.contains_key(crate::groups::GROUP_LABEL)
+                        || l.contains_key(crate::groups::COSCHEDULING_LABEL)
+                });
+                let group_keys = [
+                    ann_keys::ANN_MIN_MEMBER,
+                    ann_keys::ANN_TIMEOUT,
+                    ann_keys::ANN_REQUIRED_LEVEL,
+                    ann_keys::ANN_PREFERRED_LEVEL,
+                    ann_keys::ANN_SUBGROUPS,
+                    ann_keys::ANN_SPREAD,
+                ];
+                if !labelled && let Some(k) = group_keys.iter().find(|k| ann.contains_key(**k)) {
+                    return Err(self.invalid(
+                        field,
+                        format!(
+                            "{k} has no effect: the workload's pods are in no group (give the workload a `group`, or the template a {} label)",
+                            crate::groups::GROUP_LABEL
+                        ),
+                    ));
+                }
+                continue;
+            };
             let spec = match PodGroupSpec::from_annotations(ann) {
                 None => continue,
                 Some(Ok(spec)) => spec,
@@ -1325,6 +1352,22 @@ workloads:
             );
         }
         Scenario::parse(&group("4", ", strata.io/subgroups: \"p:2\""), "ok.yaml").unwrap();
+        // Group annotations on a workload whose pods are in no group.
+        let no_group = group("4", "").replace("    group: {name: g, size: 4}\n", "");
+        let err = err_of(&no_group);
+        assert!(
+            err.contains("field `workloads[0].template.metadata.annotations`: strata.io/min-member has no effect"),
+            "{err}"
+        );
+        // With a group label of its own, the template is in a group.
+        Scenario::parse(
+            &no_group.replace(
+                "metadata:\n",
+                "metadata:\n        labels: {strata.io/pod-group: g}\n",
+            ),
+            "ok.yaml",
+        )
+        .unwrap();
     }
 
     #[test]
