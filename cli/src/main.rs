@@ -297,8 +297,7 @@ mod tests {
     #[test]
     fn simulate_refuses_zero_parallelism_naming_the_flag() {
         let e = Cli::try_parse_from(["strata", "simulate", "--parallelism", "0"])
-            .err()
-            .expect("--parallelism 0 is refused")
+            .expect_err("--parallelism 0 is refused")
             .to_string();
         assert!(e.contains("--parallelism"), "{e}");
         let ok = Cli::try_parse_from(["strata", "simulate", "--parallelism", "3"]).unwrap();

@@ -887,7 +887,7 @@ mod tests {
             let p = pod_from_json(
                 serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}),
             );
-            let e = PodInfo::compile(&p).err().expect("refused").to_string();
+            let e = PodInfo::compile(&p).expect_err("refused").to_string();
             assert!(e.contains(want), "want {want:?} in {e}");
         }
     }
