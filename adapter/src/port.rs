@@ -477,7 +477,7 @@ impl ClusterPort for KubeCluster {
     async fn update_resource_claim_status(
         &self,
         claim: &ResourceClaim,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<String>, ClusterError> {
         self.check_alive().map_err(ClusterError)?;
         let ns = claim.metadata.namespace.as_deref().unwrap_or("default");
         let name = claim.metadata.name.as_deref().unwrap_or("");
@@ -546,7 +546,7 @@ impl ClusterPort for KubeCluster {
         self.check_alive().map_err(ClusterError)?;
         api.replace_status(name, &PostParams::default(), &claim)
             .await
-            .map(|_| ())
+            .map(|written| written.metadata.resource_version)
             .map_err(|e| claim_error(e, claim.metadata.resource_version.as_deref(), "the status"))
     }
 }

@@ -74,9 +74,9 @@ impl ClusterPort for Cluster {
     async fn update_resource_claim_status(
         &self,
         c: &resv1::ResourceClaim,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<String>, ClusterError> {
         self.claims.lock().push(c.clone());
-        Ok(())
+        Ok(None)
     }
 }
 

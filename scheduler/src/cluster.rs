@@ -174,11 +174,14 @@ pub trait ClusterPort: Send + Sync + 'static {
     /// Replaces the status of a `resource.k8s.io/v1` ResourceClaim (the
     /// `status` subresource) with `claim.status`, guarded by
     /// `claim.metadata.resourceVersion` when set: how the DRA plugin writes
-    /// an allocation and `reservedFor` in PreBind. The default refuses.
+    /// an allocation and `reservedFor` in PreBind. Returns the
+    /// resourceVersion the API server gave the written claim, when the port
+    /// knows it (the plugin assumes the claim at that version, so its next
+    /// write is not refused as stale). The default refuses.
     async fn update_resource_claim_status(
         &self,
         claim: &k8s_openapi::api::resource::v1::ResourceClaim,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<String>, ClusterError> {
         Err(ClusterError(format!(
             "this cluster port cannot write the status of ResourceClaim {}/{}",
             claim.metadata.namespace.as_deref().unwrap_or(""),

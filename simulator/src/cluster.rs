@@ -324,14 +324,14 @@ impl ClusterPort for SimCluster {
     async fn update_resource_claim_status(
         &self,
         claim: &k8s_openapi::api::resource::v1::ResourceClaim,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<String>, ClusterError> {
         let mut st = self.state.lock();
         st.claim_status_writes.push(format!(
             "{}/{}",
             claim.metadata.namespace.as_deref().unwrap_or(""),
             claim.metadata.name.as_deref().unwrap_or("")
         ));
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -376,7 +376,20 @@ impl DynamicResources {
             let mut claim = claim;
             for attempt in 1..=UNDO_ATTEMPTS {
                 match cluster.update_resource_claim_status(&claim).await {
-                    Ok(()) => break,
+                    Ok(rv) => {
+                        // The store holds the undone copy at the version
+                        // read: move it to the written one, unless the
+                        // informer has brought something newer already.
+                        if let Some(rv) = rv
+                            && store.claim(&ns, &name).is_some_and(|c| {
+                                c.metadata.resource_version == claim.metadata.resource_version
+                            })
+                        {
+                            claim.metadata.resource_version = Some(rv);
+                            store.assume_claim(claim);
+                        }
+                        break;
+                    }
                     Err(e) if attempt < UNDO_ATTEMPTS && e.0.contains("409 Conflict") => {
                         // Changed since read: wait for the informer's newer
                         // copy and undo on that one. While the store still
@@ -1264,13 +1277,23 @@ impl PreBindPlugin for DynamicResources {
                     uid: pod.uid.to_string(),
                 });
             }
-            if let Err(e) = self
+            match self
                 .handle
                 .cluster
                 .update_resource_claim_status(&claim)
                 .await
             {
-                return Status::error(format!("writing the status of ResourceClaim {key}: {e}"));
+                // Assumed at the version the write produced: the informer's
+                // copy of it may already be here, and the next write (an
+                // undo, another pod's reservation) must not carry the
+                // version it was read at.
+                Ok(Some(rv)) => claim.metadata.resource_version = Some(rv),
+                Ok(None) => {}
+                Err(e) => {
+                    return Status::error(format!(
+                        "writing the status of ResourceClaim {key}: {e}"
+                    ));
+                }
             }
             let uid = claim_uid(&claim);
             cd.written.lock().push(Written {

@@ -38,13 +38,13 @@ impl ClusterPort for Writes {
     async fn update_resource_claim_status(
         &self,
         claim: &resv1::ResourceClaim,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<String>, ClusterError> {
         let name = claim.metadata.name.clone().unwrap_or_default();
         if self.fail.lock().contains(&name) {
             return Err(ClusterError(format!("apiserver refused {name}")));
         }
         self.claims.lock().push(claim.clone());
-        Ok(())
+        Ok(None)
     }
 }
 
