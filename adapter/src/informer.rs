@@ -241,10 +241,18 @@ where
     async fn list_all(&mut self) -> Result<Option<String>, kube::Error> {
         let mut seen: FxHashSet<Key> = FxHashSet::default();
         let mut cont: Option<String> = None;
+        // The first list (the preload) is served from the API server's
+        // watch cache (resourceVersion 0, "not older than"), as client-go's
+        // reflectors ask, instead of a quorum read of every page from etcd;
+        // the watch from its version brings anything newer. A relist after
+        // 410 reads consistently: it must not go back in time.
+        let from_cache = !self.synced.is_set();
         let rv = loop {
             let mut lp = ListParams::default().limit(self.page_size);
             if let Some(c) = &cont {
                 lp = lp.continue_token(c);
+            } else if from_cache {
+                lp = lp.match_any();
             }
             let list = match self.api.list(&lp).await {
                 Ok(l) => l,
