@@ -58,6 +58,13 @@ pub const DEVICES_ANNOTATION: &str = "strata.io/devices";
 pub const MAX_DEVICE_MEMORY_MIB: u64 = 1 << 24;
 /// The most compute one device may declare (`cores`, percent units).
 pub const MAX_DEVICE_CORES: u32 = 10_000;
+/// The most devices one node may have, from its annotations and its
+/// allocatable together. Devices, their groups and PCIe switches are
+/// numbered in `u16` (grants, per-kind counts); seventeen `count: 4096`
+/// entries made 69,632 devices and overflowed them (found by `fuzz/`'s
+/// `devices`). The same bound as one entry's `count`, and far above any
+/// server's.
+pub const MAX_DEVICES_PER_NODE: usize = 4096;
 
 /// Index of a device kind in the plugin's `kinds`.
 pub type KindIdx = u8;
@@ -346,6 +353,12 @@ fn parse_strata(text: &str, kinds: &[KindSpec]) -> Result<Vec<Proto>, String> {
         // `count: N` stands for N alike devices `{id}-0` .. `{id}-(N-1)`,
         // grouped `groupSize` at a time when given.
         let n = r.count.unwrap_or(1);
+        if out.len() + n as usize > MAX_DEVICES_PER_NODE {
+            return Err(format!(
+                "annotation {DEVICES_ANNOTATION}: device [{i}] brings the node to {} devices; at most {MAX_DEVICES_PER_NODE} are allowed",
+                out.len() + n as usize
+            ));
+        }
         for j in 0..n {
             let id = if r.count.is_some() {
                 format!("{}-{j}", r.id)
@@ -386,6 +399,12 @@ fn parse_hami(text: &str, kind: KindIdx, spec: &KindSpec, ann: &str) -> Result<V
     if t.starts_with('[') {
         let raw: Vec<HamiJsonDevice> = serde_json::from_str(t)
             .map_err(|e| format!("annotation {ann} is not a valid HAMi device list: {e}"))?;
+        if raw.len() > MAX_DEVICES_PER_NODE {
+            return Err(format!(
+                "annotation {ann}: {} devices; at most {MAX_DEVICES_PER_NODE} are allowed",
+                raw.len()
+            ));
+        }
         for r in raw {
             if let Some(m) = r.devmem
                 && m > MAX_DEVICE_MEMORY_MIB
@@ -422,6 +441,11 @@ fn parse_hami(text: &str, kind: KindIdx, spec: &KindSpec, ann: &str) -> Result<V
         let seg = seg.trim();
         if seg.is_empty() {
             continue;
+        }
+        if out.len() == MAX_DEVICES_PER_NODE {
+            return Err(format!(
+                "annotation {ann}: more than {MAX_DEVICES_PER_NODE} devices; at most {MAX_DEVICES_PER_NODE} are allowed"
+            ));
         }
         let f: SmallVec<[&str; 9]> = seg.split(',').collect();
         if f.len() != 7 && f.len() != 9 {
@@ -509,7 +533,7 @@ impl NodeDevices {
                 if described[k] {
                     continue;
                 }
-                let n = node.allocatable[spec.id].clamp(0, 4096);
+                let n = node.allocatable[spec.id].clamp(0, MAX_DEVICES_PER_NODE as i64);
                 for i in 0..n {
                     let mut p = proto(
                         k as KindIdx,
@@ -522,6 +546,17 @@ impl NodeDevices {
                     protos.push(p);
                 }
             }
+        }
+        if protos.len() > MAX_DEVICES_PER_NODE {
+            error = Some(
+                format!(
+                    "node {} has {} devices (annotations and allocatable together); at most {MAX_DEVICES_PER_NODE} are allowed",
+                    node.name,
+                    protos.len()
+                )
+                .into(),
+            );
+            protos.clear();
         }
         // Duplicate ids on one node would make identity meaningless.
         let mut seen: FxHashMap<Arc<str>, ()> = FxHashMap::default();
@@ -813,6 +848,62 @@ mod tests {
             assert!(e.contains(want), "{v}: {e}");
             assert!(nd.devices.is_empty());
         }
+    }
+
+    /// More devices than a node may have, from any source or several
+    /// together, make the node's error instead of overflowing the `u16`
+    /// device numbers (seventeen `count: 4096` entries panicked in
+    /// `per_kind`, found by fuzz/ devices); the limit itself is fine.
+    #[test]
+    fn too_many_devices_are_the_nodes_error() {
+        let kinds = default_kinds();
+        let entries = |n: usize, count: u32| {
+            let e: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"kind":"nvidia.com/gpu","id":"g{i}","count":{count}}}"#))
+                .collect();
+            format!("[{}]", e.join(","))
+        };
+        let hami_text = |n: usize| {
+            (0..n)
+                .map(|i| format!("GPU-{i},10,1000,100,T,0,true:"))
+                .collect::<String>()
+        };
+        let hami_json = |n: usize| {
+            let e: Vec<String> = (0..n).map(|i| format!(r#"{{"id":"GPU-{i}"}}"#)).collect();
+            format!("[{}]", e.join(","))
+        };
+        let register = "hami.io/node-nvidia-register";
+        for (key, text, want) in [
+            (DEVICES_ANNOTATION, entries(17, 4096), "8192"),
+            (DEVICES_ANNOTATION, entries(2, 2049), "4098"),
+            (DEVICES_ANNOTATION, entries(4097, 1), "4097"),
+            (register, hami_text(4097), "more than 4096"),
+            (register, hami_json(4097), "4097 devices"),
+        ] {
+            let nd = NodeDevices::inventory(&annotated("n", key, &text), &kinds);
+            let e = nd.error.as_deref().unwrap_or("");
+            assert!(e.contains(want) && e.contains("at most 4096"), "{e}");
+            assert!(nd.devices.is_empty());
+        }
+        for (key, text) in [
+            (DEVICES_ANNOTATION, entries(1, 4096)),
+            (DEVICES_ANNOTATION, entries(2, 2048)),
+            (register, hami_text(4096)),
+            (register, hami_json(4096)),
+        ] {
+            let nd = NodeDevices::inventory(&annotated("n", key, &text), &kinds);
+            assert_eq!(nd.error, None);
+            assert_eq!(nd.devices.len(), MAX_DEVICES_PER_NODE);
+            assert_eq!(nd.per_kind[0] as usize, MAX_DEVICES_PER_NODE);
+        }
+        // Described by annotation, and counted from allocatable, together.
+        let mut n = testing::node("n")
+            .alloc("huawei.com/Ascend910", "8")
+            .build();
+        n.metadata.annotations = Some([(DEVICES_ANNOTATION.to_owned(), entries(1, 4090))].into());
+        let nd = NodeDevices::inventory(&info(n), &kinds);
+        let e = nd.error.as_deref().unwrap_or("");
+        assert!(e.contains("node n has 4098 devices"), "{e}");
     }
 
     proptest::proptest! {
