@@ -21,8 +21,12 @@
 //! one longer than 10 Ki characters or whose estimated cost passes
 //! 1,000,000 units does not compile, and each evaluation is metered against
 //! that limit and against what is left of the pod's cycle [`Budget`].
+//! Strata also refuses a selector whose syntax tree is deeper than
+//! [`MAX_EXPRESSION_DEPTH`], which the evaluator's recursion could not take.
 
-use super::cost::{self, Budget, LIMIT_MARK, MAX_EXPRESSION_COST, MAX_EXPRESSION_LEN};
+use super::cost::{
+    self, Budget, LIMIT_MARK, MAX_EXPRESSION_COST, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_LEN,
+};
 use cel::extractors::This;
 use cel::objects::{Map, Opaque, Value};
 use cel::{Context, ExecutionError, IdedExpr, Program};
@@ -337,7 +341,15 @@ impl Selector {
     }
 }
 
-/// Parses, estimates and instruments `expr`.
+/// Stack of the thread a selector is parsed on.
+const PARSE_STACK: usize = 16 << 20;
+
+/// Parses, estimates and instruments `expr`, on a thread of its own: the
+/// `cel` parser recurses through a dozen grammar rules for each nested
+/// call, list, map or parenthesis, up to its own limit of 96 levels, which
+/// is more than the engine thread's 2 MiB of stack holds (16 nested
+/// `.all()` overflowed it in a debug build). Compiling is once per
+/// selector text ([`Env::compile`] caches it), so the thread costs little.
 fn compile(expr: &str) -> Result<Arc<Selector>, String> {
     if expr.len() > MAX_EXPRESSION_LEN {
         return Err(format!(
@@ -346,11 +358,37 @@ fn compile(expr: &str) -> Result<Arc<Selector>, String> {
             expr.len()
         ));
     }
+    std::thread::scope(|s| {
+        let parser = std::thread::Builder::new()
+            .name("strata-cel-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(s, || compile_here(expr))
+            .map_err(|e| {
+                format!(
+                    "CEL selector `{}` was not compiled: no thread to parse it on: {e}",
+                    shorten(expr)
+                )
+            })?;
+        parser
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// [`compile`] past the length check, on the thread it runs on.
+fn compile_here(expr: &str) -> Result<Arc<Selector>, String> {
     let program = Program::compile(expr).map_err(|e| {
         let msg = e.to_string();
         let first = msg.lines().next().unwrap_or("").trim().to_owned();
         format!("CEL selector `{}` does not compile: {first}", shorten(expr))
     })?;
+    let depth = cost::depth(program.expression());
+    if depth > MAX_EXPRESSION_DEPTH {
+        return Err(format!(
+            "CEL selector `{}` does not compile: it is nested {depth} deep (chained fields, indexes or operators), over the limit of {MAX_EXPRESSION_DEPTH}",
+            shorten(expr)
+        ));
+    }
     let inst = cost::instrument(program.expression());
     if inst.estimate > MAX_EXPRESSION_COST {
         return Err(format!(

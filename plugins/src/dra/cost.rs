@@ -55,6 +55,21 @@ use std::cell::Cell;
 /// Longest selector, in bytes (`CELSelectorExpressionMaxLength`).
 pub const MAX_EXPRESSION_LEN: usize = 10 * 1024;
 
+/// Deepest syntax tree a selector may have (`device.a.b` is 3 deep).
+///
+/// The `cel` parser bounds nesting through parentheses, lists and calls (at
+/// 96), but builds chains of field selections, indexes and binary operators
+/// (`device.a.a.a…`, `x[0][0]…`, `1 + 1 + 1…`) into trees as deep as the
+/// chain is long without counting them. The estimate, the instrumentation
+/// and the `cel` crate's evaluator all recurse over the tree, one frame or
+/// more per level, on the engine's thread (2 MiB of stack): a 10 Ki chain
+/// overflowed it and aborted the process (found by `fuzz/`'s `dra_cel`).
+/// 32 is deeper than selectors written by hand (`&&` and `||` chains are
+/// balanced by the parser: 8 alternatives are 4 deep), and fits that stack
+/// even in a debug build, whose frames are the largest (tested on a 2 MiB
+/// thread, where an index chain 62 deep did not fit).
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
+
 /// Most units one evaluation of one selector may cost, estimated or actual
 /// (`CELSelectorExpressionMaxCost`).
 pub const MAX_EXPRESSION_COST: u64 = 1_000_000;
@@ -247,6 +262,53 @@ pub struct Instrumented {
     pub base: u64,
     /// The tree with a [`TICK`] call in every comprehension.
     pub expr: IdedExpr,
+}
+
+/// How deep `expr`'s syntax tree is (a leaf is 1). Walks the tree with a
+/// stack of its own, so any depth is safe to measure.
+pub fn depth(expr: &IdedExpr) -> usize {
+    let mut deepest = 0;
+    let mut todo: Vec<(&IdedExpr, usize)> = vec![(expr, 1)];
+    while let Some((e, d)) = todo.pop() {
+        deepest = deepest.max(d);
+        let d = d + 1;
+        match &e.expr {
+            Expr::Select(s) => todo.push((&s.operand, d)),
+            Expr::List(l) => todo.extend(l.elements.iter().map(|x| (x, d))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        todo.push((&me.key, d));
+                        todo.push((&me.value, d));
+                    }
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    if let EntryExpr::StructField(f) = &entry.expr {
+                        todo.push((&f.value, d));
+                    }
+                }
+            }
+            Expr::Call(c) => {
+                todo.extend(c.target.as_deref().map(|t| (t, d)));
+                todo.extend(c.args.iter().map(|a| (a, d)));
+            }
+            Expr::Comprehension(c) => {
+                for x in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    todo.push((x, d));
+                }
+            }
+            Expr::Literal(_) | Expr::Ident(_) | Expr::Unspecified => {}
+        }
+    }
+    deepest
 }
 
 /// Estimates `expr` and inserts the run-time meter.
@@ -781,6 +843,81 @@ mod tests {
         let sel = env.compile(&nested_all(20)).unwrap();
         assert!(sel.estimate < MAX_EXPRESSION_COST, "{}", sel.estimate);
         assert_eq!(run(&env, &sel, MAX_EXPRESSION_COST).0, Ok(true));
+    }
+
+    /// A kind of chain, and the chain of that kind `n` long.
+    type Chain = (&'static str, fn(usize) -> String);
+
+    /// Chains the parser does not count as nesting (fields, indexes,
+    /// operators) and nested loops: up to the depth limit they compile and
+    /// evaluate on a 2 MiB stack, the engine thread's, in a debug build;
+    /// past it, up to the longest selector, they are refused by name. The
+    /// field chain at 4,000 deep overflowed the stack (fuzz/ dra_cel).
+    #[test]
+    fn deep_selectors_are_refused_before_they_overflow_the_stack() {
+        let kinds: [Chain; 4] = [
+            ("fields", |n| format!("device{}", ".a".repeat(n))),
+            ("indexes", |n| {
+                format!("device.attributes{}", "[\"x\"]".repeat(n))
+            }),
+            ("sums", |n| format!("1{}", " + 1".repeat(n))),
+            ("loops", |n| {
+                format!("{}true{}", "[1].all(x, ".repeat(n), ")".repeat(n))
+            }),
+        ];
+        // Of each kind, the longest chain that the parser takes and the
+        // limit allows, and the next one (measured on a large stack: the
+        // parser's own recursion is not under test here).
+        let longest = move || {
+            kinds.map(|(kind, chain)| {
+                let fits = |n: usize| {
+                    Program::compile(&chain(n))
+                        .is_ok_and(|p| depth(p.expression()) <= MAX_EXPRESSION_DEPTH)
+                };
+                let mut n = 1;
+                while n < 4 * MAX_EXPRESSION_DEPTH && fits(n + 1) {
+                    n += 1;
+                }
+                (kind, chain(n), chain(n + 1))
+            })
+        };
+        let cases = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(longest)
+            .unwrap()
+            .join()
+            .unwrap();
+        let n = MAX_EXPRESSION_LEN;
+        let longest_text = [
+            format!("device{}", ".a".repeat((n - 6) / 2)),
+            format!("device.attributes{}", "[\"x\"]".repeat((n - 17) / 5)),
+            format!("1{}", "+1".repeat((n - 1) / 2)),
+            format!("{}true{}", "[1].all(x, ".repeat(800), ")".repeat(800)),
+        ];
+        let check = move || {
+            let mut env = Env::new();
+            let limit = format!("limit of {MAX_EXPRESSION_DEPTH}");
+            for (kind, ok, over) in &cases {
+                let sel = env.compile(ok).unwrap_or_else(|e| panic!("{kind}: {e}"));
+                let _ = env.matches(&sel, &gpu(), &mut Budget::per_cycle());
+                let e = env.compile(over).err().unwrap();
+                assert!(
+                    e.contains(&limit) || e.contains("Recursion limit"),
+                    "{kind}: {e}"
+                );
+            }
+            for expr in &longest_text {
+                assert!(expr.len() <= MAX_EXPRESSION_LEN);
+                let e = env.compile(expr).err().unwrap();
+                assert!(e.contains(&limit) || e.contains("Recursion limit"), "{e}");
+            }
+        };
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(check)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
