@@ -61,9 +61,9 @@ pub const MAX_DEVICE_CORES: u32 = 10_000;
 /// The most devices one node may have, from its annotations and its
 /// allocatable together. Devices, their groups and PCIe switches are
 /// numbered in `u16` (grants, per-kind counts); seventeen `count: 4096`
-/// entries made 69,632 devices and overflowed them (found by `fuzz/`'s
-/// `devices`). The same bound as one entry's `count`, and far above any
-/// server's.
+/// entries made 69,632 devices and overflowed them (an input written for
+/// `fuzz/`'s `devices` target). The same bound as one entry's `count`, and
+/// far above any server's.
 pub const MAX_DEVICES_PER_NODE: usize = 4096;
 
 /// Index of a device kind in the plugin's `kinds`.
@@ -853,7 +853,8 @@ mod tests {
     /// More devices than a node may have, from any source or several
     /// together, make the node's error instead of overflowing the `u16`
     /// device numbers (seventeen `count: 4096` entries panicked in
-    /// `per_kind`, found by fuzz/ devices); the limit itself is fine.
+    /// `per_kind`, run through fuzz/'s devices target); the limit itself is
+    /// fine.
     #[test]
     fn too_many_devices_are_the_nodes_error() {
         let kinds = default_kinds();

@@ -63,7 +63,8 @@ pub const MAX_EXPRESSION_LEN: usize = 10 * 1024;
 /// chain is long without counting them. The estimate, the instrumentation
 /// and the `cel` crate's evaluator all recurse over the tree, one frame or
 /// more per level, on the engine's thread (2 MiB of stack): a 10 Ki chain
-/// overflowed it and aborted the process (found by `fuzz/`'s `dra_cel`).
+/// overflowed it and aborted the process (an input written for `fuzz/`'s
+/// `dra_cel` target).
 /// 32 is deeper than selectors written by hand (`&&` and `||` chains are
 /// balanced by the parser: 8 alternatives are 4 deep), and fits that stack
 /// even in a debug build, whose frames are the largest (tested on a 2 MiB
@@ -852,7 +853,7 @@ mod tests {
     /// operators) and nested loops: up to the depth limit they compile and
     /// evaluate on a 2 MiB stack, the engine thread's, in a debug build;
     /// past it, up to the longest selector, they are refused by name. The
-    /// field chain at 4,000 deep overflowed the stack (fuzz/ dra_cel).
+    /// field chain at 4,000 deep overflowed the stack (fuzz/'s dra_cel).
     #[test]
     fn deep_selectors_are_refused_before_they_overflow_the_stack() {
         let kinds: [Chain; 4] = [
