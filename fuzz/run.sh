@@ -56,12 +56,18 @@ echo "== cargo fuzz build (${#targets[@]} targets)"
 start=$SECONDS
 cargo +nightly fuzz build "${build[@]}"
 echo "built in $((SECONDS - start)) s"
+# The binaries just built are run directly (what `cargo fuzz run` does after
+# building again): the fuzzed code is the code that was built, even if the
+# sources change meanwhile.
+host="$(rustc +nightly -vV | sed -n 's/^host: //p')"
+bin="$target_dir/$host/release"
 
 # Leaks are not what these targets look for: the engine interns strings
 # and leaks plugin reason strings on purpose (they live as long as the
 # process), which LeakSanitizer would report on any input that configures
-# a plugin, during the run and again at exit.
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+# a plugin, during the run and again at exit. No ODR check, as cargo fuzz
+# run sets.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0:detect_odr_violation=0"
 
 failed=()
 for t in "${targets[@]}"; do
@@ -75,16 +81,17 @@ for t in "${targets[@]}"; do
   mkdir -p "$work" "$artifacts"
   echo "== $t: ${seconds} s"
   log="$(mktemp)"
-  if cargo +nightly fuzz run "${build[@]}" "$t" "$work" "$seeds" -- \
+  if "$bin/$t" -artifact_prefix="$artifacts/" \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
-    -detect_leaks=0 -print_final_stats=1 \
+    -detect_leaks=0 -print_final_stats=1 "$work" "$seeds" \
     >"$log" 2>&1; then
     grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|^#[0-9]+.*DONE' "$log" |
       sed "s/^/  $t: /" || true
   else
     tail -n 60 "$log"
     echo "FAILED: fuzz target $t crashed; the input is in $artifacts/ (see above)."
-    echo "  replay: cargo +nightly fuzz run ${build[*]} $t $artifacts/<file>"
+    echo "  replay: $bin/$t $artifacts/<file>"
+    echo "     (or: cargo +nightly fuzz run ${build[*]} $t $artifacts/<file>)"
     failed+=("$t")
   fi
   rm -f "$log"
