@@ -114,19 +114,10 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    match serving {
+    let (task, certificate) = match serving {
         Serving::Insecure => {
             let app = app.layer(axum::middleware::from_fn(serving::timeout));
-            let task = tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::warn!(error = %e, "health and metrics server stopped");
-                }
-            });
-            Ok(Served {
-                addr: bound,
-                task,
-                certificate: None,
-            })
+            (spawn_server(listener, app), None)
         }
         Serving::Secure(s) => {
             let (cfg, pem) = serving::tls_config(s)?;
@@ -141,16 +132,25 @@ pub async fn serve(
                 ))
                 .layer(axum::middleware::from_fn(serving::timeout));
             let tls = serving::TlsListener::new(listener, cfg)?;
-            let task = tokio::spawn(async move {
-                if let Err(e) = axum::serve(tls, app).await {
-                    tracing::warn!(error = %e, "health and metrics server stopped");
-                }
-            });
-            Ok(Served {
-                addr: bound,
-                task,
-                certificate: Some(pem),
-            })
+            (spawn_server(tls, app), Some(pem))
         }
-    }
+    };
+    Ok(Served {
+        addr: bound,
+        task,
+        certificate,
+    })
+}
+
+/// Serves `app` on `listener` in a task of its own.
+fn spawn_server<L>(listener: L, app: axum::Router) -> tokio::task::JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "health and metrics server stopped");
+        }
+    })
 }
