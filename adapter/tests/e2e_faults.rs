@@ -9,8 +9,6 @@
 mod cluster;
 
 use cluster::*;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use strata_kube::Adapter;
@@ -24,16 +22,6 @@ fn pid_of(state: &Path, name: &str) -> u32 {
         .filter_map(|(_, p)| p.trim().parse().ok())
         .next_back()
         .unwrap_or_else(|| panic!("no pid for {name} in {pids}"))
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
 }
 
 fn alive(pid: u32) -> bool {
@@ -78,17 +66,6 @@ fn restart_apiserver(state: &Path) -> Duration {
     // Reaped when down.sh stops it.
     std::thread::spawn(move || child.wait());
     t.elapsed()
-}
-
-async fn leader_of(c: &Cluster) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(c.admin.clone(), SYSTEM_NS);
-    leases
-        .get_opt(LEASE)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
 }
 
 /// Two replicas, 40 pods bound, `fault` applied while 40 more arrive; then
@@ -164,7 +141,7 @@ async fn two_replicas_through(tag: &str, fault: impl FnOnce(&Path) + Send + 'sta
         binds(&b)
     );
     // One leader; a replica that lost its term stopped for good.
-    let holder = leader_of(&c).await;
+    let holder = lease_holder(&c).await;
     let leaders: Vec<&Adapter> = [&a, &b].into_iter().filter(|x| x.is_leader()).collect();
     assert_eq!(leaders.len(), 1, "Lease holder {holder:?}");
     for x in [&a, &b] {

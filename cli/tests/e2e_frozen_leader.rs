@@ -12,8 +12,6 @@
 mod cluster;
 
 use cluster::*;
-use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::Api;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,32 +38,10 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill -{sig}");
-}
-
-async fn holder(c: &Cluster) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(c.admin.clone(), SYSTEM_NS);
-    leases
-        .get_opt(LEASE)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.holder_identity)
-        .filter(|h| !h.is_empty())
-}
-
 async fn wait_holder(c: &Cluster, not: Option<&str>, timeout: Duration) -> String {
     let t = Instant::now();
     loop {
-        if let Some(h) = holder(c).await
+        if let Some(h) = lease_holder(c).await
             && Some(h.as_str()) != not
         {
             return h;
@@ -112,7 +88,7 @@ async fn e2e_frozen_leader_resumes_writes_nothing_and_exits() {
 
     // Frozen for three Lease durations: the standby takes over and binds
     // what arrives meanwhile.
-    signal(&a, "STOP");
+    signal(a.id(), "STOP");
     for i in 30..60 {
         c.create_pod(&ns, plain_pod(&format!("p-{i}"), sched, "5m"))
             .await;
@@ -126,7 +102,7 @@ async fn e2e_frozen_leader_resumes_writes_nothing_and_exits() {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    signal(&a, "CONT");
+    signal(a.id(), "CONT");
     for i in 60..90 {
         c.create_pod(&ns, plain_pod(&format!("p-{i}"), sched, "5m"))
             .await;
@@ -173,9 +149,9 @@ async fn e2e_frozen_leader_resumes_writes_nothing_and_exits() {
         .collect();
     assert!(late.is_empty(), "events from the deposed leader: {late:?}");
     assert_scheduled_once(&events);
-    assert_eq!(holder(&c).await.as_deref(), Some(b_id.as_str()));
+    assert_eq!(lease_holder(&c).await.as_deref(), Some(b_id.as_str()));
 
-    signal(&b, "TERM");
+    signal(b.id(), "TERM");
     let _ = b.wait();
     let _ = std::fs::remove_dir_all(&dir);
     c.cleanup(&ns).await;

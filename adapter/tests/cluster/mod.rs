@@ -716,3 +716,28 @@ impl Drop for CuttableProxy {
         self.cut();
     }
 }
+
+/// Sends `sig` (`STOP`, `CONT`, `KILL`, ...) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Who holds the scheduler's Lease (`None` when nobody does).
+pub async fn lease_holder(c: &Cluster) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.admin.clone(), SYSTEM_NS);
+    leases
+        .get_opt(LEASE)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
