@@ -99,12 +99,14 @@ struct ClientConnection {
     event_qps: Option<f64>,
     event_burst: Option<u32>,
     page_size: Option<u32>,
-    // kube-scheduler fields accepted and ignored.
-    #[allow(dead_code)]
+    // kube-scheduler's fields, checked (a typo is refused) but not
+    // followed: the client always speaks JSON.
     accept_content_types: Option<String>,
-    #[allow(dead_code)]
     content_type: Option<String>,
 }
+
+/// The media types client-go's `contentType` / `acceptContentTypes` take.
+const MEDIA_TYPES: [&str; 2] = ["application/json", "application/vnd.kubernetes.protobuf"];
 
 /// `leaderElection` as kube-scheduler spells it (durations as `15s`).
 #[derive(Deserialize, Default)]
@@ -249,6 +251,28 @@ impl AdapterOptions {
             }
             if let Some(p) = cc.page_size {
                 o.page_size = p;
+            }
+            if let Some(t) = cc.content_type.filter(|t| !t.is_empty())
+                && !MEDIA_TYPES.contains(&t.as_str())
+            {
+                return Err(bad(
+                    "clientConnection.contentType",
+                    format!("{t:?} is not one of {}", MEDIA_TYPES.join(", ")),
+                ));
+            }
+            if let Some(ts) = cc.accept_content_types.filter(|t| !t.is_empty())
+                && let Some(t) = ts
+                    .split(',')
+                    .map(str::trim)
+                    .find(|t| !MEDIA_TYPES.contains(t))
+            {
+                return Err(bad(
+                    "clientConnection.acceptContentTypes",
+                    format!(
+                        "{t:?} is not one of {} (a comma-separated list)",
+                        MEDIA_TYPES.join(", ")
+                    ),
+                ));
             }
         }
         if let Some(v) = &cfg.leader_election {
@@ -411,7 +435,7 @@ mod tests {
     #[test]
     fn from_kube_scheduler_shaped_config() {
         let cfg = SchedulerConfig::from_yaml(
-            "clientConnection: {qps: 200, burst: 400}\nleaderElection: {leaderElect: true, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 4s, resourceName: s, resourceNamespace: strata-system}\nhealthzBindAddress: 127.0.0.1:0\n",
+            "clientConnection: {qps: 200, burst: 400, contentType: application/vnd.kubernetes.protobuf, acceptContentTypes: 'application/vnd.kubernetes.protobuf,application/json'}\nleaderElection: {leaderElect: true, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 4s, resourceName: s, resourceNamespace: strata-system}\nhealthzBindAddress: 127.0.0.1:0\n",
         )
         .unwrap();
         let o = AdapterOptions::from_config(&cfg).unwrap();
@@ -446,6 +470,14 @@ mod tests {
             ("clientConnection: {qps: 0}", "clientConnection.qps"),
             ("clientConnection: {burst: 0}", "clientConnection.burst"),
             ("clientConnection: {bogus: 1}", "clientConnection.bogus"),
+            (
+                "clientConnection: {contentType: text/banana}",
+                "clientConnection.contentType",
+            ),
+            (
+                "clientConnection: {acceptContentTypes: 'application/json,text/x'}",
+                "clientConnection.acceptContentTypes",
+            ),
             (
                 "leaderElection: {leaseDuration: 5s}",
                 "leaderElection.leaseDuration",

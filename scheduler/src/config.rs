@@ -281,7 +281,39 @@ impl SchedulerConfig {
             }
         })?;
         c.validate_globals()?;
+        for w in c.warnings() {
+            tracing::warn!("{w}");
+        }
         Ok(c)
+    }
+
+    /// What is valid but has no effect, each naming its field: a score
+    /// weight given at an extension point other than `score` or
+    /// `multiPoint` (kube-scheduler ignores it there too).
+    /// [`SchedulerConfig::from_yaml`] logs each as a warning.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, prof) in self.profiles.iter().enumerate() {
+            for point in Point::ALL {
+                if point == Point::Score {
+                    continue;
+                }
+                let set = point.set(&prof.plugins);
+                for (list, refs) in [("enabled", &set.enabled), ("disabled", &set.disabled)] {
+                    for (j, r) in refs.iter().enumerate() {
+                        if r.weight.is_some() {
+                            out.push(format!(
+                                "field `profiles[{i}].plugins.{}.{list}[{j}].weight`: {:?} gets no weight at {}; weights count only under score and multiPoint, so this one is ignored",
+                                point.key(),
+                                r.name,
+                                point.key()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn validate_globals(&self) -> Result<(), ConfigError> {
@@ -796,6 +828,22 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
+
+    /// A weight outside score and multiPoint is valid but ignored, and
+    /// said so, naming the field; weights where they count are not.
+    #[test]
+    fn weights_where_they_do_not_count_are_warned_about() {
+        let cfg = SchedulerConfig::from_yaml(
+            "profiles: [{schedulerName: s, plugins: {filter: {enabled: [{name: NodeName, weight: 5}]}, score: {enabled: [{name: ImageLocality, weight: 3}]}, multiPoint: {enabled: [{name: NodeAffinity, weight: 2}]}}}]",
+        )
+        .unwrap();
+        let w = cfg.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("profiles[0].plugins.filter.enabled[0].weight"),
+            "{w:?}"
+        );
+    }
     use super::*;
 
     fn field_of(yaml: &str) -> String {

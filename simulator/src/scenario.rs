@@ -165,6 +165,10 @@ pub struct Scenario {
     /// Where the scenario came from (a path or `builtin:NAME`).
     #[serde(skip)]
     pub source: String,
+    /// Fields of pod templates that the Pod type does not have (kept for
+    /// [`Scenario::warnings`]; the pod is built without them).
+    #[serde(skip)]
+    pub ignored_fields: Vec<String>,
 }
 
 /// Scheduler configuration text, given inline as a string or a mapping.
@@ -448,6 +452,19 @@ pub struct PodArrival {
 impl Scenario {
     /// Parses scenario text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        // The untyped tree first: it refuses a key given twice in one
+        // mapping (`{cpu: 1, cpu: 2}`), which the typed maps of the Pod
+        // type would take silently, keeping the last.
+        let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            let loc = e.location();
+            ScenarioError::Invalid {
+                file: file.to_owned(),
+                line: loc.as_ref().map(|l| l.line()),
+                column: loc.as_ref().map(|l| l.column()),
+                message: clean_yaml_message(&e.to_string(), ""),
+                field: String::new(),
+            }
+        })?;
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let mut sc: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
@@ -462,6 +479,7 @@ impl Scenario {
             }
         })?;
         sc.source = file.to_owned();
+        sc.ignored_fields = sc.unknown_template_fields(&tree);
         sc.validate()?;
         if let Some(cfg) = &sc.config
             && let Err(e) = crate::config_check::validate_config(&cfg.0)
@@ -536,6 +554,26 @@ impl Scenario {
                 ));
             }
         }
+        for (i, p) in self.node_pools.iter().enumerate() {
+            for key in p.labels.keys().chain(p.annotations.keys()) {
+                let what = if p.labels.contains_key(key) {
+                    "labels"
+                } else {
+                    "annotations"
+                };
+                if let Err(why) = strata_scheduler::labels::check_qualified_name(key) {
+                    return Err(self.invalid(
+                        format!("nodePools[{i}].{what}"),
+                        format!("key {why} (a key is [prefix/]name, as the API server requires)"),
+                    ));
+                }
+            }
+            for (j, t) in p.taints.iter().enumerate() {
+                if let Err(why) = strata_scheduler::labels::check_qualified_name(&t.key) {
+                    return Err(self.invalid(format!("nodePools[{i}].taints[{j}].key"), why));
+                }
+            }
+        }
         for (i, w) in self.workloads.iter().enumerate() {
             // A pod bound in its template skips the scheduler; one bound to
             // a node the scenario does not have was counted as scheduled.
@@ -556,7 +594,22 @@ impl Scenario {
         }
         self.validate_numbers()?;
         self.validate_groups()?;
-        self.validate_dra()
+        self.validate_dra()?;
+        for (i, w) in self.workloads.iter().enumerate() {
+            // The API server refuses a pod without containers.
+            if w.template
+                .pod
+                .spec
+                .as_ref()
+                .is_none_or(|s| s.containers.is_empty())
+            {
+                return Err(self.invalid(
+                    format!("workloads[{i}].template.spec.containers"),
+                    "a pod needs at least one container".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Sizes and times: what the simulator allocates and what it adds to
@@ -878,6 +931,41 @@ impl Scenario {
                 "the scenario has no pods, so nothing will be scheduled",
             ));
         }
+        for f in &self.ignored_fields {
+            out.push(at(
+                f.clone(),
+                "unknown field, ignored (not a field of the Pod API this build knows; misspelt?)",
+            ));
+        }
+        out
+    }
+
+    /// The paths under `workloads[i].template` in the scenario text that
+    /// the parsed Pod does not hold: fields the Pod API does not have,
+    /// which its deserializer drops without a word (kube-apiserver warns
+    /// of them, or refuses them under strict field validation).
+    fn unknown_template_fields(&self, tree: &serde_yaml_ng::Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(ws) = tree.get("workloads").and_then(|w| w.as_sequence()) else {
+            return out;
+        };
+        for (i, (given, w)) in ws.iter().zip(&self.workloads).enumerate() {
+            let Some(given) = given.get("template") else {
+                continue;
+            };
+            let Ok(given) = serde_json::to_value(given) else {
+                continue;
+            };
+            let Ok(parsed) = serde_json::to_value(&*w.template.pod) else {
+                continue;
+            };
+            missing_keys(
+                &given,
+                &parsed,
+                &mut format!("workloads[{i}].template"),
+                &mut out,
+            );
+        }
         out
     }
 
@@ -1067,6 +1155,44 @@ fn config_error(text: &str, file: &str, err: ConfigError) -> ScenarioError {
     }
 }
 
+/// Pushes the path of every key of `given` (recursively, through mappings
+/// and lists) that `parsed` lacks; null values are not counted (an empty
+/// optional field is dropped on the way back).
+fn missing_keys(
+    given: &serde_json::Value,
+    parsed: &serde_json::Value,
+    path: &mut String,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (given, parsed) {
+        (Value::Object(g), Value::Object(p)) => {
+            for (k, gv) in g {
+                if gv.is_null() {
+                    continue;
+                }
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                match p.get(k) {
+                    Some(pv) => missing_keys(gv, pv, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(g), Value::Array(p)) => {
+            for (j, (gv, pv)) in g.iter().zip(p).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{j}]"));
+                missing_keys(gv, pv, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// serde_yaml_ng's message repeats the path and the position we report
 /// separately; keep only what is wrong.
 pub(crate) fn clean_yaml_message(msg: &str, field: &str) -> String {
@@ -1123,6 +1249,72 @@ workloads:
       spec:
         containers: [{name: c}]
 "#;
+
+    /// What the Pod type and the API server would refuse or drop is named:
+    /// a key given twice, a pod without containers, a label or taint key
+    /// that is not a qualified name (errors), a template field the Pod API
+    /// does not have (a warning; the pod is built without it).
+    #[test]
+    fn template_and_pool_mistakes_are_named() {
+        let with = |pool: &str, spec: &str| {
+            format!(
+                "name: t\nnodePools:\n  - {{name: a, count: 1, allocatable: {{cpu: \"4\"}}{pool}}}\nworkloads:\n  - name: w\n    count: 1\n    template:\n      spec: {spec}\n"
+            )
+        };
+        let ok = "{containers: [{name: c}]}";
+        for (text, needle) in [
+            (
+                with(
+                    "",
+                    "{containers: [{name: c, resources: {requests: {cpu: 1, cpu: 2}}}]}",
+                ),
+                "duplicate entry with key \"cpu\"",
+            ),
+            (with("", "{}"), "workloads[0].template.spec.containers"),
+            (with("", "{containers: []}"), "at least one container"),
+            (
+                with(", labels: {\"bad key!\": x}", ok),
+                "nodePools[0].labels",
+            ),
+            (
+                with(", annotations: {\"/x\": y}", ok),
+                "nodePools[0].annotations",
+            ),
+            (
+                with(", taints: [{key: \"a b\", effect: NoSchedule}]", ok),
+                "nodePools[0].taints[0].key",
+            ),
+        ] {
+            let e = Scenario::parse(&text, "t.yaml").unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        let sc = Scenario::parse(
+            &with(
+                "",
+                "{containerz: [], containers: [{name: c, imagePullPolicyy: Always, image: i}]}",
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        let w = sc.warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        for field in [
+            "`workloads[0].template.spec.containerz`",
+            "`workloads[0].template.spec.containers[0].imagePullPolicyy`",
+        ] {
+            assert!(w.iter().any(|w| w.contains(field)), "{field}: {w:?}");
+        }
+        // Known fields, nulls and free-form maps are not reported.
+        let sc = Scenario::parse(
+            &with(
+                ", labels: {example.com/rack: r}",
+                "{nodeName: null, containers: [{name: c, resources: {limits: {example.com/gpu: 1}}}]}",
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        assert!(sc.warnings().is_empty(), "{:?}", sc.warnings());
+    }
 
     #[test]
     fn parses_and_generates() {
@@ -1195,7 +1387,7 @@ workloads:
                 "unknown variant `Sometimes`",
             ),
             (
-                "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\nworkloads:\n  - name: w\n    count: 1\n    arrival: {rate: 0}\n    template: {spec: {containers: []}}\n",
+                "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\nworkloads:\n  - name: w\n    count: 1\n    arrival: {rate: 0}\n    template: {spec: {containers: [{name: c}]}}\n",
                 "rate must be a positive number",
             ),
             (
@@ -1226,7 +1418,7 @@ workloads:
         let pool = "nodePools: [{name: a, count: 1, allocatable: {cpu: 1}}]\n";
         let workload = |extra: &str| {
             format!(
-                "name: x\n{pool}workloads:\n  - name: w\n    count: 3\n{extra}    template: {{spec: {{containers: []}}}}\n"
+                "name: x\n{pool}workloads:\n  - name: w\n    count: 3\n{extra}    template: {{spec: {{containers: [{{name: c}}]}}}}\n"
             )
         };
         let cases = [
@@ -1253,7 +1445,7 @@ workloads:
                 "field `nodePools[1].count`",
             ),
             (
-                format!("name: x\n{pool}workloads:\n  - name: w\n    count: 4294967295\n    template: {{spec: {{containers: []}}}}\n"),
+                format!("name: x\n{pool}workloads:\n  - name: w\n    count: 4294967295\n    template: {{spec: {{containers: [{{name: c}}]}}}}\n"),
                 "field `workloads[0].count`",
             ),
             (
@@ -1262,7 +1454,7 @@ workloads:
             ),
             (workload("    group: {name: g, size: 0}\n"), "field `workloads[0].group.size`"),
             (
-                format!("name: x\n{pool}workloads:\n  - name: w\n    count: 1\n    template: {{spec: {{nodeName: a-1, containers: []}}}}\n"),
+                format!("name: x\n{pool}workloads:\n  - name: w\n    count: 1\n    template: {{spec: {{nodeName: a-1, containers: [{{name: c}}]}}}}\n"),
                 "field `workloads[0].template.spec.nodeName`: no node named \"a-1\"",
             ),
             (
@@ -1284,7 +1476,7 @@ workloads:
         assert_eq!(last, Duration::from_secs(MAX_VIRTUAL_SECONDS));
         // A template bound to a node the scenario has is fine.
         Scenario::parse(
-            &format!("name: x\n{pool}workloads:\n  - name: w\n    count: 1\n    template: {{spec: {{nodeName: a-0, containers: []}}}}\n"),
+            &format!("name: x\n{pool}workloads:\n  - name: w\n    count: 1\n    template: {{spec: {{nodeName: a-0, containers: [{{name: c}}]}}}}\n"),
             "ok.yaml",
         )
         .unwrap();
@@ -1295,7 +1487,7 @@ workloads:
     #[test]
     fn empty_pools_and_workloads_are_warned_about() {
         let sc = Scenario::parse(
-            "name: x\nnodePools:\n  - {name: a, count: 0, allocatable: {cpu: 1}}\n  - {name: b, count: 1, allocatable: {cpu: 1}}\nworkloads:\n  - {name: w, count: 0, template: {spec: {containers: []}}}\n",
+            "name: x\nnodePools:\n  - {name: a, count: 0, allocatable: {cpu: 1}}\n  - {name: b, count: 1, allocatable: {cpu: 1}}\nworkloads:\n  - {name: w, count: 0, template: {spec: {containers: [{name: c}]}}}\n",
             "x.yaml",
         )
         .unwrap();
@@ -1323,7 +1515,7 @@ workloads:
     fn groups_that_could_never_fill_are_refused() {
         let group = |min: &str, subgroups: &str| {
             format!(
-                "name: x\nnodePools: [{{name: a, count: 1, allocatable: {{cpu: 1}}}}]\nworkloads:\n  - name: w\n    count: 8\n    group: {{name: g, size: 4}}\n    template:\n      metadata:\n        annotations: {{strata.io/min-member: \"{min}\"{subgroups}}}\n      spec: {{containers: []}}\n"
+                "name: x\nnodePools: [{{name: a, count: 1, allocatable: {{cpu: 1}}}}]\nworkloads:\n  - name: w\n    count: 8\n    group: {{name: g, size: 4}}\n    template:\n      metadata:\n        annotations: {{strata.io/min-member: \"{min}\"{subgroups}}}\n      spec: {{containers: [{{name: c}}]}}\n"
             )
         };
         for (text, want) in [

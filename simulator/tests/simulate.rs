@@ -249,7 +249,7 @@ fn malformed_scenario_file_names_file_line_and_field() {
     let path = dir.join("broken.yaml");
     std::fs::write(
         &path,
-        "name: broken\nnodePools:\n  - name: a\n    count: 2\n    allocatable: {cpu: \"4\"}\nworkloads:\n  - name: w\n    count: -3\n    template: {spec: {containers: []}}\n",
+        "name: broken\nnodePools:\n  - name: a\n    count: 2\n    allocatable: {cpu: \"4\"}\nworkloads:\n  - name: w\n    count: -3\n    template: {spec: {containers: [{name: c}]}}\n",
     )
     .unwrap();
     let p = path.to_string_lossy().to_string();
@@ -277,7 +277,7 @@ fn unknown_plugin_in_config_is_an_error_naming_the_scenario() {
 
 #[test]
 fn pods_for_another_scheduler_are_left_alone() {
-    let text = "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1, pods: 10}}]\nworkloads:\n  - name: other\n    count: 2\n    template: {spec: {schedulerName: someone-else, containers: []}}\n";
+    let text = "name: x\nnodePools: [{name: a, count: 1, allocatable: {cpu: 1, pods: 10}}]\nworkloads:\n  - name: other\n    count: 2\n    template: {spec: {schedulerName: someone-else, containers: [{name: c}]}}\n";
     let sc = Scenario::parse(text, "other.yaml").unwrap();
     let (_sim, report) = run(sc, None);
     assert_eq!(report.pods.unschedulable, 2);

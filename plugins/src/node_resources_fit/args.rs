@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use strata_scheduler::framework::PluginArgsError;
+use strata_scheduler::labels::check_qualified_name;
 use strata_scheduler::resources::ResourceId;
 
 /// The highest `score` of a `shape` point (kube's `MaxCustomPriorityScore`).
@@ -364,57 +365,6 @@ fn parse_shape(v: &Value) -> Result<Vec<(i64, i64)>, PluginArgsError> {
         points.push((i64::from(p.utilization), i64::from(p.score) * scale));
     }
     Ok(points)
-}
-
-/// Checks a Kubernetes qualified name (`[prefix/]name`, as label keys are
-/// validated), returning why it is not one.
-pub(crate) fn check_qualified_name(s: &str) -> Result<(), String> {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if let Some(p) = prefix {
-        if p.is_empty() {
-            return Err(format!("{s:?}: prefix part must not be empty"));
-        }
-        if !is_dns1123_subdomain(p) {
-            return Err(format!(
-                "{s:?}: prefix part must be a lowercase DNS subdomain of at most 253 characters"
-            ));
-        }
-    }
-    if name.is_empty() {
-        return Err(format!("{s:?}: name part must not be empty"));
-    }
-    if name.len() > 63 {
-        return Err(format!(
-            "{s:?}: name part must be no more than 63 characters"
-        ));
-    }
-    let b = name.as_bytes();
-    let ok_inner = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
-    if !b[0].is_ascii_alphanumeric()
-        || !b[b.len() - 1].is_ascii_alphanumeric()
-        || !b.iter().all(|&c| ok_inner(c))
-    {
-        return Err(format!(
-            "{s:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
-        ));
-    }
-    Ok(())
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-                && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
-                && b.iter()
-                    .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-        })
 }
 
 #[cfg(test)]
