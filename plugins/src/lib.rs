@@ -11,27 +11,21 @@
 //! pod that asks for no device and names no claim, so such pods run none of
 //! their Filter or Score.
 
-pub mod balanced_allocation;
-pub mod default_binder;
-pub mod default_preemption;
-pub mod devices;
-pub mod dra;
-pub mod fragmentation;
-pub mod image_locality;
-pub mod inter_pod_affinity;
-pub mod node_affinity;
-pub mod node_name;
-pub mod node_ports;
-pub mod node_resources_fit;
-pub mod node_unschedulable;
-pub mod pod_group;
-pub mod pod_topology_spread;
-pub mod priority_sort;
-pub mod scheduling_gates;
-pub mod scoring;
-pub mod taint_toleration;
-pub mod topology_placement;
+pub mod accelerators;
+pub mod common;
+pub mod groups;
+pub mod kube;
 
+// The paths the adapter, simulator, cli and fuzz targets use for the stores
+// and object types they fill: kept at the crate root.
+pub use accelerators::{devices, dra};
+pub use groups::pod_group;
+
+use kube::{
+    balanced_allocation, default_binder, default_preemption, image_locality, inter_pod_affinity,
+    node_affinity, node_name, node_ports, node_resources_fit, node_unschedulable,
+    pod_topology_spread, priority_sort, scheduling_gates, taint_toleration,
+};
 use strata_scheduler::framework::Registry;
 
 /// All in-tree plugins by name.
