@@ -2,3 +2,7 @@
 //! public API of `strata-scheduler`, not from a sibling plugin.
 
 pub mod scoring;
+#[cfg(test)]
+pub(crate) mod testkit;
+pub(crate) mod topology_domains;
+pub mod topology_placement;

@@ -1,5 +1,4 @@
 //! Scheduling pods as groups: the `PodGroup` plugin (gangs, their queue
-//! order, placement and preemption) and the topology placement it keeps.
+//! order, placement and preemption).
 
 pub mod pod_group;
-pub mod topology_placement;

@@ -54,7 +54,7 @@
 use super::runtime::{Prepared, Runtime, eligible};
 use super::spec::PodGroupSpec;
 use super::store::GroupKey;
-use crate::groups::topology_placement::amounts;
+use crate::common::topology_placement::amounts;
 use crate::kube::default_preemption::{CostKey, cost_key, more_important, split_by_pdb, start_ms};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;

@@ -15,7 +15,7 @@
 
 use super::spec::{GroupApi, PodGroupSpec};
 use super::store::{GroupKey, GroupPhase, PodGroupStatus, PodGroupStore};
-use crate::groups::topology_placement::{TopologyTracker, amounts, slot_name};
+use crate::common::topology_placement::{TopologyTracker, amounts, slot_name};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! for the absence of deadlock between competing groups.
 
 use super::*;
-use crate::kube::default_binder::testkit::FakeCluster;
+use crate::common::testkit::FakeCluster;
 use k8s_openapi::api::core::v1 as corev1;
 use proptest::prelude::*;
 use serde_json::json;
@@ -191,12 +191,7 @@ fn plain_pods_sort_exactly_like_priority_sort() {
     let h = Harness::new(vec![]);
     let _ = h;
     let store = PodGroupStore::new();
-    let p = factory_with(
-        None,
-        &crate::kube::default_binder::testkit::handle(),
-        &store,
-    )
-    .unwrap();
+    let p = factory_with(None, &crate::common::testkit::handle(), &store).unwrap();
     let qs = p.as_queue_sort().unwrap();
     for (prio, t) in [(0, 5u64), (100, 1), (-3, 99)] {
         let pd = pod("x").priority(prio).build();
@@ -593,7 +588,7 @@ fn what_if_answers_without_reserving_and_names_victims() {
 #[test]
 fn args_are_checked() {
     let store = PodGroupStore::new();
-    let hd = crate::kube::default_binder::testkit::handle();
+    let hd = crate::common::testkit::handle();
     let e = factory_with(Some(&json!({"topologyLevels": []})), &hd, &store)
         .err()
         .unwrap();

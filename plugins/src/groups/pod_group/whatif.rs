@@ -11,7 +11,7 @@
 
 use super::runtime::{Runtime, eligible};
 use super::spec::PodGroupSpec;
-use crate::groups::topology_placement::amounts;
+use crate::common::topology_placement::amounts;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;

@@ -21,9 +21,6 @@ use strata_scheduler::framework::{
 };
 use strata_scheduler::model::PodInfo;
 
-#[cfg(test)]
-pub(crate) mod testkit;
-
 /// The plugin's configuration name.
 pub const NAME: &str = "DefaultBinder";
 
@@ -70,8 +67,8 @@ pub fn factory(
 
 #[cfg(test)]
 mod tests {
-    use super::testkit::{FakeCluster, handle_with};
     use super::*;
+    use crate::common::testkit::{FakeCluster, handle_with};
     use strata_scheduler::cluster::BindError;
     use strata_scheduler::framework::Code;
     use strata_scheduler::intern::Sym;

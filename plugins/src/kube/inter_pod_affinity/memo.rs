@@ -29,7 +29,7 @@
 //! over when a key's index is renumbered (its epoch changes).
 
 use super::scan::{Class, Counts, Dense, Target, Walker};
-use crate::kube::pod_topology_spread::domains::{DomainIndex, KeyView};
+use crate::common::topology_domains::{DomainIndex, KeyView};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;

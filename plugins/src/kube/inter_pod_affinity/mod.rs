@@ -65,7 +65,7 @@ mod tests;
 
 pub use args::{InterPodAffinityArgs, MAX_HARD_POD_AFFINITY_WEIGHT};
 
-use crate::kube::pod_topology_spread::domains::NodeSlots;
+use crate::common::topology_domains::NodeSlots;
 use memo::Memo;
 use scan::{Fast, FilterState, Verdict, Walker};
 use smallvec::SmallVec;

@@ -27,7 +27,7 @@
 use super::args::InterPodAffinityArgs;
 use super::memo::Views;
 use super::topology::{NsScope, TopoCounts, matches_all};
-use crate::kube::pod_topology_spread::domains::{NONE, NodeSlots};
+use crate::common::topology_domains::{NONE, NodeSlots};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::intern::Sym;

@@ -2,7 +2,7 @@
 //! "Scheduler Configuration" and the edge cases of each operator.
 
 use super::*;
-use crate::kube::default_binder::testkit;
+use crate::common::testkit;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use strata_scheduler::cache::Cache;

@@ -75,7 +75,7 @@ pub fn factory(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::default_binder::testkit;
+    use crate::common::testkit;
     use strata_scheduler::framework::Code;
     use strata_scheduler::intern::Sym;
     use strata_scheduler::testing;

@@ -1,7 +1,7 @@
 //! NodePorts tests: protocol, IP and wildcard rules of host-port conflicts.
 
 use super::*;
-use crate::kube::default_binder::testkit;
+use crate::common::testkit;
 use serde_json::{Value, json};
 use strata_scheduler::framework::Code;
 use strata_scheduler::intern::Sym;

@@ -99,7 +99,7 @@ pub fn factory(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::default_binder::testkit;
+    use crate::common::testkit;
     use serde_json::json;
     use strata_scheduler::framework::Code;
     use strata_scheduler::testing;

@@ -40,8 +40,8 @@ use strata_scheduler::model::{NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
 use super::common::{Constraint, InclusionChecks, countable, has_all_keys};
-use super::domains::{KeyView, NONE, NodeSlots};
 use super::memo::ABSENT;
+use crate::common::topology_domains::{KeyView, NONE, NodeSlots};
 
 /// Filter's reason when the skew would exceed `maxSkew`.
 pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology spread constraints";

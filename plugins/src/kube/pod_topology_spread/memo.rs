@@ -43,7 +43,7 @@ use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, Toleration};
 use super::common::{
     Constraint, InclusionChecks, SelectorCounts, SelectorIndex, SelectorMask, has_all_keys,
 };
-use super::domains::{DomainIndex, EMPTY, KeyView, NONE};
+use crate::common::topology_domains::{DomainIndex, EMPTY, KeyView, NONE};
 
 /// The total of a domain no node counts toward (not an eligible domain).
 pub(super) const ABSENT: i64 = -1;

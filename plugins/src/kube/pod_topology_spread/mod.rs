@@ -26,7 +26,6 @@
 
 mod args;
 mod common;
-pub(crate) mod domains;
 mod filter;
 mod memo;
 mod score;

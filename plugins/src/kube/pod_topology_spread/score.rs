@@ -35,7 +35,7 @@ use strata_scheduler::framework::{
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
-use super::domains::{EMPTY, NONE, NodeSlots};
+use crate::common::topology_domains::{EMPTY, NONE, NodeSlots};
 
 /// Matching pods per domain of one soft constraint.
 #[derive(Debug)]

@@ -6,6 +6,7 @@
 
 use super::filter::inspect;
 use super::*;
+use crate::common::topology_domains as domains;
 use k8s_openapi::api::core::v1 as corev1;
 use proptest::prelude::*;
 use serde_json::{Value, json};

@@ -52,7 +52,7 @@ pub fn factory(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::default_binder::testkit;
+    use crate::common::testkit;
     use proptest::prelude::*;
     use strata_scheduler::testing;
 

@@ -1,7 +1,7 @@
 //! TaintToleration tests, from the examples of "Taints and Tolerations".
 
 use super::*;
-use crate::kube::default_binder::testkit;
+use crate::common::testkit;
 use serde_json::{Value, json};
 use strata_scheduler::framework::Code;
 use strata_scheduler::intern::Sym;

@@ -1,5 +1,6 @@
 //! Dense topology domains: for a node label key used as a topology key,
-//! every node slot gets a small domain id, so the per-node path reads
+//! every node slot gets a small domain id (PodTopologySpread and
+//! InterPodAffinity both read it), so the per-node path reads
 //! `counts[domain_of[node]]` (two array reads) instead of a binary search in
 //! the node's labels and a hash lookup of the value.
 //!
