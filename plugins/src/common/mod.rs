@@ -1,6 +1,8 @@
 //! Pieces several plugins share. A plugin imports from here and from the
 //! public API of `strata-scheduler`, not from a sibling plugin.
 
+pub mod args;
+pub mod resources;
 pub mod scoring;
 #[cfg(test)]
 pub(crate) mod testkit;

@@ -10,6 +10,7 @@
 //! Every error names the field it concerns (`kinds[1].resource`,
 //! `nodePolicy`), as the rest of the configuration does.
 
+use crate::common::args::parse_at;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -359,15 +360,10 @@ pub fn share_resources(kinds: &[KindSpec]) -> Vec<String> {
 
 /// The share resources of the default kinds (HAMi's `nvidia.com/gpumem`,
 /// `nvidia.com/gpumem-percentage`, `nvidia.com/gpucores`): the default of
-/// NodeResourcesFit's `deviceShareResources`, so HAMi pods pass its Filter.
+/// NodeResourcesFit's `deviceShareResources`, so HAMi pods pass its Filter
+/// (which names them as [`crate::common::resources::DEFAULT_DEVICE_SHARE_RESOURCES`]).
 pub fn default_share_resources() -> Vec<String> {
     share_resources(&default_kinds())
-}
-
-fn parse_at<T: serde::de::DeserializeOwned>(v: &Value, path: &str) -> Result<T, PluginArgsError> {
-    T::deserialize(v).map_err(|e| {
-        PluginArgsError::new(if path.is_empty() { "args" } else { path }, e.to_string())
-    })
 }
 
 fn quantity(field: &str, v: &Option<String>, milli: bool) -> Result<i64, PluginArgsError> {
@@ -503,6 +499,14 @@ impl DevicesArgs {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn default_share_resources_are_what_node_resources_fit_leaves_alone() {
+        assert_eq!(
+            default_share_resources(),
+            crate::common::resources::DEFAULT_DEVICE_SHARE_RESOURCES
+        );
+    }
 
     #[test]
     fn defaults_cover_nvidia_ascend_amd() {

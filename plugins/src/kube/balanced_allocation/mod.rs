@@ -19,8 +19,8 @@
 //! Score reads only the pod and the node (the pod's requests are compiled
 //! into it): it is node-local and allocates nothing.
 
-use crate::kube::node_resources_fit::scoring::Scored;
-use crate::kube::node_resources_fit::{check_kind, parse_at, parse_resources};
+use crate::common::args::{check_kind, parse_at};
+use crate::common::resources::{Scored, parse_resources};
 use serde::Deserialize;
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;

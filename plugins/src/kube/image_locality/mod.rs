@@ -20,7 +20,7 @@
 //! hold an image, which changes without this node changing, so a cached
 //! score for an equivalent pod could be stale.
 
-use crate::kube::node_resources_fit::{check_kind, parse_at};
+use crate::common::args::{check_kind, parse_at};
 use serde::Deserialize;
 use smallvec::SmallVec;
 use std::sync::Arc;

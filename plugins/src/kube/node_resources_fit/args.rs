@@ -22,117 +22,20 @@
 //! `nvidia.com/gpumem-percentage`, `nvidia.com/gpucores`). Nodes never
 //! advertise them in allocatable, so the Filter leaves them to Devices, as
 //! kube-scheduler leaves an extender's `managedResources` marked
-//! `ignoredByScheduler`. Absent: the share resources of the Devices plugin's
-//! default kinds; `[]`: none (the strict kube behaviour, for profiles
+//! `ignoredByScheduler`. Absent: [`DEFAULT_DEVICE_SHARE_RESOURCES`], the
+//! share resources of the Devices plugin's default kinds; `[]`: none (the strict kube behaviour, for profiles
 //! without Devices); a list: exactly those.
 
+use crate::common::args::{check_kind, parse_at};
+use crate::common::resources::{
+    DEFAULT_DEVICE_SHARE_RESOURCES, ResourceSpec, default_resources, parse_resources,
+};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use strata_scheduler::framework::PluginArgsError;
-use strata_scheduler::resources::ResourceId;
 
 /// The highest `score` of a `shape` point (kube's `MaxCustomPriorityScore`).
 pub(crate) const MAX_CUSTOM_PRIORITY_SCORE: i64 = 10;
-
-/// Deserializes `v` as `T`, reporting a failure on `path`.
-pub(crate) fn parse_at<T: DeserializeOwned>(v: &Value, path: &str) -> Result<T, PluginArgsError> {
-    T::deserialize(v).map_err(|e| {
-        PluginArgsError::new(if path.is_empty() { "args" } else { path }, e.to_string())
-    })
-}
-
-/// Checks `kind` (when present) against the expected args type name.
-pub(crate) fn check_kind(kind: Option<&str>, expected: &str) -> Result<(), PluginArgsError> {
-    match kind {
-        Some(k) if k != expected => Err(PluginArgsError::new(
-            "kind",
-            format!("{k:?} is not {expected:?}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// One entry of a `resources` list, before defaulting.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawResourceSpec {
-    name: String,
-    #[serde(default)]
-    weight: Option<i64>,
-}
-
-/// A resource to score, validated and resolved to its slot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ResourceSpec {
-    /// The configured name.
-    pub name: String,
-    /// The slot in resource vectors.
-    pub id: ResourceId,
-    /// Weight after defaulting (0 or unset means 1).
-    pub weight: i64,
-}
-
-/// kube-scheduler's default `resources`: cpu and memory, weight 1.
-pub(crate) fn default_resources() -> Vec<ResourceSpec> {
-    vec![
-        ResourceSpec {
-            name: "cpu".into(),
-            id: ResourceId::CPU,
-            weight: 1,
-        },
-        ResourceSpec {
-            name: "memory".into(),
-            id: ResourceId::MEMORY,
-            weight: 1,
-        },
-    ]
-}
-
-/// Parses a `resources` list at `path`: names must be non-empty and
-/// distinct, weights default from 0 to 1. Weight ranges are the caller's.
-/// An empty or absent list gives the defaults.
-pub(crate) fn parse_resources(
-    v: Option<&Value>,
-    path: &str,
-) -> Result<Vec<ResourceSpec>, PluginArgsError> {
-    let items: Vec<Value> = match v {
-        None | Some(Value::Null) => return Ok(default_resources()),
-        Some(v) => parse_at(v, path)?,
-    };
-    if items.is_empty() {
-        return Ok(default_resources());
-    }
-    let mut out: Vec<ResourceSpec> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let at = format!("{path}[{i}]");
-        let raw: RawResourceSpec = parse_at(item, &at)?;
-        if raw.name.is_empty() {
-            return Err(PluginArgsError::new(
-                format!("{at}.name"),
-                "must not be empty",
-            ));
-        }
-        if out.iter().any(|r| r.name == raw.name) {
-            return Err(PluginArgsError::new(
-                format!("{at}.name"),
-                format!("duplicate resource {:?}", raw.name),
-            ));
-        }
-        let id = ResourceId::of(&raw.name)
-            .map_err(|e| PluginArgsError::new(format!("{at}.name"), e.to_string()))?;
-        let weight = match raw.weight {
-            None | Some(0) => 1,
-            Some(w) => w,
-        };
-        out.push(ResourceSpec {
-            name: raw.name,
-            id,
-            weight,
-        });
-    }
-    Ok(out)
-}
 
 /// The scoring strategy types kube-scheduler supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +74,7 @@ impl Default for FitArgs {
         FitArgs {
             ignored_resources: Vec::new(),
             ignored_resource_groups: Vec::new(),
-            device_share_resources: crate::accelerators::devices::args::default_share_resources(),
+            device_share_resources: DEFAULT_DEVICE_SHARE_RESOURCES.map(str::to_owned).to_vec(),
             strategy: StrategyType::LeastAllocated,
             resources: default_resources(),
             shape: Vec::new(),
@@ -595,7 +498,7 @@ mod tests {
         let a = FitArgs::parse(Some(&json!({"ignoredResources": ["example.com/foo"]}))).unwrap();
         assert_eq!(
             a.device_share_resources,
-            crate::accelerators::devices::args::default_share_resources()
+            DEFAULT_DEVICE_SHARE_RESOURCES.map(str::to_owned).to_vec()
         );
         for (v, field) in [
             (

@@ -34,12 +34,9 @@
 //! Filter and Score read only the pod and the node: both are node-local.
 
 mod args;
-pub(crate) mod scoring;
 
-pub(crate) use args::{check_kind, parse_at, parse_resources};
-
+use crate::common::resources::{self, Scored, is_extended_resource_name, is_scalar_resource_name};
 use args::{FitArgs, StrategyType};
-use scoring::{Scored, is_extended_resource_name, is_scalar_resource_name};
 use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
 use strata_scheduler::cache::Snapshot;
@@ -220,10 +217,10 @@ impl NodeResourcesFit {
                 continue;
             };
             let s = match self.strategy {
-                StrategyType::LeastAllocated => scoring::least_requested(req, alloc),
-                StrategyType::MostAllocated => scoring::most_requested(req, alloc),
+                StrategyType::LeastAllocated => resources::least_requested(req, alloc),
+                StrategyType::MostAllocated => resources::most_requested(req, alloc),
                 StrategyType::RequestedToCapacityRatio => {
-                    scoring::ratio_score(&self.shape, req, alloc)
+                    resources::ratio_score(&self.shape, req, alloc)
                 }
             };
             // kube's RequestedToCapacityRatio leaves resources scoring 0

@@ -1,6 +1,7 @@
-//! How kube-scheduler reads a node's allocatable and requested amounts for
-//! scoring, and its three `scoringStrategy` functions. Shared with
-//! NodeResourcesBalancedAllocation, which reads resources the same way.
+//! Resources as NodeResourcesFit, NodeResourcesBalancedAllocation and
+//! ImageLocality read them: the `resources` list of their args, how
+//! kube-scheduler reads a node's allocatable and requested amounts for
+//! scoring, and its three `scoringStrategy` functions.
 //!
 //! Invariants, as in kube-scheduler's `resourceAllocationScorer`:
 //! - cpu and memory use the *non-zero* requests (a container that requests
@@ -15,10 +16,103 @@
 //! Everything here runs per node: no allocation, integer arithmetic widened
 //! to `i128` so byte counts times 100 cannot overflow.
 
-use super::args::ResourceSpec;
-use strata_scheduler::framework::MAX_NODE_SCORE;
+use crate::common::args::parse_at;
+use serde::Deserialize;
+use serde_json::Value;
+use strata_scheduler::framework::{MAX_NODE_SCORE, PluginArgsError};
 use strata_scheduler::model::{NodeInfo, PodInfo};
 use strata_scheduler::resources::ResourceId;
+
+/// The extended resources the Devices plugin accounts per device when its
+/// kinds are the defaults (HAMi's NVIDIA memory in MiB, memory in percent
+/// and cores): the default of NodeResourcesFit's `deviceShareResources`, so
+/// HAMi pods pass its Filter.
+pub const DEFAULT_DEVICE_SHARE_RESOURCES: [&str; 3] = [
+    "nvidia.com/gpumem",
+    "nvidia.com/gpumem-percentage",
+    "nvidia.com/gpucores",
+];
+
+/// One entry of a `resources` list, before defaulting.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawResourceSpec {
+    name: String,
+    #[serde(default)]
+    weight: Option<i64>,
+}
+
+/// A resource to score, validated and resolved to its slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ResourceSpec {
+    /// The configured name.
+    pub name: String,
+    /// The slot in resource vectors.
+    pub id: ResourceId,
+    /// Weight after defaulting (0 or unset means 1).
+    pub weight: i64,
+}
+
+/// kube-scheduler's default `resources`: cpu and memory, weight 1.
+pub(crate) fn default_resources() -> Vec<ResourceSpec> {
+    vec![
+        ResourceSpec {
+            name: "cpu".into(),
+            id: ResourceId::CPU,
+            weight: 1,
+        },
+        ResourceSpec {
+            name: "memory".into(),
+            id: ResourceId::MEMORY,
+            weight: 1,
+        },
+    ]
+}
+
+/// Parses a `resources` list at `path`: names must be non-empty and
+/// distinct, weights default from 0 to 1. Weight ranges are the caller's.
+/// An empty or absent list gives the defaults.
+pub(crate) fn parse_resources(
+    v: Option<&Value>,
+    path: &str,
+) -> Result<Vec<ResourceSpec>, PluginArgsError> {
+    let items: Vec<Value> = match v {
+        None | Some(Value::Null) => return Ok(default_resources()),
+        Some(v) => parse_at(v, path)?,
+    };
+    if items.is_empty() {
+        return Ok(default_resources());
+    }
+    let mut out: Vec<ResourceSpec> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let raw: RawResourceSpec = parse_at(item, &at)?;
+        if raw.name.is_empty() {
+            return Err(PluginArgsError::new(
+                format!("{at}.name"),
+                "must not be empty",
+            ));
+        }
+        if out.iter().any(|r| r.name == raw.name) {
+            return Err(PluginArgsError::new(
+                format!("{at}.name"),
+                format!("duplicate resource {:?}", raw.name),
+            ));
+        }
+        let id = ResourceId::of(&raw.name)
+            .map_err(|e| PluginArgsError::new(format!("{at}.name"), e.to_string()))?;
+        let weight = match raw.weight {
+            None | Some(0) => 1,
+            Some(w) => w,
+        };
+        out.push(ResourceSpec {
+            name: raw.name,
+            id,
+            weight,
+        });
+    }
+    Ok(out)
+}
 
 /// How a configured resource is read for scoring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
