@@ -31,7 +31,7 @@
 //!   others) is given back if the group can still be planned without it.
 //!   PodDisruptionBudgets are counted with DefaultPreemption's rule.
 //! - **Choice.** Domains are compared with DefaultPreemption's node criteria
-//!   ([`crate::kube::default_preemption::cost_key`]): fewest budget violations,
+//!   ([`crate::common::preemption::cost_key`]): fewest budget violations,
 //!   lowest most-important victim, lowest priority sum, fewest victims.
 //!
 //! When even evicting every unit leaves no room, nothing is evicted and the
@@ -54,8 +54,8 @@
 use super::runtime::{Prepared, Runtime, eligible};
 use super::spec::PodGroupSpec;
 use super::store::GroupKey;
+use crate::common::preemption::{CostKey, cost_key, more_important, split_by_pdb, start_ms};
 use crate::common::topology_placement::amounts;
-use crate::kube::default_preemption::{CostKey, cost_key, more_important, split_by_pdb, start_ms};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;

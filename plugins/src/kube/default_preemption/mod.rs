@@ -41,8 +41,6 @@ mod victims;
 mod tests;
 
 pub use args::DefaultPreemptionArgs;
-pub(crate) use select::{CostKey, cost_key};
-pub(crate) use victims::{more_important, split_by_pdb, start_ms};
 
 use rustc_hash::{FxHashMap, FxHasher};
 use select::Candidate;

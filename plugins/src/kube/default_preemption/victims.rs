@@ -25,8 +25,8 @@
 //! cycle state; the node copy and the state copy always describe the same
 //! set of pods when a filter runs.
 
+use crate::common::preemption::{more_important, split_by_pdb};
 use rustc_hash::FxHashMap;
-use std::cmp::Ordering;
 use std::sync::Arc;
 use strata_scheduler::cache::PdbInfo;
 use strata_scheduler::framework::{CycleState, FilterEvaluator, Status};
@@ -180,65 +180,4 @@ fn as_error(s: Status, what: &str, p: &PodInfo) -> Status {
         "preemption: {what} {} in a what-if evaluation failed: {s}",
         p.key()
     ))
-}
-
-/// The start time used to order pods: creation time, with an unknown (0)
-/// time counted as "now" (the latest), as kube-scheduler does for a pod
-/// without a start time.
-#[inline]
-pub(crate) fn start_ms(p: &PodInfo) -> i64 {
-    if p.creation_ms == 0 {
-        i64::MAX
-    } else {
-        p.creation_ms
-    }
-}
-
-/// kube-scheduler's `MoreImportantPod` as an ordering: `Less` when `a` is
-/// more important (higher priority, then earlier start).
-pub(crate) fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
-        .then_with(|| start_ms(a).cmp(&start_ms(b)))
-}
-
-/// Splits `pods` (most important first; order is kept in both halves) into
-/// those whose eviction would break a budget and those whose would not.
-/// Each matching budget's `disruptions_allowed` counts down as pods are
-/// considered, so the first pods a budget covers may go and later ones
-/// violate it. A pod without labels matches no budget; a budget with no or
-/// an empty selector matches nothing (kube-scheduler's rule for preemption).
-pub(crate) fn split_by_pdb(
-    pods: Vec<Arc<PodInfo>>,
-    pdbs: &[&PdbInfo],
-) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
-    let mut allowed: Vec<i32> = pdbs.iter().map(|p| p.disruptions_allowed).collect();
-    let mut violating = Vec::new();
-    let mut non_violating = Vec::new();
-    for p in pods {
-        let mut violated = false;
-        if !p.labels.is_empty() {
-            for (i, pdb) in pdbs.iter().enumerate() {
-                if pdb.namespace != p.namespace {
-                    continue;
-                }
-                let Some(sel) = pdb.selector.as_ref().filter(|s| !s.is_empty()) else {
-                    continue;
-                };
-                if !sel.matches(&p.labels) {
-                    continue;
-                }
-                allowed[i] -= 1;
-                if allowed[i] < 0 {
-                    violated = true;
-                }
-            }
-        }
-        if violated {
-            violating.push(p);
-        } else {
-            non_violating.push(p);
-        }
-    }
-    (violating, non_violating)
 }
