@@ -19,7 +19,13 @@ pub mod kube;
 // The paths the adapter, simulator, cli and fuzz targets use for the stores
 // and object types they fill: kept at the crate root.
 pub use accelerators::{devices, dra};
-pub use groups::pod_group;
+
+/// The PodGroup plugin ([`groups::pod_group`]) at the path the adapter,
+/// simulator and cli use, with [`Stores`] (which used to live in it).
+pub mod pod_group {
+    pub use crate::Stores;
+    pub use crate::groups::pod_group::*;
+}
 
 use kube::{
     balanced_allocation, default_binder, default_preemption, image_locality, inter_pod_affinity,
@@ -27,6 +33,19 @@ use kube::{
     pod_topology_spread, priority_sort, scheduling_gates, taint_toleration,
 };
 use strata_scheduler::framework::Registry;
+
+/// Every store a plugin may need, filled by the adapter or the simulator
+/// and handed to [`registry_with`].
+#[derive(Clone, Default)]
+pub struct Stores {
+    /// PodGroup objects (both APIs).
+    pub pod_groups: pod_group::PodGroupStore,
+    /// DRA objects (DeviceClasses, ResourceSlices, ResourceClaims and
+    /// ResourceClaimTemplates), read by the DynamicResources plugin.
+    pub dra: std::sync::Arc<dra::DraStore>,
+    /// Free devices per topology domain, kept by the Devices plugin.
+    pub devices: std::sync::Arc<common::device_domains::DeviceDomains>,
+}
 
 /// All in-tree plugins by name.
 pub fn registry() -> Registry {
@@ -57,7 +76,7 @@ pub fn registry() -> Registry {
 /// All in-tree plugins, with the stores the adapter or simulator fills
 /// (PodGroup objects, DRA objects): plugins that read a store share the
 /// given one.
-pub fn registry_with(stores: &pod_group::Stores) -> Registry {
+pub fn registry_with(stores: &Stores) -> Registry {
     let mut r = registry();
     let groups = stores.pod_groups.clone();
     r.register(pod_group::NAME, move |a, h| {

@@ -1,6 +1,6 @@
-//! Accelerators: whole and HAMi-shared devices (`Devices`), DRA claims
-//! (`DynamicResources`) and the fragmentation score of device capacity.
+//! Accelerators: whole and HAMi-shared devices (`Devices`, with its
+//! fragmentation score) and DRA claims (`DynamicResources`). What both feed
+//! (the device-domain aggregates) is in [`crate::common::device_domains`].
 
 pub mod devices;
 pub mod dra;
-pub mod fragmentation;

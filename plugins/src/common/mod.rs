@@ -2,6 +2,7 @@
 //! public API of `strata-scheduler`, not from a sibling plugin.
 
 pub mod args;
+pub mod device_domains;
 pub mod preemption;
 pub mod resources;
 pub mod scoring;

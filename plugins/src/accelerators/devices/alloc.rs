@@ -18,11 +18,9 @@
 //!    policy, then devices sharing a PCIe switch together, then index.
 
 use super::args::{DevicePolicy, KindSpec};
+use super::fragmentation::{Class, ClassStat, fragmentation_after_change, node_fragmentation};
 use super::model::{Device, Grant, Grants, NodeDevices, Usage};
 use super::request::{ContainerAsk, PodAsk};
-use crate::accelerators::fragmentation::{
-    Class, ClassStat, fragmentation_after_change, node_fragmentation,
-};
 use smallvec::SmallVec;
 
 /// Devices per node handled without heap allocation.

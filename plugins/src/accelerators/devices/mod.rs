@@ -41,19 +41,22 @@
 pub mod alloc;
 pub mod args;
 pub mod assign;
-pub mod domains;
+#[cfg(test)]
+mod domains_tests;
+pub mod fragmentation;
 pub mod model;
 pub mod request;
 #[cfg(test)]
 mod tests;
 
-use crate::accelerators::fragmentation::{
+use crate::common::device_domains::DeviceDomains;
+use alloc::{FragCtx, Reject, UsageBuf, plan};
+use args::{DevicePolicy, DevicesArgs, KindSpec, NodePolicy};
+use fragmentation::{
     Class, Mix, Stats, class_of, fragmentation_after_change, fragmentation_from,
     node_fragmentation, stats,
 };
-use alloc::{FragCtx, Reject, UsageBuf, plan};
-use args::{DevicePolicy, DevicesArgs, KindSpec, NodePolicy};
-use model::{Grants, NodeDevices};
+use model::{Grants, Inventory, NodeDevices};
 use parking_lot::RwLock;
 use request::{PodAsk, asks_devices};
 use smallvec::SmallVec;
@@ -141,7 +144,7 @@ pub struct Devices {
     handle: Handle,
     table: RwLock<Arc<Table>>,
     mix: Mix,
-    domains: Arc<domains::DeviceDomains>,
+    domains: Arc<DeviceDomains>,
 }
 
 impl Devices {
@@ -152,11 +155,7 @@ impl Devices {
 
     /// As [`Devices::new`], keeping the per-domain device aggregates in
     /// `domains` (shared with whoever queries them).
-    pub fn with_domains(
-        args: DevicesArgs,
-        handle: Handle,
-        domains: Arc<domains::DeviceDomains>,
-    ) -> Devices {
+    pub fn with_domains(args: DevicesArgs, handle: Handle, domains: Arc<DeviceDomains>) -> Devices {
         let mix = if args.workload.is_empty() {
             Mix::learned()
         } else {
@@ -195,7 +194,7 @@ impl Devices {
 
     /// Free devices per super-node, cabinet and server, kept current with
     /// every grant and release.
-    pub fn domains(&self) -> &Arc<domains::DeviceDomains> {
+    pub fn domains(&self) -> &Arc<DeviceDomains> {
         &self.domains
     }
 
@@ -238,7 +237,10 @@ impl Devices {
             Arc::new(e)
         });
         let nd = t.nodes[idx].as_ref().map(|e| &e.nd);
-        self.domains.devices(idx as u32, nd, &self.args.kinds);
+        self.domains.devices(
+            idx as u32,
+            nd.map(|nd| Inventory::new(nd, &self.args.kinds)),
+        );
     }
 
     /// Whether `pod` is ours and assumed: its Reserve accounts it.
@@ -831,7 +833,7 @@ impl ReservePlugin for Devices {
         }
         e.nd.apply(pod.uid.clone(), out.clone());
         self.domains
-            .devices(node.id.0, Some(&e.nd), &self.args.kinds);
+            .devices(node.id.0, Some(Inventory::new(&e.nd, &self.args.kinds)));
         if let Some(m) = &mix {
             stats(m, &e.nd.devices, &e.nd.used, &mut e.stats);
             e.version = version;
@@ -869,7 +871,7 @@ impl ReservePlugin for Devices {
             let e = Arc::make_mut(slot);
             e.nd.release(&pod.uid);
             self.domains
-                .devices(node.id.0, Some(&e.nd), &self.args.kinds);
+                .devices(node.id.0, Some(Inventory::new(&e.nd, &self.args.kinds)));
             if let Some(m) = &mix {
                 stats(m, &e.nd.devices, &e.nd.used, &mut e.stats);
                 e.version = version;
@@ -911,7 +913,8 @@ impl NodeObserver for Devices {
         let t = self.table.read().clone();
         let nd = t.get(node.id).map(|e| &e.nd);
         if nd.is_some() || self.domains.has_node(node.id.0) {
-            self.domains.node(node, nd, &self.args.kinds);
+            self.domains
+                .node(node, nd.map(|nd| Inventory::new(nd, &self.args.kinds)));
         }
     }
 }
@@ -993,10 +996,7 @@ impl Devices {
 
 /// Registers the plugin so that its device aggregates are kept in
 /// `domains` (for example [`crate::groups::pod_group::Stores::devices`]).
-pub fn register(
-    registry: &mut strata_scheduler::framework::Registry,
-    domains: Arc<domains::DeviceDomains>,
-) {
+pub fn register(registry: &mut strata_scheduler::framework::Registry, domains: Arc<DeviceDomains>) {
     registry.register(NAME, move |args, handle| {
         Ok(Arc::new(Devices::with_domains(
             DevicesArgs::parse(args)?,

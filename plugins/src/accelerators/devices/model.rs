@@ -42,6 +42,7 @@
 //!   count, exclusivity. `fits` is the only gate.
 
 use super::args::KindSpec;
+use crate::common::device_domains::{CountedDevice, DeviceInventory};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use smallvec::SmallVec;
@@ -678,6 +679,44 @@ impl NodeDevices {
             .zip(&self.used)
             .filter(|(d, u)| d.kind == kind && d.healthy && u.tasks == 0)
             .count() as u32
+    }
+}
+
+/// A node's devices with their kinds, as the device-domain aggregates
+/// ([`crate::common::device_domains::DeviceDomains`]) read them.
+#[derive(Clone, Copy)]
+pub struct Inventory<'a> {
+    nd: &'a NodeDevices,
+    kinds: &'a [KindSpec],
+}
+
+impl<'a> Inventory<'a> {
+    /// `nd` read with `kinds` (the plugin's configured kinds).
+    pub fn new(nd: &'a NodeDevices, kinds: &'a [KindSpec]) -> Self {
+        Inventory { nd, kinds }
+    }
+}
+
+impl DeviceInventory for Inventory<'_> {
+    fn is_empty(&self) -> bool {
+        self.nd.devices.is_empty()
+    }
+
+    fn each_healthy_device(&self, mut f: impl FnMut(CountedDevice<'_>)) {
+        for (d, u) in self.nd.devices.iter().zip(&self.nd.used) {
+            if !d.healthy {
+                continue;
+            }
+            let Some(spec) = self.kinds.get(d.kind as usize) else {
+                continue;
+            };
+            f(CountedDevice {
+                resource: spec.resource,
+                model: (!d.model.is_empty()).then_some(&d.model),
+                in_use: u.tasks > 0,
+                memory_mib: d.memory_known.then_some((d.memory, u.memory)),
+            });
+        }
     }
 }
 

@@ -53,7 +53,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use crate::accelerators::devices::domains::{DeviceDomains, DriverCount};
+use crate::common::device_domains::{DeviceDomains, DriverCount};
 use alloc::{Alt, Chosen, ClaimPlan, Constraint, InUse, Mode, Slot, allocate, node_devices};
 use index::{Bits, Index};
 use k8s_openapi::api::core::v1 as corev1;

@@ -56,7 +56,7 @@ mod whatif;
 pub(crate) use preempt::GroupCycle;
 pub(crate) use preempt::{is_group_member, preempts_as_group};
 pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
-pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError, Stores};
+pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError};
 pub use whatif::{WhatIfAnswer, WhatIfGroup};
 
 use parking_lot::Mutex;

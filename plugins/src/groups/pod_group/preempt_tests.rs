@@ -22,7 +22,7 @@ struct H {
     s: Scheduler,
     clock: Arc<ManualClock>,
     cluster: Arc<RecordingCluster>,
-    stores: Stores,
+    stores: crate::Stores,
     pods: BTreeMap<String, Arc<PodInfo>>,
     fed_binds: usize,
     fed_deletes: usize,
@@ -39,7 +39,7 @@ impl H {
             .build()
             .unwrap();
         let cluster = Arc::new(RecordingCluster::default());
-        let stores = Stores::default();
+        let stores = crate::Stores::default();
         let clock = Arc::new(ManualClock::default());
         let mut cfg = SchedulerConfig::default_with_name("strata-scheduler");
         cfg.parallelism = 1;

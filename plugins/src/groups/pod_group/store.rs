@@ -255,19 +255,6 @@ impl PodGroupStore {
     }
 }
 
-/// Every store a plugin may need, filled by the adapter or the simulator
-/// and handed to [`crate::registry_with`].
-#[derive(Clone, Default)]
-pub struct Stores {
-    /// PodGroup objects (both APIs).
-    pub pod_groups: PodGroupStore,
-    /// DRA objects (DeviceClasses, ResourceSlices, ResourceClaims and
-    /// ResourceClaimTemplates), read by the DynamicResources plugin.
-    pub dra: std::sync::Arc<crate::accelerators::dra::DraStore>,
-    /// Free devices per topology domain, kept by the Devices plugin.
-    pub devices: std::sync::Arc<crate::accelerators::devices::domains::DeviceDomains>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

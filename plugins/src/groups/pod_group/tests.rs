@@ -23,7 +23,7 @@ struct Harness {
     s: Scheduler,
     cluster: Arc<FakeCluster>,
     clock: Arc<ManualClock>,
-    stores: Stores,
+    stores: crate::Stores,
     pods: BTreeMap<String, Arc<PodInfo>>,
     fed: usize,
     _rt: tokio::runtime::Runtime,
@@ -31,10 +31,10 @@ struct Harness {
 
 impl Harness {
     fn new(nodes: Vec<corev1::Node>) -> Harness {
-        Harness::with_stores(nodes, Stores::default())
+        Harness::with_stores(nodes, crate::Stores::default())
     }
 
-    fn with_stores(nodes: Vec<corev1::Node>, stores: Stores) -> Harness {
+    fn with_stores(nodes: Vec<corev1::Node>, stores: crate::Stores) -> Harness {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -1075,10 +1075,11 @@ struct PluginEvaluator {
 impl PluginEvaluator {
     fn new() -> Self {
         let handle = test_handle();
-        let plugins = vec![
-            crate::kube::taint_toleration::factory(None, &handle).unwrap(),
-            crate::kube::node_resources_fit::factory(None, &handle).unwrap(),
-        ];
+        // Built by configuration name, as a profile builds them.
+        let registry = crate::registry();
+        let plugins = ["TaintToleration", "NodeResourcesFit"]
+            .map(|name| registry.get(name).expect("registered")(None, &handle).unwrap())
+            .to_vec();
         PluginEvaluator { plugins }
     }
 

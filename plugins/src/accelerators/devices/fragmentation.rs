@@ -29,8 +29,8 @@
 //! Invariants: fragmentation never exceeds the node's free device capacity
 //! and is zero for a node with none free; these functions allocate nothing.
 
-use crate::accelerators::devices::model::{Device, KindIdx, Usage};
-use crate::accelerators::devices::request::{ContainerAsk, MemAsk, PodAsk};
+use super::model::{Device, KindIdx, Usage};
+use super::request::{ContainerAsk, MemAsk, PodAsk};
 use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -471,7 +471,7 @@ mod tests {
                 if !devs[g].fits(&after[g], add as u64, add, false) {
                     continue;
                 }
-                after[g].add(&crate::accelerators::devices::model::Grant {
+                after[g].add(&super::super::model::Grant {
                     container: 0,
                     device: g as u16,
                     memory: add as u64,

@@ -23,13 +23,11 @@
 //!
 //! Invariants:
 //! - only nodes with at least one device are in this topology;
-//! - a node's slots equal what its [`NodeDevices`] says after every write
-//!   the Devices plugin makes (inventory, reserve, unreserve, pods bound or
+//! - a node's slots equal what the Devices plugin's [`DeviceInventory`]
+//!   says after every write it makes (inventory, reserve, unreserve, pods bound or
 //!   deleted): the property test recomputes them from scratch;
 //! - a cordoned node counts nothing free (the topology's own rule).
 
-use super::args::KindSpec;
-use super::model::NodeDevices;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -94,6 +92,30 @@ pub struct DriverCount {
     pub used: i64,
 }
 
+/// One healthy device of the Devices plugin as the aggregates count it.
+#[derive(Clone, Copy, Debug)]
+pub struct CountedDevice<'a> {
+    /// The extended resource that counts it (`nvidia.com/gpu`).
+    pub resource: &'a str,
+    /// Its model, when known.
+    pub model: Option<&'a Arc<str>>,
+    /// Whether some pod uses it.
+    pub in_use: bool,
+    /// Its memory and the memory in use, in MiB, when its memory is known.
+    pub memory_mib: Option<(u64, u64)>,
+}
+
+/// A node's devices as the Devices plugin holds them, read through this so
+/// the aggregates need not know its model. Implemented by value on a small
+/// view (references), called with a generic, so reading costs no
+/// allocation and no dynamic call.
+pub trait DeviceInventory {
+    /// Whether the node has no device at all (healthy or not).
+    fn is_empty(&self) -> bool;
+    /// Calls `f` for each healthy device.
+    fn each_healthy_device(&self, f: impl FnMut(CountedDevice<'_>));
+}
+
 #[derive(Clone, Debug)]
 struct NodeEntry {
     placement: Placement,
@@ -151,32 +173,26 @@ impl Inner {
     }
 
     /// Allocatable and requested amounts of a node's devices.
-    fn amounts(&mut self, nd: &NodeDevices, kinds: &[KindSpec]) -> Part {
+    fn amounts(&mut self, inv: &impl DeviceInventory) -> Part {
         let mut alloc = Amounts::ZERO;
         let mut used = Amounts::ZERO;
-        for (d, u) in nd.devices.iter().zip(&nd.used) {
-            if !d.healthy {
-                continue;
-            }
-            let Some(spec) = kinds.get(d.kind as usize) else {
-                continue;
-            };
+        inv.each_healthy_device(|d| {
             let mut names: SmallVec<[Option<usize>; 2]> = SmallVec::new();
-            names.push(self.kind_slot(spec.resource, None));
-            if !d.model.is_empty() {
-                names.push(self.kind_slot(spec.resource, Some(&d.model)));
+            names.push(self.kind_slot(d.resource, None));
+            if let Some(model) = d.model {
+                names.push(self.kind_slot(d.resource, Some(model)));
             }
             for s in names.into_iter().flatten() {
                 alloc[s] += 1;
-                if u.tasks > 0 {
+                if d.in_use {
                     used[s] += 1;
                 }
-                if d.memory_known {
-                    alloc[s + 1] += d.memory as i64;
-                    used[s + 1] += u.memory.min(d.memory) as i64;
+                if let Some((total, taken)) = d.memory_mib {
+                    alloc[s + 1] += total as i64;
+                    used[s + 1] += taken.min(total) as i64;
                 }
             }
-        }
+        });
         (alloc, used)
     }
 
@@ -332,9 +348,9 @@ impl DeviceDomains {
     /// sets its devices `nd` (`None`: it has none). Costs a label
     /// comparison when the node has not moved and still has (or still
     /// lacks) devices: their use is updated by [`DeviceDomains::devices`].
-    pub fn node(&self, node: &NodeInfo, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
+    pub fn node(&self, node: &NodeInfo, nd: Option<impl DeviceInventory>) {
         let id = node.id.0;
-        let nd = nd.filter(|nd| !nd.devices.is_empty());
+        let nd = nd.filter(|nd| !nd.is_empty());
         if !node.present {
             self.inner.write().remove(id);
             return;
@@ -354,18 +370,16 @@ impl DeviceDomains {
             }
         }
         let mut g = self.inner.write();
-        let part = nd.map(|nd| g.amounts(nd, kinds));
+        let part = nd.map(|nd| g.amounts(&nd));
         let placement = g.placement(node);
         g.apply(id, Some(placement), Source::Devices, part);
     }
 
     /// Updates the Devices plugin's devices on node `id` (already placed by
     /// [`DeviceDomains::node`]); `None`: it has none any more.
-    pub fn devices(&self, id: u32, nd: Option<&NodeDevices>, kinds: &[KindSpec]) {
+    pub fn devices(&self, id: u32, nd: Option<impl DeviceInventory>) {
         let mut g = self.inner.write();
-        let part = nd
-            .filter(|nd| !nd.devices.is_empty())
-            .map(|nd| g.amounts(nd, kinds));
+        let part = nd.filter(|nd| !nd.is_empty()).map(|nd| g.amounts(&nd));
         g.apply(id, None, Source::Devices, part);
     }
 
@@ -478,155 +492,5 @@ fn free_of(t: &Topology, d: strata_topology::DomainId, s: usize) -> DeviceFree {
         capacity: a.capacity[s],
         memory_mib: a.free[s + 1],
         nodes: a.schedulable_nodes,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::accelerators::devices::args::default_kinds;
-    use crate::accelerators::devices::model::{Grant, Grants};
-    use proptest::prelude::*;
-    use strata_scheduler::testing;
-
-    const SN: &str = "strata.io/supernode";
-    const CAB: &str = "strata.io/cabinet";
-
-    fn info(name: &str, sn: &str, cab: &str, gpus: &str) -> NodeInfo {
-        let n = testing::node(name)
-            .alloc("nvidia.com/gpu", gpus)
-            .label(SN, sn)
-            .label(CAB, cab)
-            .label("kubernetes.io/hostname", name)
-            .build();
-        let c = testing::cache_with(vec![n], vec![]);
-        c.snapshot().nodes().next().cloned().expect("one node")
-    }
-
-    fn with_id(mut n: NodeInfo, id: u32) -> NodeInfo {
-        n.id = strata_scheduler::model::NodeId(id);
-        n
-    }
-
-    fn grant(device: u16) -> Grants {
-        let mut g = Grants::new();
-        g.push(Grant {
-            container: 0,
-            device,
-            memory: 0,
-            cores: 0,
-            exclusive: true,
-        });
-        g
-    }
-
-    #[test]
-    fn answers_which_supernode_has_room_without_scanning() {
-        let kinds = default_kinds();
-        let d = DeviceDomains::default();
-        for i in 0..8u32 {
-            let n = with_id(
-                info(&format!("n{i}"), &format!("sn{}", i / 4), "c0", "8"),
-                i,
-            );
-            let nd = NodeDevices::inventory(&n, &kinds);
-            assert_eq!(nd.devices.len(), 8);
-            d.node(&n, Some(&nd), &kinds);
-        }
-        assert_eq!(d.cluster("nvidia.com/gpu").map(|f| f.devices), Some(64));
-        // Take 5 devices on n0 (sn0).
-        let n0 = with_id(info("n0", "sn0", "c0", "8"), 0);
-        let mut nd = NodeDevices::inventory(&n0, &kinds);
-        for dev in 0..5 {
-            nd.apply(format!("p{dev}").into(), grant(dev));
-        }
-        d.devices(0, Some(&nd), &kinds);
-        let fit = d.fitting(SN, "nvidia.com/gpu", 30, None).expect("known");
-        assert_eq!(fit.len(), 1);
-        assert_eq!(fit[0].domain, "sn1");
-        let all = d.domains(SN, "nvidia.com/gpu").expect("known");
-        assert_eq!(all[0].free.devices, 32);
-        assert_eq!(all[1].free.devices, 27);
-        assert_eq!(all[1].free.most_on_one_node, 8);
-        assert_eq!(all[1].free.capacity, 32);
-        assert!(d.cluster("amd.com/gpu").is_none());
-        assert!(d.domains("no/such-level", "nvidia.com/gpu").is_none());
-        // Cordoning sn1's nodes leaves only sn0.
-        for i in 4..8u32 {
-            let mut n = with_id(info(&format!("n{i}"), "sn1", "c0", "8"), i);
-            n.unschedulable = true;
-            let nd = NodeDevices::inventory(&n, &kinds);
-            d.node(&n, Some(&nd), &kinds);
-        }
-        let fit = d.fitting(SN, "nvidia.com/gpu", 20, Some(8)).expect("known");
-        assert_eq!(fit.len(), 1);
-        assert_eq!(fit[0].domain, "sn0");
-        d.check_consistency().expect("consistent");
-    }
-
-    #[test]
-    fn relabelled_and_removed_nodes_move() {
-        let kinds = default_kinds();
-        let d = DeviceDomains::default();
-        let n = with_id(info("a", "sn0", "c0", "4"), 0);
-        let nd = NodeDevices::inventory(&n, &kinds);
-        d.node(&n, Some(&nd), &kinds);
-        let moved = with_id(info("a", "sn9", "c0", "4"), 0);
-        d.node(&moved, Some(&nd), &kinds);
-        let sns = d.domains(SN, "nvidia.com/gpu").expect("known");
-        assert_eq!(sns.len(), 1);
-        assert_eq!(sns[0].domain, "sn9");
-        d.node(&moved, None, &kinds);
-        assert_eq!(d.cluster("nvidia.com/gpu").map(|f| f.capacity), Some(0));
-    }
-
-    proptest! {
-        /// After any sequence of grants, releases, cordons and removals the
-        /// aggregates equal a recomputation, and the cluster's free count
-        /// equals the sum of every node's free whole devices.
-        #[test]
-        fn aggregates_match_the_nodes(ops in proptest::collection::vec((0u32..6, 0u8..4, 0u16..4), 1..60)) {
-            let kinds = default_kinds();
-            let d = DeviceDomains::default();
-            let mut nodes: Vec<(NodeInfo, NodeDevices)> = (0..6u32)
-                .map(|i| {
-                    let n = with_id(info(&format!("n{i}"), &format!("sn{}", i % 2), &format!("c{}", i % 3), "4"), i);
-                    let nd = NodeDevices::inventory(&n, &kinds);
-                    d.node(&n, Some(&nd), &kinds);
-                    (n, nd)
-                })
-                .collect();
-            for (i, op, dev) in ops {
-                let (n, nd) = &mut nodes[i as usize];
-                match op {
-                    0 => {
-                        let uid: Arc<str> = format!("p{i}-{dev}").into();
-                        if nd.used[dev as usize].tasks == 0 && nd.release(&uid).is_none() {
-                            nd.apply(uid, grant(dev));
-                        }
-                        d.devices(i, Some(nd), &kinds);
-                    }
-                    1 => {
-                        nd.release(&format!("p{i}-{dev}"));
-                        d.devices(i, Some(nd), &kinds);
-                    }
-                    2 => {
-                        n.unschedulable = !n.unschedulable;
-                        d.node(n, Some(nd), &kinds);
-                    }
-                    _ => {
-                        n.present = !n.present;
-                        d.node(n, Some(nd), &kinds);
-                    }
-                }
-                prop_assert!(d.check_consistency().is_ok());
-            }
-            let expect: i64 = nodes
-                .iter()
-                .filter(|(n, _)| n.present && !n.unschedulable)
-                .map(|(_, nd)| nd.free_whole(0) as i64)
-                .sum();
-            prop_assert_eq!(d.cluster("nvidia.com/gpu").map(|f| f.devices).unwrap_or(0), expect);
-        }
     }
 }
