@@ -75,6 +75,7 @@ pub(crate) fn handle_with(cluster: Arc<dyn ClusterPort>) -> Handle {
         waiting: WaitingPods::default(),
         clock: Arc::new(ManualClock::default()),
         scheduler_name: Sym::new("strata-scheduler"),
+        preemption: Default::default(),
     }
 }
 

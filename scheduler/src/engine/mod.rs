@@ -27,7 +27,8 @@ use crate::clock::Clock;
 use crate::cluster::{ClusterPort, ClusterUpdate, EventKind, PodCondition, PodEvent};
 use crate::config::{ConfigError, SchedulerConfig, resolve};
 use crate::framework::{
-    ActionType, ClusterEvent, EventObject, EventResource, Handle, Plugin, Registry, WaitingPods,
+    ActionType, ClusterEvent, EventObject, EventResource, Handle, Plugin, PreemptionClaims,
+    Registry, WaitingPods,
 };
 use crate::intern::Sym;
 use crate::model::{NodeId, PodInfo};
@@ -103,11 +104,13 @@ impl Scheduler {
         rt: tokio::runtime::Handle,
     ) -> Result<Scheduler, ConfigError> {
         let waiting = WaitingPods::default();
+        let preemption = PreemptionClaims::default();
         let handle_for = |name: &str| Handle {
             cluster: cluster.clone(),
             waiting: waiting.clone(),
             clock: clock.clone(),
             scheduler_name: Sym::new(name),
+            preemption: preemption.clone(),
         };
         let resolved = resolve(&cfg, registry, defaults, &handle_for)?;
         let profiles: Vec<Profile> = resolved.iter().map(Profile::from_resolved).collect();

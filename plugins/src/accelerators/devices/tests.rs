@@ -51,6 +51,7 @@ fn handle(cluster: Arc<dyn ClusterPort>) -> Handle {
         waiting: WaitingPods::default(),
         clock: Arc::new(ManualClock::default()),
         scheduler_name: Sym::new("strata-scheduler"),
+        preemption: Default::default(),
     }
 }
 

@@ -126,6 +126,7 @@ impl Rig {
             waiting: WaitingPods::default(),
             clock: Arc::new(ManualClock::default()),
             scheduler_name: Sym::new("strata-scheduler"),
+            preemption: Default::default(),
         };
         let cache = testing::cache_with(
             nodes

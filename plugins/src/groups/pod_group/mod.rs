@@ -52,9 +52,6 @@ pub mod store;
 mod tests;
 mod whatif;
 
-#[cfg(test)]
-pub(crate) use preempt::GroupCycle;
-pub(crate) use preempt::{is_group_member, preempts_as_group};
 pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
 pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError};
 pub use whatif::{WhatIfAnswer, WhatIfGroup};
@@ -163,6 +160,9 @@ pub fn factory_with(
         ));
     }
     let holds = rt.lock().holds.clone();
+    handle
+        .preemption
+        .register(NAME, Arc::new(preempt::GroupClaims));
     Ok(Arc::new(PodGroupPlugin {
         store: store.clone(),
         holds,

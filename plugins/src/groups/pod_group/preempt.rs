@@ -59,7 +59,7 @@ use crate::common::topology_placement::amounts;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::CycleState;
+use strata_scheduler::framework::{CycleState, PreemptionClaimant};
 use strata_scheduler::model::{NodeId, PodInfo, PreemptionPolicy};
 use strata_topology::{Amounts, DomainId, GroupRequest, Plan, PlanInput};
 
@@ -78,18 +78,25 @@ pub(crate) struct GroupCycle {
     pub plan_failed: bool,
 }
 
-/// Whether PodGroup handles this pod's preemption (it is a member of a
-/// group): DefaultPreemption must then leave it alone.
-pub(crate) fn preempts_as_group(state: &CycleState) -> bool {
-    state.get::<GroupCycle>().is_some()
-}
+/// PodGroup's preemption claims, registered on the scheduler's
+/// [`PreemptionClaims`](strata_scheduler::framework::PreemptionClaims) by
+/// its factory.
+pub(crate) struct GroupClaims;
 
-/// Whether `pod` belongs to a group (either API's label). Such a pod is only
-/// ever evicted together with its whole group (by a preempting group), so
-/// DefaultPreemption, which evicts pod by pod for a lone preemptor, leaves
-/// it alone: a lone pod never breaks a gang.
-pub(crate) fn is_group_member(pod: &PodInfo) -> bool {
-    super::runtime::membership(pod).is_some()
+impl PreemptionClaimant for GroupClaims {
+    /// A member of a group PodGroup handles (PreFilter put [`GroupCycle`]
+    /// in its state): its preemption is the group's, for the whole group or
+    /// not at all; evicting pods for this member alone would churn.
+    fn claims_preemptor(&self, state: &CycleState, _pod: &PodInfo) -> bool {
+        state.get::<GroupCycle>().is_some()
+    }
+
+    /// A pod of a group (either API's label) is only ever evicted together
+    /// with its whole group, by a preempting group: a lone pod never breaks
+    /// a gang.
+    fn claims_victim(&self, pod: &PodInfo) -> bool {
+        super::runtime::membership(pod).is_some()
+    }
 }
 
 /// Pods evicted together: a lone pod, or every placed member of a group.

@@ -193,18 +193,38 @@ fn plain_pods_sort_exactly_like_priority_sort() {
     let store = PodGroupStore::new();
     let p = factory_with(None, &crate::common::testkit::handle(), &store).unwrap();
     let qs = p.as_queue_sort().unwrap();
+    let priority_sort = crate::registry().get("PrioritySort").expect("registered")(
+        None,
+        &crate::common::testkit::handle(),
+    )
+    .unwrap();
+    let ps = priority_sort.as_queue_sort().unwrap();
     for (prio, t) in [(0, 5u64), (100, 1), (-3, 99)] {
         let pd = pod("x").priority(prio).build();
-        assert_eq!(
-            qs.sort_key(&pd, t),
-            crate::kube::priority_sort::PrioritySort.sort_key(&pd, t)
-        );
+        assert_eq!(qs.sort_key(&pd, t), ps.sort_key(&pd, t));
     }
     // Members share one key whatever their own enqueue time.
     let a = member("g", 0, 2, 1).build();
     let b = member("g", 1, 2, 1).build();
     assert_eq!(qs.sort_key(&a, 10), qs.sort_key(&b, 500));
     assert!(qs.sort_key(&a, 10) < qs.sort_key(&pod("late").build(), 11));
+}
+
+#[test]
+fn pod_group_claims_preemption_of_its_members() {
+    let handle = crate::common::testkit::handle();
+    let _plugin = factory_with(None, &handle, &PodGroupStore::new()).unwrap();
+    let claims = handle.preemption.current();
+    // Running members are never lone victims; other pods may be.
+    assert!(claims.victim_claimed(&member("g", 0, 2, 1).build()));
+    assert!(!claims.victim_claimed(&pod("lone").build()));
+    // A member's preemption is PodGroup's once its PreFilter marked the
+    // cycle.
+    let mut state = CycleState::new();
+    let m = member("g", 0, 2, 1).build();
+    assert_eq!(claims.preemptor_claimant(&state, &m), None);
+    state.insert(super::preempt::GroupCycle::default());
+    assert_eq!(claims.preemptor_claimant(&state, &m), Some(NAME));
 }
 
 #[test]

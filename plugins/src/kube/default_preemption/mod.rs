@@ -29,9 +29,12 @@
 //! PreemptionPolicy, priorities and PodDisruptionBudgets are read from the
 //! snapshot; the plugin keeps no state between cycles.
 //!
-//! Members of a pod group (when the PodGroup plugin runs in the profile and
-//! marked the cycle) are skipped: a gang preempts as a whole, in PodGroup's
-//! PostFilter, never one member at a time here.
+//! Gang plugins keep their pods through the scheduler's preemption claims
+//! ([`strata_scheduler::framework::PreemptionClaims`], from the
+//! [`Handle`]): a pod whose preemption a claimant takes in this cycle is
+//! skipped (PodGroup preempts for a member's whole group in its own
+//! PostFilter, never for one member here), and a pod a claimant keeps (a
+//! running group member) is never a victim.
 
 mod args;
 mod select;
@@ -49,7 +52,7 @@ use std::sync::Arc;
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::framework::{
     Code, CycleState, Diagnosis, Handle, NodeRef, Plugin, PluginArgsError, PostFilterContext,
-    PostFilterPlugin, PostFilterResult, Reason, Status,
+    PostFilterPlugin, PostFilterResult, PreemptionClaims, Reason, Status,
 };
 use strata_scheduler::model::{NodeId, PodInfo, PreemptionPolicy};
 use victims::Preemptor;
@@ -69,13 +72,27 @@ const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 #[derive(Debug, Clone)]
 pub struct DefaultPreemption {
     args: DefaultPreemptionArgs,
+    /// What gang plugins keep to themselves: pods they preempt for, pods
+    /// only they evict.
+    claims: PreemptionClaims,
 }
 
 impl DefaultPreemption {
     /// A plugin with validated `args`.
     pub fn new(args: DefaultPreemptionArgs) -> Result<Self, PluginArgsError> {
         args.validate()?;
-        Ok(DefaultPreemption { args })
+        Ok(DefaultPreemption {
+            args,
+            claims: PreemptionClaims::default(),
+        })
+    }
+
+    /// The plugin deferring to the claimants of `claims` (the scheduler's,
+    /// from its [`Handle`]): it returns Skip for a pod a claimant preempts
+    /// for, and never picks a pod a claimant keeps as a victim.
+    pub fn with_claims(mut self, claims: PreemptionClaims) -> Self {
+        self.claims = claims;
+        self
     }
 
     /// The arguments in force.
@@ -87,11 +104,12 @@ impl DefaultPreemption {
 /// Builds the plugin from its `pluginConfig` args (`DefaultPreemptionArgs`).
 pub fn factory(
     args: Option<&serde_json::Value>,
-    _handle: &Handle,
+    handle: &Handle,
 ) -> Result<Arc<dyn Plugin>, PluginArgsError> {
-    Ok(Arc::new(DefaultPreemption::new(
-        DefaultPreemptionArgs::from_json(args)?,
-    )?))
+    Ok(Arc::new(
+        DefaultPreemption::new(DefaultPreemptionArgs::from_json(args)?)?
+            .with_claims(handle.preemption.clone()),
+    ))
 }
 
 impl Plugin for DefaultPreemption {
@@ -248,9 +266,10 @@ impl PostFilterPlugin for DefaultPreemption {
         pod: &PodInfo,
         ctx: &PostFilterContext<'_>,
     ) -> PostFilterResult {
-        if crate::groups::pod_group::preempts_as_group(state) {
-            // A gang member: PodGroup preempts for the whole group or not at
-            // all; evicting pods for this member alone would churn.
+        let claims = self.claims.current();
+        if claims.preemptor_claimant(state, pod).is_some() {
+            // A gang plugin preempts for this pod (for its whole group or
+            // not at all); evicting pods for it alone would churn.
             return PostFilterResult {
                 status: Status::skip(),
                 ..Default::default()
@@ -282,6 +301,7 @@ impl PostFilterPlugin for DefaultPreemption {
         }
         let pre = Preemptor {
             pod,
+            claims,
             evaluator: ctx.evaluator,
             nominated,
             pdbs: snap

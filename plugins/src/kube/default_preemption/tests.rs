@@ -13,7 +13,7 @@ use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use strata_scheduler::cache::{Cache, PdbInfo};
-use strata_scheduler::framework::{FilterEvaluator, PostFilterContext};
+use strata_scheduler::framework::{FilterEvaluator, PostFilterContext, PreemptionClaimant};
 use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::Selector;
 use strata_scheduler::model::NodeInfo;
@@ -212,20 +212,47 @@ fn lowest_priority_pod_is_the_victim() {
     assert!(r.clear_nominations.is_empty());
 }
 
+/// A gang plugin as a vendor would write one: its members carry
+/// `vendor.example/gang`; its PreFilter marks the cycle of a member it
+/// preempts for with [`GangCycle`].
+struct FakeGang;
+
+#[derive(Clone)]
+struct GangCycle;
+
+impl PreemptionClaimant for FakeGang {
+    fn claims_preemptor(&self, state: &CycleState, _pod: &PodInfo) -> bool {
+        state.get::<GangCycle>().is_some()
+    }
+    fn claims_victim(&self, pod: &PodInfo) -> bool {
+        pod.labels.get(Sym::new("vendor.example/gang")).is_some()
+    }
+}
+
+/// DefaultPreemption deferring to [`FakeGang`].
+fn with_fake_gang() -> DefaultPreemption {
+    let claims = PreemptionClaims::default();
+    claims.register("FakeGang", Arc::new(FakeGang));
+    DefaultPreemption::new(DefaultPreemptionArgs::default())
+        .unwrap()
+        .with_claims(claims)
+}
+
 #[test]
-fn members_of_a_pod_group_are_left_to_the_group() {
-    // The same cluster where a lone pod preempts: once PodGroup marked the
-    // cycle (the pod is a gang member), DefaultPreemption evicts nothing.
+fn a_pod_whose_preemption_is_claimed_is_left_to_the_claimant() {
+    // The same cluster where a lone pod preempts: once the gang plugin
+    // marked the cycle (it preempts for this pod), DefaultPreemption evicts
+    // nothing.
     let cache = cache_with(
         vec![node("n1").build()],
         vec![bound("low", "n1", "2", 1), bound("mid", "n1", "2", 5)],
     );
     let p = incoming("2", 10);
-    let plugin = DefaultPreemption::new(DefaultPreemptionArgs::default()).unwrap();
+    let plugin = with_fake_gang();
     let ev = TestEvaluator::default();
     let snap = cache.snapshot();
     let mut state = prepare_state(snap);
-    state.insert(crate::groups::pod_group::GroupCycle::default());
+    state.insert(GangCycle);
     let diagnosis = diagnose(snap, &p, &state, &ev);
     let ctx = PostFilterContext {
         snapshot: snap,
@@ -999,6 +1026,7 @@ mod testing_handle {
             waiting: WaitingPods::default(),
             clock: Arc::new(ManualClock::default()),
             scheduler_name: Sym::new("strata-scheduler"),
+            preemption: Default::default(),
         }
     }
 }
@@ -1234,18 +1262,22 @@ fn real_plugins_report_what_preemption_cannot_fix() {
 }
 
 #[test]
-fn a_lone_pod_never_evicts_a_gang_member() {
+fn a_lone_pod_never_evicts_a_claimed_gang_member() {
     // n1: a gang member (prio 1) and a lone pod (prio 5), 2 cpus each on 4.
-    // Kube-scheduler would evict the gang member (lowest priority); Strata
-    // evicts the lone pod, since a gang loses its members only as a whole.
+    // Kube-scheduler would evict the gang member (lowest priority); with a
+    // gang plugin claiming its members, the lone pod is evicted, since a
+    // gang loses its members only as a whole.
     let member = |name: &str, node: &str| {
         pod(name)
             .req("cpu", "2")
             .priority(1)
-            .label("strata.io/pod-group", "train")
+            .label("vendor.example/gang", "train")
             .on(node)
             .build()
     };
+    let gang = with_fake_gang();
+    let run =
+        |cache: &Cache, p: &PodInfo| run_with(&gang, cache, p, &[], &TestEvaluator::default());
     let cache = cache_with(
         vec![node("n1").build(), node("n2").build()],
         vec![
@@ -1266,5 +1298,11 @@ fn a_lone_pod_never_evicts_a_gang_member() {
     );
     let r = run(&cache, &incoming("2", 10));
     assert!(!r.status.is_success());
-    assert!(r.victims.is_empty());
+    assert!(r.victims.is_empty()); // Without a claimant the member is an ordinary victim (kube's choice).
+    let cache = cache_with(
+        vec![node("n1").build()],
+        vec![member("g0", "n1"), bound("mid", "n1", "2", 5)],
+    );
+    let r = run_nominated(&cache, &incoming("2", 10), &[]);
+    assert_eq!(names(&r.victims), ["g0"]);
 }

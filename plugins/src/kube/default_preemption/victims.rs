@@ -6,8 +6,8 @@
 //!    extensions on a copy of the cycle state, so plugins whose PreFilter
 //!    state counts pods (spread, anti-affinity) see the same world as the
 //!    node copy. Pods of equal or higher priority are never touched, nor
-//!    members of a pod group (a lone pod never breaks a gang; groups preempt
-//!    whole groups in PodGroup's PostFilter).
+//!    pods a gang plugin claims as victims (members of a pod group: a lone
+//!    pod never breaks a gang; PodGroup's PostFilter preempts whole groups).
 //! 2. If the filters still fail, preemption cannot help on this node.
 //! 3. Otherwise the removed pods are given back one at a time, most important
 //!    first (higher priority, then earlier start), those whose eviction would
@@ -29,7 +29,7 @@ use crate::common::preemption::{more_important, split_by_pdb};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use strata_scheduler::cache::PdbInfo;
-use strata_scheduler::framework::{CycleState, FilterEvaluator, Status};
+use strata_scheduler::framework::{Claims, CycleState, FilterEvaluator, Status};
 use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// Reason kube-scheduler gives for a node without lower-priority pods.
@@ -50,6 +50,8 @@ pub(super) struct Victims {
 pub(super) struct Preemptor<'a> {
     /// The pod that does not fit.
     pub pod: &'a PodInfo,
+    /// Pods a gang plugin keeps from being lone victims.
+    pub claims: Claims,
     /// The profile's filters and PreFilter extensions.
     pub evaluator: &'a dyn FilterEvaluator,
     /// Pods nominated to each node with priority >= the preemptor's (the
@@ -99,12 +101,12 @@ impl Preemptor<'_> {
         mut node: NodeInfo,
     ) -> Result<Victims, Status> {
         let prio = self.pod.priority;
-        // Members of a group are evicted only with their whole group, by a
-        // preempting group (PodGroup's PostFilter), never one by one here.
+        // Pods a gang plugin claims (members of a group) are evicted only
+        // with their whole group, by that plugin, never one by one here.
         let mut potential: Vec<Arc<PodInfo>> = node
             .pods
             .iter()
-            .filter(|p| p.priority < prio && !crate::groups::pod_group::is_group_member(p))
+            .filter(|p| p.priority < prio && !self.claims.victim_claimed(p))
             .cloned()
             .collect();
         if potential.is_empty() {

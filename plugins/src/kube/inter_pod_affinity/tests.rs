@@ -1307,6 +1307,7 @@ fn factory_builds_and_rejects_bad_args() {
         waiting: Default::default(),
         clock: Arc::new(strata_scheduler::clock::ManualClock::default()),
         scheduler_name: Sym::new("strata-scheduler"),
+        preemption: Default::default(),
     };
     let p = factory(None, &handle).unwrap();
     assert_eq!(p.name(), NAME);
