@@ -12,6 +12,8 @@
 //! their Filter or Score.
 
 pub mod accelerators;
+#[cfg(test)]
+mod boundary;
 pub mod common;
 pub mod groups;
 pub mod kube;

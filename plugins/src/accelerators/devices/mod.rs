@@ -995,7 +995,7 @@ impl Devices {
 }
 
 /// Registers the plugin so that its device aggregates are kept in
-/// `domains` (for example [`crate::groups::pod_group::Stores::devices`]).
+/// `domains` (for example [`crate::Stores::devices`]).
 pub fn register(registry: &mut strata_scheduler::framework::Registry, domains: Arc<DeviceDomains>) {
     registry.register(NAME, move |args, handle| {
         Ok(Arc::new(Devices::with_domains(
