@@ -64,8 +64,39 @@ use crate::model::PodInfo;
 use parking_lot::RwLock;
 use std::sync::Arc;
 
-/// A plugin's say over preemption of some pods. See the [module
-/// docs](self).
+/// A plugin's say over preemption of some pods: registered on the
+/// scheduler's [`PreemptionClaims`] (from the plugin's factory, through
+/// [`Handle::preemption`](super::Handle::preemption)), asked by general
+/// preemption (DefaultPreemption) before it preempts for a pod and for each
+/// pod it would evict.
+///
+/// ```
+/// use std::sync::Arc;
+/// use strata_scheduler::framework::{CycleState, Handle, PreemptionClaimant};
+/// use strata_scheduler::intern::Sym;
+/// use strata_scheduler::model::PodInfo;
+///
+/// /// Written to a member's cycle state by the gang plugin's PreFilter.
+/// #[derive(Clone)]
+/// struct GangCycle;
+///
+/// /// A vendor gang plugin's claims: members carry `vendor.example/gang`.
+/// struct GangClaims;
+///
+/// impl PreemptionClaimant for GangClaims {
+///     fn claims_preemptor(&self, state: &CycleState, _pod: &PodInfo) -> bool {
+///         state.get::<GangCycle>().is_some()
+///     }
+///     fn claims_victim(&self, pod: &PodInfo) -> bool {
+///         pod.labels.get(Sym::new("vendor.example/gang")).is_some()
+///     }
+/// }
+///
+/// // In the gang plugin's factory:
+/// fn register(handle: &Handle) {
+///     handle.preemption.register("VendorGang", Arc::new(GangClaims));
+/// }
+/// ```
 pub trait PreemptionClaimant: Send + Sync {
     /// Whether the claimant preempts for `pod` itself in this cycle
     /// (`state` is the pod's cycle state after PreFilter), so general
@@ -81,7 +112,8 @@ pub trait PreemptionClaimant: Send + Sync {
 
 type Entry = (Arc<str>, Arc<dyn PreemptionClaimant>);
 
-/// The claimants registered with one scheduler. Cloning shares them.
+/// The claimants registered with one scheduler (see [`PreemptionClaimant`]).
+/// Cloning shares them.
 #[derive(Clone, Default)]
 pub struct PreemptionClaims {
     entries: Arc<RwLock<Arc<[Entry]>>>,
