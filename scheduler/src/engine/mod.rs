@@ -16,6 +16,7 @@
 mod binding;
 mod cycle;
 mod equiv;
+mod fast_path;
 mod profile;
 mod run;
 
@@ -74,7 +75,7 @@ pub struct Scheduler {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) waiting: WaitingPods,
     pub(crate) pool: Option<rayon::ThreadPool>,
-    pub(crate) rng: cycle::SplitMix,
+    pub(crate) rng: crate::rng::SplitMix64,
     pub(crate) bind_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) done_tx: mpsc::Sender<BindingDone>,
     pub(crate) done_rx: mpsc::Receiver<BindingDone>,
@@ -164,7 +165,7 @@ impl Scheduler {
             rt,
             waiting,
             pool,
-            rng: cycle::SplitMix::new(cfg.seed),
+            rng: crate::rng::SplitMix64::new(cfg.seed),
             bind_slots: Arc::new(tokio::sync::Semaphore::new(cfg.bind_concurrency)),
             done_tx,
             done_rx,

@@ -22,6 +22,7 @@ use super::fragmentation::{Class, ClassStat, fragmentation_after_change, node_fr
 use super::model::{Device, Grant, Grants, NodeDevices, Usage};
 use super::request::{ContainerAsk, PodAsk};
 use smallvec::SmallVec;
+use strata_scheduler::rng::mix64;
 
 /// Devices per node handled without heap allocation.
 pub const INLINE_DEVICES: usize = 16;
@@ -156,14 +157,6 @@ fn key(policy: DevicePolicy, d: &Device, u: &Usage, seed: u64, i: u16) -> i64 {
             (mix64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 2) as i64
         }
     }
-}
-
-/// SplitMix64's finalizer: a fixed pseudo-random permutation of `u64`.
-#[inline]
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 // The arguments are the planner's state, passed down without a wrapper.
