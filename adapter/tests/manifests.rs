@@ -340,6 +340,7 @@ fn unreachable_handle() -> strata_scheduler::framework::Handle {
         waiting: Default::default(),
         clock: std::sync::Arc::new(strata_scheduler::clock::ManualClock::default()),
         scheduler_name: strata_scheduler::intern::Sym::new("strata-scheduler"),
+        preemption: Default::default(),
     }
 }
 

@@ -11,28 +11,43 @@
 //! pod that asks for no device and names no claim, so such pods run none of
 //! their Filter or Score.
 
-pub mod balanced_allocation;
-pub mod default_binder;
-pub mod default_preemption;
-pub mod devices;
-pub mod dra;
-pub mod fragmentation;
-pub mod image_locality;
-pub mod inter_pod_affinity;
-pub mod node_affinity;
-pub mod node_name;
-pub mod node_ports;
-pub mod node_resources_fit;
-pub mod node_unschedulable;
-pub mod pod_group;
-pub mod pod_topology_spread;
-pub mod priority_sort;
-pub mod scheduling_gates;
-pub mod scoring;
-pub mod taint_toleration;
-pub mod topology_placement;
+pub mod accelerators;
+#[cfg(test)]
+mod boundary;
+pub mod common;
+pub mod groups;
+pub mod kube;
 
+// The paths the adapter, simulator, cli and fuzz targets use for the stores
+// and object types they fill: kept at the crate root.
+pub use accelerators::{devices, dra};
+
+/// The PodGroup plugin ([`groups::pod_group`]) at the path the adapter,
+/// simulator and cli use, with [`Stores`] (which used to live in it).
+pub mod pod_group {
+    pub use crate::Stores;
+    pub use crate::groups::pod_group::*;
+}
+
+use kube::{
+    balanced_allocation, default_binder, default_preemption, image_locality, inter_pod_affinity,
+    node_affinity, node_name, node_ports, node_resources_fit, node_unschedulable,
+    pod_topology_spread, priority_sort, scheduling_gates, taint_toleration,
+};
 use strata_scheduler::framework::Registry;
+
+/// Every store a plugin may need, filled by the adapter or the simulator
+/// and handed to [`registry_with`].
+#[derive(Clone, Default)]
+pub struct Stores {
+    /// PodGroup objects (both APIs).
+    pub pod_groups: pod_group::PodGroupStore,
+    /// DRA objects (DeviceClasses, ResourceSlices, ResourceClaims and
+    /// ResourceClaimTemplates), read by the DynamicResources plugin.
+    pub dra: std::sync::Arc<dra::DraStore>,
+    /// Free devices per topology domain, kept by the Devices plugin.
+    pub devices: std::sync::Arc<common::device_domains::DeviceDomains>,
+}
 
 /// All in-tree plugins by name.
 pub fn registry() -> Registry {
@@ -63,7 +78,7 @@ pub fn registry() -> Registry {
 /// All in-tree plugins, with the stores the adapter or simulator fills
 /// (PodGroup objects, DRA objects): plugins that read a store share the
 /// given one.
-pub fn registry_with(stores: &pod_group::Stores) -> Registry {
+pub fn registry_with(stores: &Stores) -> Registry {
     let mut r = registry();
     let groups = stores.pod_groups.clone();
     r.register(pod_group::NAME, move |a, h| {

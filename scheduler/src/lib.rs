@@ -29,4 +29,5 @@ pub mod labels;
 pub mod model;
 pub mod queue;
 pub mod resources;
+pub mod rng;
 pub mod testing;

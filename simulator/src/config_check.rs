@@ -32,6 +32,7 @@ pub fn resolve_profiles(cfg: &SchedulerConfig) -> Result<Vec<ResolvedProfile>, C
         waiting: waiting.clone(),
         clock: clock.clone(),
         scheduler_name: Sym::new(name),
+        preemption: Default::default(),
     };
     resolve(
         cfg,

@@ -8,13 +8,19 @@
 //!
 //! - [`scenario`]: scenario files (node pools with per-index labels,
 //!   workloads stamped out of pod templates, arrival patterns) and the
-//!   built-in scenarios.
+//!   built-in scenarios; [`pattern`]: the per-node placeholders in a pool's
+//!   label and taint values.
 //! - [`cluster`]: [`SimCluster`], the in-memory API server behind the port.
 //! - [`config_check`]: full validation of a scheduler configuration.
 //! - [`dra`]: DRA objects in scenarios and the resourceclaim controller's
 //!   part the simulator plays.
+//! - [`groups`]: group membership stamped onto workloads, the bind audit
+//!   ("never partly bound", checked at every bind) and the group report,
+//!   group-aware against pod by pod.
 //! - [`sim`]: [`Simulation`], the virtual-time run loop.
 //! - [`report`]: [`Report`], what a run measured.
+//! - [`openb`]: replay of the Alibaba GPU-sharing trace, comparing the
+//!   fragmentation-aware, best-fit and random policies.
 //!
 //! What this crate is not: a kubelet or controller simulator. Pods never run
 //! or finish; nodes never fail; only scheduling is simulated.

@@ -41,6 +41,7 @@ use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::{CycleResult, Scheduler};
 use strata_scheduler::model::PodInfo;
+use strata_scheduler::rng::SplitMix64;
 
 /// The policies compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -324,31 +325,18 @@ pub fn read_pods(path: &Path) -> Result<Vec<PodRow>, OpenbError> {
         .collect()
 }
 
-/// SplitMix64: a small seeded generator (reproducible draws).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// Draws pods (indexes into `pods`) until their GPU demand reaches
 /// `ratio × capacity_gpus`.
 pub fn draw(pods: &[PodRow], capacity_gpus: u64, ratio: f64, seed: u64) -> Vec<usize> {
     let target = (capacity_gpus as f64 * 1000.0 * ratio).ceil() as u64;
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::from_state(seed);
     let mut out = Vec::new();
     let mut demand = 0u64;
     if pods.iter().all(|p| p.demand_milli() == 0) {
         return out;
     }
     while demand < target {
-        let i = (rng.next() % pods.len() as u64) as usize;
+        let i = (rng.below(pods.len() as u64)) as usize;
         demand += pods[i].demand_milli();
         out.push(i);
     }

@@ -1,9 +1,12 @@
 //! The scheduling cycle: PreFilter → Filter → (PostFilter) → PreScore →
 //! Score → NormalizeScore → select → assume → Reserve → Permit, then the
-//! hand-off to the binding cycle.
+//! hand-off to the binding cycle. When the pod's equivalence class may use
+//! the per-class caches, filtering (and for an all-node-local pod, scoring
+//! too) goes through [`fast_path`](super::fast_path) instead of the scan.
 
 use super::Scheduler;
 use super::binding::{BindingJob, spawn_binding};
+use super::fast_path::{Fast, cached_scores, refresh_scores};
 use super::profile::{Evaluator, Profile};
 use crate::cluster::{EventKind, PodCondition, PodEvent};
 use crate::framework::{
@@ -18,26 +21,6 @@ use std::time::{Duration, Instant};
 
 /// Below this many candidate nodes, filtering and scoring stay on one thread.
 const PARALLEL_THRESHOLD: usize = 512;
-
-/// A small deterministic generator for tie-breaking (SplitMix64).
-pub(crate) struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
 
 /// What one scheduling cycle decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,21 +83,13 @@ pub struct PhaseTimes {
     pub algorithm: Duration,
 }
 
-/// What the incremental path decided.
-enum Fast {
-    /// The node to assume.
-    Chosen(NodeId),
-    /// A plugin failed.
-    Error(String),
-    /// Take the scan path (nothing was decided yet; PreScore did not run).
-    Fallback,
-}
-
-struct FilterOutcome {
-    feasible: Vec<NodeId>,
-    diagnosis: Diagnosis,
+/// What filtering found: the feasible nodes, why the others failed, and
+/// (with the equivalence cache) the class's node-local filter mask.
+pub(super) struct FilterOutcome {
+    pub feasible: Vec<NodeId>,
+    pub diagnosis: Diagnosis,
     /// With the equivalence cache: the class's node-local filter mask.
-    class_mask: Option<u64>,
+    pub class_mask: Option<u64>,
 }
 
 fn active_filters<'a>(
@@ -129,8 +104,9 @@ fn active_filters<'a>(
         .collect()
 }
 
+/// Runs `filters` on `node` in order; the first failure, named.
 #[inline]
-fn filter_node(
+pub(super) fn filter_node(
     filters: &[(&'static str, &dyn FilterPlugin)],
     state: &CycleState,
     pod: &PodInfo,
@@ -143,128 +119,6 @@ fn filter_node(
         }
     }
     Status::success()
-}
-
-/// A filter plugin with its name.
-type NamedFilter<'a> = (&'static str, &'a dyn FilterPlugin);
-
-/// The profile's active (not skipped) filters, split into node-local and
-/// other ones, with the bit mask of the node-local ones' positions (the
-/// equivalence class key).
-fn split_filters<'a>(
-    profile: &'a Profile,
-    state: &CycleState,
-) -> (Vec<NamedFilter<'a>>, Vec<NamedFilter<'a>>, u64) {
-    let mut local = Vec::new();
-    let mut global = Vec::new();
-    let mut mask = 0u64;
-    for (i, p) in profile.filter.iter().enumerate() {
-        if state.skips_filter(p.name()) {
-            continue;
-        }
-        let Some(f) = p.as_filter() else { continue };
-        if f.is_node_local() {
-            mask |= 1 << i;
-            local.push((p.name(), f));
-        } else {
-            global.push((p.name(), f));
-        }
-    }
-    (local, global, mask)
-}
-
-/// Recomputes node `id`'s node-local filter verdict in a class cache if it
-/// was computed at another generation than `generation`.
-fn refresh_verdict(
-    cc: &mut super::equiv::ClassCache,
-    id: NodeId,
-    generation: u64,
-    snap: &crate::cache::Snapshot,
-    local: &[(&'static str, &dyn FilterPlugin)],
-    state: &CycleState,
-    pod: &PodInfo,
-) {
-    let i = id.index();
-    if cc.filter_gen[i] == generation {
-        return;
-    }
-    let node = snap.node(id);
-    let s = if node.present {
-        filter_node(local, state, pod, node)
-    } else {
-        Status::unresolvable("node(s) were not found")
-    };
-    cc.verdict[i] = if s.is_success() {
-        super::equiv::PASS
-    } else {
-        cc.intern_status(s)
-    };
-    cc.filter_gen[i] = generation;
-}
-
-/// A cached score plugin: name, plugin and weight.
-type CachedScore<'a> = (&'static str, &'a dyn crate::framework::ScorePlugin, i64);
-
-/// The active score plugins whose per-node scores may be cached (they
-/// declare a `node_local_key`): the list, their position mask, a signature
-/// of their keys, and whether any active score plugin is not cacheable.
-fn cached_scores<'a>(
-    profile: &'a Profile,
-    state: &CycleState,
-) -> (Vec<CachedScore<'a>>, u64, u64, bool) {
-    let mut cached = Vec::new();
-    let (mut mask, mut key_sig, mut uncached) = (0u64, 0u64, false);
-    for (i, (p, w)) in profile.score.iter().enumerate() {
-        if state.skips_score(p.name()) {
-            continue;
-        }
-        let Some(sp) = p.as_score() else { continue };
-        match sp.node_local_key(state) {
-            Some(k) => {
-                mask |= 1 << i;
-                key_sig =
-                    key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                cached.push((p.name(), sp, *w));
-            }
-            None => uncached = true,
-        }
-    }
-    (cached, mask, key_sig, uncached)
-}
-
-/// Recomputes node `id`'s cached scores in a class cache if they were
-/// computed at another generation: the weighted sum of the plugins that do
-/// not normalize, and the raw scores of those that do.
-fn refresh_scores(
-    cc: &mut super::equiv::ClassCache,
-    id: NodeId,
-    generation: u64,
-    snap: &crate::cache::Snapshot,
-    cached: &[CachedScore<'_>],
-    state: &CycleState,
-    pod: &PodInfo,
-) -> Result<(), String> {
-    let i = id.index();
-    if cc.score_gen[i] == generation {
-        return Ok(());
-    }
-    let node = snap.node(id);
-    let mut plain = 0i64;
-    let mut k = 0;
-    for (name, sp, w) in cached {
-        let raw = sp
-            .score(state, pod, node)
-            .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
-        if sp.has_normalize() {
-            cc.raw[k][i] = raw;
-            k += 1;
-        } else {
-            plain += raw * w;
-        }
-    }
-    cc.plain_total[i] = plain;
-    cc.score_gen[i] = generation;
-    Ok(())
 }
 
 impl Scheduler {
@@ -520,271 +374,6 @@ impl Scheduler {
         }
     }
 
-    /// The incremental path for a pod whose every active filter is
-    /// node-local: the class's feasible set and best scores are kept across
-    /// cycles and brought up to date with the nodes changed since, so a cycle
-    /// costs O(changed nodes × log n) instead of O(n). It picks exactly the
-    /// node the scan path would (same order, same random draw), and falls
-    /// back to the scan whenever that cannot be guaranteed.
-    fn fast_path(&mut self, pi: usize, state: &mut CycleState, pod: &PodInfo) -> Fast {
-        use super::equiv::{FastIndex, MaxTree, PASS};
-        let profile = &self.profiles[pi];
-        let snap = self.cache.snapshot();
-        let gens = snap.generations();
-        let (local, global, mask) = split_filters(profile, state);
-        if !global.is_empty() {
-            return Fast::Fallback;
-        }
-        let cc = self
-            .equiv
-            .get(pi, pod.equivalence, mask, snap.node_capacity());
-        let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
-            refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
-        };
-        let changes = if cc.fast.valid && cc.fast.layout == snap.layout_version() {
-            snap.changes_since(cc.fast.synced)
-        } else {
-            None
-        };
-        match changes {
-            None => {
-                for &id in snap.node_ids() {
-                    refresh(cc, id);
-                }
-                cc.fast.feasible = snap
-                    .node_ids()
-                    .iter()
-                    .copied()
-                    .filter(|id| cc.verdict[id.index()] == PASS)
-                    .collect();
-                cc.fast.valid = true;
-                cc.fast.layout = snap.layout_version();
-                cc.fast.tree_valid = false;
-                cc.fast.pending.clear();
-            }
-            Some(ch) => {
-                let mut ch = ch.to_vec();
-                ch.sort_unstable();
-                ch.dedup();
-                for id in ch {
-                    let Some(pos) = snap.live_position(id) else {
-                        continue;
-                    };
-                    refresh(cc, id);
-                    let pass = cc.verdict[id.index()] == PASS;
-                    let at = cc.fast.feasible.binary_search_by_key(&pos, |x| {
-                        snap.live_position(*x).unwrap_or(usize::MAX)
-                    });
-                    match (pass, at) {
-                        (true, Err(k)) => cc.fast.feasible.insert(k, id),
-                        (false, Ok(k)) => {
-                            cc.fast.feasible.remove(k);
-                        }
-                        _ => {}
-                    }
-                    cc.fast.pending.push(id);
-                }
-            }
-        }
-        cc.fast.synced = snap.change_seq();
-        if cc.fast.feasible.len() < 2 {
-            // Nothing fits (the scan builds the diagnosis) or one node does.
-            return Fast::Fallback;
-        }
-
-        // PreScore, then the scores: cached ones only, or scan.
-        let feasible = std::mem::take(&mut cc.fast.feasible);
-        let pre = self.run_pre_score(pi, state, pod, &feasible);
-        let cc = self
-            .equiv
-            .get(pi, pod.equivalence, mask, snap.node_capacity());
-        cc.fast.feasible = feasible;
-        if let Err(e) = pre {
-            return Fast::Error(e);
-        }
-        let st: &CycleState = state;
-        let (cached, score_mask, key_sig, uncached) = cached_scores(profile, st);
-        let normalizing = cached
-            .iter()
-            .filter(|(_, sp, _)| sp.has_normalize())
-            .count();
-        cc.set_score_mask(score_mask, key_sig, normalizing, snap.node_capacity());
-        let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| {
-            refresh_scores(cc, id, gens[id.index()], snap, &cached, st, pod)
-        };
-        if uncached {
-            // Some score needs every node each cycle: scan the scores over
-            // the feasible set we maintained.
-            let feasible = cc.fast.feasible.clone();
-            cc.fast.tree_valid = false;
-            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
-                Ok(n) => Fast::Chosen(n),
-                Err(e) => Fast::Error(e),
-            };
-        }
-        let live_len = snap.num_nodes();
-        if !cc.fast.tree_valid || cc.fast.tree.len() < live_len {
-            let feasible = std::mem::take(&mut cc.fast.feasible);
-            for &id in &feasible {
-                if let Err(e) = rescore(cc, id) {
-                    cc.fast.feasible = feasible;
-                    return Fast::Error(e);
-                }
-            }
-            let mut leaves = vec![i64::MIN; live_len];
-            let mut hist = vec![rustc_hash::FxHashMap::default(); normalizing];
-            for &id in &feasible {
-                if let Some(pos) = snap.live_position(id) {
-                    leaves[pos] = cc.plain_total[id.index()];
-                }
-                for (k, h) in hist.iter_mut().enumerate() {
-                    FastIndex::count(h, cc.raw[k][id.index()], true);
-                }
-            }
-            cc.fast.feasible = feasible;
-            cc.fast.tree = MaxTree::build(&leaves);
-            cc.fast.hist = hist;
-            cc.fast.tree_valid = true;
-            cc.fast.pending.clear();
-        } else {
-            let pending = std::mem::take(&mut cc.fast.pending);
-            for id in pending {
-                let Some(pos) = snap.live_position(id) else {
-                    continue;
-                };
-                let was_counted = cc.fast.tree_leaf_present(pos);
-                if was_counted {
-                    for k in 0..normalizing {
-                        let v = cc.raw[k][id.index()];
-                        FastIndex::count(&mut cc.fast.hist[k], v, false);
-                    }
-                }
-                if cc.verdict[id.index()] == PASS {
-                    if let Err(e) = rescore(cc, id) {
-                        cc.fast.tree_valid = false;
-                        return Fast::Error(e);
-                    }
-                    for k in 0..normalizing {
-                        let v = cc.raw[k][id.index()];
-                        FastIndex::count(&mut cc.fast.hist[k], v, true);
-                    }
-                    let v = cc.plain_total[id.index()];
-                    cc.fast.tree.set(pos, v);
-                } else {
-                    cc.fast.tree.set(pos, i64::MIN);
-                }
-            }
-        }
-        if cc.fast.hist.iter().any(|h| h.len() > 1) {
-            // A normalizing score varies across nodes: take the scan, which
-            // normalizes.
-            let feasible = cc.fast.feasible.clone();
-            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
-                Ok(n) => Fast::Chosen(n),
-                Err(e) => Fast::Error(e),
-            };
-        }
-        let (best, count) = cc.fast.tree.root();
-        if best == i64::MIN || count == 0 {
-            return Fast::Fallback;
-        }
-        let pick = if count > 1 {
-            self.rng.below(u64::from(count)) as u32
-        } else {
-            0
-        };
-        let pos = cc.fast.tree.kth_best(pick);
-        Fast::Chosen(snap.node_ids()[pos])
-    }
-
-    /// Whether this cycle may use the equivalence cache: every node is
-    /// evaluated, and no pod is nominated (nominated pods make results depend
-    /// on more than one node's state).
-    fn cache_usable(&self, pi: usize, pod: &PodInfo) -> bool {
-        self.equiv.enabled()
-            && pod.equivalence != 0
-            && self.profiles[pi].percentage_of_nodes_to_score >= 100
-            && self.profiles[pi].filter.len() <= 64
-            && self.profiles[pi].score.len() <= 64
-            && !self
-                .nominated
-                .values()
-                .any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid)
-    }
-
-    /// Filtering through the equivalence cache: node-local filters are
-    /// re-run only on nodes whose generation changed; the others run on
-    /// every node that passes them.
-    fn find_feasible_cached(
-        &mut self,
-        pi: usize,
-        state: &CycleState,
-        pod: &PodInfo,
-        candidates: Option<&[NodeId]>,
-    ) -> FilterOutcome {
-        let profile = &self.profiles[pi];
-        let snap = self.cache.snapshot();
-        let gens = snap.generations();
-        let (local, global, mask) = split_filters(profile, state);
-        let cc = self
-            .equiv
-            .get(pi, pod.equivalence, mask, snap.node_capacity());
-        let all = candidates.unwrap_or_else(|| snap.node_ids());
-        let mut feasible = Vec::with_capacity(all.len());
-        let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();
-        let mut global_rejected: Vec<(NodeId, Status)> = Vec::new();
-        // Refresh nodes whose generation moved (usually one or two).
-        let stale: Vec<NodeId> = {
-            let fg = &cc.filter_gen[..];
-            all.iter()
-                .copied()
-                .filter(|id| fg[id.index()] != gens[id.index()])
-                .collect()
-        };
-        for id in stale {
-            refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
-        }
-        let verdict = &cc.verdict[..];
-        for &id in all {
-            let v = verdict[id.index()];
-            if v != super::equiv::PASS {
-                local_rejected.push((id, v));
-                continue;
-            }
-            if !global.is_empty() {
-                let s = filter_node(&global, state, pod, snap.node(id));
-                if !s.is_success() {
-                    global_rejected.push((id, s));
-                    continue;
-                }
-            }
-            feasible.push(id);
-        }
-        // The per-node reasons matter only when nothing fits (the message,
-        // preemption) or for requeue decisions then; build them lazily.
-        let mut diagnosis = Diagnosis::default();
-        if feasible.is_empty() {
-            for (id, v) in local_rejected {
-                let s = cc.statuses[v as usize].clone();
-                if let Some(p) = s.plugin() {
-                    diagnosis.add_plugin(p);
-                }
-                diagnosis.node_statuses.push((id, s));
-            }
-            for (id, s) in global_rejected {
-                if let Some(p) = s.plugin() {
-                    diagnosis.add_plugin(p);
-                }
-                diagnosis.node_statuses.push((id, s));
-            }
-        }
-        FilterOutcome {
-            feasible,
-            diagnosis,
-            class_mask: Some(mask),
-        }
-    }
-
     fn prioritize(
         &mut self,
         pi: usize,
@@ -797,7 +386,7 @@ impl Scheduler {
         self.score_and_pick(pi, state, pod, feasible, class_mask)
     }
 
-    fn run_pre_score(
+    pub(super) fn run_pre_score(
         &self,
         pi: usize,
         state: &mut CycleState,
@@ -823,7 +412,7 @@ impl Scheduler {
         Ok(())
     }
 
-    fn score_and_pick(
+    pub(super) fn score_and_pick(
         &mut self,
         pi: usize,
         state: &CycleState,

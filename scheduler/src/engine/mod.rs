@@ -16,6 +16,7 @@
 mod binding;
 mod cycle;
 mod equiv;
+mod fast_path;
 mod profile;
 mod run;
 
@@ -27,7 +28,8 @@ use crate::clock::Clock;
 use crate::cluster::{ClusterPort, ClusterUpdate, EventKind, PodCondition, PodEvent};
 use crate::config::{ConfigError, SchedulerConfig, resolve};
 use crate::framework::{
-    ActionType, ClusterEvent, EventObject, EventResource, Handle, Plugin, Registry, WaitingPods,
+    ActionType, ClusterEvent, EventObject, EventResource, Handle, Plugin, PreemptionClaims,
+    Registry, WaitingPods,
 };
 use crate::intern::Sym;
 use crate::model::{NodeId, PodInfo};
@@ -73,7 +75,7 @@ pub struct Scheduler {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) waiting: WaitingPods,
     pub(crate) pool: Option<rayon::ThreadPool>,
-    pub(crate) rng: cycle::SplitMix,
+    pub(crate) rng: crate::rng::SplitMix64,
     pub(crate) bind_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) done_tx: mpsc::Sender<BindingDone>,
     pub(crate) done_rx: mpsc::Receiver<BindingDone>,
@@ -103,11 +105,13 @@ impl Scheduler {
         rt: tokio::runtime::Handle,
     ) -> Result<Scheduler, ConfigError> {
         let waiting = WaitingPods::default();
+        let preemption = PreemptionClaims::default();
         let handle_for = |name: &str| Handle {
             cluster: cluster.clone(),
             waiting: waiting.clone(),
             clock: clock.clone(),
             scheduler_name: Sym::new(name),
+            preemption: preemption.clone(),
         };
         let resolved = resolve(&cfg, registry, defaults, &handle_for)?;
         let profiles: Vec<Profile> = resolved.iter().map(Profile::from_resolved).collect();
@@ -161,7 +165,7 @@ impl Scheduler {
             rt,
             waiting,
             pool,
-            rng: cycle::SplitMix::new(cfg.seed),
+            rng: crate::rng::SplitMix64::new(cfg.seed),
             bind_slots: Arc::new(tokio::sync::Semaphore::new(cfg.bind_concurrency)),
             done_tx,
             done_rx,

@@ -1,9 +1,10 @@
 //! The plugin framework: extension-point traits, per-cycle state, statuses,
-//! requeue events and the set of pods waiting at Permit.
+//! requeue events, the set of pods waiting at Permit and preemption claims.
 
 mod cycle_state;
 mod events;
 mod plugin;
+mod preemption;
 mod status;
 mod waiting;
 
@@ -18,5 +19,6 @@ pub use plugin::{
     PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueSortPlugin, Registry, ReservePlugin,
     ScorePlugin, SortKey,
 };
+pub use preemption::{Claims, PreemptionClaimant, PreemptionClaims};
 pub use status::{Code, Diagnosis, Reason, Status};
 pub use waiting::{PermitDecision, WaitingPodView, WaitingPods};

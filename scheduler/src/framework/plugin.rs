@@ -423,6 +423,9 @@ pub struct Handle {
     pub clock: Arc<dyn Clock>,
     /// The profile's scheduler name.
     pub scheduler_name: Sym,
+    /// Preemption claims, shared by every plugin of the scheduler: a gang
+    /// plugin registers here what general preemption must leave to it.
+    pub preemption: super::PreemptionClaims,
 }
 
 /// Why a plugin could not be built from its arguments.

@@ -1,0 +1,185 @@
+//! "Where would one more group of this shape go, and what would it
+//! displace?" — the planner run on a hypothetical group, reserving nothing.
+//!
+//! First the group is planned against free capacity (minus other groups'
+//! outstanding plans), exactly as a real group would be. If it does not fit
+//! and the caller allows displacing pods below a priority, it is planned
+//! again as if those pods were gone (aggregates cannot prune then, so this
+//! pass looks at every node it may use), and on each planned node the
+//! lowest-priority pods are chosen as victims until the planned members
+//! fit.
+
+use super::runtime::{Runtime, eligible};
+use super::spec::PodGroupSpec;
+use crate::common::topology_placement::amounts;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+use strata_scheduler::cache::Snapshot;
+use strata_scheduler::intern::Sym;
+use strata_scheduler::model::{NodeId, PodInfo};
+use strata_topology::{Amounts, GroupRequest, MemberClass, Plan, PlanInput, RoleRequest};
+
+/// A hypothetical group.
+#[derive(Clone, Debug)]
+pub struct WhatIfGroup {
+    /// The group's spec (levels, subgroups, spread is ignored).
+    pub spec: PodGroupSpec,
+    /// Member templates and how many members each stands for; a template's
+    /// labels pick its subgroup.
+    pub members: Vec<(Arc<PodInfo>, u32)>,
+    /// Pods with a priority below this may be displaced; `None`: none may.
+    pub displace_below: Option<i32>,
+}
+
+/// Where the group would go.
+#[derive(Clone, Debug)]
+pub struct WhatIfAnswer {
+    /// The domain holding it (label value, or `cluster`).
+    pub domain: String,
+    /// Members per node, by node name, sorted.
+    pub nodes: Vec<(Sym, u32)>,
+    /// Pods that would have to go, lowest priority first per node.
+    pub displaced: Vec<Arc<PodInfo>>,
+}
+
+pub(crate) fn what_if(
+    rt: &Runtime,
+    snap: &Snapshot,
+    q: &WhatIfGroup,
+) -> Result<WhatIfAnswer, String> {
+    let levels = rt.tracker.levels();
+    q.spec.validate(levels).map_err(|e| e.to_string())?;
+    let level_of = |k: &Option<String>| {
+        k.as_ref()
+            .and_then(|k| levels.iter().position(|l| l == k))
+            .map(|i| i + 1)
+    };
+    let nroles = q.spec.subgroups.len() + 1;
+    let mut roles: Vec<Vec<(Arc<PodInfo>, u32)>> = vec![Vec::new(); nroles];
+    for (pod, n) in &q.members {
+        let sub = q.spec.subgroup_of(&pod.labels).map_err(|e| e.to_string())?;
+        roles[sub.unwrap_or(nroles - 1)].push((pod.clone(), *n));
+    }
+    let mut req = GroupRequest {
+        required_level: level_of(&q.spec.required_level),
+        preferred_level: level_of(&q.spec.preferred_level),
+        ..Default::default()
+    };
+    let mut reps: Vec<Vec<Arc<PodInfo>>> = Vec::new();
+    for (r, members) in roles.iter().enumerate() {
+        if members.is_empty() {
+            continue;
+        }
+        req.roles.push(RoleRequest {
+            required_level: q
+                .spec
+                .subgroups
+                .get(r)
+                .and_then(|s| level_of(&s.required_level)),
+            preferred_level: q
+                .spec
+                .subgroups
+                .get(r)
+                .and_then(|s| level_of(&s.preferred_level)),
+            classes: members
+                .iter()
+                .map(|(p, n)| MemberClass {
+                    shape: amounts(&p.spec.requests),
+                    count: *n,
+                    max_per_node: super::runtime::one_per_node(p).then_some(1),
+                })
+                .collect(),
+        });
+        reps.push(members.iter().map(|(p, _)| p.clone()).collect());
+    }
+    let topo = rt.tracker.topology();
+    let elig = |role: usize, class: usize, node: u32| {
+        (node as usize) < snap.node_capacity()
+            && eligible(&reps[role][class], snap.node(NodeId(node)))
+    };
+    let input = PlanInput {
+        eligible: &elig,
+        reserved: &rt.reserved,
+        trust_aggregates: true,
+    };
+    let answer = |plan: &Plan, displaced: Vec<Arc<PodInfo>>| {
+        let mut per: FxHashMap<u32, u32> = FxHashMap::default();
+        for rp in &plan.roles {
+            for nodes in &rp.classes {
+                for n in nodes {
+                    *per.entry(*n).or_default() += 1;
+                }
+            }
+        }
+        let mut nodes: Vec<(Sym, u32)> = per
+            .into_iter()
+            .map(|(n, c)| (snap.node(NodeId(n)).name, c))
+            .collect();
+        nodes.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        WhatIfAnswer {
+            domain: topo.domain(plan.domain).name(),
+            nodes,
+            displaced,
+        }
+    };
+    let first = topo.plan(&req, &input);
+    let err = match first {
+        Ok(plan) => return Ok(answer(&plan, Vec::new())),
+        Err(e) => e,
+    };
+    let Some(below) = q.displace_below else {
+        return Err(format!("no room now: {err}"));
+    };
+    // Pretend every pod below the priority is gone.
+    let mut freed = rt.reserved.clone();
+    for n in snap.nodes() {
+        let mut v = Amounts::ZERO;
+        for p in n.pods.iter().filter(|p| p.priority < below) {
+            v.add(&amounts(&p.spec.requests));
+        }
+        if !v.is_zero() {
+            freed.entry(n.id.0).or_default().sub(&v);
+        }
+    }
+    let input = PlanInput {
+        eligible: &elig,
+        reserved: &freed,
+        trust_aggregates: false,
+    };
+    let plan = topo
+        .plan(&req, &input)
+        .map_err(|e| format!("no room even after displacing pods below priority {below}: {e}"))?;
+    // Victims: per planned node, lowest priority first until it fits.
+    let mut need: FxHashMap<u32, Amounts> = FxHashMap::default();
+    for (ri, rp) in plan.roles.iter().enumerate() {
+        for (ci, nodes) in rp.classes.iter().enumerate() {
+            let shape = req.roles[ri].classes[ci].shape;
+            for n in nodes {
+                need.entry(*n).or_default().add(&shape);
+            }
+        }
+    }
+    let mut displaced = Vec::new();
+    let mut ids: Vec<u32> = need.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids {
+        let node = snap.node(NodeId(id));
+        let mut free = amounts(&node.allocatable);
+        free.sub(&amounts(&node.requested));
+        if let Some(r) = rt.reserved.get(&id) {
+            free.sub(r);
+        }
+        let want = need[&id];
+        let mut cands: Vec<&Arc<PodInfo>> =
+            node.pods.iter().filter(|p| p.priority < below).collect();
+        cands.sort_by_key(|p| (p.priority, std::cmp::Reverse(p.creation_ms)));
+        for p in cands {
+            if free.covers(&want) {
+                break;
+            }
+            free.add(&amounts(&p.spec.requests));
+            displaced.push(p.clone());
+        }
+    }
+    Ok(answer(&plan, displaced))
+}

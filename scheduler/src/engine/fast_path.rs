@@ -1,0 +1,418 @@
+//! The equivalence fast path: a cycle's use of the per-class caches of
+//! [`equiv`](super::equiv).
+//!
+//! - [`Scheduler::fast_path`]: for a pod whose every active filter is
+//!   node-local, the class's feasible set and best scores are kept across
+//!   cycles and brought up to date with the nodes changed since;
+//! - [`Scheduler::find_feasible_cached`]: otherwise, node-local filter
+//!   verdicts are reused on nodes whose generation did not move;
+//! - [`cached_scores`] and [`refresh_scores`]: the same for node-local
+//!   scores, used by the scan path's scoring.
+//!
+//! Both paths pick exactly the node the plain scan would (same order, same
+//! random draw); `cycle.rs` decides which one runs.
+
+use super::Scheduler;
+use super::cycle::{FilterOutcome, filter_node};
+use super::profile::Profile;
+use crate::framework::{CycleState, Diagnosis, FilterPlugin, Status};
+use crate::model::{NodeId, PodInfo};
+
+/// What the incremental path decided.
+pub(super) enum Fast {
+    /// The node to assume.
+    Chosen(NodeId),
+    /// A plugin failed.
+    Error(String),
+    /// Take the scan path (nothing was decided yet; PreScore did not run).
+    Fallback,
+}
+
+/// A filter plugin with its name.
+type NamedFilter<'a> = (&'static str, &'a dyn FilterPlugin);
+
+/// The profile's active (not skipped) filters, split into node-local and
+/// other ones, with the bit mask of the node-local ones' positions (the
+/// equivalence class key).
+fn split_filters<'a>(
+    profile: &'a Profile,
+    state: &CycleState,
+) -> (Vec<NamedFilter<'a>>, Vec<NamedFilter<'a>>, u64) {
+    let mut local = Vec::new();
+    let mut global = Vec::new();
+    let mut mask = 0u64;
+    for (i, p) in profile.filter.iter().enumerate() {
+        if state.skips_filter(p.name()) {
+            continue;
+        }
+        let Some(f) = p.as_filter() else { continue };
+        if f.is_node_local() {
+            mask |= 1 << i;
+            local.push((p.name(), f));
+        } else {
+            global.push((p.name(), f));
+        }
+    }
+    (local, global, mask)
+}
+
+/// Recomputes node `id`'s node-local filter verdict in a class cache if it
+/// was computed at another generation than `generation`.
+fn refresh_verdict(
+    cc: &mut super::equiv::ClassCache,
+    id: NodeId,
+    generation: u64,
+    snap: &crate::cache::Snapshot,
+    local: &[(&'static str, &dyn FilterPlugin)],
+    state: &CycleState,
+    pod: &PodInfo,
+) {
+    let i = id.index();
+    if cc.filter_gen[i] == generation {
+        return;
+    }
+    let node = snap.node(id);
+    let s = if node.present {
+        filter_node(local, state, pod, node)
+    } else {
+        Status::unresolvable("node(s) were not found")
+    };
+    cc.verdict[i] = if s.is_success() {
+        super::equiv::PASS
+    } else {
+        cc.intern_status(s)
+    };
+    cc.filter_gen[i] = generation;
+}
+
+/// A cached score plugin: name, plugin and weight.
+pub(super) type CachedScore<'a> = (&'static str, &'a dyn crate::framework::ScorePlugin, i64);
+
+/// The active score plugins whose per-node scores may be cached (they
+/// declare a `node_local_key`): the list, their position mask, a signature
+/// of their keys, and whether any active score plugin is not cacheable.
+pub(super) fn cached_scores<'a>(
+    profile: &'a Profile,
+    state: &CycleState,
+) -> (Vec<CachedScore<'a>>, u64, u64, bool) {
+    let mut cached = Vec::new();
+    let (mut mask, mut key_sig, mut uncached) = (0u64, 0u64, false);
+    for (i, (p, w)) in profile.score.iter().enumerate() {
+        if state.skips_score(p.name()) {
+            continue;
+        }
+        let Some(sp) = p.as_score() else { continue };
+        match sp.node_local_key(state) {
+            Some(k) => {
+                mask |= 1 << i;
+                key_sig =
+                    key_sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                cached.push((p.name(), sp, *w));
+            }
+            None => uncached = true,
+        }
+    }
+    (cached, mask, key_sig, uncached)
+}
+
+/// Recomputes node `id`'s cached scores in a class cache if they were
+/// computed at another generation: the weighted sum of the plugins that do
+/// not normalize, and the raw scores of those that do.
+pub(super) fn refresh_scores(
+    cc: &mut super::equiv::ClassCache,
+    id: NodeId,
+    generation: u64,
+    snap: &crate::cache::Snapshot,
+    cached: &[CachedScore<'_>],
+    state: &CycleState,
+    pod: &PodInfo,
+) -> Result<(), String> {
+    let i = id.index();
+    if cc.score_gen[i] == generation {
+        return Ok(());
+    }
+    let node = snap.node(id);
+    let mut plain = 0i64;
+    let mut k = 0;
+    for (name, sp, w) in cached {
+        let raw = sp
+            .score(state, pod, node)
+            .map_err(|s| format!("running Score plugin {name}: {}", s.message()))?;
+        if sp.has_normalize() {
+            cc.raw[k][i] = raw;
+            k += 1;
+        } else {
+            plain += raw * w;
+        }
+    }
+    cc.plain_total[i] = plain;
+    cc.score_gen[i] = generation;
+    Ok(())
+}
+
+impl Scheduler {
+    /// The incremental path for a pod whose every active filter is
+    /// node-local: the class's feasible set and best scores are kept across
+    /// cycles and brought up to date with the nodes changed since, so a cycle
+    /// costs O(changed nodes × log n) instead of O(n). It picks exactly the
+    /// node the scan path would (same order, same random draw), and falls
+    /// back to the scan whenever that cannot be guaranteed.
+    pub(super) fn fast_path(&mut self, pi: usize, state: &mut CycleState, pod: &PodInfo) -> Fast {
+        use super::equiv::{FastIndex, MaxTree, PASS};
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+        let gens = snap.generations();
+        let (local, global, mask) = split_filters(profile, state);
+        if !global.is_empty() {
+            return Fast::Fallback;
+        }
+        let cc = self
+            .equiv
+            .get(pi, pod.equivalence, mask, snap.node_capacity());
+        let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
+            refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
+        };
+        let changes = if cc.fast.valid && cc.fast.layout == snap.layout_version() {
+            snap.changes_since(cc.fast.synced)
+        } else {
+            None
+        };
+        match changes {
+            None => {
+                for &id in snap.node_ids() {
+                    refresh(cc, id);
+                }
+                cc.fast.feasible = snap
+                    .node_ids()
+                    .iter()
+                    .copied()
+                    .filter(|id| cc.verdict[id.index()] == PASS)
+                    .collect();
+                cc.fast.valid = true;
+                cc.fast.layout = snap.layout_version();
+                cc.fast.tree_valid = false;
+                cc.fast.pending.clear();
+            }
+            Some(ch) => {
+                let mut ch = ch.to_vec();
+                ch.sort_unstable();
+                ch.dedup();
+                for id in ch {
+                    let Some(pos) = snap.live_position(id) else {
+                        continue;
+                    };
+                    refresh(cc, id);
+                    let pass = cc.verdict[id.index()] == PASS;
+                    let at = cc.fast.feasible.binary_search_by_key(&pos, |x| {
+                        snap.live_position(*x).unwrap_or(usize::MAX)
+                    });
+                    match (pass, at) {
+                        (true, Err(k)) => cc.fast.feasible.insert(k, id),
+                        (false, Ok(k)) => {
+                            cc.fast.feasible.remove(k);
+                        }
+                        _ => {}
+                    }
+                    cc.fast.pending.push(id);
+                }
+            }
+        }
+        cc.fast.synced = snap.change_seq();
+        if cc.fast.feasible.len() < 2 {
+            // Nothing fits (the scan builds the diagnosis) or one node does.
+            return Fast::Fallback;
+        }
+
+        // PreScore, then the scores: cached ones only, or scan.
+        let feasible = std::mem::take(&mut cc.fast.feasible);
+        let pre = self.run_pre_score(pi, state, pod, &feasible);
+        let cc = self
+            .equiv
+            .get(pi, pod.equivalence, mask, snap.node_capacity());
+        cc.fast.feasible = feasible;
+        if let Err(e) = pre {
+            return Fast::Error(e);
+        }
+        let st: &CycleState = state;
+        let (cached, score_mask, key_sig, uncached) = cached_scores(profile, st);
+        let normalizing = cached
+            .iter()
+            .filter(|(_, sp, _)| sp.has_normalize())
+            .count();
+        cc.set_score_mask(score_mask, key_sig, normalizing, snap.node_capacity());
+        let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| {
+            refresh_scores(cc, id, gens[id.index()], snap, &cached, st, pod)
+        };
+        if uncached {
+            // Some score needs every node each cycle: scan the scores over
+            // the feasible set we maintained.
+            let feasible = cc.fast.feasible.clone();
+            cc.fast.tree_valid = false;
+            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
+                Ok(n) => Fast::Chosen(n),
+                Err(e) => Fast::Error(e),
+            };
+        }
+        let live_len = snap.num_nodes();
+        if !cc.fast.tree_valid || cc.fast.tree.len() < live_len {
+            let feasible = std::mem::take(&mut cc.fast.feasible);
+            for &id in &feasible {
+                if let Err(e) = rescore(cc, id) {
+                    cc.fast.feasible = feasible;
+                    return Fast::Error(e);
+                }
+            }
+            let mut leaves = vec![i64::MIN; live_len];
+            let mut hist = vec![rustc_hash::FxHashMap::default(); normalizing];
+            for &id in &feasible {
+                if let Some(pos) = snap.live_position(id) {
+                    leaves[pos] = cc.plain_total[id.index()];
+                }
+                for (k, h) in hist.iter_mut().enumerate() {
+                    FastIndex::count(h, cc.raw[k][id.index()], true);
+                }
+            }
+            cc.fast.feasible = feasible;
+            cc.fast.tree = MaxTree::build(&leaves);
+            cc.fast.hist = hist;
+            cc.fast.tree_valid = true;
+            cc.fast.pending.clear();
+        } else {
+            let pending = std::mem::take(&mut cc.fast.pending);
+            for id in pending {
+                let Some(pos) = snap.live_position(id) else {
+                    continue;
+                };
+                let was_counted = cc.fast.tree_leaf_present(pos);
+                if was_counted {
+                    for k in 0..normalizing {
+                        let v = cc.raw[k][id.index()];
+                        FastIndex::count(&mut cc.fast.hist[k], v, false);
+                    }
+                }
+                if cc.verdict[id.index()] == PASS {
+                    if let Err(e) = rescore(cc, id) {
+                        cc.fast.tree_valid = false;
+                        return Fast::Error(e);
+                    }
+                    for k in 0..normalizing {
+                        let v = cc.raw[k][id.index()];
+                        FastIndex::count(&mut cc.fast.hist[k], v, true);
+                    }
+                    let v = cc.plain_total[id.index()];
+                    cc.fast.tree.set(pos, v);
+                } else {
+                    cc.fast.tree.set(pos, i64::MIN);
+                }
+            }
+        }
+        if cc.fast.hist.iter().any(|h| h.len() > 1) {
+            // A normalizing score varies across nodes: take the scan, which
+            // normalizes.
+            let feasible = cc.fast.feasible.clone();
+            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
+                Ok(n) => Fast::Chosen(n),
+                Err(e) => Fast::Error(e),
+            };
+        }
+        let (best, count) = cc.fast.tree.root();
+        if best == i64::MIN || count == 0 {
+            return Fast::Fallback;
+        }
+        let pick = if count > 1 {
+            self.rng.below(u64::from(count)) as u32
+        } else {
+            0
+        };
+        let pos = cc.fast.tree.kth_best(pick);
+        Fast::Chosen(snap.node_ids()[pos])
+    }
+
+    /// Whether this cycle may use the equivalence cache: every node is
+    /// evaluated, and no pod is nominated (nominated pods make results depend
+    /// on more than one node's state).
+    pub(super) fn cache_usable(&self, pi: usize, pod: &PodInfo) -> bool {
+        self.equiv.enabled()
+            && pod.equivalence != 0
+            && self.profiles[pi].percentage_of_nodes_to_score >= 100
+            && self.profiles[pi].filter.len() <= 64
+            && self.profiles[pi].score.len() <= 64
+            && !self
+                .nominated
+                .values()
+                .any(|(p, _)| p.priority >= pod.priority && p.uid != pod.uid)
+    }
+
+    /// Filtering through the equivalence cache: node-local filters are
+    /// re-run only on nodes whose generation changed; the others run on
+    /// every node that passes them.
+    pub(super) fn find_feasible_cached(
+        &mut self,
+        pi: usize,
+        state: &CycleState,
+        pod: &PodInfo,
+        candidates: Option<&[NodeId]>,
+    ) -> FilterOutcome {
+        let profile = &self.profiles[pi];
+        let snap = self.cache.snapshot();
+        let gens = snap.generations();
+        let (local, global, mask) = split_filters(profile, state);
+        let cc = self
+            .equiv
+            .get(pi, pod.equivalence, mask, snap.node_capacity());
+        let all = candidates.unwrap_or_else(|| snap.node_ids());
+        let mut feasible = Vec::with_capacity(all.len());
+        let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();
+        let mut global_rejected: Vec<(NodeId, Status)> = Vec::new();
+        // Refresh nodes whose generation moved (usually one or two).
+        let stale: Vec<NodeId> = {
+            let fg = &cc.filter_gen[..];
+            all.iter()
+                .copied()
+                .filter(|id| fg[id.index()] != gens[id.index()])
+                .collect()
+        };
+        for id in stale {
+            refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
+        }
+        let verdict = &cc.verdict[..];
+        for &id in all {
+            let v = verdict[id.index()];
+            if v != super::equiv::PASS {
+                local_rejected.push((id, v));
+                continue;
+            }
+            if !global.is_empty() {
+                let s = filter_node(&global, state, pod, snap.node(id));
+                if !s.is_success() {
+                    global_rejected.push((id, s));
+                    continue;
+                }
+            }
+            feasible.push(id);
+        }
+        // The per-node reasons matter only when nothing fits (the message,
+        // preemption) or for requeue decisions then; build them lazily.
+        let mut diagnosis = Diagnosis::default();
+        if feasible.is_empty() {
+            for (id, v) in local_rejected {
+                let s = cc.statuses[v as usize].clone();
+                if let Some(p) = s.plugin() {
+                    diagnosis.add_plugin(p);
+                }
+                diagnosis.node_statuses.push((id, s));
+            }
+            for (id, s) in global_rejected {
+                if let Some(p) = s.plugin() {
+                    diagnosis.add_plugin(p);
+                }
+                diagnosis.node_statuses.push((id, s));
+            }
+        }
+        FilterOutcome {
+            feasible,
+            diagnosis,
+            class_mask: Some(mask),
+        }
+    }
+}
