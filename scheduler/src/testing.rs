@@ -38,6 +38,11 @@ impl NodeBuilder {
         self.v["metadata"]["labels"][k] = json!(v);
         self
     }
+    /// Adds an annotation.
+    pub fn annotation(mut self, k: &str, v: &str) -> Self {
+        self.v["metadata"]["annotations"][k] = json!(v);
+        self
+    }
     /// Adds a taint.
     pub fn taint(mut self, key: &str, value: &str, effect: &str) -> Self {
         let t = json!({"key": key, "value": value, "effect": effect});
