@@ -46,13 +46,14 @@ fn dra_server(devices: &[(&str, &str)]) -> FakeApiServer {
         ("resourceclaims", "ResourceClaim", true),
         ("resourceclaimtemplates", "ResourceClaimTemplate", true),
     ] {
-        s.register(ResourceType::new(
-            "resource.k8s.io",
-            "v1",
-            plural,
-            kind,
-            namespaced,
-        ));
+        let rt = ResourceType::new("resource.k8s.io", "v1", plural, kind, namespaced);
+        // Claims have a status subresource: the plugin's allocation must
+        // go through it, as kube-apiserver ignores status elsewhere.
+        s.register(if plural == "resourceclaims" {
+            rt.with_status_subresource()
+        } else {
+            rt
+        });
     }
     s.create("nodes", fixtures::node("cpu-node", 0, 16, 64, 1))
         .unwrap();

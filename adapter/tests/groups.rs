@@ -54,20 +54,20 @@ fn cosched_group(name: &str, min: u32) -> Value {
 /// A server serving both PodGroup APIs, with four nodes of 8 CPUs.
 fn server_with_groups() -> FakeApiServer {
     let s = server();
-    s.register(ResourceType::new(
-        "strata.io",
-        "v1alpha1",
-        "podgroups",
-        "PodGroup",
-        true,
-    ));
-    s.register(ResourceType::new(
-        "scheduling.x-k8s.io",
-        "v1alpha1",
-        "podgroups",
-        "PodGroup",
-        true,
-    ));
+    s.register(
+        ResourceType::new("strata.io", "v1alpha1", "podgroups", "PodGroup", true)
+            .with_status_subresource(),
+    );
+    s.register(
+        ResourceType::new(
+            "scheduling.x-k8s.io",
+            "v1alpha1",
+            "podgroups",
+            "PodGroup",
+            true,
+        )
+        .with_status_subresource(),
+    );
     s.create_many(
         "nodes",
         (0..4)
@@ -180,13 +180,16 @@ async fn wait_store_members(store: &PodGroupStore, k: GroupKey, members: u32) {
 async fn coscheduling_group_binds_all_or_nothing() {
     let s = server();
     // Only the coscheduling CRD is installed; the Strata one is not served.
-    s.register(ResourceType::new(
-        "scheduling.x-k8s.io",
-        "v1alpha1",
-        "podgroups",
-        "PodGroup",
-        true,
-    ));
+    s.register(
+        ResourceType::new(
+            "scheduling.x-k8s.io",
+            "v1alpha1",
+            "podgroups",
+            "PodGroup",
+            true,
+        )
+        .with_status_subresource(),
+    );
     s.create_many(
         "nodes",
         (0..4)

@@ -10,7 +10,7 @@
 //! PATCH) and `binding` (POST, pods only).
 
 use crate::Shared;
-use crate::store::{ApiError, PatchKind, ResourceType, event_line};
+use crate::store::{ApiError, PatchKind, ResourceType, WriteScope, event_line};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -198,6 +198,15 @@ fn resolve(shared: &Shared, path: &str) -> Result<Target, ApiError> {
     Ok(t)
 }
 
+/// What a write to the object (`None`) or to its `/status` may change.
+fn scope(sub: Option<&str>) -> WriteScope {
+    if sub.is_some() {
+        WriteScope::Status
+    } else {
+        WriteScope::Main
+    }
+}
+
 fn verb_of(method: &Method, t: &Target, watch: bool) -> &'static str {
     match (method.as_str(), t.name.is_some()) {
         ("GET", false) if watch => "watch",
@@ -350,7 +359,7 @@ pub(crate) async fn handle(
             shared
                 .store
                 .lock()
-                .create(&t.rt, &ns, parse_body()?, true)?
+                .create_from_client(&t.rt, &ns, parse_body()?)?
                 .json,
         )),
         ("create", Some(name), Some("binding"))
@@ -411,7 +420,7 @@ pub(crate) async fn handle(
             shared
                 .store
                 .lock()
-                .update(&t.rt, &ns, name, parse_body()?, sub.is_some())?
+                .update(&t.rt, &ns, name, parse_body()?, scope(sub))?
                 .json,
         )),
         ("patch", Some(name), sub @ (None | Some("status"))) => {
@@ -437,7 +446,7 @@ pub(crate) async fn handle(
                 shared
                     .store
                     .lock()
-                    .patch(&t.rt, &ns, name, &parse_body()?, kind, sub.is_some())?
+                    .patch(&t.rt, &ns, name, &parse_body()?, kind, scope(sub))?
                     .json,
             ))
         }

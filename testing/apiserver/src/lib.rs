@@ -14,7 +14,11 @@
 //! - create / get / update (resourceVersion conflicts give 409) / merge and
 //!   strategic-merge patch (conditions merge by `type`; a `metadata.uid`
 //!   in the patch is a precondition) / delete with preconditions, on
-//!   objects and their `status` subresource;
+//!   objects and their `status` subresource; for types with a status
+//!   subresource (pods, nodes, namespaces, PDBs, and registered types that
+//!   say so) a client's create drops `status` (nodes excepted) and its
+//!   writes to the object itself keep the stored status, as kube-apiserver's
+//!   strategies do;
 //! - the `pods/binding` subresource: 409 when `spec.nodeName` is already
 //!   set (or the UID differs), 404 when the pod is gone;
 //! - events (`events.k8s.io/v1` and core), Leases (`coordination.k8s.io/v1`),
@@ -39,7 +43,7 @@ mod http;
 mod store;
 
 pub use http::{ApiCall, RequestRecord};
-pub use store::{ApiError, ResourceType, builtin_resources};
+pub use store::{ApiError, ResourceType, WriteScope, builtin_resources};
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -262,8 +266,10 @@ impl FakeApiServer {
         Ok(n)
     }
 
-    /// Replaces an object (no resourceVersion check unless the object
-    /// carries one).
+    /// Replaces an object, status included, as a kubelet or controller
+    /// would through both endpoints (no resourceVersion check unless the
+    /// object carries one). Clients' writes over HTTP keep the status of
+    /// types with a status subresource.
     pub fn update(&self, resource: &str, obj: Value) -> Result<Value, ApiError> {
         let rt = self.rt(resource)?;
         let ns = obj["metadata"]["namespace"]
@@ -275,7 +281,7 @@ impl FakeApiServer {
             .shared
             .store
             .lock()
-            .update(&rt, &ns, &name, obj, false)?;
+            .update(&rt, &ns, &name, obj, WriteScope::Whole)?;
         Ok((*o.value).clone())
     }
 

@@ -32,6 +32,26 @@ pub struct ResourceType {
     pub kind: String,
     /// Whether objects live in namespaces.
     pub namespaced: bool,
+    /// Whether the type has a `status` subresource. As in kube-apiserver,
+    /// a write to such an object itself (PUT, PATCH) keeps the stored
+    /// status whatever the body says, a create starts from an empty status
+    /// (nodes excepted: their status may be set on create), and only the
+    /// `/status` subresource changes it.
+    pub status_subresource: bool,
+}
+
+/// What a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteScope {
+    /// Everything in the body: the test's own control channel
+    /// ([`crate::FakeApiServer::update`]), standing in for kubelets and
+    /// controllers.
+    Whole,
+    /// A client's write to the object itself: `status` is kept from the
+    /// stored object when the type has a status subresource.
+    Main,
+    /// The `/status` subresource: only `status` changes.
+    Status,
 }
 
 impl ResourceType {
@@ -49,7 +69,15 @@ impl ResourceType {
             plural: plural.into(),
             kind: kind.into(),
             namespaced,
+            status_subresource: false,
         }
+    }
+
+    /// The same type with a `status` subresource (see
+    /// [`ResourceType::status_subresource`]).
+    pub fn with_status_subresource(mut self) -> ResourceType {
+        self.status_subresource = true;
+        self
     }
 
     /// `apiVersion` of its objects.
@@ -74,9 +102,9 @@ impl ResourceType {
 /// The resources every server starts with.
 pub fn builtin_resources() -> Vec<ResourceType> {
     vec![
-        ResourceType::new("", "v1", "pods", "Pod", true),
-        ResourceType::new("", "v1", "nodes", "Node", false),
-        ResourceType::new("", "v1", "namespaces", "Namespace", false),
+        ResourceType::new("", "v1", "pods", "Pod", true).with_status_subresource(),
+        ResourceType::new("", "v1", "nodes", "Node", false).with_status_subresource(),
+        ResourceType::new("", "v1", "namespaces", "Namespace", false).with_status_subresource(),
         ResourceType::new("", "v1", "events", "Event", true),
         ResourceType::new(
             "policy",
@@ -84,7 +112,8 @@ pub fn builtin_resources() -> Vec<ResourceType> {
             "poddisruptionbudgets",
             "PodDisruptionBudget",
             true,
-        ),
+        )
+        .with_status_subresource(),
         ResourceType::new(
             "scheduling.k8s.io",
             "v1",
@@ -95,6 +124,22 @@ pub fn builtin_resources() -> Vec<ResourceType> {
         ResourceType::new("events.k8s.io", "v1", "events", "Event", true),
         ResourceType::new("coordination.k8s.io", "v1", "leases", "Lease", true),
     ]
+}
+
+/// Puts the stored object's `status` into `next` (a write to the object
+/// itself does not change its status).
+fn keep_status(next: &mut Value, old: &Value) {
+    let Some(m) = next.as_object_mut() else {
+        return;
+    };
+    match old.get("status") {
+        Some(s) => {
+            m.insert("status".into(), s.clone());
+        }
+        None => {
+            m.remove("status");
+        }
+    }
 }
 
 /// One stored object, kept both parsed and serialized (lists and watches
@@ -614,15 +659,15 @@ impl Store {
     }
 
     /// Replaces an object. A resourceVersion in the body must match the
-    /// stored one (optimistic concurrency); `status_only` keeps everything
-    /// but `status` (the `/status` subresource).
+    /// stored one (optimistic concurrency); `scope` says what the write may
+    /// change.
     pub fn update(
         &mut self,
         rt: &ResourceType,
         ns: &str,
         name: &str,
         mut v: Value,
-        status_only: bool,
+        scope: WriteScope,
     ) -> Result<Obj, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let old = self.get(rt, ns, name)?;
@@ -636,11 +681,14 @@ impl Store {
         {
             return Err(conflict(rt, name));
         }
-        if status_only {
+        if scope == WriteScope::Status {
             let mut next = (*old.value).clone();
             next["status"] = v.get("status").cloned().unwrap_or(Value::Null);
             v = next;
         } else {
+            if scope == WriteScope::Main && rt.status_subresource {
+                keep_status(&mut v, &old.value);
+            }
             // Identity and system fields are the server's.
             for k in ["uid", "creationTimestamp", "name", "namespace"] {
                 let old_v = old.value["metadata"][k].clone();
@@ -657,7 +705,7 @@ impl Store {
         self.store_modified(rt, ns, name, v)
     }
 
-    /// Patches an object.
+    /// Patches an object; `scope` says what the patch may change.
     pub fn patch(
         &mut self,
         rt: &ResourceType,
@@ -665,7 +713,7 @@ impl Store {
         name: &str,
         patch: &Value,
         kind: PatchKind,
-        status_only: bool,
+        scope: WriteScope,
     ) -> Result<Obj, ApiError> {
         let ns = if rt.namespaced { ns } else { "" };
         let old = self.get(rt, ns, name)?;
@@ -678,7 +726,7 @@ impl Store {
                 name,
                 &diff_as_merge(&old.value, &next),
                 PatchKind::Merge,
-                status_only,
+                scope,
             );
         }
         if let Some(rv) = patch["metadata"]["resourceVersion"].as_str()
@@ -705,16 +753,39 @@ impl Store {
         }
         let mut next = (*old.value).clone();
         merge(&mut next, patch, kind == PatchKind::Strategic);
-        if status_only {
-            let status = next.get("status").cloned().unwrap_or(Value::Null);
-            next = (*old.value).clone();
-            next["status"] = status;
+        match scope {
+            WriteScope::Status => {
+                let status = next.get("status").cloned().unwrap_or(Value::Null);
+                next = (*old.value).clone();
+                next["status"] = status;
+            }
+            WriteScope::Main if rt.status_subresource => keep_status(&mut next, &old.value),
+            WriteScope::Main | WriteScope::Whole => {}
         }
         next["metadata"]["resourceVersion"] = old.value["metadata"]["resourceVersion"].clone();
         if next == *old.value {
             return Ok(old);
         }
         self.store_modified(rt, ns, name, next)
+    }
+
+    /// Creates an object as a client's POST does: for a type with a status
+    /// subresource the body's `status` is dropped (kube-apiserver's create
+    /// strategies reset it), except for nodes, whose status a create may
+    /// set.
+    pub fn create_from_client(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut v: Value,
+    ) -> Result<Obj, ApiError> {
+        if rt.status_subresource
+            && !(rt.kind == "Node" && rt.group.is_empty())
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("status");
+        }
+        self.create(rt, ns, v, true)
     }
 
     /// Deletes an object; `uid` and `rv` are DeleteOptions preconditions.
@@ -778,7 +849,7 @@ impl Store {
         node: &str,
         uid: Option<&str>,
     ) -> Result<Obj, ApiError> {
-        let rt = ResourceType::new("", "v1", "pods", "Pod", true);
+        let rt = ResourceType::new("", "v1", "pods", "Pod", true).with_status_subresource();
         let old = self.get(&rt, ns, name)?;
         if let Some(u) = uid.filter(|u| !u.is_empty())
             && u != old.value["metadata"]["uid"].as_str().unwrap_or("")
@@ -1009,7 +1080,7 @@ mod tests {
     use super::*;
 
     fn pods() -> ResourceType {
-        ResourceType::new("", "v1", "pods", "Pod", true)
+        ResourceType::new("", "v1", "pods", "Pod", true).with_status_subresource()
     }
 
     #[test]
@@ -1159,8 +1230,98 @@ mod tests {
             .unwrap();
         let mut v = (*l.value).clone();
         v["spec"]["holderIdentity"] = json!("b");
-        let l2 = s.update(&rt, "ns", "l", v.clone(), false).unwrap();
+        let l2 = s
+            .update(&rt, "ns", "l", v.clone(), WriteScope::Main)
+            .unwrap();
         assert_ne!(l2.rv(), l.rv());
-        assert_eq!(s.update(&rt, "ns", "l", v, false).err().unwrap().code, 409);
+        assert_eq!(
+            s.update(&rt, "ns", "l", v, WriteScope::Main)
+                .err()
+                .unwrap()
+                .code,
+            409
+        );
+    }
+
+    #[test]
+    fn writes_to_the_object_keep_the_status_of_types_with_a_status_subresource() {
+        let mut s = Store::new(100);
+        let p = s
+            .create_from_client(
+                &pods(),
+                "ns",
+                json!({"metadata": {"name": "p"}, "spec": {}, "status": {"phase": "Running"}}),
+            )
+            .unwrap();
+        // A client's create does not set a pod's status.
+        assert_eq!(p.value["status"]["phase"], "Pending");
+        let cond = json!({"conditions": [{"type": "PodScheduled", "status": "False"}]});
+        // PUT of the object: the label changes, the status does not.
+        let mut v = (*p.value).clone();
+        v["metadata"]["labels"] = json!({"a": "b"});
+        v["status"] = cond.clone();
+        let after = s.update(&pods(), "ns", "p", v, WriteScope::Main).unwrap();
+        assert_eq!(after.value["metadata"]["labels"]["a"], "b");
+        assert_eq!(after.value["status"], p.value["status"]);
+        // Merge, strategic and JSON patches of the object: the same.
+        for (patch, kind) in [
+            (json!({"status": cond.clone()}), PatchKind::Merge),
+            (json!({"status": cond.clone()}), PatchKind::Strategic),
+            (
+                json!([{"op": "add", "path": "/status/conditions", "value": cond["conditions"].clone()}]),
+                PatchKind::Json,
+            ),
+        ] {
+            let after = s
+                .patch(&pods(), "ns", "p", &patch, kind, WriteScope::Main)
+                .unwrap();
+            assert!(after.value["status"]["conditions"].is_null(), "{kind:?}");
+        }
+        // The status subresource changes it, and only it.
+        let patch = json!({"metadata": {"labels": {"a": "c"}}, "status": cond.clone()});
+        let after = s
+            .patch(
+                &pods(),
+                "ns",
+                "p",
+                &patch,
+                PatchKind::Merge,
+                WriteScope::Status,
+            )
+            .unwrap();
+        assert_eq!(
+            after.value["status"]["conditions"][0]["type"],
+            "PodScheduled"
+        );
+        assert_eq!(after.value["metadata"]["labels"]["a"], "b");
+        // A type without a status subresource takes status on any write.
+        let rt = ResourceType::new("coordination.k8s.io", "v1", "leases", "Lease", true);
+        s.create_from_client(
+            &rt,
+            "ns",
+            json!({"metadata": {"name": "l"}, "status": {"x": 1}}),
+        )
+        .unwrap();
+        let l = s
+            .patch(
+                &rt,
+                "ns",
+                "l",
+                &json!({"status": {"x": 2}}),
+                PatchKind::Merge,
+                WriteScope::Main,
+            )
+            .unwrap();
+        assert_eq!(l.value["status"]["x"], 2);
+        // Nodes may carry their status on create.
+        let nodes = ResourceType::new("", "v1", "nodes", "Node", false).with_status_subresource();
+        let n = s
+            .create_from_client(
+                &nodes,
+                "",
+                json!({"metadata": {"name": "n"}, "status": {"capacity": {"cpu": "1"}}}),
+            )
+            .unwrap();
+        assert_eq!(n.value["status"]["capacity"]["cpu"], "1");
     }
 }
