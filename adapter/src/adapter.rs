@@ -118,10 +118,25 @@ impl Adapter {
         client: kube::Client,
         stores: &strata_plugins::pod_group::Stores,
     ) -> Result<Adapter, AdapterError> {
+        let none = strata_scheduler::framework::Registry::new();
+        Adapter::start_with_plugins(cfg, opts, client, stores, &none).await
+    }
+
+    /// As [`Adapter::start_with_stores`], with `plugins` added to the
+    /// in-tree ones (a vendor's, through `strata_cli::Strata`; a name
+    /// already in the tree replaces that plugin).
+    pub async fn start_with_plugins(
+        cfg: SchedulerConfig,
+        opts: AdapterOptions,
+        client: kube::Client,
+        stores: &strata_plugins::pod_group::Stores,
+        plugins: &strata_scheduler::framework::Registry,
+    ) -> Result<Adapter, AdapterError> {
         let mut custom = Vec::new();
         custom.extend(crate::groups::pod_group_resources(&client, &stores.pod_groups).await);
         custom.extend(crate::dra::dra_resources(&client, &stores.dra).await);
-        let registry = strata_plugins::registry_with(stores);
+        let mut registry = strata_plugins::registry_with(stores);
+        registry.extend(plugins);
         Adapter::start_with_registry(cfg, opts, client, custom, registry).await
     }
 

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_kube::options::parse_duration;
 use strata_kwok::{Contender, RunOptions, RunReport};
+use strata_scheduler::framework::Registry;
 use strata_simulator::Scenario;
 
 /// Arguments of `strata kwok`.
 #[derive(clap::Args, Debug)]
-pub struct KwokArgs {
+pub(crate) struct KwokArgs {
     /// A scenario file, or a built-in scenario name (as `strata simulate`).
     scenario: String,
     /// Kubeconfig of the cluster (kwok must manage nodes annotated
@@ -209,8 +210,8 @@ fn contenders(args: &KwokArgs, kubeconfig: &Path, dir: &Path) -> anyhow::Result<
 }
 
 /// Runs `strata kwok`.
-pub fn kwok(args: KwokArgs) -> anyhow::Result<()> {
-    let mut scenario = Scenario::load(&args.scenario)?;
+pub(crate) fn kwok(args: KwokArgs, plugins: &Registry) -> anyhow::Result<()> {
+    let mut scenario = Scenario::load_with(&args.scenario, plugins)?;
     if let Some(w) = &args.only_workload {
         scenario.only_workload(w)?;
     }

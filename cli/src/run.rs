@@ -9,7 +9,8 @@
 //!
 //! Plugins that read cluster objects beyond pods and nodes share stores
 //! with the adapter's custom-resource informers: PodGroups for the PodGroup
-//! plugin, DRA objects for DynamicResources.
+//! plugin, DRA objects for DynamicResources. Plugins added through
+//! [`crate::Strata::plugin`] are registered beside the in-tree ones.
 
 use anyhow::Context as _;
 use std::path::PathBuf;
@@ -17,10 +18,11 @@ use std::time::Duration;
 use strata_kube::options::parse_duration;
 use strata_kube::{Adapter, AdapterOptions};
 use strata_scheduler::config::SchedulerConfig;
+use strata_scheduler::framework::Registry;
 
 /// Arguments of `strata run`.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Scheduler configuration (KubeSchedulerConfiguration-shaped YAML).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
@@ -177,8 +179,8 @@ fn options(args: &RunArgs, cfg: &SchedulerConfig) -> anyhow::Result<AdapterOptio
     Ok(o)
 }
 
-/// Runs until SIGTERM or SIGINT.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT, with `plugins` added to the in-tree ones.
+pub(crate) fn run(args: RunArgs, plugins: &Registry) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading {}", args.config.display()))?;
     let cfg = SchedulerConfig::from_yaml(&text)
@@ -198,7 +200,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         // - DRA objects (resource.k8s.io/v1 DeviceClasses, ResourceSlices,
         //   ResourceClaims, ResourceClaimTemplates) → DynamicResources.
         let stores = strata_plugins::pod_group::Stores::default();
-        let adapter = Adapter::start_with_stores(cfg, opts, client, &stores).await?;
+        let adapter = Adapter::start_with_plugins(cfg, opts, client, &stores, plugins).await?;
         tracing::info!(identity = adapter.identity(), http = ?adapter.http_addr(), "strata scheduler started");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));

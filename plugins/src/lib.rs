@@ -11,6 +11,8 @@
 //! pod that asks for no device and names no claim, so such pods run none of
 //! their Filter or Score.
 
+#![warn(missing_docs)]
+
 pub mod accelerators;
 #[cfg(test)]
 mod boundary;

@@ -15,6 +15,10 @@
 //! nothing fits, PreScore, Score and NormalizeScore, then assumes it in the
 //! [`cache::Cache`] and runs Reserve and Permit; the binding cycle runs
 //! PreBind, Bind and PostBind on an async pool.
+//!
+//! A plugin imports from [`sdk`] only: the traits, the views and the
+//! [`plugin!`] macro that declares which extension points it serves.
+//! Builders for tests ([`testing`]) are behind the `testing` feature.
 
 #![warn(missing_docs)]
 
@@ -30,4 +34,6 @@ pub mod model;
 pub mod queue;
 pub mod resources;
 pub mod rng;
+pub mod sdk;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -559,30 +559,21 @@ mod tests {
     use crate::testing::pod;
 
     struct NodeWatcher;
-    impl Plugin for NodeWatcher {
-        fn name(&self) -> &'static str {
-            "NodeWatcher"
-        }
+    crate::plugin!(NodeWatcher: "NodeWatcher" => [] {
         fn events_to_register(&self) -> Vec<ClusterEventKind> {
             vec![ClusterEventKind::new(EventResource::Node, ActionType::ADD)]
         }
-    }
+    });
 
     struct Gate;
-    impl Plugin for Gate {
-        fn name(&self) -> &'static str {
-            "Gate"
-        }
-        fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
-            Some(self)
-        }
+    crate::plugin!(Gate: "Gate" => [PreEnqueue] {
         fn events_to_register(&self) -> Vec<ClusterEventKind> {
             vec![ClusterEventKind::new(
                 EventResource::UnscheduledPod,
                 ActionType::UPDATE,
             )]
         }
-    }
+    });
     impl PreEnqueuePlugin for Gate {
         fn pre_enqueue(&self, pod: &PodInfo) -> Status {
             if pod.annotations.contains_key("hold") {

@@ -1,5 +1,6 @@
 //! Builders for nodes and pods in tests and benchmarks, here and in other
-//! crates. Not for production code paths.
+//! crates. Not for production code paths: compiled for this crate's tests
+//! and, in other crates, with the `testing` feature (as a dev-dependency).
 
 use crate::cache::Cache;
 use crate::model::PodInfo;
@@ -35,6 +36,11 @@ impl NodeBuilder {
     /// Adds a label.
     pub fn label(mut self, k: &str, v: &str) -> Self {
         self.v["metadata"]["labels"][k] = json!(v);
+        self
+    }
+    /// Adds an annotation.
+    pub fn annotation(mut self, k: &str, v: &str) -> Self {
+        self.v["metadata"]["annotations"][k] = json!(v);
         self
     }
     /// Adds a taint.
@@ -184,6 +190,9 @@ pub struct RecordingCluster {
     pub events: parking_lot::Mutex<Vec<crate::cluster::PodEvent>>,
     /// Pods deleted (preemption victims): pod key.
     pub deleted: parking_lot::Mutex<Vec<String>>,
+    /// Annotations merged into pods by PreBind plugins: pod key and the
+    /// annotations of one patch.
+    pub annotations: parking_lot::Mutex<Vec<(String, BTreeMap<String, String>)>>,
 }
 
 fn take_one(c: &std::sync::atomic::AtomicUsize) -> bool {
@@ -232,13 +241,28 @@ impl crate::cluster::ClusterPort for RecordingCluster {
     fn record_event(&self, e: crate::cluster::PodEvent) {
         self.events.lock().push(e);
     }
-    /// Accepted (device plugins write assignments as pod annotations).
+    /// Recorded (device plugins write assignments as pod annotations).
     async fn patch_pod_annotations(
         &self,
-        _pod: &PodInfo,
-        _annotations: &std::collections::BTreeMap<String, String>,
+        pod: &PodInfo,
+        annotations: &BTreeMap<String, String>,
     ) -> Result<(), crate::cluster::ClusterError> {
+        self.annotations
+            .lock()
+            .push((pod.key(), annotations.clone()));
         Ok(())
+    }
+}
+
+/// The [`Handle`](crate::framework::Handle) a plugin is built with, around
+/// `cluster`, with a manual clock at zero and the profile
+/// `strata-scheduler`.
+pub fn handle(cluster: Arc<dyn crate::cluster::ClusterPort>) -> crate::framework::Handle {
+    crate::framework::Handle {
+        cluster,
+        waiting: crate::framework::WaitingPods::default(),
+        clock: Arc::new(crate::clock::ManualClock::default()),
+        scheduler_name: crate::intern::Sym::new("strata-scheduler"),
     }
 }
 
@@ -249,7 +273,7 @@ pub mod plugins {
     use crate::cluster::ClusterPort;
     use crate::framework::{
         ActionType, BindPlugin, ClusterEventKind, CycleState, EventResource, FilterPlugin, NodeRef,
-        Plugin, QueueSortPlugin, ScorePlugin, SortKey, Status,
+        QueueSortPlugin, ScorePlugin, SortKey, Status,
     };
     use crate::model::{NodeInfo, PodInfo};
     use crate::resources::ResourceId;
@@ -257,14 +281,7 @@ pub mod plugins {
 
     /// Higher priority first, then earlier arrival. Named `Sort`.
     pub struct Sort;
-    impl Plugin for Sort {
-        fn name(&self) -> &'static str {
-            "Sort"
-        }
-        fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-            Some(self)
-        }
-    }
+    crate::plugin!(Sort: "Sort" => [QueueSort]);
     impl QueueSortPlugin for Sort {
         fn sort_key(&self, pod: &PodInfo, t: u64) -> SortKey {
             SortKey {
@@ -278,23 +295,14 @@ pub mod plugins {
     /// Cpu requests must fit; the node with the most free cpu scores best.
     /// Named `Cpu`; retries on node add and assigned-pod delete.
     pub struct Cpu;
-    impl Plugin for Cpu {
-        fn name(&self) -> &'static str {
-            "Cpu"
-        }
-        fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-            Some(self)
-        }
-        fn as_score(&self) -> Option<&dyn ScorePlugin> {
-            Some(self)
-        }
+    crate::plugin!(Cpu: "Cpu" => [Filter, Score] {
         fn events_to_register(&self) -> Vec<ClusterEventKind> {
             vec![
                 ClusterEventKind::new(EventResource::Node, ActionType::ADD),
                 ClusterEventKind::new(EventResource::AssignedPod, ActionType::DELETE),
             ]
         }
-    }
+    });
     impl FilterPlugin for Cpu {
         fn is_node_local(&self) -> bool {
             true
@@ -318,14 +326,7 @@ pub mod plugins {
 
     /// Binds through the cluster port. Named `Binder`.
     pub struct Binder(pub Arc<dyn ClusterPort>);
-    impl Plugin for Binder {
-        fn name(&self) -> &'static str {
-            "Binder"
-        }
-        fn as_bind(&self) -> Option<&dyn BindPlugin> {
-            Some(self)
-        }
-    }
+    crate::plugin!(Binder: "Binder" => [Bind]);
     #[async_trait::async_trait]
     impl BindPlugin for Binder {
         async fn bind(&self, _s: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {

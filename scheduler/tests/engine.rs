@@ -20,14 +20,7 @@ use strata_scheduler::testing::{RecordingCluster, node, pod};
 struct Watcher {
     seen: Mutex<Vec<(String, usize, bool)>>,
 }
-impl Plugin for Watcher {
-    fn name(&self) -> &'static str {
-        "Watcher"
-    }
-    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(Watcher: "Watcher" => [NodeObserver]);
 impl NodeObserver for Watcher {
     fn node_changed(&self, node: &NodeInfo, _snap: &strata_scheduler::cache::Snapshot) {
         self.seen
@@ -41,17 +34,7 @@ impl NodeObserver for Watcher {
 struct Holder {
     reserved: AtomicUsize,
 }
-impl Plugin for Holder {
-    fn name(&self) -> &'static str {
-        "Holder"
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(Holder: "Holder" => [Reserve, Permit]);
 impl ReservePlugin for Holder {
     fn reserve(
         &self,

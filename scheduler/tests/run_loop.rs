@@ -19,14 +19,7 @@ use strata_scheduler::testing::{RecordingCluster, node, pod};
 
 /// Holds pods annotated `wait` at Permit for a long time.
 struct Holder;
-impl Plugin for Holder {
-    fn name(&self) -> &'static str {
-        "Holder"
-    }
-    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(Holder: "Holder" => [Permit]);
 impl PermitPlugin for Holder {
     fn permit(&self, _s: &mut CycleState, pod: &PodInfo, _n: NodeRef) -> PermitResult {
         if pod.annotations.contains_key("wait") {

@@ -1,6 +1,7 @@
 //! Full validation of a scheduler configuration without starting an engine:
 //! shape (`SchedulerConfig::from_yaml`) and resolution of every profile
-//! against the in-tree plugins (names, weights, plugin args).
+//! against the in-tree plugins and any added ones (names, weights, plugin
+//! args, each handed to its plugin's own parser).
 //!
 //! Scenarios run it when they are read, so a bad `config:` is reported with
 //! the scenario's file and line before anything runs; `strata check-config`
@@ -10,20 +11,37 @@ use crate::cluster::SimCluster;
 use std::sync::Arc;
 use strata_scheduler::clock::ManualClock;
 use strata_scheduler::config::{ConfigError, ResolvedProfile, SchedulerConfig, resolve};
-use strata_scheduler::framework::{Handle, WaitingPods};
+use strata_scheduler::framework::{Handle, Registry, WaitingPods};
 use strata_scheduler::intern::Sym;
 
 /// Parses `text` and resolves its profiles against
 /// [`strata_plugins::registry`] with [`strata_plugins::default_plugins`].
 pub fn validate_config(text: &str) -> Result<(SchedulerConfig, Vec<ResolvedProfile>), ConfigError> {
+    validate_config_with(text, &Registry::new())
+}
+
+/// As [`validate_config`], with `plugins` added to the in-tree ones (a
+/// name already in the tree replaces that plugin).
+pub fn validate_config_with(
+    text: &str,
+    plugins: &Registry,
+) -> Result<(SchedulerConfig, Vec<ResolvedProfile>), ConfigError> {
     let cfg = SchedulerConfig::from_yaml(text)?;
-    let profiles = resolve_profiles(&cfg)?;
+    let profiles = resolve_profiles_with(&cfg, plugins)?;
     Ok((cfg, profiles))
 }
 
 /// Resolves `cfg`'s profiles against the in-tree plugins. Plugins are
 /// built with a handle to an empty simulated cluster; nothing runs.
 pub fn resolve_profiles(cfg: &SchedulerConfig) -> Result<Vec<ResolvedProfile>, ConfigError> {
+    resolve_profiles_with(cfg, &Registry::new())
+}
+
+/// As [`resolve_profiles`], with `plugins` added to the in-tree ones.
+pub fn resolve_profiles_with(
+    cfg: &SchedulerConfig,
+    plugins: &Registry,
+) -> Result<Vec<ResolvedProfile>, ConfigError> {
     let cluster = Arc::new(SimCluster::new());
     let clock = Arc::new(ManualClock::default());
     let waiting = WaitingPods::default();
@@ -34,9 +52,11 @@ pub fn resolve_profiles(cfg: &SchedulerConfig) -> Result<Vec<ResolvedProfile>, C
         scheduler_name: Sym::new(name),
         preemption: Default::default(),
     };
+    let mut registry = strata_plugins::registry();
+    registry.extend(plugins);
     resolve(
         cfg,
-        &strata_plugins::registry(),
+        &registry,
         &strata_plugins::default_plugins(),
         &handle_for,
     )

@@ -25,6 +25,8 @@
 //! What this crate is not: a kubelet or controller simulator. Pods never run
 //! or finish; nodes never fail; only scheduling is simulated.
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod config_check;
 pub mod dra;

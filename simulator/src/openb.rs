@@ -124,6 +124,9 @@ pub struct OpenbOptions {
     /// Give the fragmentation-aware policy the trace's workload mix (as the
     /// paper does) instead of letting it learn the mix from the pods seen.
     pub trace_mix: bool,
+    /// Plugins added to the in-tree ones (a vendor's); the policies'
+    /// configurations are the replay's own.
+    pub plugins: strata_scheduler::framework::Registry,
 }
 
 impl OpenbOptions {
@@ -143,6 +146,7 @@ impl OpenbOptions {
             node_stride: 1,
             parallelism: 1,
             trace_mix: false,
+            plugins: Default::default(),
         }
     }
 }
@@ -657,9 +661,11 @@ fn run_policy(
         .map_err(|e| OpenbError::Engine(format!("cannot start the binding runtime: {e}")))?;
     let cluster = Arc::new(SimCluster::new());
     let clock = Arc::new(ManualClock::default());
+    let mut registry = strata_plugins::registry();
+    registry.extend(&opts.plugins);
     let mut sched = Scheduler::new(
         cfg,
-        &strata_plugins::registry(),
+        &registry,
         &strata_plugins::default_plugins(),
         cluster.clone(),
         clock,

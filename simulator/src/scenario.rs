@@ -45,6 +45,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_scheduler::config::ConfigError;
+use strata_scheduler::framework::Registry;
 use strata_scheduler::model::PodInfo;
 use strata_scheduler::resources::ResourceVec;
 
@@ -452,6 +453,16 @@ pub struct PodArrival {
 impl Scenario {
     /// Parses scenario text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_with(text, file, &Registry::new())
+    }
+
+    /// As [`Scenario::parse`], checking the scenario's configuration with
+    /// `plugins` added to the in-tree ones (so it may enable them).
+    pub fn parse_with(
+        text: &str,
+        file: &str,
+        plugins: &Registry,
+    ) -> Result<Scenario, ScenarioError> {
         // The untyped tree first: it refuses a key given twice in one
         // mapping (`{cpu: 1, cpu: 2}`), which the typed maps of the Pod
         // type would take silently, keeping the last.
@@ -482,7 +493,7 @@ impl Scenario {
         sc.ignored_fields = sc.unknown_template_fields(&tree);
         sc.validate()?;
         if let Some(cfg) = &sc.config
-            && let Err(e) = crate::config_check::validate_config(&cfg.0)
+            && let Err(e) = crate::config_check::validate_config_with(&cfg.0, plugins)
         {
             return Err(config_error(text, file, e));
         }
@@ -492,11 +503,17 @@ impl Scenario {
     /// Reads a scenario from a file path, or takes the built-in one of that
     /// name when no such file exists.
     pub fn load(path_or_name: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::load_with(path_or_name, &Registry::new())
+    }
+
+    /// As [`Scenario::load`], with `plugins` added to the in-tree ones (see
+    /// [`Scenario::parse_with`]).
+    pub fn load_with(path_or_name: &str, plugins: &Registry) -> Result<Scenario, ScenarioError> {
         let path = std::path::Path::new(path_or_name);
         if !path.exists()
             && let Some(text) = builtin(path_or_name)
         {
-            return Scenario::parse(text, &format!("builtin:{path_or_name}"));
+            return Scenario::parse_with(text, &format!("builtin:{path_or_name}"), plugins);
         }
         let text = std::fs::read_to_string(path).map_err(|source| {
             let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
@@ -515,7 +532,7 @@ impl Scenario {
                 },
             }
         })?;
-        Scenario::parse(&text, path_or_name)
+        Scenario::parse_with(&text, path_or_name, plugins)
     }
 
     fn invalid(&self, field: String, message: String) -> ScenarioError {

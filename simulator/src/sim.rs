@@ -33,6 +33,7 @@ use strata_scheduler::clock::{Clock, ManualClock};
 use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::{ConfigError, SchedulerConfig};
 use strata_scheduler::engine::{CycleOutcome, CycleResult, Scheduler};
+use strata_scheduler::framework::Registry;
 use strata_scheduler::resources::ResourceId;
 
 /// The profile name used when a scenario gives no configuration: the name
@@ -58,6 +59,10 @@ pub struct RunOptions {
     /// Overrides the configuration's `equivalenceCacheClasses` (0 turns the
     /// engine's reuse of per-node results off: the baseline for comparisons).
     pub equivalence_cache: Option<usize>,
+    /// Plugins added to the in-tree ones (a vendor's, through
+    /// `strata_cli::Strata`); a name already in the tree replaces that
+    /// plugin. The scenario's configuration enables them as any other.
+    pub plugins: Registry,
 }
 
 /// Why a simulation could not start.
@@ -219,9 +224,11 @@ impl Simulation {
         let cluster = Arc::new(SimCluster::new());
         let clock = Arc::new(ManualClock::default());
         let stores = strata_plugins::pod_group::Stores::default();
+        let mut registry = strata_plugins::registry_with(&stores);
+        registry.extend(&opts.plugins);
         let scheduler = Scheduler::new(
             cfg,
-            &strata_plugins::registry_with(&stores),
+            &registry,
             &strata_plugins::default_plugins(),
             cluster.clone(),
             clock.clone(),

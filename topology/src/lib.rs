@@ -38,6 +38,8 @@
 //! assert_eq!(plan.roles[0].classes[0].len(), 2);
 //! ```
 
+#![warn(missing_docs)]
+
 mod amounts;
 mod graph;
 mod plan;

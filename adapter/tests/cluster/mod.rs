@@ -64,8 +64,15 @@ pub fn kubeconfig() -> Option<PathBuf> {
     }
 }
 
+/// `rel` in the repository: the nearest folder above the including crate
+/// that holds `manifests/` (crates sit one or two levels down).
 fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = here
+        .ancestors()
+        .find(|d| d.join("manifests/deploy").is_dir())
+        .unwrap_or(here);
+    root.join(rel)
 }
 
 /// The cluster, set up, and this test's turn on it.

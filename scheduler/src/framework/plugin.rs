@@ -1,7 +1,9 @@
 //! The extension points. A plugin is one value implementing [`Plugin`] and
-//! returning itself from the `as_*` accessor of each point it serves.
+//! returning itself from the `as_*` accessor of each point it serves; the
+//! [`plugin!`](crate::plugin) macro writes that impl from a list of points.
 //!
-//! This is the surface vendors build on: keep it small and stable.
+//! This is the surface vendors build on (through [`crate::sdk`]): keep it
+//! small and stable.
 
 use super::cycle_state::CycleState;
 use super::events::{ClusterEvent, ClusterEventKind, QueueingHint};
@@ -25,7 +27,9 @@ pub struct NodeRef {
 }
 
 /// A plugin. Implement the traits of the extension points it serves and
-/// return `Some(self)` from the matching accessors.
+/// declare them with [`plugin!`](crate::plugin), which writes this impl:
+/// `name` and `Some(self)` from the matching accessors. The engine reads
+/// the accessors once, when it builds a profile.
 pub trait Plugin: Send + Sync + 'static {
     /// The name used in configuration (`NodeResourcesFit`).
     fn name(&self) -> &'static str;
@@ -491,5 +495,24 @@ impl Registry {
     /// Registered names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.factories.keys().map(|s| s.as_str())
+    }
+
+    /// Adds every factory of `other`, replacing those of the same name (how
+    /// a vendor's plugins are layered over the in-tree ones).
+    pub fn extend(&mut self, other: &Registry) {
+        for (name, f) in &other.factories {
+            self.factories.insert(name.clone(), f.clone());
+        }
+    }
+
+    /// Whether no plugin is registered.
+    pub fn is_empty(&self) -> bool {
+        self.factories.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.names()).finish()
     }
 }
