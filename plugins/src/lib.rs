@@ -1,7 +1,12 @@
 //! # strata-plugins
 //!
-//! Every in-tree plugin of Strata, one module each, built on the public
-//! plugin API of `strata-scheduler` exactly as a vendor's plugin would be.
+//! Every in-tree plugin of Strata, built on the public plugin API of
+//! `strata-scheduler` exactly as a vendor's plugin would be, one module each
+//! in a folder per family: [`kube`] (kube-scheduler's defaults), [`groups`]
+//! (PodGroup), [`accelerators`] (Devices, DynamicResources). What several
+//! plugins share is in [`common`]; a plugin imports nothing from a sibling
+//! (a unit test reads the sources and keeps it so; see
+//! `docs/ARCHITECTURE.md`, "The plugin boundary").
 //!
 //! [`registry`] returns all of them by configuration name;
 //! [`default_plugins`] is the set a profile runs when its configuration does

@@ -2,7 +2,7 @@
 //! in-memory cluster that records deletions: a group preempts as a whole or
 //! not at all, victim gangs go whole or stay, equal priority is never a
 //! victim, `preemptionPolicy: Never` preempts nothing, and a lone pod still
-//! preempts through DefaultPreemption.
+//! preempts through DefaultPreemption, never evicting a gang member.
 
 use super::*;
 use proptest::prelude::*;
@@ -392,6 +392,27 @@ fn a_lone_pod_still_preempts_through_default_preemption() {
     let d = h.deleted();
     assert_eq!(d.len(), 1, "{d:?}");
     assert!(d.iter().next().unwrap().contains("low-0-"), "{d:?}");
+    assert!(h.bound().contains_key("default/vip"));
+}
+
+#[test]
+fn a_lone_pod_evicts_a_lone_pod_rather_than_a_running_gang_member() {
+    // Each server: an old gang member (priority 10) and a lone pod
+    // (priority 20), 4 GPUs each. A lone pod by priority alone would evict
+    // a gang member; PodGroup's claims, shared with DefaultPreemption
+    // through the engine's handles, keep the gang whole.
+    let mut h = with_old_gang(10);
+    h.add(
+        pod("vip")
+            .req(GPU, "4")
+            .req("cpu", "1")
+            .priority(1000)
+            .build(),
+    );
+    h.run();
+    let d = h.deleted();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d.iter().all(|k| k.contains("lone-")), "{d:?}");
     assert!(h.bound().contains_key("default/vip"));
 }
 
