@@ -263,6 +263,7 @@ pub fn handle(cluster: Arc<dyn crate::cluster::ClusterPort>) -> crate::framework
         waiting: crate::framework::WaitingPods::default(),
         clock: Arc::new(crate::clock::ManualClock::default()),
         scheduler_name: crate::intern::Sym::new("strata-scheduler"),
+        preemption: Default::default(),
     }
 }
 
