@@ -8,7 +8,8 @@
 //!
 //! brings the extension-point traits, [`Status`], [`CycleState`], the pod
 //! and node views ([`PodInfo`], [`NodeInfo`], [`Snapshot`]), the [`Handle`]
-//! a plugin is built with (and the [`ClusterPort`] in it), requeue events,
+//! a plugin is built with (and the [`ClusterPort`] and [`PreemptionClaims`]
+//! in it), requeue events,
 //! args parsing ([`parse_args`], [`PluginArgsError`]), the [`Registry`] a
 //! plugin is registered in, and the [`plugin!`](crate::plugin) macro that
 //! declares which extension points a plugin serves.
@@ -69,8 +70,9 @@ pub use crate::framework::{
     NodeObserver, NodeRef, NodeScore, PermitDecision, PermitPlugin, PermitResult, Plugin,
     PluginArgsError, PluginFactory, PodsToActivate, PostBindPlugin, PostFilterContext,
     PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, QueueSortPlugin, QueueingHint, Reason, Registry,
-    ReservePlugin, ScorePlugin, SortKey, StateData, Status, WaitingPods,
+    PreFilterResult, PreScorePlugin, PreemptionClaimant, PreemptionClaims, QueueSortPlugin,
+    QueueingHint, Reason, Registry, ReservePlugin, ScorePlugin, SortKey, StateData, Status,
+    WaitingPods,
 };
 pub use crate::intern::Sym;
 pub use crate::labels::Labels;

@@ -255,14 +255,15 @@ impl crate::cluster::ClusterPort for RecordingCluster {
 }
 
 /// The [`Handle`](crate::framework::Handle) a plugin is built with, around
-/// `cluster`, with a manual clock at zero and the profile
-/// `strata-scheduler`.
+/// `cluster`, with a manual clock at zero, the profile `strata-scheduler`
+/// and no preemption claims.
 pub fn handle(cluster: Arc<dyn crate::cluster::ClusterPort>) -> crate::framework::Handle {
     crate::framework::Handle {
         cluster,
         waiting: crate::framework::WaitingPods::default(),
         clock: Arc::new(crate::clock::ManualClock::default()),
         scheduler_name: crate::intern::Sym::new("strata-scheduler"),
+        preemption: Default::default(),
     }
 }
 
