@@ -523,31 +523,7 @@ fn workload_classes(args: &DevicesArgs) -> Vec<Class> {
         .collect()
 }
 
-impl Plugin for Devices {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
-        Some(self)
-    }
-    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        Some(self)
-    }
+strata_scheduler::plugin!(Devices: NAME => [PreFilter, Filter, PreScore, Score, Reserve, PreBind, NodeObserver] {
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
             ClusterEventKind::new(
@@ -557,7 +533,7 @@ impl Plugin for Devices {
             ClusterEventKind::new(EventResource::AssignedPod, ActionType::DELETE),
         ]
     }
-}
+});
 
 impl PreFilterPlugin for Devices {
     fn pre_filter(

@@ -912,22 +912,7 @@ impl DynamicResources {
     }
 }
 
-impl Plugin for DynamicResources {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(DynamicResources: NAME => [PreFilter, Filter, Reserve, PreBind] {
     fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
         self.domains.as_ref().map(|_| self as &dyn NodeObserver)
     }
@@ -943,7 +928,7 @@ impl Plugin for DynamicResources {
             ),
         ]
     }
-}
+});
 
 impl PreFilterPlugin for DynamicResources {
     fn pre_filter(

@@ -314,34 +314,7 @@ impl PodGroupStore {
     }
 }
 
-impl Plugin for PodGroupPlugin {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
-    fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
-        Some(self)
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
-        Some(self)
-    }
-    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        Some(self)
-    }
+strata_scheduler::plugin!(PodGroupPlugin: NAME => [PreEnqueue, QueueSort, PreFilter, Filter, PostFilter, Reserve, Permit, NodeObserver] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -384,7 +357,7 @@ impl Plugin for PodGroupPlugin {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl QueueSortPlugin for PodGroupPlugin {
     fn sort_key(&self, pod: &PodInfo, enqueued_ns: u64) -> SortKey {

@@ -128,19 +128,7 @@ pub fn factory(
     Ok(Arc::new(BalancedAllocation::from_args(args)?))
 }
 
-impl Plugin for BalancedAllocation {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(BalancedAllocation: NAME => [PreScore, Score]);
 
 impl PreScorePlugin for BalancedAllocation {
     fn pre_score(

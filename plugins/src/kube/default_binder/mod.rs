@@ -36,15 +36,7 @@ impl DefaultBinder {
     }
 }
 
-impl Plugin for DefaultBinder {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_bind(&self) -> Option<&dyn BindPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(DefaultBinder: NAME => [Bind]);
 
 #[async_trait::async_trait]
 impl BindPlugin for DefaultBinder {

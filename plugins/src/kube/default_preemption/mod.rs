@@ -112,15 +112,7 @@ pub fn factory(
     ))
 }
 
-impl Plugin for DefaultPreemption {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(DefaultPreemption: NAME => [PostFilter]);
 
 /// The Filter outcome of every node, as preemption reads it: a node missing
 /// from the diagnosis takes the PreFilter rejection if there was one, and

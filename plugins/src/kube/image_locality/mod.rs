@@ -97,19 +97,7 @@ pub fn factory(
     Ok(Arc::new(ImageLocality::from_args(args)?))
 }
 
-impl Plugin for ImageLocality {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(ImageLocality: NAME => [PreScore, Score]);
 
 impl PreScorePlugin for ImageLocality {
     fn pre_score(

@@ -145,22 +145,7 @@ struct ScoreState {
     scores: Arc<TopoCounts>,
 }
 
-impl Plugin for InterPodAffinity {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(InterPodAffinity: NAME => [PreFilter, Filter, PreScore, Score] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -192,7 +177,7 @@ impl Plugin for InterPodAffinity {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl PreFilterPlugin for InterPodAffinity {
     fn pre_filter(

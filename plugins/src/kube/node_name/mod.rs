@@ -28,14 +28,7 @@ fn fits(pod: &PodInfo, node: &NodeInfo) -> bool {
     pod.spec.node_name.is_none_or(|n| n == node.name)
 }
 
-impl Plugin for NodeName {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeName: NAME => [Filter] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(EventResource::Node, ActionType::ADD)]
@@ -48,7 +41,7 @@ impl Plugin for NodeName {
             _ => QueueingHint::Skip,
         }
     }
-}
+});
 
 impl FilterPlugin for NodeName {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {

@@ -34,18 +34,7 @@ fn any_conflict(wanted: &[HostPort], used: &[HostPort]) -> bool {
     wanted.iter().any(|w| used.iter().any(|u| w.conflicts(u)))
 }
 
-impl Plugin for NodePorts {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodePorts: NAME => [PreFilter, Filter] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -71,7 +60,7 @@ impl Plugin for NodePorts {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl PreFilterPlugin for NodePorts {
     fn pre_filter(

@@ -250,22 +250,7 @@ pub fn factory(
     Ok(Arc::new(NodeResourcesFit::from_args(args)?))
 }
 
-impl Plugin for NodeResourcesFit {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeResourcesFit: NAME => [PreFilter, Filter, Score] {
 
     /// A node added or given more allocatable; an assigned pod deleted or
     /// scaled down; a pending pod holding a nomination deleted.
@@ -330,7 +315,7 @@ impl Plugin for NodeResourcesFit {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl PreFilterPlugin for NodeResourcesFit {
     fn pre_filter(

@@ -49,14 +49,7 @@ impl NodeUnschedulable {
     }
 }
 
-impl Plugin for NodeUnschedulable {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeUnschedulable: NAME => [Filter] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -72,7 +65,7 @@ impl Plugin for NodeUnschedulable {
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
         crate::common::scoring::hint_node_now_fits(event, |n| self.fits(pod, n))
     }
-}
+});
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {

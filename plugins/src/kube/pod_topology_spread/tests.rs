@@ -11,7 +11,10 @@ use k8s_openapi::api::core::v1 as corev1;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use strata_scheduler::cache::Cache;
-use strata_scheduler::framework::{Code, CycleState, MAX_NODE_SCORE, NodeScore, Status};
+use strata_scheduler::framework::{
+    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, PreFilterPlugin, PreScorePlugin,
+    ScorePlugin, Status,
+};
 use strata_scheduler::model::{NodeId, OwnerRef};
 use strata_scheduler::testing;
 

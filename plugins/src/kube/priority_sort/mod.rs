@@ -17,15 +17,7 @@ pub const NAME: &str = "PrioritySort";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PrioritySort;
 
-impl Plugin for PrioritySort {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(PrioritySort: NAME => [QueueSort]);
 
 impl QueueSortPlugin for PrioritySort {
     fn sort_key(&self, pod: &PodInfo, enqueued_ns: u64) -> SortKey {

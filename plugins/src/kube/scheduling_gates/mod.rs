@@ -27,14 +27,7 @@ fn waiting_message(gates: &[String]) -> String {
     format!("waiting for scheduling gates: [{}]", gates.join(" "))
 }
 
-impl Plugin for SchedulingGates {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(SchedulingGates: NAME => [PreEnqueue] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -54,7 +47,7 @@ impl Plugin for SchedulingGates {
             _ => QueueingHint::Skip,
         }
     }
-}
+});
 
 impl PreEnqueuePlugin for SchedulingGates {
     fn pre_enqueue(&self, pod: &PodInfo) -> Status {

@@ -57,22 +57,7 @@ fn intolerable_prefer_no_schedule(tolerations: &[Toleration], node: &NodeInfo) -
         .count() as i64
 }
 
-impl Plugin for TaintToleration {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(TaintToleration: NAME => [Filter, PreScore, Score] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -87,7 +72,7 @@ impl Plugin for TaintToleration {
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
         crate::common::scoring::hint_node_now_fits(event, |n| first_untolerated(pod, n).is_none())
     }
-}
+});
 
 impl FilterPlugin for TaintToleration {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
