@@ -63,14 +63,12 @@ use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, MAX_NODE_SCORE,
-    NodeObserver, NodeRef, NodeScore, Plugin, PluginArgsError, PreBindPlugin, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, ReservePlugin, ScorePlugin, Status,
+    NodeId, NodeInfo, NodeObserver, NodeRef, NodeScore, Plugin, PluginArgsError, PodInfo,
+    PreBindPlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, ReservePlugin, ResourceId,
+    ScorePlugin, Snapshot, Status,
 };
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
-use strata_scheduler::resources::ResourceId;
 
 /// The plugin's configuration name.
 pub const NAME: &str = "Devices";
@@ -972,7 +970,7 @@ impl Devices {
 
 /// Registers the plugin so that its device aggregates are kept in
 /// `domains` (for example [`crate::Stores::devices`]).
-pub fn register(registry: &mut strata_scheduler::framework::Registry, domains: Arc<DeviceDomains>) {
+pub fn register(registry: &mut strata_scheduler::sdk::Registry, domains: Arc<DeviceDomains>) {
     registry.register(NAME, move |args, handle| {
         Ok(Arc::new(Devices::with_domains(
             DevicesArgs::parse(args)?,

@@ -64,15 +64,12 @@ use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 pub use store::DraStore;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeObserver,
-    NodeRef, Plugin, PluginArgsError, PreBindPlugin, PreFilterPlugin, PreFilterResult, Registry,
-    ReservePlugin, Status,
-};
-use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::NodeSelector;
-use strata_scheduler::model::{NodeInfo, PodInfo};
+use strata_scheduler::sdk::{
+    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeInfo,
+    NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin, PreFilterPlugin,
+    PreFilterResult, Registry, ReservePlugin, Snapshot, Status, Sym,
+};
 
 /// The plugin's configuration name (kube-scheduler's).
 pub const NAME: &str = "DynamicResources";

@@ -62,15 +62,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, NodeObserver, NodeRef, PermitPlugin, PermitResult, Plugin,
-    PluginArgsError, PodsToActivate, PostFilterContext, PostFilterPlugin, PostFilterResult,
-    PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, QueueSortPlugin, QueueingHint,
-    ReservePlugin, SortKey, Status,
+    FilterPlugin, Handle, NodeId, NodeInfo, NodeObserver, NodeRef, PermitPlugin, PermitResult,
+    Plugin, PluginArgsError, PodInfo, PodsToActivate, PostFilterContext, PostFilterPlugin,
+    PostFilterResult, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, QueueSortPlugin,
+    QueueingHint, ReservePlugin, Snapshot, SortKey, Status,
 };
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "PodGroup";
@@ -531,13 +529,13 @@ impl PreFilterPlugin for PodGroupPlugin {
             )));
         }
         if let Err(status) = rt.plan_group(key, &spec, snap, now) {
-            if status.code() == strata_scheduler::framework::Code::Unschedulable {
+            if status.code() == strata_scheduler::sdk::Code::Unschedulable {
                 // No room now: PostFilter may preempt for the whole group.
                 state.insert(preempt::GroupCycle { plan_failed: true });
             }
             let msg = status.message();
             self.release(&mut rt, key, &pod.uid, &msg);
-            if status.code() == strata_scheduler::framework::Code::UnschedulableAndUnresolvable
+            if status.code() == strata_scheduler::sdk::Code::UnschedulableAndUnresolvable
                 && msg.contains("can never be placed")
             {
                 rt.groups.entry(key).or_default().invalid = true;

@@ -24,13 +24,10 @@ use crate::common::args::{check_kind, parse_at};
 use serde::Deserialize;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    CycleState, Handle, MAX_NODE_SCORE, Plugin, PluginArgsError, PreScorePlugin, ScorePlugin,
-    Status,
+use strata_scheduler::sdk::{
+    CycleState, Handle, MAX_NODE_SCORE, NodeId, NodeInfo, Plugin, PluginArgsError, PodInfo,
+    PreScorePlugin, ScorePlugin, Snapshot, Status, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "ImageLocality";

@@ -70,15 +70,13 @@ use memo::Memo;
 use scan::{Fast, FilterState, Verdict, Walker};
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::model::AffinityTerm;
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, QueueingHint, ScorePlugin, Status,
+    FilterPlugin, Handle, Labels, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin,
+    PluginArgsError, PodInfo, PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueingHint,
+    ScorePlugin, Snapshot, Status, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::labels::Labels;
-use strata_scheduler::model::{AffinityTerm, NodeId, NodeInfo, PodInfo};
 use topology::TopoCounts;
 
 /// The plugin's configuration name.

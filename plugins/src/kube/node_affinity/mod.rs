@@ -18,15 +18,12 @@
 //! DaemonSet-style pod into a lookup instead of a scan of every node.
 
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
-    MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult,
-    PreScorePlugin, QueueingHint, ScorePlugin, Status,
-};
-use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::{NodeSelector, NodeSelectorTerm, Op};
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
+use strata_scheduler::sdk::{
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
+    MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin, PluginArgsError, PodInfo, PreFilterPlugin,
+    PreFilterResult, PreScorePlugin, QueueingHint, ScorePlugin, Snapshot, Status, Sym,
+};
 
 mod args;
 

@@ -6,11 +6,10 @@
 //! rejected pod waits for its named node to be added.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, QueueingHint, Status,
+    FilterPlugin, Handle, NodeInfo, Plugin, PluginArgsError, PodInfo, QueueingHint, Status,
 };
-use strata_scheduler::model::{NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeName";
@@ -69,8 +68,7 @@ pub fn factory(
 mod tests {
     use super::*;
     use crate::common::testkit;
-    use strata_scheduler::framework::Code;
-    use strata_scheduler::intern::Sym;
+    use strata_scheduler::sdk::{Code, Sym};
     use strata_scheduler::testing;
 
     #[test]

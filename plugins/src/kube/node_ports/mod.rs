@@ -10,13 +10,12 @@
 //! needed either.
 
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::model::HostPort;
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult, QueueingHint,
-    Status,
+    FilterPlugin, Handle, NodeInfo, Plugin, PluginArgsError, PodInfo, PreFilterPlugin,
+    PreFilterResult, QueueingHint, Snapshot, Status,
 };
-use strata_scheduler::model::{HostPort, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodePorts";

@@ -39,14 +39,12 @@ use crate::common::resources::{self, Scored, is_extended_resource_name, is_scala
 use args::{FitArgs, StrategyType};
 use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::resources::MAX_RESOURCES;
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, Code, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult, QueueingHint,
-    ScorePlugin, Status,
+    FilterPlugin, Handle, NodeInfo, Plugin, PluginArgsError, PodInfo, PreFilterPlugin,
+    PreFilterResult, QueueingHint, ResourceId, ResourceVec, ScorePlugin, Snapshot, Status,
 };
-use strata_scheduler::model::{NodeInfo, PodInfo};
-use strata_scheduler::resources::{MAX_RESOURCES, ResourceId, ResourceVec};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeResourcesFit";

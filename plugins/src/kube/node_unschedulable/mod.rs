@@ -8,12 +8,11 @@
 //! node alone: the Filter is node-local.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
+use strata_scheduler::model::{Taint, TaintEffect, tolerated};
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
-    Plugin, PluginArgsError, QueueingHint, Status,
+    NodeInfo, Plugin, PluginArgsError, PodInfo, QueueingHint, Status, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeInfo, PodInfo, Taint, TaintEffect, tolerated};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeUnschedulable";
@@ -94,7 +93,7 @@ mod tests {
     use super::*;
     use crate::common::testkit;
     use serde_json::json;
-    use strata_scheduler::framework::Code;
+    use strata_scheduler::sdk::Code;
     use strata_scheduler::testing;
 
     fn with_tolerations(t: serde_json::Value) -> PodInfo {

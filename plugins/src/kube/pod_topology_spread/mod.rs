@@ -40,12 +40,10 @@ pub use filter::{ERR_CONSTRAINTS_NOT_MATCH, ERR_NODE_LABEL_NOT_MATCH};
 use common::{Constraint, Defaults, PER_POD_LABELS, has_all_keys};
 use memo::Memo;
 use std::sync::Arc;
-use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, Handle, Plugin,
-    PluginArgsError, QueueingHint,
+use strata_scheduler::sdk::{
+    ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, Handle, NodeInfo,
+    Plugin, PluginArgsError, PodInfo, QueueingHint, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "PodTopologySpread";

@@ -7,8 +7,7 @@
 //! breaks any remaining tie by arrival order.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{Handle, Plugin, PluginArgsError, QueueSortPlugin, SortKey};
-use strata_scheduler::model::PodInfo;
+use strata_scheduler::sdk::{Handle, Plugin, PluginArgsError, PodInfo, QueueSortPlugin, SortKey};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "PrioritySort";

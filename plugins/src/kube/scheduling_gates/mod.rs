@@ -8,11 +8,10 @@
 //! removes its gates.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, Handle, Plugin,
-    PluginArgsError, PreEnqueuePlugin, QueueingHint, Status,
+    PluginArgsError, PodInfo, PreEnqueuePlugin, QueueingHint, Status,
 };
-use strata_scheduler::model::PodInfo;
 
 /// The plugin's configuration name.
 pub const NAME: &str = "SchedulingGates";
@@ -73,7 +72,7 @@ mod tests {
     use super::*;
     use crate::common::testkit;
     use serde_json::json;
-    use strata_scheduler::framework::Code;
+    use strata_scheduler::sdk::Code;
     use strata_scheduler::testing;
 
     fn gated(name: &str, gates: &[&str]) -> PodInfo {

@@ -14,14 +14,11 @@
 //! (node-local) and allocate nothing unless they reject.
 
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::model::{Taint, TaintEffect, Toleration, tolerated};
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
-    MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreScorePlugin, QueueingHint, ScorePlugin,
-    Status,
-};
-use strata_scheduler::model::{
-    NodeId, NodeInfo, PodInfo, Taint, TaintEffect, Toleration, tolerated,
+    MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin, PluginArgsError, PodInfo, PreScorePlugin,
+    QueueingHint, ScorePlugin, Snapshot, Status,
 };
 
 use crate::common::scoring::default_normalize_score;
