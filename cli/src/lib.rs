@@ -199,17 +199,18 @@ impl Strata {
 
     /// Runs the command line of this process: parses the arguments (exits
     /// with clap's message on bad ones), logs to stderr at `RUST_LOG`
-    /// (default `warn`), runs the subcommand and prints its error, if any,
+    /// (default `warn`) unless a `tracing` subscriber is already set, runs the subcommand and prints its error, if any,
     /// as `error: ...`. The body of a vendor's `main`.
     pub fn run(self) -> ExitCode {
         let cli = Cli::parse();
-        tracing_subscriber::fmt()
+        // A vendor's main may have installed its own subscriber: keep it.
+        let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
             )
             .with_writer(std::io::stderr)
-            .init();
+            .try_init();
         match self.dispatch(cli.command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -41,7 +41,7 @@ use kube::{
     node_affinity, node_name, node_ports, node_resources_fit, node_unschedulable,
     pod_topology_spread, priority_sort, scheduling_gates, taint_toleration,
 };
-use strata_scheduler::framework::Registry;
+use strata_scheduler::sdk::Registry;
 
 /// Every store a plugin may need, filled by the adapter or the simulator
 /// and handed to [`registry_with`].

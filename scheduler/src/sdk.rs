@@ -8,7 +8,8 @@
 //!
 //! brings the extension-point traits, [`Status`], [`CycleState`], the pod
 //! and node views ([`PodInfo`], [`NodeInfo`], [`Snapshot`]), the [`Handle`]
-//! a plugin is built with (and the [`ClusterPort`] in it), requeue events,
+//! a plugin is built with (and the [`ClusterPort`] and [`PreemptionClaims`]
+//! in it), requeue events,
 //! args parsing ([`parse_args`], [`PluginArgsError`]), the [`Registry`] a
 //! plugin is registered in, and the [`plugin!`](crate::plugin) macro that
 //! declares which extension points a plugin serves.
@@ -60,6 +61,92 @@
 //! assert!(registry.get(NAME).is_some());
 //! ```
 
+//!
+//! # Per-pod state: CycleState
+//!
+//! Work that depends on the pod only is done once, in PreFilter, and read
+//! by Filter for every node. State is keyed by its Rust type, so a private
+//! type is private state:
+//!
+//! ```
+//! use strata_scheduler::sdk::*;
+//!
+//! /// What PreFilter derived from the pod: its zone, if it asks for one.
+//! #[derive(Clone)]
+//! struct Wanted(Option<&'static str>);
+//!
+//! struct Zone;
+//! impl PreFilterPlugin for Zone {
+//!     fn pre_filter(&self, state: &mut CycleState, pod: &PodInfo, _: &Snapshot) -> PreFilterResult {
+//!         let wanted = pod.annotations.get("example.com/zone").map(|z| Sym::new(z).as_str());
+//!         if wanted.is_none() {
+//!             return PreFilterResult::skip(); // this plugin's Filter does not run
+//!         }
+//!         state.insert(Wanted(wanted));
+//!         PreFilterResult::ok()
+//!     }
+//! }
+//! impl FilterPlugin for Zone {
+//!     fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo) -> Status {
+//!         let Some(Wanted(Some(zone))) = state.get::<Wanted>() else {
+//!             return Status::error("PreFilter state is missing");
+//!         };
+//!         if node.labels.get_str("topology.kubernetes.io/zone") == Some(*zone) {
+//!             Status::success()
+//!         } else {
+//!             Status::unschedulable("node(s) in another zone")
+//!         }
+//!     }
+//! }
+//! strata_scheduler::plugin!(Zone: "Zone" => [PreFilter, Filter]);
+//!
+//! // The views, compiled from API objects as the engine does.
+//! let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "p", "namespace": "default", "uid": "u1",
+//!                  "annotations": {"example.com/zone": "a"}},
+//!     "spec": {"containers": [{"name": "c"}]}
+//! })).unwrap();
+//! let pod = PodInfo::compile(&pod).unwrap();
+//! let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+//!     "metadata": {"name": "n", "labels": {"topology.kubernetes.io/zone": "b"}},
+//!     "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
+//! })).unwrap();
+//! let mut info = NodeInfo::placeholder(NodeId(0), Sym::new("n"));
+//! info.set_node(&node).unwrap();
+//!
+//! let mut state = CycleState::new();
+//! let snapshot = Snapshot::default();
+//! assert!(Zone.pre_filter(&mut state, &pod, &snapshot).status.is_success());
+//! let status = Zone.filter(&state, &pod, &info);
+//! assert_eq!(status.code(), Code::Unschedulable);
+//! assert_eq!(status.message(), "node(s) in another zone");
+//! ```
+//!
+//! # The Handle: calling the cluster from the binding cycle
+//!
+//! A plugin keeps the [`Handle`] it was built with. Its [`ClusterPort`] is
+//! the only way to the cluster (the Kubernetes API, or the simulator's
+//! memory), and is for the binding cycle (PreBind, Bind), never for
+//! Filter or Score:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use strata_scheduler::sdk::*;
+//!
+//! struct Stamp(Handle);
+//! #[async_trait::async_trait]
+//! impl PreBindPlugin for Stamp {
+//!     async fn pre_bind(&self, _: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
+//!         let ann = BTreeMap::from([("example.com/placed-by".to_owned(), self.0.scheduler_name.to_string())]);
+//!         match self.0.cluster.patch_pod_annotations(pod, &ann).await {
+//!             Ok(()) => Status::success(),
+//!             Err(e) => Status::error(format!("stamping pod {} on {}: {e}", pod.key(), node.name)),
+//!         }
+//!     }
+//! }
+//! strata_scheduler::plugin!(Stamp: "Stamp" => [PreBind]);
+//! ```
+
 pub use crate::cache::Snapshot;
 pub use crate::clock::Clock;
 pub use crate::cluster::{ClusterError, ClusterPort};
@@ -69,8 +156,9 @@ pub use crate::framework::{
     NodeObserver, NodeRef, NodeScore, PermitDecision, PermitPlugin, PermitResult, Plugin,
     PluginArgsError, PluginFactory, PodsToActivate, PostBindPlugin, PostFilterContext,
     PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, QueueSortPlugin, QueueingHint, Reason, Registry,
-    ReservePlugin, ScorePlugin, SortKey, StateData, Status, WaitingPods,
+    PreFilterResult, PreScorePlugin, PreemptionClaimant, PreemptionClaims, QueueSortPlugin,
+    QueueingHint, Reason, Registry, ReservePlugin, ScorePlugin, SortKey, StateData, Status,
+    WaitingPods,
 };
 pub use crate::intern::Sym;
 pub use crate::labels::Labels;

@@ -255,8 +255,8 @@ impl crate::cluster::ClusterPort for RecordingCluster {
 }
 
 /// The [`Handle`](crate::framework::Handle) a plugin is built with, around
-/// `cluster`, with a manual clock at zero and the profile
-/// `strata-scheduler`.
+/// `cluster`, with a manual clock at zero, the profile `strata-scheduler`
+/// and no preemption claims.
 pub fn handle(cluster: Arc<dyn crate::cluster::ClusterPort>) -> crate::framework::Handle {
     crate::framework::Handle {
         cluster,

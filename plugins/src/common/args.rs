@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use strata_scheduler::framework::PluginArgsError;
+use strata_scheduler::sdk::PluginArgsError;
 
 /// Deserializes `v` as `T`, reporting a failure on `path`.
 pub(crate) fn parse_at<T: DeserializeOwned>(v: &Value, path: &str) -> Result<T, PluginArgsError> {

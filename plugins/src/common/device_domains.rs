@@ -31,8 +31,7 @@
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::NodeInfo;
+use strata_scheduler::sdk::{NodeInfo, Sym};
 use strata_topology::{Amounts, MAX_DIMS, NodeState, Topology};
 
 /// Slots per kind: free whole devices, free memory (MiB).

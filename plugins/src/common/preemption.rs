@@ -24,7 +24,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::sync::Arc;
 use strata_scheduler::cache::PdbInfo;
-use strata_scheduler::model::PodInfo;
+use strata_scheduler::sdk::PodInfo;
 
 /// The cost of evicting `pods` (`pdb_violations` of them against a budget)
 /// by the criteria of this module; smaller is better. DefaultPreemption

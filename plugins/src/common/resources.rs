@@ -19,9 +19,7 @@
 use crate::common::args::parse_at;
 use serde::Deserialize;
 use serde_json::Value;
-use strata_scheduler::framework::{MAX_NODE_SCORE, PluginArgsError};
-use strata_scheduler::model::{NodeInfo, PodInfo};
-use strata_scheduler::resources::ResourceId;
+use strata_scheduler::sdk::{MAX_NODE_SCORE, NodeInfo, PluginArgsError, PodInfo, ResourceId};
 
 /// The extended resources the Devices plugin accounts per device when its
 /// kinds are the defaults (HAMi's NVIDIA memory in MiB, memory in percent

@@ -1,8 +1,7 @@
 //! Small pieces several plugins share: kube-scheduler's default score
 //! normalization, and the queueing hint of filters that judge one node.
 
-use strata_scheduler::framework::{ClusterEvent, EventObject, NodeScore, QueueingHint};
-use strata_scheduler::model::NodeInfo;
+use strata_scheduler::sdk::{ClusterEvent, EventObject, NodeInfo, NodeScore, QueueingHint};
 
 /// kube-scheduler's `DefaultNormalizeScore`: rescales `scores` so the highest
 /// becomes `max_priority` (integer division, as kube does). With `reverse`,

@@ -5,10 +5,8 @@
 use parking_lot::Mutex;
 use std::sync::Arc;
 use strata_scheduler::clock::ManualClock;
-use strata_scheduler::cluster::{BindError, ClusterError, ClusterPort, PodCondition, PodEvent};
-use strata_scheduler::framework::{Handle, WaitingPods};
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::PodInfo;
+use strata_scheduler::cluster::{BindError, PodCondition, PodEvent};
+use strata_scheduler::sdk::{ClusterError, ClusterPort, Handle, PodInfo, Sym, WaitingPods};
 
 /// Records binds (`namespace/name`, node) and answers with a fixed result.
 #[derive(Default)]

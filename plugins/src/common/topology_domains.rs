@@ -26,9 +26,8 @@
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use strata_scheduler::cache::{ChangeTracker, Snapshot};
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeId, NodeInfo};
+use strata_scheduler::cache::ChangeTracker;
+use strata_scheduler::sdk::{NodeId, NodeInfo, Snapshot, Sym};
 
 /// The domain of a node without the key (or of an absent node slot).
 pub(crate) const NONE: u32 = u32::MAX;

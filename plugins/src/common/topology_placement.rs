@@ -8,9 +8,8 @@
 //! aggregate update. Levels are node label keys, outermost first
 //! ([`strata_topology::DEFAULT_LEVELS`] unless configured).
 
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::NodeInfo;
-use strata_scheduler::resources::{MAX_RESOURCES, ResourceId, ResourceVec};
+use strata_scheduler::resources::MAX_RESOURCES;
+use strata_scheduler::sdk::{NodeInfo, ResourceId, ResourceVec, Sym};
 use strata_topology::{Amounts, MAX_DIMS, NodeState, Topology};
 
 // The two crates must agree on the width of a resource vector.

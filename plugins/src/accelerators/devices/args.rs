@@ -14,8 +14,7 @@ use crate::common::args::parse_at;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
-use strata_scheduler::framework::PluginArgsError;
-use strata_scheduler::resources::ResourceId;
+use strata_scheduler::sdk::{PluginArgsError, ResourceId};
 
 /// How nodes are ranked for a device pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

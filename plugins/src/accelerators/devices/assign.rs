@@ -33,7 +33,7 @@ use super::model::{Grant, Grants, NodeDevices};
 use super::request::PodAsk;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use strata_scheduler::model::PodInfo;
+use strata_scheduler::sdk::PodInfo;
 
 /// Pod annotation with Strata's assignment.
 pub const ASSIGNMENT_ANNOTATION: &str = "strata.io/device-assignment";

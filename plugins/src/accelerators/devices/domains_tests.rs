@@ -6,7 +6,7 @@ use crate::accelerators::devices::model::{Grant, Grants};
 use crate::common::device_domains::*;
 use proptest::prelude::*;
 use std::sync::Arc;
-use strata_scheduler::model::NodeInfo;
+use strata_scheduler::sdk::NodeInfo;
 use strata_scheduler::testing;
 
 const SN: &str = "strata.io/supernode";

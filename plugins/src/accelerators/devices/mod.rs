@@ -63,14 +63,12 @@ use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, MAX_NODE_SCORE,
-    NodeObserver, NodeRef, NodeScore, Plugin, PluginArgsError, PreBindPlugin, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, ReservePlugin, ScorePlugin, Status,
+    NodeId, NodeInfo, NodeObserver, NodeRef, NodeScore, Plugin, PluginArgsError, PodInfo,
+    PreBindPlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, ReservePlugin, ResourceId,
+    ScorePlugin, Snapshot, Status,
 };
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
-use strata_scheduler::resources::ResourceId;
 
 /// The plugin's configuration name.
 pub const NAME: &str = "Devices";
@@ -523,31 +521,7 @@ fn workload_classes(args: &DevicesArgs) -> Vec<Class> {
         .collect()
 }
 
-impl Plugin for Devices {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
-        Some(self)
-    }
-    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        Some(self)
-    }
+strata_scheduler::plugin!(Devices: NAME => [PreFilter, Filter, PreScore, Score, Reserve, PreBind, NodeObserver] {
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
             ClusterEventKind::new(
@@ -557,7 +531,7 @@ impl Plugin for Devices {
             ClusterEventKind::new(EventResource::AssignedPod, ActionType::DELETE),
         ]
     }
-}
+});
 
 impl PreFilterPlugin for Devices {
     fn pre_filter(
@@ -996,7 +970,7 @@ impl Devices {
 
 /// Registers the plugin so that its device aggregates are kept in
 /// `domains` (for example [`crate::Stores::devices`]).
-pub fn register(registry: &mut strata_scheduler::framework::Registry, domains: Arc<DeviceDomains>) {
+pub fn register(registry: &mut strata_scheduler::sdk::Registry, domains: Arc<DeviceDomains>) {
     registry.register(NAME, move |args, handle| {
         Ok(Arc::new(Devices::with_domains(
             DevicesArgs::parse(args)?,

@@ -47,7 +47,7 @@ use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::model::NodeInfo;
+use strata_scheduler::sdk::NodeInfo;
 
 /// The node annotation listing device details.
 pub const DEVICES_ANNOTATION: &str = "strata.io/devices";

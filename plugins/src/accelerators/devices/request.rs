@@ -24,8 +24,8 @@ use super::args::{DevicePolicy, DevicesArgs, KindSpec, NodePolicy};
 use super::model::{KindIdx, MAX_DEVICE_MEMORY_MIB};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
-use strata_scheduler::model::PodInfo;
-use strata_scheduler::resources::{Quantity, ResourceId};
+use strata_scheduler::resources::Quantity;
+use strata_scheduler::sdk::{PodInfo, ResourceId};
 
 /// Pod annotation overriding the node policy (HAMi's name).
 pub const NODE_POLICY_ANNOTATION: &str = "hami.io/node-scheduler-policy";

@@ -446,8 +446,8 @@ impl Search<'_> {
 pub fn node_devices(
     index: &Index,
     node: &str,
-    labels: &strata_scheduler::labels::Labels,
-    name: strata_scheduler::intern::Sym,
+    labels: &strata_scheduler::sdk::Labels,
+    name: strata_scheduler::sdk::Sym,
 ) -> SmallVec<[u32; 16]> {
     let mut v: SmallVec<[u32; 16]> = index.on_node(node, labels, name).collect();
     v.sort_unstable();

@@ -11,8 +11,8 @@ use super::store::DraStore;
 use k8s_openapi::api::resource::v1 as resv1;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::labels::{Labels, NodeSelector};
+use strata_scheduler::labels::NodeSelector;
+use strata_scheduler::sdk::{Labels, Sym};
 
 /// Where a device can be used.
 #[derive(Clone, Debug)]

@@ -64,15 +64,12 @@ use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 pub use store::DraStore;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeObserver,
-    NodeRef, Plugin, PluginArgsError, PreBindPlugin, PreFilterPlugin, PreFilterResult, Registry,
-    ReservePlugin, Status,
-};
-use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::NodeSelector;
-use strata_scheduler::model::{NodeInfo, PodInfo};
+use strata_scheduler::sdk::{
+    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeInfo,
+    NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin, PreFilterPlugin,
+    PreFilterResult, Registry, ReservePlugin, Snapshot, Status, Sym,
+};
 
 /// The plugin's configuration name (kube-scheduler's).
 pub const NAME: &str = "DynamicResources";
@@ -912,22 +909,7 @@ impl DynamicResources {
     }
 }
 
-impl Plugin for DynamicResources {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(DynamicResources: NAME => [PreFilter, Filter, Reserve, PreBind] {
     fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
         self.domains.as_ref().map(|_| self as &dyn NodeObserver)
     }
@@ -943,7 +925,7 @@ impl Plugin for DynamicResources {
             ),
         ]
     }
-}
+});
 
 impl PreFilterPlugin for DynamicResources {
     fn pre_filter(

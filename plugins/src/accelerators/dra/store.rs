@@ -24,7 +24,7 @@ use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use strata_scheduler::model::PodInfo;
+use strata_scheduler::sdk::PodInfo;
 
 /// Custom event kind for ResourceClaim changes.
 pub const KIND_CLAIM: &str = "ResourceClaim";

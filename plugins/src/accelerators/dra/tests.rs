@@ -7,9 +7,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use strata_scheduler::cache::Cache;
 use strata_scheduler::clock::ManualClock;
-use strata_scheduler::cluster::{BindError, ClusterError, ClusterPort, PodCondition, PodEvent};
-use strata_scheduler::framework::{Code, WaitingPods};
-use strata_scheduler::intern::Sym;
+use strata_scheduler::cluster::{BindError, PodCondition, PodEvent};
+use strata_scheduler::sdk::{ClusterError, ClusterPort, Code, Sym, WaitingPods};
 use strata_scheduler::testing;
 
 #[derive(Default)]

@@ -62,15 +62,13 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, NodeObserver, NodeRef, PermitPlugin, PermitResult, Plugin,
-    PluginArgsError, PodsToActivate, PostFilterContext, PostFilterPlugin, PostFilterResult,
-    PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, QueueSortPlugin, QueueingHint,
-    ReservePlugin, SortKey, Status,
+    FilterPlugin, Handle, NodeId, NodeInfo, NodeObserver, NodeRef, PermitPlugin, PermitResult,
+    Plugin, PluginArgsError, PodInfo, PodsToActivate, PostFilterContext, PostFilterPlugin,
+    PostFilterResult, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, QueueSortPlugin,
+    QueueingHint, ReservePlugin, Snapshot, SortKey, Status,
 };
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "PodGroup";
@@ -314,34 +312,7 @@ impl PodGroupStore {
     }
 }
 
-impl Plugin for PodGroupPlugin {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
-    fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
-        Some(self)
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
-        Some(self)
-    }
-    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
-        Some(self)
-    }
-    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
-        Some(self)
-    }
-    fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        Some(self)
-    }
+strata_scheduler::plugin!(PodGroupPlugin: NAME => [PreEnqueue, QueueSort, PreFilter, Filter, PostFilter, Reserve, Permit, NodeObserver] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -384,7 +355,7 @@ impl Plugin for PodGroupPlugin {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl QueueSortPlugin for PodGroupPlugin {
     fn sort_key(&self, pod: &PodInfo, enqueued_ns: u64) -> SortKey {
@@ -558,13 +529,13 @@ impl PreFilterPlugin for PodGroupPlugin {
             )));
         }
         if let Err(status) = rt.plan_group(key, &spec, snap, now) {
-            if status.code() == strata_scheduler::framework::Code::Unschedulable {
+            if status.code() == strata_scheduler::sdk::Code::Unschedulable {
                 // No room now: PostFilter may preempt for the whole group.
                 state.insert(preempt::GroupCycle { plan_failed: true });
             }
             let msg = status.message();
             self.release(&mut rt, key, &pod.uid, &msg);
-            if status.code() == strata_scheduler::framework::Code::UnschedulableAndUnresolvable
+            if status.code() == strata_scheduler::sdk::Code::UnschedulableAndUnresolvable
                 && msg.contains("can never be placed")
             {
                 rt.groups.entry(key).or_default().invalid = true;

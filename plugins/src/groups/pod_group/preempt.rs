@@ -58,9 +58,8 @@ use crate::common::preemption::{CostKey, cost_key, more_important, split_by_pdb,
 use crate::common::topology_placement::amounts;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{CycleState, PreemptionClaimant};
-use strata_scheduler::model::{NodeId, PodInfo, PreemptionPolicy};
+use strata_scheduler::model::PreemptionPolicy;
+use strata_scheduler::sdk::{CycleState, NodeId, PodInfo, PreemptionClaimant, Snapshot};
 use strata_topology::{Amounts, DomainId, GroupRequest, Plan, PlanInput};
 
 /// At most this many candidate domains are evaluated.
@@ -79,7 +78,7 @@ pub(crate) struct GroupCycle {
 }
 
 /// PodGroup's preemption claims, registered on the scheduler's
-/// [`PreemptionClaims`](strata_scheduler::framework::PreemptionClaims) by
+/// [`PreemptionClaims`](strata_scheduler::sdk::PreemptionClaims) by
 /// its factory.
 pub(crate) struct GroupClaims;
 

@@ -12,8 +12,8 @@ use strata_scheduler::clock::ManualClock;
 use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::Scheduler;
-use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::Selector;
+use strata_scheduler::sdk::Sym;
 use strata_scheduler::testing::{PodBuilder, RecordingCluster, node, pod};
 
 const GPU: &str = "nvidia.com/gpu";

@@ -20,10 +20,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Duration;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::Status;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
+use strata_scheduler::sdk::{NodeId, NodeInfo, PodInfo, Snapshot, Status, Sym};
 use strata_topology::{
     Amounts, DomainId, GroupRequest, MemberClass, Plan, PlanError, PlanInput, RoleRequest,
 };

@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use strata_scheduler::labels::{Labels, Selector};
-use strata_scheduler::resources::ResourceVec;
+use strata_scheduler::labels::Selector;
+use strata_scheduler::sdk::{Labels, ResourceVec};
 
 /// Label naming a pod's Strata group.
 pub const GROUP_LABEL: &str = "strata.io/pod-group";

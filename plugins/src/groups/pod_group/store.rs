@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use strata_scheduler::intern::Sym;
+use strata_scheduler::sdk::Sym;
 
 /// The kind the plugin registers for `ClusterUpdate::Custom` events.
 pub const KIND: &str = "PodGroup";

@@ -12,7 +12,7 @@ use strata_scheduler::clock::ManualClock;
 use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::Scheduler;
-use strata_scheduler::intern::Sym;
+use strata_scheduler::sdk::Sym;
 use strata_scheduler::testing::{node, pod};
 
 const GPU: &str = "nvidia.com/gpu";

@@ -14,9 +14,7 @@ use super::spec::PodGroupSpec;
 use crate::common::topology_placement::amounts;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeId, PodInfo};
+use strata_scheduler::sdk::{NodeId, PodInfo, Snapshot, Sym};
 use strata_topology::{Amounts, GroupRequest, MemberClass, Plan, PlanInput, RoleRequest};
 
 /// A hypothetical group.

@@ -23,12 +23,10 @@ use crate::common::args::{check_kind, parse_at};
 use crate::common::resources::{Scored, parse_resources};
 use serde::Deserialize;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    CycleState, Handle, MAX_NODE_SCORE, Plugin, PluginArgsError, PreScorePlugin, ScorePlugin,
-    Status,
+use strata_scheduler::sdk::{
+    CycleState, Handle, MAX_NODE_SCORE, NodeId, NodeInfo, Plugin, PluginArgsError, PodInfo,
+    PreScorePlugin, ScorePlugin, Snapshot, Status,
 };
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeResourcesBalancedAllocation";
@@ -128,19 +126,7 @@ pub fn factory(
     Ok(Arc::new(BalancedAllocation::from_args(args)?))
 }
 
-impl Plugin for BalancedAllocation {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(BalancedAllocation: NAME => [PreScore, Score]);
 
 impl PreScorePlugin for BalancedAllocation {
     fn pre_score(

@@ -2,7 +2,7 @@
 //! (kube-scheduler's default Bind plugin).
 //!
 //! The binder holds the [`Handle`] it was built with and calls
-//! [`ClusterPort::bind`](strata_scheduler::cluster::ClusterPort::bind), which
+//! [`ClusterPort::bind`](strata_scheduler::sdk::ClusterPort::bind), which
 //! the Kubernetes adapter turns into a `pods/binding` call and the simulator
 //! into an in-memory placement. It never returns Skip: as the last binder of
 //! a profile it always takes the pod.
@@ -16,10 +16,9 @@
 //! event that follows.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
-    BindPlugin, CycleState, Handle, NodeRef, Plugin, PluginArgsError, Status,
+use strata_scheduler::sdk::{
+    BindPlugin, CycleState, Handle, NodeRef, Plugin, PluginArgsError, PodInfo, Status,
 };
-use strata_scheduler::model::PodInfo;
 
 /// The plugin's configuration name.
 pub const NAME: &str = "DefaultBinder";
@@ -36,15 +35,7 @@ impl DefaultBinder {
     }
 }
 
-impl Plugin for DefaultBinder {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_bind(&self) -> Option<&dyn BindPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(DefaultBinder: NAME => [Bind]);
 
 #[async_trait::async_trait]
 impl BindPlugin for DefaultBinder {
@@ -70,9 +61,7 @@ mod tests {
     use super::*;
     use crate::common::testkit::{FakeCluster, handle_with};
     use strata_scheduler::cluster::BindError;
-    use strata_scheduler::framework::Code;
-    use strata_scheduler::intern::Sym;
-    use strata_scheduler::model::NodeId;
+    use strata_scheduler::sdk::{Code, NodeId, Sym};
     use strata_scheduler::testing;
 
     fn node_ref(name: &str) -> NodeRef {

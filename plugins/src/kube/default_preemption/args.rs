@@ -10,7 +10,7 @@
 //! a panic during a cycle.
 
 use serde_json::Value;
-use strata_scheduler::framework::PluginArgsError;
+use strata_scheduler::sdk::PluginArgsError;
 
 /// Field name of the percentage, as in `pluginConfig`.
 const PERCENTAGE: &str = "minCandidateNodesPercentage";

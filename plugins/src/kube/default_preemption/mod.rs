@@ -30,7 +30,7 @@
 //! snapshot; the plugin keeps no state between cycles.
 //!
 //! Gang plugins keep their pods through the scheduler's preemption claims
-//! ([`strata_scheduler::framework::PreemptionClaims`], from the
+//! ([`strata_scheduler::sdk::PreemptionClaims`], from the
 //! [`Handle`]): a pod whose preemption a claimant takes in this cycle is
 //! skipped (PodGroup preempts for a member's whole group in its own
 //! PostFilter, never for one member here), and a pod a claimant keeps (a
@@ -49,12 +49,12 @@ use rustc_hash::{FxHashMap, FxHasher};
 use select::Candidate;
 use std::hash::Hasher;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    Code, CycleState, Diagnosis, Handle, NodeRef, Plugin, PluginArgsError, PostFilterContext,
-    PostFilterPlugin, PostFilterResult, PreemptionClaims, Reason, Status,
+use strata_scheduler::model::PreemptionPolicy;
+use strata_scheduler::sdk::{
+    Code, CycleState, Diagnosis, Handle, NodeId, NodeRef, Plugin, PluginArgsError, PodInfo,
+    PostFilterContext, PostFilterPlugin, PostFilterResult, PreemptionClaims, Reason, Snapshot,
+    Status,
 };
-use strata_scheduler::model::{NodeId, PodInfo, PreemptionPolicy};
 use victims::Preemptor;
 
 /// The plugin's configuration name.
@@ -112,15 +112,7 @@ pub fn factory(
     ))
 }
 
-impl Plugin for DefaultPreemption {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_post_filter(&self) -> Option<&dyn PostFilterPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(DefaultPreemption: NAME => [PostFilter]);
 
 /// The Filter outcome of every node, as preemption reads it: a node missing
 /// from the diagnosis takes the PreFilter rejection if there was one, and

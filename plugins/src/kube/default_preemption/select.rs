@@ -5,7 +5,7 @@
 
 use super::victims::Victims;
 use crate::common::preemption::{CostKey, cost_key};
-use strata_scheduler::framework::NodeRef;
+use strata_scheduler::sdk::NodeRef;
 
 /// A node where preemption lets the pod fit, with what it costs.
 #[derive(Clone, Debug)]

@@ -13,11 +13,10 @@ use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use strata_scheduler::cache::{Cache, PdbInfo};
-use strata_scheduler::framework::{FilterEvaluator, PostFilterContext, PreemptionClaimant};
-use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::Selector;
-use strata_scheduler::model::NodeInfo;
-use strata_scheduler::resources::ResourceId;
+use strata_scheduler::sdk::{
+    FilterEvaluator, NodeInfo, PostFilterContext, PreemptionClaimant, ResourceId, Sym,
+};
 use strata_scheduler::testing::{cache_with, node, pod};
 
 const UNRESOLVABLE_LABEL: &str = "test/unresolvable";
@@ -996,8 +995,8 @@ fn test_handle() -> Handle {
 mod testing_handle {
     use super::*;
     use strata_scheduler::clock::ManualClock;
-    use strata_scheduler::cluster::{BindError, ClusterError, ClusterPort, PodCondition, PodEvent};
-    use strata_scheduler::framework::WaitingPods;
+    use strata_scheduler::cluster::{BindError, PodCondition, PodEvent};
+    use strata_scheduler::sdk::{ClusterError, ClusterPort, WaitingPods};
 
     /// A cluster nobody calls: the plugin is pure.
     struct NoCluster;

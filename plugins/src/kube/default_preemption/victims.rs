@@ -29,8 +29,8 @@ use crate::common::preemption::{more_important, split_by_pdb};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use strata_scheduler::cache::PdbInfo;
-use strata_scheduler::framework::{Claims, CycleState, FilterEvaluator, Status};
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
+use strata_scheduler::framework::Claims;
+use strata_scheduler::sdk::{CycleState, FilterEvaluator, NodeId, NodeInfo, PodInfo, Status};
 
 /// Reason kube-scheduler gives for a node without lower-priority pods.
 pub(super) const NO_VICTIMS: &str = "No preemption victims found for incoming pod";

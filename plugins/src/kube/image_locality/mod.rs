@@ -24,13 +24,10 @@ use crate::common::args::{check_kind, parse_at};
 use serde::Deserialize;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    CycleState, Handle, MAX_NODE_SCORE, Plugin, PluginArgsError, PreScorePlugin, ScorePlugin,
-    Status,
+use strata_scheduler::sdk::{
+    CycleState, Handle, MAX_NODE_SCORE, NodeId, NodeInfo, Plugin, PluginArgsError, PodInfo,
+    PreScorePlugin, ScorePlugin, Snapshot, Status, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "ImageLocality";
@@ -97,19 +94,7 @@ pub fn factory(
     Ok(Arc::new(ImageLocality::from_args(args)?))
 }
 
-impl Plugin for ImageLocality {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(ImageLocality: NAME => [PreScore, Score]);
 
 impl PreScorePlugin for ImageLocality {
     fn pre_score(

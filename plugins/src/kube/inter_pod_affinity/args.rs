@@ -8,7 +8,7 @@
 //! of the wrong type says what was expected.
 
 use serde_json::Value;
-use strata_scheduler::framework::PluginArgsError;
+use strata_scheduler::sdk::PluginArgsError;
 
 /// Largest `hardPodAffinityWeight` kube-scheduler accepts.
 pub const MAX_HARD_POD_AFFINITY_WEIGHT: i32 = 100;

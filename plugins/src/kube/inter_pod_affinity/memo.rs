@@ -33,9 +33,8 @@ use crate::common::topology_domains::{DomainIndex, KeyView};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
-use strata_scheduler::cache::{ChangeTracker, Snapshot};
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::NodeId;
+use strata_scheduler::cache::ChangeTracker;
+use strata_scheduler::sdk::{NodeId, Snapshot, Sym};
 
 /// Classes remembered at once. Each costs 8 bytes per node plus its parts.
 pub(super) const CAPACITY: usize = 16;

@@ -70,15 +70,13 @@ use memo::Memo;
 use scan::{Fast, FilterState, Verdict, Walker};
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::model::AffinityTerm;
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, QueueingHint, ScorePlugin, Status,
+    FilterPlugin, Handle, Labels, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin,
+    PluginArgsError, PodInfo, PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueingHint,
+    ScorePlugin, Snapshot, Status, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::labels::Labels;
-use strata_scheduler::model::{AffinityTerm, NodeId, NodeInfo, PodInfo};
 use topology::TopoCounts;
 
 /// The plugin's configuration name.
@@ -145,22 +143,7 @@ struct ScoreState {
     scores: Arc<TopoCounts>,
 }
 
-impl Plugin for InterPodAffinity {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(InterPodAffinity: NAME => [PreFilter, Filter, PreScore, Score] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -192,7 +175,7 @@ impl Plugin for InterPodAffinity {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl PreFilterPlugin for InterPodAffinity {
     fn pre_filter(

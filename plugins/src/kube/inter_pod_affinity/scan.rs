@@ -30,9 +30,8 @@ use super::topology::{NsScope, TopoCounts, matches_all};
 use crate::common::topology_domains::{NONE, NodeSlots};
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::labels::Labels;
-use strata_scheduler::model::{NamespaceLabels, NodeInfo, PodAffinity, PodInfo, PodSpecInfo};
+use strata_scheduler::model::{NamespaceLabels, PodAffinity, PodSpecInfo};
+use strata_scheduler::sdk::{Labels, NodeInfo, PodInfo, Sym};
 
 /// Which total a contribution goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,7 +134,7 @@ impl Counts {
 
     /// The totals computed from scratch by visiting every node.
     #[cfg(test)]
-    pub(super) fn scan(w: &Walker<'_>, snap: &strata_scheduler::cache::Snapshot) -> Counts {
+    pub(super) fn scan(w: &Walker<'_>, snap: &strata_scheduler::sdk::Snapshot) -> Counts {
         let mut c = Counts::default();
         for node in snap.nodes() {
             if w.may_contribute(node) {

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use strata_scheduler::cache::Cache;
-use strata_scheduler::framework::Code;
+use strata_scheduler::sdk::Code;
 use strata_scheduler::testing::{PodBuilder, cache_with, node, pod};
 
 const HOST: &str = "kubernetes.io/hostname";
@@ -1279,7 +1279,7 @@ fn queueing_hints() {
 struct NullCluster;
 
 #[async_trait::async_trait]
-impl strata_scheduler::cluster::ClusterPort for NullCluster {
+impl strata_scheduler::sdk::ClusterPort for NullCluster {
     async fn bind(&self, _: &PodInfo, _: Sym) -> Result<(), strata_scheduler::cluster::BindError> {
         Ok(())
     }

@@ -16,9 +16,8 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::labels::Labels;
 use strata_scheduler::model::{AffinityTerm, NamespaceLabels};
+use strata_scheduler::sdk::{Labels, Sym};
 
 /// Which namespaces an incoming pod's term covers, resolved at the start of
 /// the cycle.

@@ -9,8 +9,8 @@
 
 use k8s_openapi::api::core::v1 as corev1;
 use serde_json::Value;
-use strata_scheduler::framework::PluginArgsError;
 use strata_scheduler::labels::{NodeSelector, NodeSelectorTerm};
+use strata_scheduler::sdk::PluginArgsError;
 
 const ADDED: &str = "addedAffinity";
 const REQUIRED: &str = "requiredDuringSchedulingIgnoredDuringExecution";

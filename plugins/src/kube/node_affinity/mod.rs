@@ -18,15 +18,12 @@
 //! DaemonSet-style pod into a lookup instead of a scan of every node.
 
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
-    MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult,
-    PreScorePlugin, QueueingHint, ScorePlugin, Status,
-};
-use strata_scheduler::intern::Sym;
 use strata_scheduler::labels::{NodeSelector, NodeSelectorTerm, Op};
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
+use strata_scheduler::sdk::{
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
+    MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin, PluginArgsError, PodInfo, PreFilterPlugin,
+    PreFilterResult, PreScorePlugin, QueueingHint, ScorePlugin, Snapshot, Status, Sym,
+};
 
 mod args;
 
@@ -113,26 +110,7 @@ fn pinned_names(sel: &NodeSelector) -> Option<Vec<Sym>> {
 
 pub use crate::common::scoring::default_normalize_score;
 
-impl Plugin for NodeAffinity {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeAffinity: NAME => [PreFilter, Filter, PreScore, Score] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -146,7 +124,7 @@ impl Plugin for NodeAffinity {
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
         crate::common::scoring::hint_node_now_fits(event, |n| self.fits(pod, n))
     }
-}
+});
 
 impl PreFilterPlugin for NodeAffinity {
     fn pre_filter(

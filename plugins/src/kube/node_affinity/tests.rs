@@ -6,7 +6,7 @@ use crate::common::testkit;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use strata_scheduler::cache::Cache;
-use strata_scheduler::framework::Code;
+use strata_scheduler::sdk::Code;
 use strata_scheduler::testing;
 
 fn cluster() -> Cache {

@@ -6,11 +6,10 @@
 //! rejected pod waits for its named node to be added.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, QueueingHint, Status,
+    FilterPlugin, Handle, NodeInfo, Plugin, PluginArgsError, PodInfo, QueueingHint, Status,
 };
-use strata_scheduler::model::{NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeName";
@@ -28,14 +27,7 @@ fn fits(pod: &PodInfo, node: &NodeInfo) -> bool {
     pod.spec.node_name.is_none_or(|n| n == node.name)
 }
 
-impl Plugin for NodeName {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeName: NAME => [Filter] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(EventResource::Node, ActionType::ADD)]
@@ -48,7 +40,7 @@ impl Plugin for NodeName {
             _ => QueueingHint::Skip,
         }
     }
-}
+});
 
 impl FilterPlugin for NodeName {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
@@ -76,8 +68,7 @@ pub fn factory(
 mod tests {
     use super::*;
     use crate::common::testkit;
-    use strata_scheduler::framework::Code;
-    use strata_scheduler::intern::Sym;
+    use strata_scheduler::sdk::{Code, Sym};
     use strata_scheduler::testing;
 
     #[test]

@@ -10,13 +10,12 @@
 //! needed either.
 
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::model::HostPort;
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult, QueueingHint,
-    Status,
+    FilterPlugin, Handle, NodeInfo, Plugin, PluginArgsError, PodInfo, PreFilterPlugin,
+    PreFilterResult, QueueingHint, Snapshot, Status,
 };
-use strata_scheduler::model::{HostPort, NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodePorts";
@@ -34,18 +33,7 @@ fn any_conflict(wanted: &[HostPort], used: &[HostPort]) -> bool {
     wanted.iter().any(|w| used.iter().any(|u| w.conflicts(u)))
 }
 
-impl Plugin for NodePorts {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodePorts: NAME => [PreFilter, Filter] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -71,7 +59,7 @@ impl Plugin for NodePorts {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl PreFilterPlugin for NodePorts {
     fn pre_filter(

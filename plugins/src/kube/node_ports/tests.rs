@@ -3,8 +3,7 @@
 use super::*;
 use crate::common::testkit;
 use serde_json::{Value, json};
-use strata_scheduler::framework::Code;
-use strata_scheduler::intern::Sym;
+use strata_scheduler::sdk::{Code, Sym};
 use strata_scheduler::testing;
 
 /// A container port spec: `(hostIP, protocol, hostPort)`; empty IP and

@@ -32,8 +32,8 @@ use crate::common::resources::{
 };
 use serde::Deserialize;
 use serde_json::Value;
-use strata_scheduler::framework::PluginArgsError;
 use strata_scheduler::labels::check_qualified_name;
+use strata_scheduler::sdk::PluginArgsError;
 
 /// The highest `score` of a `shape` point (kube's `MaxCustomPriorityScore`).
 pub(crate) const MAX_CUSTOM_PRIORITY_SCORE: i64 = 10;
@@ -264,7 +264,7 @@ fn parse_shape(v: &Value) -> Result<Vec<(i64, i64)>, PluginArgsError> {
                 ),
             ));
         }
-        let scale = strata_scheduler::framework::MAX_NODE_SCORE / MAX_CUSTOM_PRIORITY_SCORE;
+        let scale = strata_scheduler::sdk::MAX_NODE_SCORE / MAX_CUSTOM_PRIORITY_SCORE;
         points.push((i64::from(p.utilization), i64::from(p.score) * scale));
     }
     Ok(points)

@@ -39,14 +39,12 @@ use crate::common::resources::{self, Scored, is_extended_resource_name, is_scala
 use args::{FitArgs, StrategyType};
 use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::resources::MAX_RESOURCES;
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, Code, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Plugin, PluginArgsError, PreFilterPlugin, PreFilterResult, QueueingHint,
-    ScorePlugin, Status,
+    FilterPlugin, Handle, NodeInfo, Plugin, PluginArgsError, PodInfo, PreFilterPlugin,
+    PreFilterResult, QueueingHint, ResourceId, ResourceVec, ScorePlugin, Snapshot, Status,
 };
-use strata_scheduler::model::{NodeInfo, PodInfo};
-use strata_scheduler::resources::{MAX_RESOURCES, ResourceId, ResourceVec};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeResourcesFit";
@@ -250,22 +248,7 @@ pub fn factory(
     Ok(Arc::new(NodeResourcesFit::from_args(args)?))
 }
 
-impl Plugin for NodeResourcesFit {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeResourcesFit: NAME => [PreFilter, Filter, Score] {
 
     /// A node added or given more allocatable; an assigned pod deleted or
     /// scaled down; a pending pod holding a nomination deleted.
@@ -330,7 +313,7 @@ impl Plugin for NodeResourcesFit {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 impl PreFilterPlugin for NodeResourcesFit {
     fn pre_filter(

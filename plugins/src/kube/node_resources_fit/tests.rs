@@ -6,10 +6,9 @@
 use super::*;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use strata_scheduler::framework::MAX_NODE_SCORE;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::NodeId;
-use strata_scheduler::testing::{self, NodeBuilder, PodBuilder};
+use strata_scheduler::sdk::{MAX_NODE_SCORE, NodeId, Sym};
+use strata_scheduler::testing;
+use strata_scheduler::testing::{NodeBuilder, PodBuilder};
 
 fn plugin(args: Value) -> NodeResourcesFit {
     NodeResourcesFit::from_args(Some(&args)).unwrap()

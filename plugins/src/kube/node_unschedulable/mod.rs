@@ -8,12 +8,11 @@
 //! node alone: the Filter is node-local.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
+use strata_scheduler::model::{Taint, TaintEffect, tolerated};
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
-    Plugin, PluginArgsError, QueueingHint, Status,
+    NodeInfo, Plugin, PluginArgsError, PodInfo, QueueingHint, Status, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeInfo, PodInfo, Taint, TaintEffect, tolerated};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "NodeUnschedulable";
@@ -49,14 +48,7 @@ impl NodeUnschedulable {
     }
 }
 
-impl Plugin for NodeUnschedulable {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(NodeUnschedulable: NAME => [Filter] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -72,7 +64,7 @@ impl Plugin for NodeUnschedulable {
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
         crate::common::scoring::hint_node_now_fits(event, |n| self.fits(pod, n))
     }
-}
+});
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
@@ -101,7 +93,7 @@ mod tests {
     use super::*;
     use crate::common::testkit;
     use serde_json::json;
-    use strata_scheduler::framework::Code;
+    use strata_scheduler::sdk::Code;
     use strata_scheduler::testing;
 
     fn with_tolerations(t: serde_json::Value) -> PodInfo {

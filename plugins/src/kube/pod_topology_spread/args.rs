@@ -18,9 +18,8 @@
 
 use k8s_openapi::api::core::v1 as corev1;
 use serde_json::Value;
-use strata_scheduler::framework::PluginArgsError;
-use strata_scheduler::intern::Sym;
 use strata_scheduler::model::{NodeInclusionPolicy, WhenUnsatisfiable};
+use strata_scheduler::sdk::{PluginArgsError, Sym};
 
 /// How pods without constraints of their own get default ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -21,11 +21,9 @@
 
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::intern::Sym;
-use strata_scheduler::labels::{Labels, Op, Requirement, Selector};
-use strata_scheduler::model::{
-    NodeInclusionPolicy, NodeInfo, PodInfo, SpreadConstraint, WhenUnsatisfiable,
-};
+use strata_scheduler::labels::{Op, Requirement, Selector};
+use strata_scheduler::model::{NodeInclusionPolicy, SpreadConstraint, WhenUnsatisfiable};
+use strata_scheduler::sdk::{Labels, NodeInfo, PodInfo, Sym};
 
 use super::args::DefaultConstraint;
 

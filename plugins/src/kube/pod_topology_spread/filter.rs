@@ -30,13 +30,12 @@
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::{Arc, OnceLock};
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    CycleState, FilterPlugin, PreFilterPlugin, PreFilterResult, Status,
-};
 #[cfg(test)]
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeInfo, PodInfo};
+use strata_scheduler::sdk::Sym;
+use strata_scheduler::sdk::{
+    CycleState, FilterPlugin, PreFilterPlugin, PreFilterResult, Snapshot, Status,
+};
+use strata_scheduler::sdk::{NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
 use super::common::{Constraint, InclusionChecks, countable, has_all_keys};

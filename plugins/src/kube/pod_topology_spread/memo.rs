@@ -35,10 +35,10 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::{ChangeTracker, Snapshot};
-use strata_scheduler::intern::Sym;
+use strata_scheduler::cache::ChangeTracker;
 use strata_scheduler::labels::{NodeSelector, Selector};
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo, Toleration};
+use strata_scheduler::model::Toleration;
+use strata_scheduler::sdk::{NodeId, NodeInfo, PodInfo, Snapshot, Sym};
 
 use super::common::{
     Constraint, InclusionChecks, SelectorCounts, SelectorIndex, SelectorMask, has_all_keys,

@@ -40,12 +40,10 @@ pub use filter::{ERR_CONSTRAINTS_NOT_MATCH, ERR_NODE_LABEL_NOT_MATCH};
 use common::{Constraint, Defaults, PER_POD_LABELS, has_all_keys};
 use memo::Memo;
 use std::sync::Arc;
-use strata_scheduler::framework::{
-    ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, FilterPlugin, Handle,
-    Plugin, PluginArgsError, PreFilterPlugin, PreScorePlugin, QueueingHint, ScorePlugin,
+use strata_scheduler::sdk::{
+    ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, Handle, NodeInfo,
+    Plugin, PluginArgsError, PodInfo, QueueingHint, Sym,
 };
-use strata_scheduler::intern::Sym;
-use strata_scheduler::model::{NodeInfo, PodInfo};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "PodTopologySpread";
@@ -160,26 +158,7 @@ impl PodTopologySpread {
     }
 }
 
-impl Plugin for PodTopologySpread {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
-        Some(self)
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(PodTopologySpread: NAME => [PreFilter, Filter, PreScore, Score] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -209,7 +188,7 @@ impl Plugin for PodTopologySpread {
             _ => QueueingHint::Queue,
         }
     }
-}
+});
 
 /// Builds the plugin from its `pluginConfig` args
 /// ([`PodTopologySpreadArgs`]).

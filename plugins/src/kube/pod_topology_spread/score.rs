@@ -28,11 +28,10 @@
 
 use smallvec::SmallVec;
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
-    CycleState, MAX_NODE_SCORE, NodeScore, PreScorePlugin, ScorePlugin, Status,
+use strata_scheduler::sdk::{
+    CycleState, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, PodInfo, PreScorePlugin, ScorePlugin,
+    Snapshot, Status,
 };
-use strata_scheduler::model::{NodeId, NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
 use crate::common::topology_domains::{EMPTY, NONE, NodeSlots};

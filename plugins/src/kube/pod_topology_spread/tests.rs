@@ -11,8 +11,11 @@ use k8s_openapi::api::core::v1 as corev1;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use strata_scheduler::cache::Cache;
-use strata_scheduler::framework::{Code, CycleState, MAX_NODE_SCORE, NodeScore, Status};
-use strata_scheduler::model::{NodeId, OwnerRef};
+use strata_scheduler::model::OwnerRef;
+use strata_scheduler::sdk::{
+    Code, CycleState, FilterPlugin, MAX_NODE_SCORE, NodeId, NodeScore, PreFilterPlugin,
+    PreScorePlugin, ScorePlugin, Status,
+};
 use strata_scheduler::testing;
 
 fn system() -> PodTopologySpread {
@@ -784,7 +787,7 @@ fn extensions_ignore_what_prefilter_does_not_count() {
 
 #[test]
 fn events_and_hints() {
-    use strata_scheduler::framework::{ActionType, ClusterEvent, EventObject, EventResource};
+    use strata_scheduler::sdk::{ActionType, ClusterEvent, EventObject, EventResource};
     let pl = system();
     let ev = pl.events_to_register();
     assert!(ev.iter().any(|e| e.resource == EventResource::AssignedPod
@@ -1065,7 +1068,7 @@ proptest! {
 #[ignore]
 fn scale_16k_nodes_100k_pods() {
     use std::time::Instant;
-    use strata_scheduler::intern::Sym;
+    use strata_scheduler::sdk::Sym;
     let mut cache = Cache::new();
     for i in 0..16_000 {
         let n = testing::node(&format!("n{i}"))

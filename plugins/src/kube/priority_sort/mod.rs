@@ -7,8 +7,7 @@
 //! breaks any remaining tie by arrival order.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{Handle, Plugin, PluginArgsError, QueueSortPlugin, SortKey};
-use strata_scheduler::model::PodInfo;
+use strata_scheduler::sdk::{Handle, Plugin, PluginArgsError, PodInfo, QueueSortPlugin, SortKey};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "PrioritySort";
@@ -17,15 +16,7 @@ pub const NAME: &str = "PrioritySort";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PrioritySort;
 
-impl Plugin for PrioritySort {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_queue_sort(&self) -> Option<&dyn QueueSortPlugin> {
-        Some(self)
-    }
-}
+strata_scheduler::plugin!(PrioritySort: NAME => [QueueSort]);
 
 impl QueueSortPlugin for PrioritySort {
     fn sort_key(&self, pod: &PodInfo, enqueued_ns: u64) -> SortKey {

@@ -8,11 +8,10 @@
 //! removes its gates.
 
 use std::sync::Arc;
-use strata_scheduler::framework::{
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, Handle, Plugin,
-    PluginArgsError, PreEnqueuePlugin, QueueingHint, Status,
+    PluginArgsError, PodInfo, PreEnqueuePlugin, QueueingHint, Status,
 };
-use strata_scheduler::model::PodInfo;
 
 /// The plugin's configuration name.
 pub const NAME: &str = "SchedulingGates";
@@ -27,14 +26,7 @@ fn waiting_message(gates: &[String]) -> String {
     format!("waiting for scheduling gates: [{}]", gates.join(" "))
 }
 
-impl Plugin for SchedulingGates {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_pre_enqueue(&self) -> Option<&dyn PreEnqueuePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(SchedulingGates: NAME => [PreEnqueue] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -54,7 +46,7 @@ impl Plugin for SchedulingGates {
             _ => QueueingHint::Skip,
         }
     }
-}
+});
 
 impl PreEnqueuePlugin for SchedulingGates {
     fn pre_enqueue(&self, pod: &PodInfo) -> Status {
@@ -80,7 +72,7 @@ mod tests {
     use super::*;
     use crate::common::testkit;
     use serde_json::json;
-    use strata_scheduler::framework::Code;
+    use strata_scheduler::sdk::Code;
     use strata_scheduler::testing;
 
     fn gated(name: &str, gates: &[&str]) -> PodInfo {

@@ -14,14 +14,11 @@
 //! (node-local) and allocate nothing unless they reject.
 
 use std::sync::Arc;
-use strata_scheduler::cache::Snapshot;
-use strata_scheduler::framework::{
+use strata_scheduler::model::{Taint, TaintEffect, Toleration, tolerated};
+use strata_scheduler::sdk::{
     ActionType, ClusterEvent, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle,
-    MAX_NODE_SCORE, NodeScore, Plugin, PluginArgsError, PreScorePlugin, QueueingHint, ScorePlugin,
-    Status,
-};
-use strata_scheduler::model::{
-    NodeId, NodeInfo, PodInfo, Taint, TaintEffect, Toleration, tolerated,
+    MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin, PluginArgsError, PodInfo, PreScorePlugin,
+    QueueingHint, ScorePlugin, Snapshot, Status,
 };
 
 use crate::common::scoring::default_normalize_score;
@@ -57,22 +54,7 @@ fn intolerable_prefer_no_schedule(tolerations: &[Toleration], node: &NodeInfo) -
         .count() as i64
 }
 
-impl Plugin for TaintToleration {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
-        Some(self)
-    }
-
-    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
-        Some(self)
-    }
-
-    fn as_score(&self) -> Option<&dyn ScorePlugin> {
-        Some(self)
-    }
+strata_scheduler::plugin!(TaintToleration: NAME => [Filter, PreScore, Score] {
 
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![ClusterEventKind::new(
@@ -87,7 +69,7 @@ impl Plugin for TaintToleration {
     fn queueing_hint(&self, pod: &PodInfo, event: &ClusterEvent<'_>) -> QueueingHint {
         crate::common::scoring::hint_node_now_fits(event, |n| first_untolerated(pod, n).is_none())
     }
-}
+});
 
 impl FilterPlugin for TaintToleration {
     fn filter(&self, _state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
