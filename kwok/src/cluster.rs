@@ -421,20 +421,41 @@ pub async fn list_nodes(client: &kube::Client, run: &str) -> Result<Vec<Node>, C
 pub async fn delete_pods(client: &kube::Client, namespace: &str) -> Result<(), ClusterError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let dp = DeleteParams::default().grace_period(0);
-    api.delete_collection(&dp, &ListParams::default())
-        .await
-        .map_err(api_err(format!("deleting the pods of {namespace}")))?;
-    for _ in 0..600 {
-        let left = api
-            .list(&ListParams::default().limit(1))
+    let left = |api: Api<Pod>| async move {
+        api.list(&ListParams::default().limit(1))
             .await
-            .map_err(api_err(format!("listing pods in {namespace}")))?;
-        if left.items.is_empty() {
-            return Ok(());
+            .map(|l| !l.items.is_empty())
+            .map_err(api_err(format!("listing pods in {namespace}")))
+    };
+    // Deleting ten thousand pods can take the API server longer than its
+    // request timeout (60 s) on a small machine: the call then fails (504,
+    // or the connection is closed) after deleting part of them. Each call
+    // makes progress, so it is repeated while pods are left.
+    let mut last = None;
+    for _ in 0..30 {
+        match api.delete_collection(&dp, &ListParams::default()).await {
+            Ok(_) => {
+                // Deleted with grace 0: gone at once, or soon.
+                for _ in 0..600 {
+                    if !left(api.clone()).await? {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace, error = %e, "deleting pods did not finish in one call; repeating");
+                last = Some(e);
+                if !left(api.clone()).await? {
+                    return Ok(());
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(())
+    match last {
+        Some(e) => Err(api_err(format!("deleting the pods of {namespace}"))(e)),
+        None => Ok(()),
+    }
 }
 
 /// Deletes namespace `name` (its pods first), finalizing it when no
