@@ -587,10 +587,7 @@ pub async fn compare(
     let mut result = Ok(());
     for (i, c) in contenders.iter().enumerate() {
         match compare_one(client, sc, opts, &setup, c, i).await {
-            Ok(r) => {
-                eprint!("{}", r.to_table());
-                out.push(r);
-            }
+            Ok(r) => out.push(r),
             Err(e) => {
                 result = Err(e);
                 break;
@@ -688,6 +685,8 @@ async fn compare_one(
     let mut namespaces = vec![ns.as_str()];
     namespaces.extend(setup.direct_ns.as_deref());
     r.placement = placement(client, &setup.nodes, &namespaces).await?;
+    // Shown before the clean-up, so a clean-up that fails loses no figure.
+    eprint!("{}", r.to_table());
     cluster::delete_namespace(client, &ns).await?;
     Ok(r)
 }
