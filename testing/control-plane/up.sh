@@ -47,8 +47,31 @@ mkdir -p "$state/logs" "$state/pki"
 state="$(cd "$state" && pwd)"
 : >"$state/pids"
 
+# A free port below the kernel's ephemeral range: a port from that range
+# (what binding port 0 gives) can be taken by any outgoing connection while
+# its server is down, so a restarted kube-apiserver could not bind it again.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+lo = 32768
+try:
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    pass
+for _ in range(500):
+    p = random.randint(10000, max(10001, lo - 1))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("up.sh: no free port below the ephemeral range")
+'
 }
 
 cleanup_on_error() {
