@@ -31,8 +31,59 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
+/// The value of `--flag` (as `--flag V` or `--flag=V`) in `argv`.
+fn flag_value<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    argv.iter().enumerate().find_map(|(i, a)| {
+        if a == flag {
+            argv.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix(flag).and_then(|r| r.strip_prefix('='))
+        }
+    })
+}
+
+/// Whether something listens on 127.0.0.1:`port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+/// The last `n` lines of a log file, for failure messages.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The newest kube-apiserver log in up.sh's state folder.
+fn last_apiserver_log(state: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(state.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kube-apiserver"))
+        })
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| state.join("logs/kube-apiserver.log"))
+}
+
 /// Kills kube-apiserver (SIGKILL: a crash, requests in flight lost
-/// unanswered) and starts it again with the same command line; the new pid goes into up.sh's pids file so down.sh stops it.
+/// unanswered) and starts it again with the same command line, as a
+/// process supervisor would; the new pid goes into up.sh's pids file so
+/// down.sh stops it.
+///
+/// A killed process's main thread can show as a zombie while its other
+/// threads still hold the open files, the listening socket among them: the
+/// restart waits until nothing listens on the port, and, as a supervisor
+/// does, starts the server again if it exits during start-up (each try's
+/// log is kept and shown if none comes up).
 fn restart_apiserver(state: &Path) -> Duration {
     let pid = pid_of(state, "kube-apiserver");
     let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -41,31 +92,75 @@ fn restart_apiserver(state: &Path) -> Duration {
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
+    let port: u16 = flag_value(&argv, "--secure-port")
+        .and_then(|p| p.parse().ok())
+        .expect("--secure-port in the API server's command line");
     let t = Instant::now();
     signal(pid, "KILL");
-    while alive(pid) {
+    while alive(pid) || listening(port) {
         assert!(
             t.elapsed() < Duration::from_secs(60),
-            "kube-apiserver did not stop"
+            "kube-apiserver did not stop (pid {pid} alive: {}, port {port} listening: {})",
+            alive(pid),
+            listening(port)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = std::fs::File::create(state.join("logs/kube-apiserver-restarted.log")).expect("log");
-    let mut child = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start kube-apiserver again");
-    let mut pids = std::fs::OpenOptions::new()
-        .append(true)
-        .open(state.join("pids"))
-        .expect("pids file");
-    use std::io::Write as _;
-    writeln!(pids, "kube-apiserver {}", child.id()).expect("record the pid");
-    // Reaped when down.sh stops it.
-    std::thread::spawn(move || child.wait());
-    t.elapsed()
+    let mut logs = Vec::new();
+    for attempt in 1..=5 {
+        let path = state.join(format!("logs/kube-apiserver-restarted-{attempt}.log"));
+        let log = std::fs::File::create(&path).expect("log");
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start kube-apiserver again");
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .open(state.join("pids"))
+            .expect("pids file");
+        use std::io::Write as _;
+        writeln!(pids, "kube-apiserver {}", child.id()).expect("record the pid");
+        logs.push(path.clone());
+        // Up once it listens; a start-up that exits is tried again.
+        let started = Instant::now();
+        let exited = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
+            }
+            if listening(port) {
+                break None;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "the restarted kube-apiserver did not listen on {port} in 180 s; its log ends:\n{}",
+                tail(&path, 30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        match exited {
+            None => {
+                // Reaped when down.sh stops it.
+                std::thread::spawn(move || child.wait());
+                if attempt > 1 {
+                    eprintln!("kube-apiserver came up on try {attempt}");
+                }
+                return t.elapsed();
+            }
+            Some(status) => {
+                eprintln!(
+                    "the restarted kube-apiserver exited ({status}) on try {attempt}; its log ends:\n{}",
+                    tail(&path, 15)
+                );
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
+    panic!(
+        "kube-apiserver did not start again in 5 tries; the last log ends:\n{}",
+        logs.last().map(|p| tail(p, 30)).unwrap_or_default()
+    );
 }
 
 /// One fault test at a time: each starts a control plane of its own and
@@ -127,7 +222,8 @@ async fn two_replicas_through(tag: &str, fault: impl FnOnce(&Path) + Send + 'sta
             Err(e) => {
                 assert!(
                     t.elapsed() < Duration::from_secs(240),
-                    "the API server did not come back: {e}"
+                    "the API server did not come back: {e}; kube-apiserver's log ends:\n{}",
+                    tail(&last_apiserver_log(&cp.state), 30)
                 );
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
