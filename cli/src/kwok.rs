@@ -268,7 +268,7 @@ pub(crate) fn kwok(args: KwokArgs, plugins: &Registry) -> anyhow::Result<()> {
         })
     })?;
     for r in &reports {
-        print!("{}", r.to_table());
+        out!("{}", r.to_table());
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&reports).context("serializing the report")?;

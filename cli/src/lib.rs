@@ -53,6 +53,8 @@ use strata_simulator::config_check::{describe_config_error, validate_config_with
 use strata_simulator::scenario::BUILTIN;
 use strata_simulator::{RunOptions, Scenario, Simulation};
 
+#[macro_use]
+mod output;
 mod kwok;
 mod run;
 
@@ -249,7 +251,7 @@ fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
     if args.list {
         for (name, text) in BUILTIN {
             let sc = Scenario::parse(text, name)?;
-            println!(
+            outln!(
                 "{name:<10} {:>6} nodes {:>7} pods",
                 sc.node_count(),
                 sc.pod_count()
@@ -277,8 +279,8 @@ fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
     };
     if args.groups {
         let cmp = strata_simulator::groups::compare(scenario, &opts, "nvidia.com/gpu", true)?;
-        print!("{}", cmp.group_aware.0.to_table());
-        print!("{}", cmp.to_table());
+        out!("{}", cmp.group_aware.0.to_table());
+        out!("{}", cmp.to_table());
         if let Some(path) = &args.json {
             let text = serde_json::to_string_pretty(&cmp).context("serializing the report")?;
             std::fs::write(path, text + "\n")
@@ -289,7 +291,7 @@ fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
     let mut sim = Simulation::new(scenario, &opts)?;
     sim.set_only_workload(args.only_workload.clone());
     let report = sim.run();
-    print!("{}", report.to_table());
+    out!("{}", report.to_table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -324,8 +326,8 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
     // healthzBindAddress / metricsBindAddress, by the adapter's own code.
     strata_kube::AdapterOptions::from_config(&cfg)
         .map_err(|e| anyhow::anyhow!("{}: field `{}`: {}", file.display(), e.field, e.message))?;
-    println!("{}: valid, {} profile(s)", file.display(), profiles.len());
-    println!(
+    outln!("{}: valid, {} profile(s)", file.display(), profiles.len());
+    outln!(
         "  parallelism {}, backoff {}s..{}s, max unschedulable stay {}s, bind concurrency {}, assumed-pod TTL {}s",
         cfg.parallelism,
         cfg.pod_initial_backoff_seconds,
@@ -335,10 +337,11 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
         cfg.assumed_pod_ttl_seconds,
     );
     for p in &profiles {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "profile {} (percentageOfNodesToScore {})",
-            p.scheduler_name, p.percentage_of_nodes_to_score
+            p.scheduler_name,
+            p.percentage_of_nodes_to_score
         );
         for point in Point::ALL {
             let plugins = p.at(point);
@@ -355,7 +358,7 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
                     }
                 })
                 .collect();
-            println!("  {:<11} {}", point.key(), names.join(", "));
+            outln!("  {:<11} {}", point.key(), names.join(", "));
         }
     }
     Ok(())
@@ -379,7 +382,7 @@ fn replay_openb(args: ReplayOpenbArgs, plugins: &Registry) -> anyhow::Result<()>
         })
         .collect::<anyhow::Result<_>>()?;
     let report = run_openb(&opts)?;
-    print!("{}", report.to_table());
+    out!("{}", report.to_table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;

@@ -137,3 +137,26 @@ fn check_config_prints_profiles_or_the_error() {
     assert!(text(&out.stderr).contains("missing.yaml"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `strata simulate --list | head -1`: the reader leaves before the
+/// report is written; the command ends as it would have, without a panic.
+#[test]
+fn a_reader_that_left_the_pipe_is_not_a_crash() {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    for args in [
+        &["simulate", "--list"][..],
+        &["simulate", "small", "--quiet"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(writer.try_clone().expect("the pipe's writer"))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("the strata binary runs");
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
