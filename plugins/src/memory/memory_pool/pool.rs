@@ -22,7 +22,7 @@
 //!   plans; releasing every plan returns every node to zero lent;
 //! - the view equals the ledger and the topology's aggregates.
 
-use super::model::{Distance, MEDIA, Medium, MemoryPoolArgs, Offer, node_offer};
+use super::model::{Distance, MEDIA, Medium, MemoryPoolArgs, Offer, PLAN, PlanDoc, node_offer};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
@@ -482,12 +482,22 @@ impl Ledger {
             }
         });
         let prev = self.nodes[i];
+        // First sight (a restart, a new node): what plans restored from
+        // borrowers' annotations already lent from it.
+        let lent = match prev {
+            Some(p) => p.lent,
+            None => {
+                let l = self.loans_from(n);
+                self.lent_total += l;
+                l
+            }
+        };
         let mut m = NodeMem {
             name: node.name,
             offer,
             alloc: node.allocatable[ResourceId::MEMORY],
             requested: node.requested[ResourceId::MEMORY],
-            lent: prev.map_or(0, |p| p.lent),
+            lent,
             schedulable: !node.unschedulable,
             warned: prev.is_some_and(|p| p.warned),
         };
@@ -512,7 +522,73 @@ impl Ledger {
             *values.last_mut().unwrap_or(&mut None) = Some(node.name.as_str());
         }
         self.place(n, &values);
+        self.restore_plans(node, snap);
         notices
+    }
+
+    /// Bytes the recorded plans borrow from node `n`.
+    fn loans_from(&self, n: u32) -> i64 {
+        self.lending_to
+            .get(n as usize)
+            .into_iter()
+            .flatten()
+            .filter_map(|uid| self.plans.get(uid))
+            .flat_map(|p| p.lenders.iter())
+            .filter(|l| l.node.0 == n)
+            .map(|l| l.bytes)
+            .sum()
+    }
+
+    /// Takes the plans of bound pods on `node` that the ledger does not
+    /// hold from their `strata.io/memory-borrow-plan` annotation (after a
+    /// restart, or pods another replica bound). Assumed pods are left to
+    /// their Reserve.
+    fn restore_plans(&mut self, node: &NodeInfo, snap: &Snapshot) {
+        for p in &node.pods {
+            if p.annotations.is_empty() || self.plans.contains_key(&p.uid) {
+                continue;
+            }
+            let Some(text) = p.annotations.get(PLAN) else {
+                continue;
+            };
+            if snap.assigned_pod(&p.uid).is_none_or(|a| a.assumed) {
+                continue;
+            }
+            let doc: PlanDoc = match serde_json::from_str(text) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(pod = %p.key(), error = %e, "unreadable memory borrow plan; not counted");
+                    continue;
+                }
+            };
+            let mut lenders: SmallVec<[Loan; 4]> = SmallVec::new();
+            for l in &doc.lenders {
+                let Some(id) = snap.node_id(Sym::new(&l.node)) else {
+                    continue;
+                };
+                lenders.push(Loan {
+                    node: id,
+                    node_name: Sym::new(&l.node),
+                    bytes: l.bytes.clamp(0, super::model::MAX_BYTES),
+                    medium: Medium::parse(&l.medium).unwrap_or(Medium::Dram),
+                    distance: if l.distance == "near" {
+                        Distance::Near
+                    } else {
+                        Distance::Pool
+                    },
+                });
+            }
+            let remote = lenders.iter().map(|l| l.bytes).sum();
+            self.apply(BorrowPlan {
+                uid: p.uid.clone(),
+                namespace: p.namespace,
+                name: p.name.clone(),
+                borrower: node.id,
+                pool: doc.pool,
+                remote,
+                lenders,
+            });
+        }
     }
 
     fn path(&self, n: u32) -> SmallVec<[DomainId; 4]> {
@@ -626,10 +702,11 @@ impl Ledger {
         for l in &plan.lenders {
             let i = l.node.index();
             self.ensure_room(i);
+            // A lender not seen yet counts this loan when it is.
+            self.lending_to[i].push(plan.uid.clone());
             if let Some(m) = self.nodes[i].as_mut() {
                 m.lent += l.bytes;
                 self.lent_total += l.bytes;
-                self.lending_to[i].push(plan.uid.clone());
                 self.update_amounts(l.node.0);
             }
         }

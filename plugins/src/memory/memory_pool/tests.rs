@@ -581,3 +581,62 @@ proptest! {
         h.check();
     }
 }
+
+#[test]
+fn plans_on_bound_pods_are_restored_after_a_restart() {
+    let plan = |lenders: &[(&str, i64, &str)]| {
+        let doc = model::PlanDoc {
+            pool: "sn-0".to_owned(),
+            remote_bytes: lenders.iter().map(|l| l.1 * GI).sum(),
+            lenders: lenders
+                .iter()
+                .map(|(n, b, d)| model::LoanDoc {
+                    node: n.to_string(),
+                    bytes: b * GI,
+                    medium: "dram".to_owned(),
+                    distance: d.to_string(),
+                })
+                .collect(),
+        };
+        serde_json::to_string(&doc).unwrap()
+    };
+    let mut h = Harness::new(cluster(), serde_json::json!({}));
+    // Bound before this scheduler started: one borrower seen before its
+    // lenders (a), one after (c).
+    let p = testing::pod("p")
+        .req("memory", "100Gi")
+        .annotation(model::BORROW, "15Gi")
+        .annotation(model::PLAN, &plan(&[("b", 10, "near"), ("c", 5, "pool")]))
+        .on("a")
+        .arc();
+    let q = testing::pod("q")
+        .req("memory", "100Gi")
+        .annotation(model::BORROW, "8Gi")
+        .annotation(model::PLAN, &plan(&[("b", 8, "pool")]))
+        .on("c")
+        .arc();
+    let junk = testing::pod("junk")
+        .req("memory", "1Gi")
+        .annotation(model::PLAN, "{not json")
+        .on("b")
+        .arc();
+    h.cache.add_pod(p.clone());
+    h.cache.add_pod(q.clone());
+    h.cache.add_pod(junk);
+    h.observe();
+    assert_eq!(h.lent("b"), 18 * GI);
+    assert_eq!(h.lent("c"), 5 * GI);
+    assert_eq!(h.plan(&p.uid).unwrap().remote, 15 * GI);
+    h.check();
+    // A fresh ledger seeing the same cluster, nodes in order.
+    let mut h2 = Harness::new(cluster(), serde_json::json!({}));
+    h2.cache = std::mem::take(&mut h.cache);
+    h2.observe_all();
+    assert_eq!(h2.lent("b"), 18 * GI);
+    assert_eq!(h2.lent("c"), 5 * GI);
+    h2.check();
+    h2.delete(&p.uid);
+    h2.delete(&q.uid);
+    assert_eq!(h2.store.metrics().lent_bytes, 0);
+    h2.check();
+}
