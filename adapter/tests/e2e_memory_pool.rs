@@ -186,6 +186,33 @@ async fn e2e_memory_pool_plans_reports_shortfall_and_gives_back() {
     }
     let m = metrics(&a);
     assert_eq!(metric_sum(&m, "strata_events_failed_total", ""), 0.0, "{m}");
+    // Borrowed bytes per pool domain and namespace, failures by reason.
+    assert_eq!(
+        metric_sum(
+            &m,
+            "strata_memory_pool_borrowed_bytes",
+            &format!("pool=\"{sn}\"")
+        ),
+        (40 * GI) as f64,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "strata_memory_pool_namespace_borrowed_bytes",
+            &format!("namespace=\"{ns}\"")
+        ),
+        (40 * GI) as f64,
+        "{m}"
+    );
+    assert!(
+        metric_sum(
+            &m,
+            "strata_memory_pool_failures_total",
+            "reason=\"pool_short\""
+        ) >= 2.0,
+        "{m}"
+    );
     a.shutdown().await;
     c.cleanup(&ns).await;
     for n in ["a", "b", "c"] {
