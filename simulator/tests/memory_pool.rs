@@ -51,3 +51,52 @@ fn a_variant_keeps_each_pods_total_memory() {
     assert!(forty.contains("strata.io/memory-borrow: 40.00%"));
     assert!(forty.contains("196608Mi"), "192Gi local at 40%");
 }
+
+/// The documents of `manifests/examples/<file>`.
+fn example(file: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/../manifests/examples/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect()
+}
+
+#[test]
+fn the_manifest_examples_are_what_the_plugin_reads() {
+    use strata_plugins::memory::memory_pool::model::{BORROW, LENDABLE, MEDIUM, Medium, parse_ask};
+    let nodes = example("memory-pool-nodes.yaml");
+    assert_eq!(nodes.len(), 3);
+    for n in &nodes {
+        let _: k8s_openapi::api::core::v1::Node =
+            serde_json::from_value(n.clone()).expect("a Node");
+        let ann = &n["metadata"]["annotations"];
+        if let Some(l) = ann[LENDABLE].as_str() {
+            parse_ask(LENDABLE, l, 10_000).expect("lendable parses");
+            assert!(Medium::parse(ann[MEDIUM].as_str().unwrap()).is_some());
+        }
+    }
+    let pods = example("memory-pool-pods.yaml");
+    for p in &pods {
+        let (meta, spec) = if p["kind"] == "Pod" {
+            (&p["metadata"], &p["spec"])
+        } else {
+            let _: k8s_openapi::api::apps::v1::Deployment =
+                serde_json::from_value(p.clone()).expect("a Deployment");
+            (
+                &p["spec"]["template"]["metadata"],
+                &p["spec"]["template"]["spec"],
+            )
+        };
+        assert_eq!(spec["schedulerName"], "strata-scheduler");
+        let ask = meta["annotations"][BORROW]
+            .as_str()
+            .expect("asks to borrow");
+        parse_ask(BORROW, ask, 9_000).expect("the ask parses");
+    }
+    let cm = &example("memory-pool-config.yaml")[0];
+    let text = cm["data"]["config.yaml"].as_str().expect("config.yaml");
+    strata_simulator::config_check::validate_config(text).expect("the configuration resolves");
+}

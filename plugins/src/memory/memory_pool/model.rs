@@ -244,12 +244,21 @@ pub struct Offer {
 /// allocatable memory. A malformed annotation offers nothing (`Err` says
 /// why, for the log).
 pub fn node_offer(node: &NodeInfo, args: &MemoryPoolArgs) -> Result<Offer, ModelError> {
+    node_offer_with(node, args, Sym::new(MEDIUM))
+}
+
+/// [`node_offer`] with the medium label key already interned.
+pub fn node_offer_with(
+    node: &NodeInfo,
+    args: &MemoryPoolArgs,
+    medium_key: Sym,
+) -> Result<Offer, ModelError> {
     let alloc = node.allocatable[ResourceId::MEMORY];
     let medium_value = node
         .annotations
         .get(MEDIUM)
         .map(String::as_str)
-        .or_else(|| node.labels.get(Sym::new(MEDIUM)).map(|v| v.as_str()));
+        .or_else(|| node.labels.get(medium_key).map(|v| v.as_str()));
     let medium = match medium_value {
         None => args.default_medium,
         Some(v) => Medium::parse(v).ok_or_else(|| ModelError::Malformed {

@@ -22,7 +22,9 @@
 //!   plans; releasing every plan returns every node to zero lent;
 //! - the view equals the ledger and the topology's aggregates.
 
-use super::model::{Distance, MEDIA, Medium, MemoryPoolArgs, Offer, PLAN, PlanDoc, node_offer};
+use super::model::{
+    Distance, MEDIA, MEDIUM, Medium, MemoryPoolArgs, Offer, PLAN, PlanDoc, node_offer_with,
+};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
@@ -188,6 +190,12 @@ struct NodeMem {
     schedulable: bool,
     /// Its borrowers were told it can no longer cover what it lent.
     warned: bool,
+    /// What placed it and made its offer, to tell a change of its own
+    /// pods only (the common case) from one that matters: its
+    /// annotations (by address), its level label values, its medium label.
+    annotations: usize,
+    levels: [Option<Sym>; 3],
+    medium_label: Option<Sym>,
 }
 
 impl NodeMem {
@@ -246,6 +254,7 @@ pub struct Ledger {
     topo: Topology,
     near_level: Option<usize>,
     keys: SmallVec<[Sym; 3]>,
+    medium_key: Sym,
     nodes: Vec<Option<NodeMem>>,
     plans: FxHashMap<Arc<str>, Arc<BorrowPlan>>,
     hosted: Vec<SmallVec<[Arc<str>; 2]>>,
@@ -266,6 +275,7 @@ impl Ledger {
         let near_level = (!args.near_level.is_empty()).then_some(2);
         Ledger {
             keys: levels.iter().map(|l| Sym::new(l)).collect(),
+            medium_key: Sym::new(MEDIUM),
             topo: Topology::new(levels),
             near_level,
             nodes: Vec::new(),
@@ -474,7 +484,30 @@ impl Ledger {
             }
             return notices;
         }
-        let offer = node_offer(node, args).unwrap_or_else(|e| {
+        let annotations = Arc::as_ptr(&node.annotations) as usize;
+        let mut levels = [None; 3];
+        for (l, k) in levels.iter_mut().zip(&self.keys) {
+            *l = node.labels.get(*k);
+        }
+        let medium_label = node.labels.get(self.medium_key);
+        let alloc = node.allocatable[ResourceId::MEMORY];
+        if let Some(prev) = self.nodes[i].as_mut()
+            && prev.offer.cap == 0
+            && prev.lent == 0
+            && prev.annotations == annotations
+            && prev.levels == levels
+            && prev.medium_label == medium_label
+            && prev.alloc == alloc
+            && prev.schedulable != node.unschedulable
+            && self.lending_to[i].is_empty()
+        {
+            // A server that lends nothing and whose offer cannot have
+            // changed: only its own pods moved. Nothing to publish.
+            prev.requested = node.requested[ResourceId::MEMORY];
+            self.restore_plans(node, snap);
+            return notices;
+        }
+        let offer = node_offer_with(node, args, self.medium_key).unwrap_or_else(|e| {
             tracing::debug!(node = %node.name, error = %e, "node lends nothing to its memory pool");
             Offer {
                 cap: 0,
@@ -495,11 +528,14 @@ impl Ledger {
         let mut m = NodeMem {
             name: node.name,
             offer,
-            alloc: node.allocatable[ResourceId::MEMORY],
+            alloc,
             requested: node.requested[ResourceId::MEMORY],
             lent,
             schedulable: !node.unschedulable,
             warned: prev.is_some_and(|p| p.warned),
+            annotations,
+            levels,
+            medium_label,
         };
         // A medium change moves what it lent to the new slot; loans keep
         // the medium they were made with.
