@@ -372,11 +372,12 @@ impl MemoryPoolArgs {
                 a.medium_weights[m.slot()] = v;
             }
         }
-        let amount = |field: String, s: &str| match parse_ask(BORROW, s, 0) {
-            Ok(Ask::Bytes(b)) => Ok(b),
+        // A namespace cap sums many pods: up to an exbibyte.
+        let amount = |field: String, s: &str| match Quantity::parse(s.trim()).map(|q| q.value()) {
+            Ok(b) if (0..=1i64 << 60).contains(&b) => Ok(b),
             _ => Err(PluginArgsError::new(
                 field,
-                format!("{s:?} is not an amount such as \"256Gi\""),
+                format!("{s:?} is not an amount within 0..=1Ei such as \"256Gi\""),
             )),
         };
         for (ns, cap) in raw.namespace_caps.unwrap_or_default() {
@@ -516,6 +517,7 @@ mod tests {
             ),
             (json!({"mediumWeights": {"cxl": 1}}), "mediumWeights"),
             (json!({"namespaceCaps": {"a": "50%"}}), "namespaceCaps.a"),
+            (json!({"namespaceCaps": {"a": "2Ei"}}), "namespaceCaps.a"),
             (json!({"poolLevel": ""}), "poolLevel"),
             (json!({"nearLevel": "strata.io/supernode"}), "nearLevel"),
             (json!({"poolLevl": "x"}), ""),
