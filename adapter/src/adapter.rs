@@ -137,7 +137,8 @@ impl Adapter {
         custom.extend(crate::dra::dra_resources(&client, &stores.dra).await);
         let mut registry = strata_plugins::registry_with(stores);
         registry.extend(plugins);
-        Adapter::start_with_registry(cfg, opts, client, custom, registry).await
+        let pool = crate::memory_pool::PoolCollector(stores.memory_pool.clone());
+        Adapter::start_inner(cfg, opts, client, custom, registry, vec![Box::new(pool)]).await
     }
 
     /// As [`Adapter::start`], building plugins from `registry` (for
@@ -150,9 +151,22 @@ impl Adapter {
         custom: Vec<CustomResource>,
         registry: strata_scheduler::framework::Registry,
     ) -> Result<Adapter, AdapterError> {
+        Adapter::start_inner(cfg, opts, client, custom, registry, Vec::new()).await
+    }
+
+    /// As [`Adapter::start_with_registry`], with metric collectors of
+    /// plugins' own figures.
+    async fn start_inner(
+        cfg: SchedulerConfig,
+        opts: AdapterOptions,
+        client: kube::Client,
+        custom: Vec<CustomResource>,
+        registry: strata_scheduler::framework::Registry,
+        collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
+    ) -> Result<Adapter, AdapterError> {
         opts.validate()?;
         let started = Instant::now();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_collectors(collectors));
         let control = Arc::new(RunControl::new());
         let gate = Arc::new(Gate::new(control.clone(), metrics.clone()));
         let limiter = Arc::new(RateLimiter::new(opts.qps, opts.burst));

@@ -41,6 +41,7 @@ pub mod groups;
 pub mod http;
 pub mod informer;
 pub mod leader;
+pub mod memory_pool;
 pub mod metrics;
 pub mod options;
 pub mod port;

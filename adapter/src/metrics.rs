@@ -282,6 +282,18 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
+    /// As [`Metrics::new`], with `collectors` read at each scrape (a
+    /// plugin's own figures, such as MemoryPool's).
+    pub fn with_collectors(
+        collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
+    ) -> Metrics {
+        let mut m = Metrics::new();
+        for c in collectors {
+            m.registry.register_collector(c);
+        }
+        m
+    }
+
     /// The text exposition (OpenMetrics, which Prometheus reads).
     pub fn encode(&self) -> String {
         let mut s = String::new();

@@ -12,9 +12,10 @@
 //! [`default_plugins`] is the set a profile runs when its configuration does
 //! not say otherwise, with kube-scheduler's default score weights, plus the
 //! accelerator plugins (`Devices`, `DynamicResources`) so HAMi and DRA pods
-//! are served by the default profile. Both return Skip from PreFilter for a
-//! pod that asks for no device and names no claim, so such pods run none of
-//! their Filter or Score.
+//! are served by the default profile, and [`memory`]'s `MemoryPool`. Each
+//! returns Skip from PreFilter for a pod that does not use it (no device,
+//! no claim, no `strata.io/memory-borrow` while nothing is lent), so such
+//! pods run none of their Filter or Score.
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ mod boundary;
 pub mod common;
 pub mod groups;
 pub mod kube;
+pub mod memory;
 
 // The paths the adapter, simulator, cli and fuzz targets use for the stores
 // and object types they fill: kept at the crate root.
@@ -54,6 +56,8 @@ pub struct Stores {
     pub dra: std::sync::Arc<dra::DraStore>,
     /// Free devices per topology domain, kept by the Devices plugin.
     pub devices: std::sync::Arc<common::device_domains::DeviceDomains>,
+    /// The memory-pool ledger and its figures, kept by MemoryPool.
+    pub memory_pool: std::sync::Arc<memory::memory_pool::PoolStore>,
 }
 
 /// All in-tree plugins by name.
@@ -75,6 +79,7 @@ pub fn registry() -> Registry {
     r.register(default_binder::NAME, default_binder::factory);
     r.register(devices::NAME, devices::factory);
     r.register(dra::NAME, dra::factory);
+    r.register(memory::memory_pool::NAME, memory::memory_pool::factory);
     let groups = pod_group::PodGroupStore::new();
     r.register(pod_group::NAME, move |a, h| {
         pod_group::factory_with(a, h, &groups)
@@ -93,6 +98,7 @@ pub fn registry_with(stores: &Stores) -> Registry {
     });
     dra::register_with_domains(&mut r, stores.dra.clone(), stores.devices.clone());
     devices::register(&mut r, stores.devices.clone());
+    memory::memory_pool::register(&mut r, stores.memory_pool.clone());
     r
 }
 
@@ -115,6 +121,9 @@ pub fn default_plugins() -> Vec<(&'static str, i64)> {
         (dra::NAME, 0),
         // Whole and HAMi-shared devices.
         (devices::NAME, 2),
+        // Memory borrowed across a super-node's servers; Skip for pods
+        // that do not borrow while nothing is lent.
+        (memory::memory_pool::NAME, 1),
         (pod_topology_spread::NAME, 2),
         (inter_pod_affinity::NAME, 2),
         (default_preemption::NAME, 0),

@@ -31,6 +31,7 @@ pub mod cluster;
 pub mod config_check;
 pub mod dra;
 pub mod groups;
+pub mod memory_pool;
 pub mod openb;
 pub mod pattern;
 pub mod report;
