@@ -10,7 +10,7 @@
 //!   scale-down by the groups whose departure frees whole domains;
 //! - [`engine`]: a [`scaler::GroupPlacer`] backed by the real engine and the
 //!   PodGroup plugin's what-if planner, on an in-process cluster;
-//! - (to come) the day-long comparison of per-role and
+//! - [`trace`] and [`compare`]: the day-long comparison of per-role and
 //!   group scaling on the Azure and Mooncake LLM traces.
 //!
 //! What this crate is not (yet): a controller against a real API server.
@@ -21,7 +21,9 @@
 
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod engine;
 pub mod model;
 pub mod policy;
 pub mod scaler;
+pub mod trace;
