@@ -25,6 +25,7 @@ fn run() -> Result<(), String> {
     let mut json: Option<PathBuf> = None;
     let mut cfg = CompareConfig::default();
     let mut traces = "azure-conv,azure-code,mooncake-conv".to_owned();
+    let mut probe: Option<u32> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -42,6 +43,7 @@ fn run() -> Result<(), String> {
         };
         match a.as_str() {
             "--data" => data = PathBuf::from(val("--data")?),
+            "--probe-groups" => probe = Some(num(&a, val(&a)?)?),
             "--json" => json = Some(PathBuf::from(val("--json")?)),
             "--traces" => traces = val("--traces")?,
             "--peak-instances" => cfg.peak_instances = num(&a, val(&a)?)?,
@@ -72,6 +74,9 @@ fn run() -> Result<(), String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    if let Some(n) = probe {
+        return probe_scale_up(&cfg, n);
+    }
     let mut out = Vec::new();
     for name in traces.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (file, kind) = match name {
@@ -96,5 +101,56 @@ fn run() -> Result<(), String> {
         let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
     }
+    Ok(())
+}
+
+/// `--probe-groups N`: on a cluster of the configured shape (e.g.
+/// `--supernodes 250 --servers-per-supernode 64`: 16,000 servers), the group
+/// scaler adds N groups (1 prefill : 2 decode) one at a time; prints the
+/// scheduler time of each from the what-if question to bound whole.
+fn probe_scale_up(cfg: &CompareConfig, n: u32) -> Result<(), String> {
+    use strata_scaler::engine::EngineCluster;
+    use strata_scaler::model::ServiceSpec;
+    use strata_scaler::policy::GroupPolicy;
+    use strata_scaler::scaler::GroupScaler;
+    let t = std::time::Instant::now();
+    let mut e = EngineCluster::new(cfg.shape).map_err(|e| e.to_string())?;
+    eprintln!(
+        "{} servers in {:.1} s",
+        cfg.shape.servers(),
+        t.elapsed().as_secs_f64()
+    );
+    let svc = ServiceSpec {
+        name: "llm".into(),
+        prefill_per_group: 1,
+        decode_per_group: 2,
+        prefill_tokens_per_s: cfg.prefill_tokens_per_s,
+        decode_tokens_per_s: cfg.decode_tokens_per_s,
+        base_tpot_s: cfg.base_tpot_s,
+        prefill_accelerators: cfg.accelerators_per_instance,
+        decode_accelerators: cfg.accelerators_per_instance,
+        objective: cfg.objective,
+        min_groups: 0,
+        max_groups: n,
+    };
+    let mut s = GroupScaler::new(svc, GroupPolicy::default());
+    let mut refused = 0;
+    for want in 1..=n {
+        refused += s.reconcile(want, &mut e).refused;
+    }
+    let mut v = e.group_times.clone();
+    v.sort_unstable();
+    let ms = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+    if v.is_empty() {
+        return Err("no group was placed".into());
+    }
+    println!(
+        "{} groups on {} servers: scale-up decision to bound group p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({refused} refused)",
+        v.len(),
+        cfg.shape.servers(),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0)
+    );
     Ok(())
 }
