@@ -289,6 +289,12 @@ impl StatusWriter {
                     strata_status(&status, min, spec_error.as_deref(), start)
                 }
                 GroupApi::Coscheduling => coscheduling_status(&status, start),
+                // A LeaderWorkerSet replica has no object of its own to
+                // write (never reached: it has none in the store).
+                GroupApi::LeaderWorkerSet => {
+                    self.pending.remove(&key);
+                    continue;
+                }
             };
             if self.written.get(&key) == Some(&body) {
                 self.pending.remove(&key);

@@ -17,7 +17,6 @@
 use k8s_openapi::api::core::v1::{Node, Pod, PodSchedulingGate, Taint, Toleration};
 use std::time::Duration;
 use strata_simulator::Scenario;
-use strata_simulator::groups::GROUP_LABEL;
 use strata_simulator::scenario::{Arrival, Workload};
 
 /// The annotation kwok selects the nodes it manages by (`up.sh --kwok`
@@ -106,10 +105,13 @@ pub fn pod(w: &Workload, index: u32, opts: &PodOptions) -> Pod {
     let labels = md.labels.get_or_insert_with(Default::default);
     labels.insert(RUN_LABEL.into(), opts.run.clone());
     if let Some(g) = &w.group {
-        labels.insert(
-            GROUP_LABEL.into(),
-            format!("{}-{}", g.name, index / g.size.max(1)),
-        );
+        labels.extend(g.labels(index).into_iter().map(|(k, v)| (k.to_owned(), v)));
+        let extra = g.annotations();
+        if !extra.is_empty() {
+            md.annotations
+                .get_or_insert_with(Default::default)
+                .extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        }
     }
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.scheduler_name = Some(opts.scheduler_name.clone());
@@ -217,6 +219,7 @@ pub fn place_directly(nodes: &[Node], pods: &mut [Pod]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_simulator::groups::GROUP_LABEL;
 
     const SC: &str = r#"
 name: t

@@ -128,3 +128,51 @@ fn contended_groups_are_never_partly_bound_at_any_bind() {
         "{p:#?}"
     );
 }
+
+/// LeaderWorkerSet-shaped pods (simulator/scenarios/lws-small.yaml), only
+/// schedulerName pointing at Strata: every replica that fits is placed
+/// whole inside one super-node, replicas with exclusive-topology each hold
+/// a super-node alone, and the replica too big for any super-node stays
+/// wholly pending. Pod by pod, the same pods are bound partly and spread.
+#[test]
+fn lws_replicas_are_placed_whole_each_inside_one_super_node() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/lws-small.yaml");
+    let sc = Scenario::load(path).expect("lws-small");
+    let mut sim = strata_simulator::Simulation::new(sc.clone(), &RunOptions::default()).unwrap();
+    let r = sim.run();
+    assert_eq!(r.double_binds, 0);
+    let g = groups::measure(&sim, &sc, "nvidia.com/gpu");
+    assert_never_partly_bound(&g);
+    assert_eq!((g.groups, g.complete), (6, 5), "{g:#?}");
+    assert_eq!(g.in_one_supernode, 1.0, "{g:#?}");
+    let placed = sim.placements();
+    let sn = |node: &str| node.trim_start_matches("gpu-").parse::<u32>().unwrap() / 8;
+    let mut llm_sns = std::collections::BTreeSet::new();
+    for rep in 0..3 {
+        let sns: std::collections::BTreeSet<u32> = placed
+            .iter()
+            .filter(|(k, _)| {
+                let i: u32 = k
+                    .trim_start_matches("default/llm-")
+                    .parse()
+                    .unwrap_or(u32::MAX);
+                i / 8 == rep
+            })
+            .map(|(_, n)| sn(n.as_deref().expect("bound")))
+            .collect();
+        assert_eq!(sns.len(), 1, "replica {rep}: {sns:?}");
+        llm_sns.extend(sns);
+    }
+    assert_eq!(llm_sns.len(), 3, "exclusive replicas share no super-node");
+    let huge_bound = placed
+        .iter()
+        .filter(|(k, n)| k.starts_with("default/huge-") && n.is_some())
+        .count();
+    assert_eq!(
+        huge_bound, 0,
+        "the replica that cannot fit is wholly pending"
+    );
+    let c = groups::compare(sc, &RunOptions::default(), "nvidia.com/gpu", true).unwrap();
+    let (_, p) = c.pod_by_pod.as_ref().unwrap();
+    assert!(p.partial_bind_violations > 0, "{p:#?}");
+}

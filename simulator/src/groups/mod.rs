@@ -20,4 +20,4 @@ mod stamp;
 
 pub use audit::{BindAudit, CycleMark, GroupTimes, Violation};
 pub use report::{Comparison, GroupReport, POD_BY_POD_CONFIG, compare, measure};
-pub use stamp::{COSCHEDULING_LABEL, GROUP_LABEL, WorkloadGroup, group_key};
+pub use stamp::{COSCHEDULING_LABEL, GROUP_LABEL, GroupKind, WorkloadGroup, group_key};

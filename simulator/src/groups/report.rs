@@ -8,7 +8,7 @@
 //! (group-aware) and with PodGroup replaced by PrioritySort (pod by pod, as
 //! kube-scheduler would) — so both are measured on the same pods.
 
-use super::stamp::GROUP_LABEL;
+use super::stamp::group_key;
 use crate::report::{Latency, Report};
 use crate::scenario::{ConfigText, Scenario};
 use crate::sim::{RunOptions, SimError, Simulation};
@@ -102,8 +102,8 @@ pub fn measure(sim: &Simulation, scenario: &Scenario, accelerator: &str) -> Grou
         {
             *used.entry(sn.clone()).or_default() += a.pod.spec.requests[id];
         }
-        if let Some(g) = a.pod.labels.get_str(GROUP_LABEL) {
-            groups.entry(g.to_owned()).or_default().push(node);
+        if let Some(g) = group_key(&a.pod) {
+            groups.entry(g).or_default().push(node);
         }
     }
     let mut r = GroupReport {

@@ -42,6 +42,7 @@
 //! freed. Plans are dropped on failure, timeout or expiry, so capacity is
 //! never held longer than `scheduleTimeoutSeconds`.
 
+pub mod lws;
 mod preempt;
 #[cfg(test)]
 mod preempt_tests;

@@ -82,6 +82,9 @@ pub(crate) struct GroupRt {
     pub invalid: bool,
     /// The inline spec from the first member's annotations.
     pub inline: Option<Result<Arc<PodGroupSpec>, String>>,
+    /// A LeaderWorkerSet replica's shape (from its first member) and the
+    /// spec made from it.
+    pub lws: Option<(super::lws::LwsShape, Result<Arc<PodGroupSpec>, String>)>,
     /// The service it spreads from (`spread.service`).
     pub service: Option<String>,
     /// A preemption in progress: the victims' uids and when it began. The
@@ -229,6 +232,9 @@ impl Runtime {
                 Err(e) => Lookup::Invalid(e.to_string()),
             };
         }
+        if key.api == GroupApi::LeaderWorkerSet {
+            return self.lookup_lws(key, pod, &levels);
+        }
         if key.api != GroupApi::Strata {
             return Lookup::Missing;
         }
@@ -240,6 +246,43 @@ impl Runtime {
         match &g.inline {
             Some(Ok(s)) => checked(s.clone()),
             Some(Err(e)) => Lookup::Invalid(e.clone()),
+            None => Lookup::Missing,
+        }
+    }
+
+    /// A LeaderWorkerSet replica's spec, from `pod`'s metadata: checked on
+    /// the pod itself and against the shape its siblings gave (the first
+    /// member's, kept until the replica has no member left).
+    fn lookup_lws(&mut self, key: GroupKey, pod: &PodInfo, levels: &[String]) -> Lookup {
+        use super::lws;
+        let (shape, _) = match lws::parse(&pod.labels, &pod.annotations) {
+            Ok(s) => s,
+            Err(e) => return Lookup::Invalid(format!("pod {}: {e}", pod.key())),
+        };
+        let g = self.groups.entry(key).or_default();
+        let stale = g.pending.is_empty() && g.placed.is_empty();
+        match &g.lws {
+            Some((have, _)) if *have == shape => {}
+            Some((have, _)) if !stale => {
+                return Lookup::Invalid(format!(
+                    "pod {} disagrees with the replica's other pods on its LeaderWorkerSet metadata ({}): every pod of a replica must carry the same size, topology and subgroup annotations",
+                    pod.key(),
+                    shape.difference(have)
+                ));
+            }
+            _ => {
+                let spec = shape
+                    .check_levels(levels)
+                    .and_then(|()| shape.spec())
+                    .and_then(|s| s.validate(levels).map(|()| s))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string());
+                g.lws = Some((shape, spec));
+            }
+        }
+        match &g.lws {
+            Some((_, Ok(s))) => Lookup::Found(s.clone()),
+            Some((_, Err(e))) => Lookup::Invalid(e.clone()),
             None => Lookup::Missing,
         }
     }
@@ -443,6 +486,10 @@ impl Runtime {
             let inline = g
                 .and_then(|g| g.inline.as_ref())
                 .and_then(|r| r.as_ref().ok())
+                .or_else(|| {
+                    g.and_then(|g| g.lws.as_ref())
+                        .and_then(|(_, r)| r.as_ref().ok())
+                })
                 .cloned();
             self.publish(store, k, spec.as_deref().or(inline.as_deref()));
         }
@@ -779,7 +826,8 @@ fn group_labels() -> (Sym, Sym) {
     })
 }
 
-/// The group `pod` belongs to, by either API's label.
+/// The group `pod` belongs to: by Strata's or coscheduling's label, else
+/// by its LeaderWorkerSet replica (an explicit group label wins).
 pub(crate) fn membership(pod: &PodInfo) -> Option<GroupKey> {
     let (group_label, cosched_label) = group_labels();
     if let Some(n) = pod.labels.get(group_label) {
@@ -789,8 +837,15 @@ pub(crate) fn membership(pod: &PodInfo) -> Option<GroupKey> {
             name: n,
         });
     }
-    pod.labels.get(cosched_label).map(|n| GroupKey {
-        api: GroupApi::Coscheduling,
+    if let Some(n) = pod.labels.get(cosched_label) {
+        return Some(GroupKey {
+            api: GroupApi::Coscheduling,
+            namespace: pod.namespace,
+            name: n,
+        });
+    }
+    super::lws::replica_of(&pod.labels).map(|n| GroupKey {
+        api: GroupApi::LeaderWorkerSet,
         namespace: pod.namespace,
         name: n,
     })

@@ -44,6 +44,8 @@ pub enum GroupApi {
     Strata,
     /// `scheduling.x-k8s.io/v1alpha1`.
     Coscheduling,
+    /// A LeaderWorkerSet replica, from its pods' metadata (no object).
+    LeaderWorkerSet,
 }
 
 impl GroupApi {
@@ -52,6 +54,7 @@ impl GroupApi {
         match self {
             GroupApi::Strata => "strata.io",
             GroupApi::Coscheduling => "scheduling.x-k8s.io",
+            GroupApi::LeaderWorkerSet => "leaderworkerset.x-k8s.io",
         }
     }
 }

@@ -45,6 +45,11 @@ impl std::fmt::Display for GroupKey {
                 self.name,
                 self.api.api_group()
             ),
+            GroupApi::LeaderWorkerSet => write!(
+                f,
+                "LeaderWorkerSet replica {}/{}",
+                self.namespace, self.name
+            ),
         }
     }
 }
@@ -163,7 +168,9 @@ impl PodGroupStore {
         let spec = obj.get("spec").unwrap_or(&empty);
         let parsed = match api {
             GroupApi::Strata => PodGroupSpec::from_strata(spec),
-            GroupApi::Coscheduling => PodGroupSpec::from_coscheduling(spec),
+            GroupApi::Coscheduling | GroupApi::LeaderWorkerSet => {
+                PodGroupSpec::from_coscheduling(spec)
+            }
         };
         let key = GroupKey {
             api,

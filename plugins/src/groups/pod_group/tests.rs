@@ -848,3 +848,179 @@ proptest! {
         prop_assert!(h.s.cache().check_consistency().is_ok());
     }
 }
+
+/// Pod `w` of replica `r` of LeaderWorkerSet `set`, as the LWS controller
+/// labels and annotates it (size `size`, `gpus` each).
+fn lws_pod(
+    set: &str,
+    r: u32,
+    w: u32,
+    size: u32,
+    gpus: u32,
+) -> strata_scheduler::testing::PodBuilder {
+    let name = if w == 0 {
+        format!("{set}-{r}")
+    } else {
+        format!("{set}-{r}-{w}")
+    };
+    pod(&name)
+        .label(lws::NAME_LABEL, set)
+        .label(lws::GROUP_INDEX_LABEL, &r.to_string())
+        .label(lws::WORKER_INDEX_LABEL, &w.to_string())
+        .label(lws::GROUP_KEY_LABEL, &format!("{set}-{r}-key"))
+        .annotation(lws::SIZE_ANNOTATION, &size.to_string())
+        .req(GPU, &gpus.to_string())
+        .req("cpu", "1")
+}
+
+/// LWS replicas with exclusive-topology are placed whole, each alone in a
+/// super-node; a replica arriving with no free super-node stays wholly
+/// pending, with a message naming the replica; members wait until all
+/// `size` pods of their replica exist.
+#[test]
+fn lws_replicas_are_placed_whole_and_exclusive() {
+    let mut h = Harness::new(cluster(2, 2, 2)); // 32 GPUs per super-node
+    let excl = |b: strata_scheduler::testing::PodBuilder| {
+        b.annotation(lws::EXCLUSIVE_ANNOTATION, "strata.io/supernode")
+            .build()
+    };
+    // Three of four pods of replica 0: nothing starts.
+    for w in 0..3 {
+        h.add(excl(lws_pod("llm", 0, w, 4, 4)));
+    }
+    h.run();
+    assert_eq!(
+        h.bound().len(),
+        0,
+        "3 of 4 pods of a replica must not start"
+    );
+    h.add(excl(lws_pod("llm", 0, 3, 4, 4)));
+    for w in 0..4 {
+        h.add(excl(lws_pod("llm", 1, w, 4, 4)));
+    }
+    h.run();
+    let b = h.bound();
+    assert_eq!(b.len(), 8, "{b:?}");
+    let sn_of = |r: &str| -> std::collections::BTreeSet<String> {
+        b.iter()
+            .filter(|(k, _)| k.starts_with(&format!("default/llm-{r}")))
+            .map(|(_, n)| supernode_of(n).to_owned())
+            .collect()
+    };
+    let (a, c) = (sn_of("0"), sn_of("1"));
+    assert_eq!(
+        (a.len(), c.len()),
+        (1, 1),
+        "each replica in one super-node: {b:?}"
+    );
+    assert_ne!(a, c, "exclusive: one replica per super-node: {b:?}");
+    // 16 GPUs are left in each super-node, but both are held exclusively.
+    for w in 0..4 {
+        h.add(excl(lws_pod("llm", 2, w, 4, 4)));
+    }
+    let msgs = h.run();
+    assert_eq!(h.bound_of("llm-2"), 0, "{:?}", h.bound());
+    let m = msgs
+        .iter()
+        .find(|(k, _)| k.starts_with("default/llm-2"))
+        .map(|(_, m)| m)
+        .expect("a member was tried");
+    assert!(m.contains("LeaderWorkerSet replica default/llm-2"), "{m}");
+    let st = h.stores.pod_groups.all_status();
+    let done = st
+        .iter()
+        .filter(|(k, s)| k.api == GroupApi::LeaderWorkerSet && s.phase == GroupPhase::Bound)
+        .count();
+    assert_eq!(done, 2, "{st:?}");
+    h.s.cache().check_consistency().unwrap();
+}
+
+/// Without exclusive-topology a replica is a plain gang (packed wherever
+/// it fits, never partly); an explicit strata.io/pod-group label wins over
+/// the LWS labels.
+#[test]
+fn lws_without_exclusive_is_a_gang_and_explicit_groups_win() {
+    let mut h = Harness::new(cluster(1, 1, 2)); // 16 GPUs
+    for w in 0..3 {
+        h.add(lws_pod("big", 0, w, 3, 8).build()); // 24 GPUs: never fits
+    }
+    let msgs = h.run();
+    assert_eq!(h.bound().len(), 0);
+    let m = msgs.values().next().unwrap();
+    assert!(
+        m.contains("LeaderWorkerSet replica default/big-0 can never be placed"),
+        "{m}"
+    );
+    // Same LWS labels, but the pods name a Strata group of one.
+    let p = lws_pod("own", 0, 0, 3, 8)
+        .label(spec::GROUP_LABEL, "solo")
+        .annotation(spec::ANN_MIN_MEMBER, "1")
+        .build();
+    h.add(p);
+    h.run();
+    assert_eq!(h.bound_of("own-0"), 1, "{:?}", h.bound());
+}
+
+/// Malformed or inconsistent LWS metadata is reported on the pods, naming
+/// the key: a missing size, pods of one replica disagreeing on their size,
+/// an exclusive topology that is no topology level.
+#[test]
+fn lws_metadata_problems_are_reported_on_the_pods() {
+    let mut h = Harness::new(cluster(1, 1, 2));
+    let mut p = lws_pod("nosize", 0, 0, 2, 1).build();
+    Arc::make_mut(&mut p.annotations).remove(lws::SIZE_ANNOTATION);
+    h.add(p);
+    let msgs = h.run();
+    let m = &msgs["default/nosize-0"];
+    assert!(
+        m.contains("LeaderWorkerSet replica default/nosize-0 is invalid")
+            && m.contains("leaderworkerset.sigs.k8s.io/size: the annotation is missing"),
+        "{m}"
+    );
+    h.add(lws_pod("mix", 0, 0, 2, 1).build());
+    h.add(lws_pod("mix", 0, 1, 3, 1).build());
+    let msgs = h.run();
+    let m = msgs.values().find(|m| m.contains("mix-0")).expect("tried");
+    assert!(
+        m.contains("disagrees with the replica's other pods") && m.contains("size"),
+        "{m}"
+    );
+    h.add(
+        lws_pod("gke", 0, 0, 1, 1)
+            .annotation(lws::EXCLUSIVE_ANNOTATION, "cloud.google.com/gke-nodepool")
+            .build(),
+    );
+    let msgs = h.run();
+    let m = &msgs["default/gke-0"];
+    assert!(
+        m.contains("leaderworkerset.sigs.k8s.io/exclusive-topology")
+            && m.contains("not one of the topology levels"),
+        "{m}"
+    );
+    assert_eq!(h.bound().len(), 0);
+}
+
+/// Subgroups with subgroup-exclusive-topology: each subgroup inside one
+/// cabinet, the replica inside one super-node.
+#[test]
+fn lws_subgroups_each_in_one_cabinet() {
+    let mut h = Harness::new(cluster(2, 2, 2)); // 16 GPUs per cabinet
+    for w in 0..4 {
+        h.add(
+            lws_pod("sg", 0, w, 4, 8)
+                .annotation(lws::EXCLUSIVE_ANNOTATION, "strata.io/supernode")
+                .annotation(lws::SUBGROUP_SIZE_ANNOTATION, "2")
+                .annotation(lws::SUBGROUP_EXCLUSIVE_ANNOTATION, "strata.io/cabinet")
+                .build(),
+        );
+    }
+    h.run();
+    let b = h.bound();
+    assert_eq!(b.len(), 4, "{b:?}");
+    let cab = |k: &str| {
+        let n = &b[k];
+        n.rsplit_once('-').unwrap().0.to_owned()
+    };
+    assert_eq!(cab("default/sg-0"), cab("default/sg-0-1"), "{b:?}");
+    assert_eq!(cab("default/sg-0-2"), cab("default/sg-0-3"), "{b:?}");
+}
