@@ -214,6 +214,10 @@ pub struct SchedulerConfig {
     /// Address of `/metrics`, read by the binary.
     #[serde(default)]
     pub metrics_bind_address: Option<String>,
+    /// kube-scheduler extenders, consulted by every profile (see
+    /// [`crate::extenders`]).
+    #[serde(default)]
+    pub extenders: Vec<crate::extenders::ExtenderConfig>,
 }
 
 fn default_parallelism() -> usize {
@@ -403,6 +407,7 @@ impl SchedulerConfig {
             0..=MAX_EQUIVALENCE_CLASSES as u64,
             "",
         )?;
+        crate::extenders::validate_extenders(&self.extenders)?;
         if self.profiles.is_empty() {
             return Err(invalid("profiles", "at least one profile is needed"));
         }
@@ -608,6 +613,36 @@ impl ResolvedProfile {
 
 const MAX_WEIGHT: i64 = 1_000;
 
+/// NodeResourcesFit's configuration name.
+const FIT: &str = "NodeResourcesFit";
+
+/// NodeResourcesFit's args with `ignored` added to `ignoredResources`;
+/// `None` when nothing is to be added (or the args are not an object,
+/// which the plugin's factory then reports).
+fn with_ignored_resources(
+    args: Option<&serde_json::Value>,
+    ignored: &[&str],
+) -> Option<serde_json::Value> {
+    if ignored.is_empty() {
+        return None;
+    }
+    let mut v = match args {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(v) => v.clone(),
+    };
+    let obj = v.as_object_mut()?;
+    let list = obj
+        .entry("ignoredResources")
+        .or_insert_with(|| serde_json::json!([]));
+    let arr = list.as_array_mut()?;
+    for r in ignored {
+        if !arr.iter().any(|x| x.as_str() == Some(r)) {
+            arr.push(serde_json::Value::String((*r).to_owned()));
+        }
+    }
+    Some(v)
+}
+
 /// Builds every profile's plugins. `defaults` is the default plugin set
 /// (name, default weight) used as the starting `multiPoint` set.
 pub fn resolve(
@@ -617,6 +652,15 @@ pub fn resolve(
     handle_for: &dyn Fn(&str) -> Handle,
 ) -> Result<Vec<ResolvedProfile>, ConfigError> {
     cfg.validate_globals()?;
+    // Extenders' resources the scheduler ignores: appended to
+    // NodeResourcesFit's `ignoredResources`, as kube-scheduler does.
+    let ignored: Vec<&str> = cfg
+        .extenders
+        .iter()
+        .flat_map(|e| &e.managed_resources)
+        .filter(|r| r.ignored_by_scheduler)
+        .map(|r| r.name.as_str())
+        .collect();
     let mut out = Vec::new();
     for (pi, prof) in cfg.profiles.iter().enumerate() {
         let base = format!("profiles[{pi}]");
@@ -630,6 +674,10 @@ pub fn resolve(
             if args.insert(pc.name.as_str(), &pc.args).is_some() {
                 return Err(invalid(f, format!("{:?} is configured twice", pc.name)));
             }
+        }
+        let fit_args = with_ignored_resources(args.get(FIT).copied(), &ignored);
+        if let Some(a) = &fit_args {
+            args.insert(FIT, a);
         }
         let check_ref = |field: &str, r: &PluginRef, allow_star: bool| -> Result<(), ConfigError> {
             if allow_star && r.name == "*" {
