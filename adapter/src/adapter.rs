@@ -148,9 +148,14 @@ impl Adapter {
         opts: AdapterOptions,
         client: kube::Client,
         custom: Vec<CustomResource>,
-        registry: strata_scheduler::framework::Registry,
+        mut registry: strata_scheduler::framework::Registry,
     ) -> Result<Adapter, AdapterError> {
         opts.validate()?;
+        // `extenders:` are served by the HTTP extender client unless the
+        // caller registered another.
+        if registry.extender_factory().is_none() {
+            strata_extender::register(&mut registry);
+        }
         let started = Instant::now();
         let metrics = Arc::new(Metrics::new());
         let control = Arc::new(RunControl::new());

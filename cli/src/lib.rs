@@ -162,15 +162,24 @@ pub struct Error(#[from] anyhow::Error);
 /// plugin to the registry every subcommand builds its profiles from, so
 /// `run`, `simulate`, `check-config`, `replay-openb` and `kwok --compare`
 /// all know it by name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Strata {
     plugins: Registry,
 }
 
+impl Default for Strata {
+    fn default() -> Strata {
+        Strata::new()
+    }
+}
+
 impl Strata {
-    /// The `strata` command with the in-tree plugins only.
+    /// The `strata` command with the in-tree plugins only (and the HTTP
+    /// client of kube-scheduler extenders, for `extenders:`).
     pub fn new() -> Strata {
-        Strata::default()
+        let mut plugins = Registry::new();
+        strata_extender::register(&mut plugins);
+        Strata { plugins }
     }
 
     /// Adds a plugin: `factory` builds it from its `pluginConfig` args
