@@ -173,7 +173,7 @@ async fn e2e_go_extender_filters_scores_and_binds() {
             .iter()
             .filter(|e| {
                 e.reason.as_deref() == Some("ExtenderFailed")
-                    && e.message.as_deref().is_some_and(|m| m.contains(&down))
+                    && e.note.as_deref().is_some_and(|m| m.contains(&down))
             })
             .count();
         if n > 0 {
