@@ -16,15 +16,27 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use strata_scheduler::clock::ManualClock;
 use strata_scheduler::cluster::ClusterUpdate;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::engine::{CycleResult, Scheduler};
 use strata_scheduler::testing::{RecordingCluster, node, pod};
 
+/// Nanoseconds the stub spent in its handlers, and the calls.
+static STUB_NS: AtomicU64 = AtomicU64::new(0);
+static STUB_CALLS: AtomicU64 = AtomicU64::new(0);
+
+fn timed(start: Instant, out: String) -> String {
+    STUB_NS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    STUB_CALLS.fetch_add(1, Ordering::Relaxed);
+    out
+}
+
 /// Keeps every node: echoes the candidate names.
 async fn filter(body: Bytes) -> String {
+    let start = Instant::now();
     let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let names: Vec<String> = match args["NodeNames"].as_array() {
         Some(n) => n
@@ -40,7 +52,7 @@ async fn filter(body: Bytes) -> String {
             })
             .unwrap_or_default(),
     };
-    if args["NodeNames"].is_array() {
+    let out = if args["NodeNames"].is_array() {
         serde_json::json!({ "NodeNames": names }).to_string()
     } else {
         let items: Vec<serde_json::Value> = names
@@ -48,11 +60,13 @@ async fn filter(body: Bytes) -> String {
             .map(|n| serde_json::json!({"metadata": {"name": n}}))
             .collect();
         serde_json::json!({ "Nodes": {"items": items} }).to_string()
-    }
+    };
+    timed(start, out)
 }
 
 /// Scores each node 0..=10 from its name.
 async fn prioritize(body: Bytes) -> String {
+    let start = Instant::now();
     let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let list: Vec<serde_json::Value> = args["NodeNames"]
         .as_array()
@@ -69,7 +83,7 @@ async fn prioritize(body: Bytes) -> String {
             serde_json::json!({"Host": n, "Score": s})
         })
         .collect();
-    serde_json::Value::Array(list).to_string()
+    timed(start, serde_json::Value::Array(list).to_string())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -171,6 +185,19 @@ fn main() {
         }
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let calls = STUB_CALLS.load(Ordering::Relaxed).max(1);
+    println!(
+        "  the stub extender's own handling: {:.3} ms per call ({} calls, two per cycle)",
+        STUB_NS.load(Ordering::Relaxed) as f64 / calls as f64 / 1e6,
+        calls
+    );
+    if std::env::var_os("CYCLE_TIME_METRICS").is_some() {
+        for l in strata_extender::metrics::encode().lines() {
+            if l.contains("_sum") || l.contains("_count") {
+                println!("  {l}");
+            }
+        }
+    }
     for (label, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
         let (b, f, e) = (
             percentile(&base, p),

@@ -3,6 +3,8 @@
 //! a binder through the recording cluster) and the HTTP extender client.
 #![allow(dead_code)]
 
+pub mod go;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_scheduler::clock::ManualClock;
