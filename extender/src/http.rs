@@ -154,20 +154,37 @@ impl CallError {
     }
 }
 
-/// Node names of one call's candidates, to map answered names back.
+/// The candidates of one call, to map answered names back to nodes.
 mod names {
-    use std::collections::HashMap;
+    use strata_scheduler::cache::Snapshot;
+    use strata_scheduler::intern::Sym;
     use strata_scheduler::model::NodeId;
 
-    /// Candidate nodes by name.
-    pub(super) struct NameIndex<'a>(HashMap<&'a str, NodeId>);
+    /// Candidate nodes, by slot: a name is mapped through the interner
+    /// (a name never interned is no node at all) and the snapshot, then
+    /// checked against the candidates.
+    pub(super) struct NameIndex<'a> {
+        snap: &'a Snapshot,
+        candidate: Vec<bool>,
+    }
 
     impl<'a> NameIndex<'a> {
-        pub(super) fn new(names: &[&'a str], ids: &[NodeId]) -> Self {
-            NameIndex(names.iter().copied().zip(ids.iter().copied()).collect())
+        pub(super) fn new(snap: &'a Snapshot, ids: &[NodeId]) -> Self {
+            let mut candidate = vec![false; snap.node_capacity()];
+            for id in ids {
+                if let Some(c) = candidate.get_mut(id.index()) {
+                    *c = true;
+                }
+            }
+            NameIndex { snap, candidate }
         }
         pub(super) fn get(&self, name: &str) -> Option<NodeId> {
-            self.0.get(name).copied()
+            let id = self.snap.node_id(Sym::lookup(name)?)?;
+            self.candidate
+                .get(id.index())
+                .copied()
+                .unwrap_or(false)
+                .then_some(id)
         }
     }
 }
@@ -387,7 +404,7 @@ impl HttpExtender {
                 message: r.error,
             });
         }
-        let index = NameIndex::new(&names, nodes);
+        let index = NameIndex::new(snap, nodes);
         let lookup = |n: &str| {
             index.get(n).ok_or_else(|| CallError::UnknownNode {
                 verb: verb.to_owned(),
@@ -437,7 +454,7 @@ impl HttpExtender {
             .collect();
         let bytes = self.call_blocking(verb, pod, nodes, snap, &names)?;
         let list: Option<HostPriorityList> = self.decode(verb, "HostPriorityList", &bytes)?;
-        let index = NameIndex::new(&names, nodes);
+        let index = NameIndex::new(snap, nodes);
         let mut out = Vec::new();
         for hp in list.unwrap_or_default() {
             let Some(id) = index.get(&hp.host) else {
