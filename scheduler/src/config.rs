@@ -297,6 +297,14 @@ impl SchedulerConfig {
     /// [`SchedulerConfig::from_yaml`] logs each as a warning.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for (i, e) in self.extenders.iter().enumerate() {
+            if !e.preempt_verb.is_empty() {
+                out.push(format!(
+                    "field `extenders[{i}].preemptVerb`: preemption does not consult extenders yet, so {:?} is not called",
+                    e.preempt_verb
+                ));
+            }
+        }
         for (i, prof) in self.profiles.iter().enumerate() {
             for point in Point::ALL {
                 if point == Point::Score {
@@ -876,6 +884,30 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
+
+    /// NodeResourcesFit's args get the extenders' ignoredByScheduler
+    /// resources, once, beside those configured.
+    #[test]
+    fn ignored_by_scheduler_reaches_node_resources_fit() {
+        assert_eq!(with_ignored_resources(None, &[]), None);
+        assert_eq!(
+            with_ignored_resources(None, &["a.io/x"]),
+            Some(serde_json::json!({"ignoredResources": ["a.io/x"]}))
+        );
+        let given =
+            serde_json::json!({"ignoredResources": ["a.io/x", "b.io/y"], "scoringStrategy": {}});
+        assert_eq!(
+            with_ignored_resources(Some(&given), &["a.io/x", "c.io/z"]),
+            Some(
+                serde_json::json!({"ignoredResources": ["a.io/x", "b.io/y", "c.io/z"], "scoringStrategy": {}})
+            )
+        );
+        let cfg = SchedulerConfig::from_yaml(
+            "extenders: [{urlPrefix: 'http://x', preemptVerb: preempt}]",
+        )
+        .unwrap();
+        assert!(cfg.warnings()[0].contains("extenders[0].preemptVerb"));
+    }
 
     /// A weight outside score and multiPoint is valid but ignored, and
     /// said so, naming the field; weights where they count are not.
