@@ -233,7 +233,10 @@ impl HttpExtender {
             .as_ref()
             .map(|t| t.server_name.clone())
             .unwrap_or_default();
-        let connector = if cfg.enable_https && !server_name.is_empty() {
+        // The URL's scheme decides (kube-scheduler's transport does too).
+        let connector = if server_name.is_empty() {
+            builder.https_or_http().enable_http1().wrap_connector(http)
+        } else {
             let name =
                 rustls::pki_types::ServerName::try_from(server_name.clone()).map_err(|e| {
                     ConfigError::Invalid {
@@ -242,24 +245,17 @@ impl HttpExtender {
                     }
                 })?;
             builder
-                .https_only()
+                .https_or_http()
                 .with_server_name_resolver(move |_: &http::Uri| {
                     Ok::<_, std::convert::Infallible>(name.clone())
                 })
                 .enable_http1()
                 .wrap_connector(http)
-        } else if cfg.enable_https {
-            builder.https_only().enable_http1().wrap_connector(http)
-        } else {
-            builder.https_or_http().enable_http1().wrap_connector(http)
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        let mut base = cfg.url_prefix.trim().trim_end_matches('/').to_owned();
-        if cfg.enable_https && base.starts_with("http://") {
-            base = format!("https://{}", &base["http://".len()..]);
-        }
+        let base = cfg.url_prefix.trim().trim_end_matches('/').to_owned();
         Ok(HttpExtender {
             base: base.clone(),
             managed: cfg

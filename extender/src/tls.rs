@@ -1,8 +1,10 @@
-//! The TLS client settings of an HTTPS extender, from kube-scheduler's
-//! `tlsConfig`: trusted roots (`caFile`/`caData`, else the system's),
-//! a client certificate (`certFile`+`keyFile` or `certData`+`keyData`),
-//! `serverName` (applied by the connector) and `insecure`, which skips
-//! verifying the server (for testing, as in kube-scheduler).
+//! The TLS client settings of an extender, from kube-scheduler's
+//! `tlsConfig`, as kube-scheduler reads them: trusted roots (`caFile` or
+//! `caData`, else the system's), a client certificate (`certFile`+`keyFile`
+//! or `certData`+`keyData`), `serverName` (applied by the connector) and
+//! `insecure`, which skips verifying the server. As in kube-scheduler,
+//! `enableHTTPS` without a CA does not verify the server either, and the
+//! scheme of `urlPrefix` decides whether a call uses TLS at all.
 
 use base64::Engine as _;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -49,19 +51,14 @@ fn pem_source(
     Ok(None)
 }
 
-/// The rustls client configuration of `cfg` (an unused default for a plain
-/// HTTP extender).
+/// The rustls client configuration of `cfg` (used for `https://` URLs).
 pub(crate) fn client_config(cfg: &ExtenderConfig) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ("tlsConfig".to_owned(), e.to_string()))?;
     let tls = cfg.tls_config.clone().unwrap_or_default();
-    if !cfg.enable_https {
-        return Ok(builder
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth());
-    }
-    let builder = if tls.insecure {
+    let has_ca = !tls.ca_file.is_empty() || !tls.ca_data.is_empty();
+    let builder = if tls.insecure || (cfg.enable_https && !has_ca) {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))

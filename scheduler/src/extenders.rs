@@ -65,7 +65,9 @@ pub struct ExtenderConfig {
     /// Bind verb; the extender then binds the pods it is interested in.
     #[serde(default)]
     pub bind_verb: String,
-    /// Whether to call the extender over HTTPS.
+    /// kube-scheduler's HTTPS switch: with it and no CA in `tlsConfig`, the
+    /// server's certificate is not verified (kube-scheduler's behaviour).
+    /// The scheme of `urlPrefix` decides whether TLS is used.
     #[serde(default, rename = "enableHTTPS")]
     pub enable_https: bool,
     /// TLS settings of an HTTPS extender.
@@ -99,9 +101,9 @@ pub struct ExtenderManagedResource {
     pub ignored_by_scheduler: bool,
 }
 
-/// kube-scheduler's `ExtenderTLSConfig`. File paths are read when the
-/// extender is built; the `...Data` fields are base64 PEM, as in the Go
-/// configuration.
+/// kube-scheduler's `ExtenderTLSConfig`, used for `https://` URLs. File
+/// paths are read when the extender is built; the `...Data` fields are
+/// base64 PEM, as in the Go configuration.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtenderTlsConfig {
@@ -237,12 +239,6 @@ pub fn validate_extenders(extenders: &[ExtenderConfig]) -> Result<(), ConfigErro
                 ));
             }
             managed.push(&r.name);
-        }
-        if e.tls_config.is_some() && !e.enable_https {
-            return Err(invalid(
-                format!("{base}.tlsConfig"),
-                "is set but enableHTTPS is false".to_owned(),
-            ));
         }
     }
     if binders > 1 {
@@ -409,10 +405,6 @@ mod tests {
             (
                 "[{urlPrefix: 'http://x', managedResources: [{name: a.io/g}]}, {urlPrefix: 'http://y', managedResources: [{name: a.io/g}]}]",
                 "extenders[1].managedResources[0].name",
-            ),
-            (
-                "[{urlPrefix: 'http://x', tlsConfig: {insecure: true}}]",
-                "extenders[0].tlsConfig",
             ),
         ];
         for (yaml, field) in cases {
