@@ -367,6 +367,46 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
             println!("  {:<11} {}", point.key(), names.join(", "));
         }
     }
+    for e in &cfg.extenders {
+        let verbs: Vec<&str> = [
+            ("filter", &e.filter_verb),
+            ("prioritize", &e.prioritize_verb),
+            ("bind", &e.bind_verb),
+            ("preempt (not called)", &e.preempt_verb),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+        let managed: Vec<&str> = e
+            .managed_resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        println!();
+        println!(
+            "extender {} ({}; weight {}, timeout {:?}{}{}{})",
+            e.url_prefix,
+            if verbs.is_empty() {
+                "no verb".to_owned()
+            } else {
+                verbs.join(", ")
+            },
+            e.weight,
+            e.timeout(),
+            if e.ignorable { ", ignorable" } else { "" },
+            if e.node_cache_capable {
+                ", node names only"
+            } else {
+                ""
+            },
+            if managed.is_empty() {
+                String::new()
+            } else {
+                format!(", only pods asking for {}", managed.join(", "))
+            },
+        );
+    }
     Ok(())
 }
 

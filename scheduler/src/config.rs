@@ -660,6 +660,13 @@ pub fn resolve(
     handle_for: &dyn Fn(&str) -> Handle,
 ) -> Result<Vec<ResolvedProfile>, ConfigError> {
     cfg.validate_globals()?;
+    // Extenders are built by the engine; building them here too checks
+    // what only their client can (TLS files), for `check-config`.
+    if let Some(factory) = registry.extender_factory() {
+        for (i, e) in cfg.extenders.iter().enumerate() {
+            factory(i, e)?;
+        }
+    }
     // Extenders' resources the scheduler ignores: appended to
     // NodeResourcesFit's `ignoredResources`, as kube-scheduler does.
     let ignored: Vec<&str> = cfg
