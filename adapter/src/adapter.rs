@@ -149,7 +149,7 @@ impl Adapter {
         opts: AdapterOptions,
         client: kube::Client,
         custom: Vec<CustomResource>,
-        registry: strata_scheduler::framework::Registry,
+        mut registry: strata_scheduler::framework::Registry,
     ) -> Result<Adapter, AdapterError> {
         Adapter::start_inner(cfg, opts, client, custom, registry, Vec::new()).await
     }
@@ -165,6 +165,11 @@ impl Adapter {
         collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
     ) -> Result<Adapter, AdapterError> {
         opts.validate()?;
+        // `extenders:` are served by the HTTP extender client unless the
+        // caller registered another.
+        if registry.extender_factory().is_none() {
+            strata_extender::register(&mut registry);
+        }
         let started = Instant::now();
         let metrics = Arc::new(Metrics::with_collectors(collectors));
         let control = Arc::new(RunControl::new());

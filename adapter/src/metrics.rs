@@ -276,6 +276,8 @@ impl Metrics {
             "Time from start to the preload being applied",
             m.preload_seconds.clone(),
         );
+        // Extender calls, by extender and verb (`strata_remote_plugin_*`).
+        strata_extender::metrics::register(&mut r);
         for queue in ["active", "backoff", "unschedulable", "gated"] {
             m.pending.get_or_create(&QueueLabel { queue }).set(0);
         }

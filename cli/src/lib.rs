@@ -164,15 +164,24 @@ pub struct Error(#[from] anyhow::Error);
 /// plugin to the registry every subcommand builds its profiles from, so
 /// `run`, `simulate`, `check-config`, `replay-openb` and `kwok --compare`
 /// all know it by name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Strata {
     plugins: Registry,
 }
 
+impl Default for Strata {
+    fn default() -> Strata {
+        Strata::new()
+    }
+}
+
 impl Strata {
-    /// The `strata` command with the in-tree plugins only.
+    /// The `strata` command with the in-tree plugins only (and the HTTP
+    /// client of kube-scheduler extenders, for `extenders:`).
     pub fn new() -> Strata {
-        Strata::default()
+        let mut plugins = Registry::new();
+        strata_extender::register(&mut plugins);
+        Strata { plugins }
     }
 
     /// Adds a plugin: `factory` builds it from its `pluginConfig` args
@@ -360,6 +369,46 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
                 .collect();
             outln!("  {:<11} {}", point.key(), names.join(", "));
         }
+    }
+    for e in &cfg.extenders {
+        let verbs: Vec<&str> = [
+            ("filter", &e.filter_verb),
+            ("prioritize", &e.prioritize_verb),
+            ("bind", &e.bind_verb),
+            ("preempt (not called)", &e.preempt_verb),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+        let managed: Vec<&str> = e
+            .managed_resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        println!();
+        println!(
+            "extender {} ({}; weight {}, timeout {:?}{}{}{})",
+            e.url_prefix,
+            if verbs.is_empty() {
+                "no verb".to_owned()
+            } else {
+                verbs.join(", ")
+            },
+            e.weight,
+            e.timeout(),
+            if e.ignorable { ", ignorable" } else { "" },
+            if e.node_cache_capable {
+                ", node names only"
+            } else {
+                ""
+            },
+            if managed.is_empty() {
+                String::new()
+            } else {
+                format!(", only pods asking for {}", managed.join(", "))
+            },
+        );
     }
     Ok(())
 }

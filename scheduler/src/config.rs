@@ -214,6 +214,10 @@ pub struct SchedulerConfig {
     /// Address of `/metrics`, read by the binary.
     #[serde(default)]
     pub metrics_bind_address: Option<String>,
+    /// kube-scheduler extenders, consulted by every profile (see
+    /// [`crate::extenders`]).
+    #[serde(default)]
+    pub extenders: Vec<crate::extenders::ExtenderConfig>,
 }
 
 fn default_parallelism() -> usize {
@@ -293,6 +297,14 @@ impl SchedulerConfig {
     /// [`SchedulerConfig::from_yaml`] logs each as a warning.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for (i, e) in self.extenders.iter().enumerate() {
+            if !e.preempt_verb.is_empty() {
+                out.push(format!(
+                    "field `extenders[{i}].preemptVerb`: preemption does not consult extenders yet, so {:?} is not called",
+                    e.preempt_verb
+                ));
+            }
+        }
         for (i, prof) in self.profiles.iter().enumerate() {
             for point in Point::ALL {
                 if point == Point::Score {
@@ -403,6 +415,7 @@ impl SchedulerConfig {
             0..=MAX_EQUIVALENCE_CLASSES as u64,
             "",
         )?;
+        crate::extenders::validate_extenders(&self.extenders)?;
         if self.profiles.is_empty() {
             return Err(invalid("profiles", "at least one profile is needed"));
         }
@@ -608,6 +621,36 @@ impl ResolvedProfile {
 
 const MAX_WEIGHT: i64 = 1_000;
 
+/// NodeResourcesFit's configuration name.
+const FIT: &str = "NodeResourcesFit";
+
+/// NodeResourcesFit's args with `ignored` added to `ignoredResources`;
+/// `None` when nothing is to be added (or the args are not an object,
+/// which the plugin's factory then reports).
+fn with_ignored_resources(
+    args: Option<&serde_json::Value>,
+    ignored: &[&str],
+) -> Option<serde_json::Value> {
+    if ignored.is_empty() {
+        return None;
+    }
+    let mut v = match args {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(v) => v.clone(),
+    };
+    let obj = v.as_object_mut()?;
+    let list = obj
+        .entry("ignoredResources")
+        .or_insert_with(|| serde_json::json!([]));
+    let arr = list.as_array_mut()?;
+    for r in ignored {
+        if !arr.iter().any(|x| x.as_str() == Some(r)) {
+            arr.push(serde_json::Value::String((*r).to_owned()));
+        }
+    }
+    Some(v)
+}
+
 /// Builds every profile's plugins. `defaults` is the default plugin set
 /// (name, default weight) used as the starting `multiPoint` set.
 pub fn resolve(
@@ -617,6 +660,22 @@ pub fn resolve(
     handle_for: &dyn Fn(&str) -> Handle,
 ) -> Result<Vec<ResolvedProfile>, ConfigError> {
     cfg.validate_globals()?;
+    // Extenders are built by the engine; building them here too checks
+    // what only their client can (TLS files), for `check-config`.
+    if let Some(factory) = registry.extender_factory() {
+        for (i, e) in cfg.extenders.iter().enumerate() {
+            factory(i, e)?;
+        }
+    }
+    // Extenders' resources the scheduler ignores: appended to
+    // NodeResourcesFit's `ignoredResources`, as kube-scheduler does.
+    let ignored: Vec<&str> = cfg
+        .extenders
+        .iter()
+        .flat_map(|e| &e.managed_resources)
+        .filter(|r| r.ignored_by_scheduler)
+        .map(|r| r.name.as_str())
+        .collect();
     let mut out = Vec::new();
     for (pi, prof) in cfg.profiles.iter().enumerate() {
         let base = format!("profiles[{pi}]");
@@ -630,6 +689,10 @@ pub fn resolve(
             if args.insert(pc.name.as_str(), &pc.args).is_some() {
                 return Err(invalid(f, format!("{:?} is configured twice", pc.name)));
             }
+        }
+        let fit_args = with_ignored_resources(args.get(FIT).copied(), &ignored);
+        if let Some(a) = &fit_args {
+            args.insert(FIT, a);
         }
         let check_ref = |field: &str, r: &PluginRef, allow_star: bool| -> Result<(), ConfigError> {
             if allow_star && r.name == "*" {
@@ -828,6 +891,30 @@ pub fn resolve(
 
 #[cfg(test)]
 mod tests {
+
+    /// NodeResourcesFit's args get the extenders' ignoredByScheduler
+    /// resources, once, beside those configured.
+    #[test]
+    fn ignored_by_scheduler_reaches_node_resources_fit() {
+        assert_eq!(with_ignored_resources(None, &[]), None);
+        assert_eq!(
+            with_ignored_resources(None, &["a.io/x"]),
+            Some(serde_json::json!({"ignoredResources": ["a.io/x"]}))
+        );
+        let given =
+            serde_json::json!({"ignoredResources": ["a.io/x", "b.io/y"], "scoringStrategy": {}});
+        assert_eq!(
+            with_ignored_resources(Some(&given), &["a.io/x", "c.io/z"]),
+            Some(
+                serde_json::json!({"ignoredResources": ["a.io/x", "b.io/y", "c.io/z"], "scoringStrategy": {}})
+            )
+        );
+        let cfg = SchedulerConfig::from_yaml(
+            "extenders: [{urlPrefix: 'http://x', preemptVerb: preempt}]",
+        )
+        .unwrap();
+        assert!(cfg.warnings()[0].contains("extenders[0].preemptVerb"));
+    }
 
     /// A weight outside score and multiPoint is valid but ignored, and
     /// said so, naming the field; weights where they count are not.

@@ -27,6 +27,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod engine;
+pub mod extenders;
 pub mod framework;
 pub mod intern;
 pub mod labels;

@@ -23,6 +23,9 @@ pub(crate) struct BindingJob {
     pub waiting: Option<oneshot::Receiver<PermitDecision>>,
     pub slots: Arc<Semaphore>,
     pub done: mpsc::Sender<BindingDone>,
+    /// An extender with a bindVerb interested in the pod: it binds instead
+    /// of the Bind plugins, as in kube-scheduler.
+    pub binder: Option<Arc<dyn crate::extenders::Extender>>,
 }
 
 pub(crate) enum BindOutcome {
@@ -50,8 +53,9 @@ pub(crate) fn spawn_binding(rt: &tokio::runtime::Handle, job: BindingJob) {
             waiting,
             slots,
             done,
+            binder,
         } = job;
-        let outcome = run(&plugins, &pod, node, &state, waiting, &slots).await;
+        let outcome = run(&plugins, &pod, node, &state, waiting, &slots, binder).await;
         if let BindOutcome::Bound = outcome {
             for p in &plugins.post_bind {
                 if let Some(pb) = p.as_post_bind() {
@@ -77,6 +81,7 @@ async fn run(
     state: &CycleState,
     waiting: Option<oneshot::Receiver<PermitDecision>>,
     slots: &Semaphore,
+    binder: Option<Arc<dyn crate::extenders::Extender>>,
 ) -> BindOutcome {
     if let Some(rx) = waiting {
         match rx.await {
@@ -109,6 +114,15 @@ async fn run(
                 };
             }
         }
+    }
+    if let Some(e) = binder {
+        return match e.bind(pod, node).await {
+            Ok(()) => BindOutcome::Bound,
+            Err(err) => BindOutcome::Failed {
+                stage: "Bind",
+                status: Status::error(format!("extender {}: {err}", e.name())),
+            },
+        };
     }
     for p in &plugins.bind {
         if let Some(b) = p.as_bind() {

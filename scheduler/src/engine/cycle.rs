@@ -209,8 +209,15 @@ impl Scheduler {
             self.queue.activate_pods(&uids);
         }
 
+        // Extenders the pod goes to: such a pod takes no fast path (an
+        // extender's answer is not cached).
+        let extenders = self.interested_extenders(&pod);
         let filter_start = Instant::now();
-        if diagnosis.pre_filter.is_none() && candidates.is_none() && self.cache_usable(pi, &pod) {
+        if diagnosis.pre_filter.is_none()
+            && candidates.is_none()
+            && extenders.is_empty()
+            && self.cache_usable(pi, &pod)
+        {
             let fast = self.fast_path(pi, &mut state, &pod);
             self.phases.filter = filter_start.elapsed();
             self.phases.algorithm = cycle_start.elapsed();
@@ -246,6 +253,15 @@ impl Scheduler {
             }
             out.feasible
         };
+        // Extenders filter what the plugins kept, once per cycle.
+        let feasible = if extenders.is_empty() || feasible.is_empty() {
+            feasible
+        } else {
+            match self.extender_filter(&extenders, &pod, feasible, &mut diagnosis) {
+                Ok(f) => f,
+                Err(msg) => return self.fail_error(pi, qp, msg),
+            }
+        };
 
         self.phases.filter = filter_start.elapsed();
         if feasible.is_empty() {
@@ -260,7 +276,8 @@ impl Scheduler {
         let chosen = if feasible.len() == 1 {
             feasible[0]
         } else {
-            match self.prioritize(pi, &mut state, &pod, &feasible, class_mask) {
+            let extra = self.extender_scores(&extenders, &pod, &feasible);
+            match self.prioritize(pi, &mut state, &pod, &feasible, class_mask, &extra) {
                 Ok(n) => n,
                 Err(msg) => return self.fail_error(pi, qp, msg),
             }
@@ -381,9 +398,10 @@ impl Scheduler {
         pod: &PodInfo,
         feasible: &[NodeId],
         class_mask: Option<u64>,
+        extra: &[i64],
     ) -> Result<NodeId, String> {
         self.run_pre_score(pi, state, pod, feasible)?;
-        self.score_and_pick(pi, state, pod, feasible, class_mask)
+        self.score_and_pick(pi, state, pod, feasible, class_mask, extra)
     }
 
     pub(super) fn run_pre_score(
@@ -419,6 +437,7 @@ impl Scheduler {
         pod: &PodInfo,
         feasible: &[NodeId],
         class_mask: Option<u64>,
+        extra: &[i64],
     ) -> Result<NodeId, String> {
         let profile = &self.profiles[pi];
         let snap = self.cache.snapshot();
@@ -522,6 +541,10 @@ impl Scheduler {
             for (t, s) in totals.iter_mut().zip(scores.iter()) {
                 *t += s.score * weight;
             }
+        }
+        // Extenders' scores (empty without a prioritizing extender).
+        for (t, x) in totals.iter_mut().zip(extra) {
+            *t = t.saturating_add(*x);
         }
         // Highest total wins; ties are broken uniformly at random with the
         // seeded generator, as kube-scheduler does: count the ties, draw one.
@@ -628,6 +651,11 @@ impl Scheduler {
                 waiting,
                 slots: self.bind_slots.clone(),
                 done: self.done_tx.clone(),
+                binder: self
+                    .extenders
+                    .iter()
+                    .find(|e| e.is_binder() && e.is_interested(&qp.pod))
+                    .cloned(),
             },
         );
         if is_waiting {

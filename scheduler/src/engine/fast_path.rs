@@ -248,7 +248,7 @@ impl Scheduler {
             // the feasible set we maintained.
             let feasible = cc.fast.feasible.clone();
             cc.fast.tree_valid = false;
-            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
+            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask), &[]) {
                 Ok(n) => Fast::Chosen(n),
                 Err(e) => Fast::Error(e),
             };
@@ -310,7 +310,7 @@ impl Scheduler {
             // A normalizing score varies across nodes: take the scan, which
             // normalizes.
             let feasible = cc.fast.feasible.clone();
-            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask)) {
+            return match self.score_and_pick(pi, st, pod, &feasible, Some(mask), &[]) {
                 Ok(n) => Fast::Chosen(n),
                 Err(e) => Fast::Error(e),
             };

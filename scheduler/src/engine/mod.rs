@@ -16,6 +16,7 @@
 mod binding;
 mod cycle;
 mod equiv;
+mod extend;
 mod fast_path;
 mod profile;
 mod run;
@@ -91,6 +92,8 @@ pub struct Scheduler {
     pub(crate) observers: Vec<Arc<dyn Plugin>>,
     /// Node-local filter and score results per equivalence class.
     pub(crate) equiv: equiv::EquivCaches,
+    /// kube-scheduler extenders, in configuration order (every profile).
+    pub(crate) extenders: Vec<Arc<dyn crate::extenders::Extender>>,
 }
 
 impl Scheduler {
@@ -114,6 +117,16 @@ impl Scheduler {
             preemption: preemption.clone(),
         };
         let resolved = resolve(&cfg, registry, defaults, &handle_for)?;
+        let mut extenders = Vec::with_capacity(cfg.extenders.len());
+        for (i, e) in cfg.extenders.iter().enumerate() {
+            let Some(factory) = registry.extender_factory() else {
+                return Err(ConfigError::Invalid {
+                    field: "extenders".into(),
+                    message: "this build of the scheduler has no extender client registered".into(),
+                });
+            };
+            extenders.push(factory(i, e)?);
+        }
         let profiles: Vec<Profile> = resolved.iter().map(Profile::from_resolved).collect();
         let by_name = profiles
             .iter()
@@ -177,6 +190,7 @@ impl Scheduler {
             phases: cycle::PhaseTimes::default(),
             observers,
             equiv: equiv::EquivCaches::new(cfg.equivalence_cache_classes),
+            extenders,
         })
     }
 

@@ -463,6 +463,7 @@ pub type PluginFactory = Arc<
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: std::collections::BTreeMap<String, PluginFactory>,
+    extender: Option<crate::extenders::ExtenderFactory>,
 }
 
 impl Registry {
@@ -503,6 +504,20 @@ impl Registry {
         for (name, f) in &other.factories {
             self.factories.insert(name.clone(), f.clone());
         }
+        if let Some(e) = &other.extender {
+            self.extender = Some(e.clone());
+        }
+    }
+
+    /// Sets what builds the configuration's `extenders:` (an HTTP client
+    /// crate such as `strata-extender` registers it; the engine has none).
+    pub fn set_extender_factory(&mut self, factory: crate::extenders::ExtenderFactory) {
+        self.extender = Some(factory);
+    }
+
+    /// What builds `extenders:`, if a client was registered.
+    pub fn extender_factory(&self) -> Option<&crate::extenders::ExtenderFactory> {
+        self.extender.as_ref()
     }
 
     /// Whether no plugin is registered.
