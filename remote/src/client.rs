@@ -197,6 +197,7 @@ fn stats_table() -> &'static Mutex<std::collections::HashMap<String, Arc<Stats>>
 pub(crate) struct Declared {
     pub points: Vec<Point>,
     pub events: Vec<ClusterEventKind>,
+    pub node_local: bool,
 }
 
 struct SyncState {

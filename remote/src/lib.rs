@@ -125,7 +125,10 @@ const ALL_POINTS: [Point; 9] = [
 
 /// The points and requeue events of a handshake answer.
 pub(crate) fn declared(resp: &pb::HandshakeResponse) -> Result<client::Declared, String> {
-    let mut d = client::Declared::default();
+    let mut d = client::Declared {
+        node_local: resp.node_local,
+        ..Default::default()
+    };
     for &p in &resp.extension_points {
         let point = pb::ExtensionPoint::try_from(p)
             .ok()
@@ -207,6 +210,7 @@ pub fn build(
                 client::Declared {
                     points,
                     events: Vec::new(),
+                    node_local: false,
                 }
             }
             None => {

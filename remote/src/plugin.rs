@@ -413,6 +413,10 @@ impl FilterPlugin for RemotePlugin {
             _ => Status::success(),
         }
     }
+
+    fn is_node_local(&self) -> bool {
+        self.declared.node_local
+    }
 }
 
 impl PreScorePlugin for RemotePlugin {
@@ -461,6 +465,10 @@ impl ScorePlugin for RemotePlugin {
             .and_then(|c| c.scores.iter().find(|(n, _)| *n == self.conn.name))
             .and_then(|(_, s)| s.get(node.id.index()).copied())
             .unwrap_or(0))
+    }
+
+    fn is_node_local(&self) -> bool {
+        self.declared.node_local
     }
 }
 

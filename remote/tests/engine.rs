@@ -322,3 +322,31 @@ fn a_restarted_plugin_gets_a_new_session_and_a_full_snapshot() {
     assert_eq!(c.full_syncs.load(Ordering::SeqCst), 1);
     server.kill();
 }
+
+#[test]
+fn a_node_local_plugin_places_the_same_through_the_equivalence_cache() {
+    let sock = socket("nodelocal");
+    let server = Server::start(&sock);
+    server.health.node_local.store(true, Ordering::SeqCst);
+    let mut e = env("RemoteNodeLocal", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    e.nodes("degraded", 2, "degraded");
+    e.nodes("failed", 2, "failed");
+    // Pods of one template: the engine's equivalence fast path.
+    for i in 0..12 {
+        e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(&format!("t-{i}"))
+                .label("app", "web")
+                .req("cpu", "1")
+                .build(),
+        )));
+    }
+    e.drain();
+    assert_eq!(e.cluster.binds.lock().len(), 12);
+    assert_eq!(e.binds_to("failed"), 0);
+    assert_eq!(e.binds_to("ok"), 8);
+    assert_eq!(e.binds_to("degraded"), 4);
+    // Still one Filter call per cycle.
+    assert_eq!(server.health.counters.filters.load(Ordering::SeqCst), 12);
+    server.kill();
+}

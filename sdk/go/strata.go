@@ -64,6 +64,10 @@ type Plugin struct {
 	Bind func(ctx context.Context, pod *pb.Pod, node string) (bound bool, err error)
 	// PostBind is told of a successful bind.
 	PostBind func(ctx context.Context, pod *pb.Pod, node string)
+	// NodeLocal declares that Filter and Score depend only on the pod and
+	// the node they are given: the scheduler may then reuse an answer for
+	// pods of the same template while the node is unchanged.
+	NodeLocal bool
 	// RequeueOn lists the cluster events after which a pod this plugin
 	// rejected is worth retrying. Empty: nodes added or updated.
 	RequeueOn []*pb.RequeueEvent
@@ -171,6 +175,7 @@ func (s *Server) Handshake(_ context.Context, r *pb.HandshakeRequest) (*pb.Hands
 		}
 	}
 	resp.ExtensionPoints = s.points()
+	resp.NodeLocal = s.p.NodeLocal
 	resp.RequeueEvents = s.p.RequeueOn
 	if len(resp.RequeueEvents) == 0 {
 		resp.RequeueEvents = []*pb.RequeueEvent{{

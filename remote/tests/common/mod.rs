@@ -56,6 +56,8 @@ pub struct Health {
     mode: AtomicU8,
     pub counters: Counters,
     pub config: Mutex<Option<serde_json::Value>>,
+    /// Declared in the handshake.
+    pub node_local: std::sync::atomic::AtomicBool,
     pub profile: Mutex<String>,
 }
 
@@ -170,6 +172,7 @@ impl Service for Svc {
                 actions: vec![pb::EventAction::Add as i32, pb::EventAction::Update as i32],
             }],
             error: String::new(),
+            node_local: self.node_local.load(Ordering::SeqCst),
         }))
     }
 

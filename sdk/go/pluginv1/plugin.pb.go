@@ -534,7 +534,13 @@ type HandshakeResponse struct {
 	// Cluster events after which a pod this plugin rejected is retried.
 	RequeueEvents []*RequeueEvent `protobuf:"bytes,3,rep,name=requeue_events,json=requeueEvents,proto3" json:"requeue_events,omitempty"`
 	// Non-empty when the plugin refuses its configuration.
-	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// The plugin's Filter and Score answers for a node depend only on the pod
+	// and on that node as the snapshot sends it. The scheduler may then reuse
+	// an answer for pods of the same template while the node is unchanged
+	// (its equivalence fast path), as it does for in-tree node-local plugins.
+	// The plugin is still asked once per cycle.
+	NodeLocal     bool `protobuf:"varint,5,opt,name=node_local,json=nodeLocal,proto3" json:"node_local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +601,13 @@ func (x *HandshakeResponse) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *HandshakeResponse) GetNodeLocal() bool {
+	if x != nil {
+		return x.NodeLocal
+	}
+	return false
 }
 
 type RequeueEvent struct {
@@ -1585,12 +1598,14 @@ const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"pluginName\x12\x18\n" +
 	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
 	"\x12plugin_config_json\x18\x04 \x01(\tR\x10pluginConfigJson\x12\x18\n" +
-	"\asession\x18\x05 \x01(\x06R\asession\"\x8b\x02\n" +
+	"\asession\x18\x05 \x01(\x06R\asession\"\xaa\x02\n" +
 	"\x11HandshakeResponse\x12L\n" +
 	"\x10protocol_version\x18\x01 \x01(\x0e2!.strata.plugin.v1.ProtocolVersionR\x0fprotocolVersion\x12K\n" +
 	"\x10extension_points\x18\x02 \x03(\x0e2 .strata.plugin.v1.ExtensionPointR\x0fextensionPoints\x12E\n" +
 	"\x0erequeue_events\x18\x03 \x03(\v2\x1e.strata.plugin.v1.RequeueEventR\rrequeueEvents\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x84\x01\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"node_local\x18\x05 \x01(\bR\tnodeLocal\"\x84\x01\n" +
 	"\fRequeueEvent\x12;\n" +
 	"\bresource\x18\x01 \x01(\x0e2\x1f.strata.plugin.v1.EventResourceR\bresource\x127\n" +
 	"\aactions\x18\x02 \x03(\x0e2\x1d.strata.plugin.v1.EventActionR\aactions\"\xcd\x01\n" +

@@ -35,6 +35,8 @@ func main() {
 	var degraded atomic.Int64
 	degraded.Store(20)
 	plugin := &strata.Plugin{
+		// The rule reads only the node's annotation.
+		NodeLocal: true,
 		Configure: func(profile string, raw json.RawMessage) error {
 			var a args
 			if len(raw) > 0 {
