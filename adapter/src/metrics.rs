@@ -281,6 +281,9 @@ impl Metrics {
         for queue in ["active", "backoff", "unschedulable", "gated"] {
             m.pending.get_or_create(&QueueLabel { queue }).set(0);
         }
+        // Remote plugins' calls: strata_remote_plugin_{duration_seconds,
+        // errors_total,sent_bytes_total}{plugin,extension_point}.
+        strata_remote::metrics::register(&mut r);
         Metrics { registry: r, ..m }
     }
 

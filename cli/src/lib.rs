@@ -256,6 +256,15 @@ impl Strata {
     }
 }
 
+/// `plugins` with the remote plugins (`pluginConfig` args holding a
+/// `remote` object, see `strata_remote`) that the configuration or
+/// scenario `yaml` names and `plugins` does not hold.
+pub(crate) fn with_remote_plugins(plugins: &Registry, yaml: &str) -> Registry {
+    let mut all = plugins.clone();
+    all.extend(&strata_remote::registry_for(yaml, plugins));
+    all
+}
+
 fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
     if args.list {
         for (name, text) in BUILTIN {
@@ -269,6 +278,10 @@ fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
         return Ok(());
     }
     let name = args.scenario.as_deref().unwrap_or("demo");
+    let plugins = &match std::fs::read_to_string(name) {
+        Ok(text) => with_remote_plugins(plugins, &text),
+        Err(_) => plugins.clone(),
+    };
     let mut scenario = Scenario::load_with(name, plugins)?;
     for w in scenario.warnings() {
         tracing::warn!("{w}");
@@ -329,6 +342,7 @@ fn unused_settings_warning(scenario: &Scenario) -> Option<String> {
 fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let plugins = &with_remote_plugins(plugins, &text);
     let (cfg, profiles) = validate_config_with(&text, plugins)
         .map_err(|e| anyhow::anyhow!(describe_config_error(&file.display().to_string(), &e)))?;
     // What `strata run` checks besides: leaderElection, clientConnection,

@@ -186,6 +186,7 @@ pub(crate) fn run(args: RunArgs, plugins: &Registry) -> anyhow::Result<()> {
     let cfg = SchedulerConfig::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let opts = options(&args, &cfg)?;
+    let plugins = &crate::with_remote_plugins(plugins, &text);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("strata-io")

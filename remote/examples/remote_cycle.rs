@@ -1,0 +1,280 @@
+//! Cycle time added by a remote node-local Filter + Score, against the same
+//! rule in process, at 16,000 nodes by default; and the request bytes of a
+//! cycle that changed one node and of one that changed none.
+//!
+//! ```sh
+//! cargo run -p strata-remote --example remote_cycle -- [NODES] [PODS]
+//! cargo run --release -p strata-remote --example remote_cycle -- 16000 200
+//! ```
+//!
+//! The remote side is the in-process tonic server of the tests
+//! (`tests/common`), on a Unix socket, or with `STRATA_REMOTE_ENDPOINT` an
+//! external plugin with the same rule (the Go example,
+//! `sdk/go/examples/vendorhealth`): its time to judge the nodes counts in
+//! the figures, as a vendor plugin's would. Nodes: 14/16 `ok`, 1/16
+//! `degraded`, 1/16 `failed`, in contiguous pools; pods of one template,
+//! one cpu each.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use strata_scheduler::clock::ManualClock;
+use strata_scheduler::cluster::ClusterUpdate;
+use strata_scheduler::config::SchedulerConfig;
+use strata_scheduler::engine::{CycleResult, Scheduler};
+use strata_scheduler::sdk::*;
+use strata_scheduler::testing::{RecordingCluster, node, pod};
+
+/// The same rule, in process (as examples/vendor-plugin's Filter and Score).
+struct InProc;
+
+/// The same rule, not declared node-local: the engine scans every node each
+/// cycle, as it does with a remote Filter.
+struct InProcScan;
+
+impl FilterPlugin for InProcScan {
+    fn filter(&self, s: &CycleState, p: &PodInfo, n: &NodeInfo) -> Status {
+        InProc.filter(s, p, n)
+    }
+}
+
+impl ScorePlugin for InProcScan {
+    fn score(&self, s: &CycleState, p: &PodInfo, n: &NodeInfo) -> Result<i64, Status> {
+        InProc.score(s, p, n)
+    }
+}
+
+strata_scheduler::plugin!(InProcScan: "InProcScan" => [Filter, Score]);
+
+fn health(n: &NodeInfo) -> &str {
+    n.annotations
+        .get("vendor.example.com/health")
+        .map_or("ok", String::as_str)
+}
+
+impl FilterPlugin for InProc {
+    fn filter(&self, _: &CycleState, _: &PodInfo, n: &NodeInfo) -> Status {
+        if health(n) == "failed" {
+            return Status::unschedulable("node(s) reported failed by the vendor agent");
+        }
+        Status::success()
+    }
+    fn is_node_local(&self) -> bool {
+        true
+    }
+}
+
+impl ScorePlugin for InProc {
+    fn score(&self, _: &CycleState, _: &PodInfo, n: &NodeInfo) -> Result<i64, Status> {
+        Ok(match health(n) {
+            "degraded" => 20,
+            "failed" => 0,
+            _ => 100,
+        })
+    }
+    fn is_node_local(&self) -> bool {
+        true
+    }
+}
+
+strata_scheduler::plugin!(InProc: "InProcHealth" => [Filter, Score]);
+
+fn scheduler(
+    name: &str,
+    args: &str,
+    reg: &Registry,
+    cluster: Arc<RecordingCluster>,
+    rt: &tokio::runtime::Runtime,
+) -> Scheduler {
+    let yaml = format!(
+        "parallelism: 2\nseed: 7\nprofiles:\n  - schedulerName: strata-scheduler\n    plugins:\n      multiPoint:\n        enabled: [{{name: {name}, weight: 2}}]\n    pluginConfig:\n      - name: {name}\n        args: {args}\n"
+    );
+    let cfg = SchedulerConfig::from_yaml(&yaml).unwrap();
+    let defaults = strata_plugins::default_plugins();
+    Scheduler::new(
+        cfg,
+        reg,
+        &defaults,
+        cluster,
+        Arc::new(ManualClock::default()),
+        rt.handle().clone(),
+    )
+    .unwrap()
+}
+
+fn fill(s: &mut Scheduler, nodes: usize) {
+    for i in 0..nodes {
+        let h = match i * 16 / nodes {
+            14 => "degraded",
+            15 => "failed",
+            _ => "ok",
+        };
+        s.handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+            node(&format!("n{i:05}"))
+                .alloc("cpu", "64")
+                .alloc("memory", "256Gi")
+                .alloc("pods", "110")
+                .annotation("vendor.example.com/health", h)
+                .build(),
+        )));
+    }
+}
+
+/// Cycle durations of `pods` pods (one template), in ms, sorted.
+fn run(s: &mut Scheduler, tag: &str, pods: usize, cpu: &str) -> Vec<f64> {
+    for i in 0..pods {
+        s.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(&format!("{tag}-{i}"))
+                .label("app", "bench")
+                .req("cpu", cpu)
+                .build(),
+        )));
+    }
+    let mut d = Vec::new();
+    while let Some(o) = s.schedule_one() {
+        if !matches!(o.result, CycleResult::Failed { .. }) {
+            d.push(o.duration.as_secs_f64() * 1e3);
+        } else {
+            panic!("{:?}", o.result);
+        }
+        if s.in_flight() > 0 {
+            s.wait_for_completion(Duration::from_millis(1));
+        }
+    }
+    d.sort_by(f64::total_cmp);
+    d
+}
+
+/// (sum of seconds, count) of RemoteHealth's Filter and Score calls so far.
+fn call_times() -> [(f64, f64); 2] {
+    let m = strata_remote::metrics::encode();
+    ["Filter", "Score"].map(|point| {
+        let get = |what: &str| -> f64 {
+            let key = format!(
+                "strata_remote_plugin_duration_seconds_{what}{{plugin=\"RemoteHealth\",extension_point=\"{point}\"}} "
+            );
+            m.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        (get("sum"), get("count"))
+    })
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let mut a = std::env::args().skip(1);
+    let nodes: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(16_000);
+    let pods: usize = a.next().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // In process.
+    let mut reg = strata_plugins::registry();
+    reg.register("InProcHealth", |_, _| Ok(Arc::new(InProc)));
+    let mut s = scheduler("InProcHealth", "{}", &reg, Arc::default(), &rt);
+    fill(&mut s, nodes);
+    let _warm = run(&mut s, "warm", 3, "1");
+    let inproc = run(&mut s, "p", pods, "1");
+    drop(s);
+    let mut reg = strata_plugins::registry();
+    reg.register("InProcScan", |_, _| Ok(Arc::new(InProcScan)));
+    let mut s = scheduler("InProcScan", "{}", &reg, Arc::default(), &rt);
+    fill(&mut s, nodes);
+    let _warm = run(&mut s, "warm", 3, "1");
+    let scan = run(&mut s, "p", pods, "1");
+    drop(s);
+
+    // Remote.
+    // STRATA_REMOTE_ENDPOINT: an external plugin with the same rule (the
+    // Go example: sdk/go/examples/vendorhealth) instead of the test server.
+    let external = std::env::var("STRATA_REMOTE_ENDPOINT").ok();
+    let sock = common::socket("bench");
+    let server = external.is_none().then(|| common::Server::start(&sock));
+    if let Some(s) = &server {
+        s.health.node_local.store(true, Ordering::SeqCst);
+    }
+    let endpoint = external
+        .clone()
+        .unwrap_or_else(|| format!("unix://{}", sock.display()));
+    let mut reg = strata_plugins::registry();
+    strata_remote::register(&mut reg, "RemoteHealth");
+    let args = format!("{{remote: {{endpoint: \"{endpoint}\", timeout: 5s}}, degradedScore: 20}}");
+    let mut s = scheduler("RemoteHealth", &args, &reg, Arc::default(), &rt);
+    fill(&mut s, nodes);
+    let _warm = run(&mut s, "warm", 3, "1");
+    let before = call_times();
+    let remote = run(&mut s, "p", pods, "1");
+    let stats = strata_remote::stats("RemoteHealth").unwrap();
+    let changed_filter = stats.last_filter_bytes.load(Ordering::SeqCst);
+    let changed_score = stats.last_score_bytes.load(Ordering::SeqCst);
+    // Pods that fit nowhere: the cycles change no node.
+    let _ = run(&mut s, "idle", 3, "1000");
+    let idle_filter = stats.last_filter_bytes.load(Ordering::SeqCst);
+
+    println!("nodes {nodes}, pods {pods} (one template), profile: the default plugins + the rule");
+    println!(
+        "{:<26} {:>10} {:>10} {:>10}",
+        "cycle ms", "p50", "p90", "p99"
+    );
+    for (n, v) in [
+        ("in process, node-local", &inproc),
+        ("in process, full scan", &scan),
+        ("remote", &remote),
+    ] {
+        println!(
+            "{n:<26} {:>10.3} {:>10.3} {:>10.3}",
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99)
+        );
+    }
+    println!(
+        "added at p50: {:.3} ms over node-local in process, {:.3} ms over the full scan",
+        pct(&remote, 0.5) - pct(&inproc, 0.5),
+        pct(&remote, 0.5) - pct(&scan, 0.5)
+    );
+    println!(
+        "request bytes: Filter {changed_filter} and Score {changed_score} when one node changed; Filter {idle_filter} when none changed"
+    );
+    println!(
+        "remote plugin: {}",
+        external
+            .as_deref()
+            .unwrap_or("the tests' Rust server, in process")
+    );
+    if let Some(server) = &server {
+        let c = &server.health.counters;
+        println!(
+            "plugin side: {} handshake(s), {} full sync(s), {} deltas carrying {} nodes",
+            c.handshakes.load(Ordering::SeqCst),
+            c.full_syncs.load(Ordering::SeqCst),
+            c.deltas.load(Ordering::SeqCst),
+            c.delta_nodes.load(Ordering::SeqCst)
+        );
+    }
+    let after = call_times();
+    for (i, point) in ["Filter", "Score"].iter().enumerate() {
+        let (sum, count) = (after[i].0 - before[i].0, after[i].1 - before[i].1);
+        println!(
+            "remote {point} call (round trip and the plugin's work), measured cycles: mean {:.3} ms over {count} calls",
+            sum / count * 1e3
+        );
+    }
+    if let Some(server) = server {
+        server.kill();
+    }
+}

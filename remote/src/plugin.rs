@@ -1,0 +1,556 @@
+//! The remote plugin as the engine sees it: a [`Plugin`] whose points are
+//! the ones the handshake declared.
+//!
+//! Filter is batched: PreFilter sends the pod and every candidate in one
+//! call and keeps the answer in the cycle state as a table by node slot;
+//! the engine's per-node Filter then reads that table (no call, no lock, no
+//! allocation on success). When the plugin rejects no node, PreFilter
+//! answers Skip and the per-node Filter does not run at all. Score is the
+//! same at PreScore: one call with the feasible nodes, the scores kept by
+//! node slot for the per-node Score.
+//!
+//! In preemption's what-if evaluation the table answers for the node as it
+//! is, without the victims removed: a remote Filter is asked about real
+//! nodes only.
+
+use crate::args::FailurePolicy;
+use crate::client::{CallError, Conn, Declared, block, run, size, timed};
+use crate::convert::{node_set, pod as pod_msg};
+use crate::{Point, pb};
+use std::sync::Arc;
+use std::time::Instant;
+use strata_scheduler::cluster::{EventKind, PodEvent};
+use strata_scheduler::framework::{
+    BindPlugin, Code, FilterPlugin, PermitPlugin, PermitResult, PostBindPlugin, PreBindPlugin,
+    PreFilterPlugin, PreFilterResult, PreScorePlugin, ReservePlugin, ScorePlugin,
+};
+use strata_scheduler::sdk::{
+    ClusterEventKind, CycleState, Handle, NodeId, NodeInfo, NodeRef, Plugin, PodInfo, Snapshot,
+    Status,
+};
+
+/// The most distinct rejection reasons one Filter answer may carry.
+const MAX_REASONS: usize = 1024;
+
+/// One cycle's answers of every remote plugin, by plugin name.
+#[derive(Clone, Default)]
+struct RemoteCycle {
+    filters: Vec<(&'static str, Arc<FilterTable>)>,
+    scores: Vec<(&'static str, Arc<Vec<i64>>)>,
+}
+
+/// Per node slot: 0 passes, `k` fails with `statuses[k - 1]`.
+struct FilterTable {
+    verdict: Vec<u16>,
+    statuses: Vec<Status>,
+}
+
+/// A remote plugin in a profile.
+pub struct RemotePlugin {
+    conn: Conn,
+    declared: Declared,
+    handle: Handle,
+}
+
+enum FilterOutcome {
+    Skip,
+    Whole(Status),
+    Table(FilterTable),
+}
+
+fn code(c: i32) -> Result<pb::Code, CallError> {
+    pb::Code::try_from(c).map_err(|_| CallError::Invalid(format!("unknown code {c}")))
+}
+
+fn engine_code(c: pb::Code) -> Code {
+    match c {
+        pb::Code::Success => Code::Success,
+        pb::Code::Unschedulable => Code::Unschedulable,
+        pb::Code::UnschedulableAndUnresolvable => Code::UnschedulableAndUnresolvable,
+        pb::Code::Error => Code::Error,
+        pb::Code::Skip => Code::Skip,
+    }
+}
+
+impl RemotePlugin {
+    pub(crate) fn new(conn: Conn, declared: Declared, handle: Handle) -> RemotePlugin {
+        RemotePlugin {
+            conn,
+            declared,
+            handle,
+        }
+    }
+
+    fn serves(&self, p: Point) -> bool {
+        self.declared.points.contains(&p)
+    }
+
+    fn reason(&self, r: &str) -> String {
+        if r.is_empty() {
+            format!("rejected by {}", self.conn.name)
+        } else {
+            r.to_owned()
+        }
+    }
+
+    /// The failure `e` at `point` for `pod`: counted, logged, and for
+    /// Ignore an event on the pod naming the plugin. `Some(message)` when
+    /// the policy is Fail.
+    fn failed(&self, point: Point, pod: &PodInfo, e: &CallError) -> Option<String> {
+        let msg = format!(
+            "remote plugin {} at {} ({}): {e}",
+            self.conn.name,
+            self.conn.args.endpoint,
+            point.label()
+        );
+        crate::client::count_error(self.conn.name, point, e);
+        tracing::warn!(pod = %pod.key(), plugin = self.conn.name, point = point.label(), error = %e, "remote plugin failed");
+        match self.conn.args.failure_policy {
+            FailurePolicy::Fail => Some(msg),
+            FailurePolicy::Ignore => {
+                self.handle.cluster.record_event(PodEvent {
+                    namespace: pod.namespace,
+                    name: pod.name.clone(),
+                    uid: pod.uid.clone(),
+                    kind: EventKind::Warning,
+                    reason: "RemotePluginIgnored",
+                    message: format!("{msg}; ignored (failurePolicy Ignore)"),
+                });
+                None
+            }
+        }
+    }
+
+    fn call_filter(&self, pod: &PodInfo, snap: &Snapshot) -> Result<FilterOutcome, CallError> {
+        let (set, order) = node_set(snap.node_ids());
+        let pod_m = pod_msg(pod);
+        let resp = self.conn.cycle_call(snap, |client, delta, d| {
+            let req = pb::FilterRequest {
+                delta: Some(delta),
+                pod: Some(pod_m.clone()),
+                candidates: Some(set.clone()),
+            };
+            let n = size(&req);
+            self.conn.count_sent(Point::Filter, n);
+            self.conn
+                .stats
+                .last_filter_bytes
+                .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut c = client.clone();
+            let resp = block(async move { timed(d, c.filter(req)).await })?;
+            let resync = resp.resync;
+            Ok((resp, resync))
+        })?;
+        let status = resp.status.unwrap_or_default();
+        match code(status.code)? {
+            pb::Code::Success => {}
+            pb::Code::Skip => return Ok(FilterOutcome::Skip),
+            pb::Code::Error => return Err(CallError::Plugin(status.reason)),
+            c => {
+                return Ok(FilterOutcome::Whole(Status::new(
+                    engine_code(c),
+                    self.reason(&status.reason),
+                )));
+            }
+        }
+        if resp.rejections.is_empty() {
+            return Ok(FilterOutcome::Skip);
+        }
+        if resp.rejections.len() > MAX_REASONS {
+            return Err(CallError::Invalid(format!(
+                "{} distinct rejection reasons (at most {MAX_REASONS})",
+                resp.rejections.len()
+            )));
+        }
+        let cap = snap.node_capacity();
+        let mut candidate = vec![false; cap];
+        for id in &order {
+            candidate[id.index()] = true;
+        }
+        let mut verdict = vec![0u16; cap];
+        let mut statuses = Vec::with_capacity(resp.rejections.len());
+        for r in resp.rejections {
+            let c = match code(r.code)? {
+                c @ (pb::Code::Unschedulable | pb::Code::UnschedulableAndUnresolvable) => c,
+                other => {
+                    return Err(CallError::Invalid(format!(
+                        "a rejection with code {other:?}"
+                    )));
+                }
+            };
+            statuses.push(Status::new(engine_code(c), self.reason(&r.reason)));
+            let k = statuses.len() as u16;
+            for id in r.node_ids {
+                if !candidate.get(id as usize).copied().unwrap_or(false) {
+                    return Err(CallError::Invalid(format!(
+                        "node id {id} was not a candidate"
+                    )));
+                }
+                verdict[id as usize] = k;
+            }
+        }
+        Ok(FilterOutcome::Table(FilterTable { verdict, statuses }))
+    }
+
+    fn call_score(
+        &self,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        feasible: &[NodeId],
+    ) -> Result<Option<Vec<i64>>, CallError> {
+        let (set, order) = node_set(feasible);
+        let pod_m = pod_msg(pod);
+        let resp = self.conn.cycle_call(snap, |client, delta, d| {
+            let req = pb::ScoreRequest {
+                delta: Some(delta),
+                pod: Some(pod_m.clone()),
+                nodes: Some(set.clone()),
+            };
+            let n = size(&req);
+            self.conn.count_sent(Point::Score, n);
+            self.conn
+                .stats
+                .last_score_bytes
+                .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut c = client.clone();
+            let resp = block(async move { timed(d, c.score(req)).await })?;
+            let resync = resp.resync;
+            Ok((resp, resync))
+        })?;
+        let status = resp.status.unwrap_or_default();
+        match code(status.code)? {
+            pb::Code::Success => {}
+            pb::Code::Skip => return Ok(None),
+            pb::Code::Error => return Err(CallError::Plugin(status.reason)),
+            c => {
+                return Err(CallError::Invalid(format!("Score answered {c:?}")));
+            }
+        }
+        let mut scores = vec![0i64; snap.node_capacity()];
+        let mut at = 0usize;
+        for run in &resp.runs {
+            if !(0..=strata_scheduler::framework::MAX_NODE_SCORE).contains(&run.score) {
+                return Err(CallError::Invalid(format!(
+                    "score {} is outside 0..=100",
+                    run.score
+                )));
+            }
+            let end = at.saturating_add(run.count as usize);
+            if end > order.len() {
+                return Err(CallError::Invalid(format!(
+                    "scores for more than the {} nodes asked",
+                    order.len()
+                )));
+            }
+            for id in &order[at..end] {
+                scores[id.index()] = run.score;
+            }
+            at = end;
+        }
+        if at != order.len() {
+            return Err(CallError::Invalid(format!(
+                "scores for {at} of the {} nodes asked",
+                order.len()
+            )));
+        }
+        Ok(Some(scores))
+    }
+
+    fn on_node(&self, pod: &PodInfo, node: NodeRef) -> pb::PodOnNode {
+        pb::PodOnNode {
+            pod: Some(pod_msg(pod)),
+            node_id: node.id.0,
+            node_name: node.name.as_str().to_owned(),
+            session: self.conn.session(),
+        }
+    }
+
+    /// A blocking call at a scheduling-cycle point.
+    fn unary(&self, point: Point, req: pb::PodOnNode) -> Result<pb::Result, CallError> {
+        self.conn.count_sent(point, size(&req));
+        let mut c = self.conn.client();
+        let d = self.conn.args.timeout;
+        let start = Instant::now();
+        let r = block(async move {
+            match point {
+                Point::Reserve => timed(d, c.reserve(req)).await,
+                Point::Permit => timed(d, c.permit(req)).await,
+                _ => Err(CallError::Protocol(format!(
+                    "{} is not a unary point",
+                    point.label()
+                ))),
+            }
+        });
+        self.conn.observe(point, start);
+        r
+    }
+
+    /// A binding-cycle call (awaited on the engine's runtime).
+    async fn binding(&self, point: Point, req: pb::PodOnNode) -> Result<pb::Result, CallError> {
+        self.conn.count_sent(point, size(&req));
+        let mut c = self.conn.client();
+        let d = self.conn.args.timeout;
+        let start = Instant::now();
+        let r = run(async move {
+            match point {
+                Point::PreBind => timed(d, c.pre_bind(req)).await,
+                Point::Bind => timed(d, c.bind(req)).await,
+                _ => Err(CallError::Protocol(format!(
+                    "{} is not a binding point",
+                    point.label()
+                ))),
+            }
+        })
+        .await;
+        self.conn.observe(point, start);
+        r
+    }
+
+    /// A plugin's Result at Reserve, Permit or PreBind as a status, or the
+    /// failure policy applied.
+    fn judge(&self, point: Point, pod: &PodInfo, r: Result<pb::Result, CallError>) -> Status {
+        let r = r.and_then(|r| Ok((code(r.code)?, r.reason)));
+        let e = match r {
+            Ok((pb::Code::Success | pb::Code::Skip, _)) => return Status::success(),
+            Ok((
+                c @ (pb::Code::Unschedulable | pb::Code::UnschedulableAndUnresolvable),
+                reason,
+            )) => {
+                return Status::new(engine_code(c), self.reason(&reason));
+            }
+            Ok((pb::Code::Error, reason)) => CallError::Plugin(reason),
+            Err(e) => e,
+        };
+        match self.failed(point, pod, &e) {
+            Some(msg) => Status::error(msg),
+            None => Status::success(),
+        }
+    }
+}
+
+impl Plugin for RemotePlugin {
+    fn name(&self) -> &'static str {
+        self.conn.name
+    }
+    fn as_pre_filter(&self) -> Option<&dyn PreFilterPlugin> {
+        (self.serves(Point::Filter) || self.serves(Point::PreFilter)).then_some(self as _)
+    }
+    fn as_filter(&self) -> Option<&dyn FilterPlugin> {
+        (self.serves(Point::Filter) || self.serves(Point::PreFilter)).then_some(self as _)
+    }
+    fn as_pre_score(&self) -> Option<&dyn PreScorePlugin> {
+        (self.serves(Point::Score) || self.serves(Point::PreScore)).then_some(self as _)
+    }
+    fn as_score(&self) -> Option<&dyn ScorePlugin> {
+        self.serves(Point::Score).then_some(self as _)
+    }
+    fn as_reserve(&self) -> Option<&dyn ReservePlugin> {
+        self.serves(Point::Reserve).then_some(self as _)
+    }
+    fn as_permit(&self) -> Option<&dyn PermitPlugin> {
+        self.serves(Point::Permit).then_some(self as _)
+    }
+    fn as_pre_bind(&self) -> Option<&dyn PreBindPlugin> {
+        self.serves(Point::PreBind).then_some(self as _)
+    }
+    fn as_bind(&self) -> Option<&dyn BindPlugin> {
+        self.serves(Point::Bind).then_some(self as _)
+    }
+    fn as_post_bind(&self) -> Option<&dyn PostBindPlugin> {
+        self.serves(Point::PostBind).then_some(self as _)
+    }
+    fn events_to_register(&self) -> Vec<ClusterEventKind> {
+        self.declared.events.clone()
+    }
+}
+
+impl PreFilterPlugin for RemotePlugin {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> PreFilterResult {
+        let start = Instant::now();
+        let r = self.call_filter(pod, snap);
+        self.conn.observe(Point::Filter, start);
+        match r {
+            Ok(FilterOutcome::Skip) => PreFilterResult::skip(),
+            Ok(FilterOutcome::Whole(s)) => PreFilterResult::status(s),
+            Ok(FilterOutcome::Table(t)) => {
+                let name = self.conn.name;
+                let t = Arc::new(t);
+                match state.get_mut::<RemoteCycle>() {
+                    Some(c) => {
+                        c.filters.retain(|(n, _)| *n != name);
+                        c.filters.push((name, t));
+                    }
+                    None => state.insert(RemoteCycle {
+                        filters: vec![(name, t)],
+                        scores: Vec::new(),
+                    }),
+                }
+                PreFilterResult::ok()
+            }
+            Err(e) => match self.failed(Point::Filter, pod, &e) {
+                Some(msg) => PreFilterResult::status(Status::error(msg)),
+                None => PreFilterResult::skip(),
+            },
+        }
+    }
+}
+
+impl FilterPlugin for RemotePlugin {
+    fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(c) = state.get::<RemoteCycle>() else {
+            return Status::success();
+        };
+        let Some((_, t)) = c.filters.iter().find(|(n, _)| *n == self.conn.name) else {
+            return Status::success();
+        };
+        match t.verdict.get(node.id.index()) {
+            Some(&k) if k > 0 => t.statuses[k as usize - 1].clone(),
+            _ => Status::success(),
+        }
+    }
+
+    fn is_node_local(&self) -> bool {
+        self.declared.node_local
+    }
+}
+
+impl PreScorePlugin for RemotePlugin {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        feasible: &[NodeId],
+    ) -> Status {
+        if !self.serves(Point::Score) {
+            return Status::skip();
+        }
+        let start = Instant::now();
+        let r = self.call_score(pod, snap, feasible);
+        self.conn.observe(Point::Score, start);
+        match r {
+            Ok(None) => Status::skip(),
+            Ok(Some(scores)) => {
+                let name = self.conn.name;
+                let s = Arc::new(scores);
+                match state.get_mut::<RemoteCycle>() {
+                    Some(c) => {
+                        c.scores.retain(|(n, _)| *n != name);
+                        c.scores.push((name, s));
+                    }
+                    None => state.insert(RemoteCycle {
+                        filters: Vec::new(),
+                        scores: vec![(name, s)],
+                    }),
+                }
+                Status::success()
+            }
+            Err(e) => match self.failed(Point::Score, pod, &e) {
+                Some(msg) => Status::error(msg),
+                None => Status::skip(),
+            },
+        }
+    }
+}
+
+impl ScorePlugin for RemotePlugin {
+    fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
+        Ok(state
+            .get::<RemoteCycle>()
+            .and_then(|c| c.scores.iter().find(|(n, _)| *n == self.conn.name))
+            .and_then(|(_, s)| s.get(node.id.index()).copied())
+            .unwrap_or(0))
+    }
+
+    fn is_node_local(&self) -> bool {
+        self.declared.node_local
+    }
+}
+
+impl ReservePlugin for RemotePlugin {
+    fn reserve(
+        &self,
+        _state: &mut CycleState,
+        pod: &PodInfo,
+        node: NodeRef,
+        _snap: &Snapshot,
+    ) -> Status {
+        let r = self.unary(Point::Reserve, self.on_node(pod, node));
+        self.judge(Point::Reserve, pod, r)
+    }
+
+    fn unreserve(&self, _state: &mut CycleState, pod: &PodInfo, node: NodeRef) {
+        let req = self.on_node(pod, node);
+        self.conn.count_sent(Point::Reserve, size(&req));
+        let mut c = self.conn.client();
+        let d = self.conn.args.timeout;
+        let start = Instant::now();
+        let r = block(async move { timed(d, c.unreserve(req)).await.map(|_| ()) });
+        self.conn.observe(Point::Reserve, start);
+        if let Err(e) = r {
+            crate::client::count_error(self.conn.name, Point::Reserve, &e);
+            tracing::warn!(pod = %pod.key(), plugin = self.conn.name, error = %e, "remote Unreserve failed");
+        }
+    }
+}
+
+impl PermitPlugin for RemotePlugin {
+    fn permit(&self, _state: &mut CycleState, pod: &PodInfo, node: NodeRef) -> PermitResult {
+        let r = self.unary(Point::Permit, self.on_node(pod, node));
+        let s = self.judge(Point::Permit, pod, r);
+        if s.is_success() {
+            PermitResult::allow()
+        } else {
+            PermitResult::reject(s)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PreBindPlugin for RemotePlugin {
+    async fn pre_bind(&self, _state: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
+        let r = self.binding(Point::PreBind, self.on_node(pod, node)).await;
+        self.judge(Point::PreBind, pod, r)
+    }
+}
+
+#[async_trait::async_trait]
+impl BindPlugin for RemotePlugin {
+    async fn bind(&self, _state: &CycleState, pod: &PodInfo, node: NodeRef) -> Status {
+        let r = self.binding(Point::Bind, self.on_node(pod, node)).await;
+        let r = r.and_then(|r| Ok((code(r.code)?, r.reason)));
+        let e = match r {
+            Ok((pb::Code::Success, _)) => return Status::success(),
+            Ok((pb::Code::Skip, _)) => return Status::skip(),
+            Ok((c, reason)) => CallError::Plugin(format!("{c:?}: {reason}")),
+            Err(e) => e,
+        };
+        match self.failed(Point::Bind, pod, &e) {
+            Some(msg) => Status::error(msg),
+            // Ignored: the next binder (DefaultBinder) binds.
+            None => Status::skip(),
+        }
+    }
+}
+
+impl PostBindPlugin for RemotePlugin {
+    fn post_bind(&self, _state: &CycleState, pod: &PodInfo, node: NodeRef) {
+        let req = self.on_node(pod, node);
+        self.conn.count_sent(Point::PostBind, size(&req));
+        let mut c = self.conn.client();
+        let d = self.conn.args.timeout;
+        let name = self.conn.name;
+        // Informational: not waited for.
+        crate::client::spawn(async move {
+            if let Err(e) = timed(d, c.post_bind(req)).await {
+                crate::client::count_error(name, Point::PostBind, &e);
+                tracing::debug!(plugin = name, error = %e, "remote PostBind failed");
+            }
+        });
+    }
+}

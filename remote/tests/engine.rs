@@ -1,0 +1,352 @@
+//! The remote plugin in the production engine, against an in-process
+//! tonic server (`common/`): placement, batching, delta sync, failure
+//! policies, a plugin restart.
+
+mod common;
+
+use common::{Mode, Server, socket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use strata_scheduler::clock::ManualClock;
+use strata_scheduler::cluster::ClusterUpdate;
+use strata_scheduler::config::SchedulerConfig;
+use strata_scheduler::engine::{CycleResult, Scheduler};
+use strata_scheduler::testing::{RecordingCluster, node, pod};
+
+struct Env {
+    sched: Scheduler,
+    cluster: Arc<RecordingCluster>,
+    clock: Arc<ManualClock>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn config(name: &str, sock: &std::path::Path, policy: &str, timeout: &str) -> String {
+    format!(
+        r#"
+parallelism: 1
+seed: 7
+profiles:
+  - schedulerName: strata-scheduler
+    plugins:
+      multiPoint:
+        enabled: [{{name: {name}, weight: 2}}]
+    pluginConfig:
+      - name: {name}
+        args:
+          remote: {{endpoint: "unix://{}", timeout: {timeout}, syncTimeout: {timeout}, failurePolicy: {policy}}}
+          degradedScore: 20
+"#,
+        sock.display()
+    )
+}
+
+fn env(name: &str, sock: &std::path::Path, policy: &str, timeout: &str) -> Env {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = Arc::new(RecordingCluster::default());
+    let clock = Arc::new(ManualClock::default());
+    let mut reg = strata_plugins::registry();
+    strata_remote::register(&mut reg, name);
+    let cfg = SchedulerConfig::from_yaml(&config(name, sock, policy, timeout)).unwrap();
+    let sched = Scheduler::new(
+        cfg,
+        &reg,
+        &strata_plugins::default_plugins(),
+        cluster.clone(),
+        clock.clone(),
+        rt.handle().clone(),
+    )
+    .expect("the profile builds");
+    Env {
+        sched,
+        cluster,
+        clock,
+        _rt: rt,
+    }
+}
+
+impl Env {
+    fn nodes(&mut self, pool: &str, n: usize, health: &str) {
+        for i in 0..n {
+            self.sched
+                .handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+                    node(&format!("{pool}-{i}"))
+                        .alloc("cpu", "4")
+                        .alloc("memory", "16Gi")
+                        .alloc("pods", "110")
+                        .annotation("vendor.example.com/health", health)
+                        .build(),
+                )));
+        }
+    }
+    fn pods(&mut self, prefix: &str, n: usize, cpu: &str) {
+        for i in 0..n {
+            self.sched
+                .handle_update(ClusterUpdate::PodUpserted(Arc::new(
+                    pod(&format!("{prefix}-{i}")).req("cpu", cpu).build(),
+                )));
+        }
+    }
+    /// Runs every ready cycle and waits for the binds.
+    fn drain(&mut self) -> Vec<CycleResult> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(o) = self.sched.schedule_one() {
+                out.push(o.result);
+            }
+            if self.sched.in_flight() > 0
+                && self.sched.wait_for_completion(Duration::from_secs(5)) > 0
+            {
+                continue;
+            }
+            return out;
+        }
+    }
+    fn binds_to(&self, pool: &str) -> usize {
+        self.cluster
+            .binds
+            .lock()
+            .iter()
+            .filter(|(_, n)| n.starts_with(&format!("{pool}-")))
+            .count()
+    }
+    fn events(&self, reason: &str) -> Vec<String> {
+        self.cluster
+            .events
+            .lock()
+            .iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.message.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn places_by_the_remote_filter_and_score_with_one_full_sync() {
+    let sock = socket("place");
+    let server = Server::start(&sock);
+    let mut e = env("RemoteHealthA", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    e.nodes("degraded", 2, "degraded");
+    e.nodes("failed", 2, "failed");
+    e.pods("p", 12, "1");
+    e.drain();
+    assert_eq!(
+        e.cluster.binds.lock().len(),
+        12,
+        "{:?}",
+        e.events("FailedScheduling")
+    );
+    assert_eq!(e.binds_to("failed"), 0);
+    assert_eq!(e.binds_to("ok"), 8, "healthy nodes fill first");
+    assert_eq!(e.binds_to("degraded"), 4);
+    let c = &server.health.counters;
+    assert_eq!(c.handshakes.load(Ordering::SeqCst), 1);
+    assert_eq!(c.full_syncs.load(Ordering::SeqCst), 1);
+    assert_eq!(c.resyncs.load(Ordering::SeqCst), 0);
+    // One Filter call per cycle (never one per node), and after the full
+    // sync only the node the last pod went to changed.
+    assert_eq!(c.filters.load(Ordering::SeqCst), 12);
+    assert_eq!(c.reserves.load(Ordering::SeqCst), 12);
+    assert!(c.delta_nodes.load(Ordering::SeqCst) <= 11);
+    // pluginConfig passed through without the `remote` settings.
+    assert_eq!(
+        server.health.config.lock().clone().unwrap(),
+        serde_json::json!({"degradedScore": 20})
+    );
+    assert_eq!(*server.health.profile.lock(), "strata-scheduler");
+    let m = strata_remote::metrics::encode();
+    assert!(
+        m.contains(r#"strata_remote_plugin_duration_seconds_count{plugin="RemoteHealthA",extension_point="Filter"} 12"#),
+        "{m}"
+    );
+    server.kill();
+}
+
+#[test]
+fn permit_rejections_unreserve_and_name_the_plugin() {
+    let sock = socket("permit");
+    let server = Server::start(&sock);
+    let mut e = env("RemoteHealthB", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+        pod("denied").req("cpu", "1").label("deny", "true").build(),
+    )));
+    let r = e.drain();
+    assert!(e.cluster.binds.lock().is_empty());
+    assert!(
+        matches!(&r[0], CycleResult::Unschedulable { message } if message.contains("RemoteHealthB") && message.contains("denied by the vendor")),
+        "{r:?}"
+    );
+    assert_eq!(server.health.counters.unreserves.load(Ordering::SeqCst), 1);
+    server.kill();
+}
+
+/// Bytes of the Filter request of a cycle in which nothing changed, with
+/// `n` nodes.
+fn idle_filter_bytes(n: usize, tag: &str) -> u64 {
+    let sock = socket(tag);
+    let server = Server::start(&sock);
+    let name = format!("RemoteIdle{tag}");
+    let mut e = env(&name, &sock, "Fail", "10s");
+    e.nodes("ok", n, "ok");
+    // Pods that fit nowhere: every cycle is unschedulable and changes no
+    // node.
+    e.pods("big", 3, "64");
+    let r = e.drain();
+    assert_eq!(r.len(), 3);
+    let stats = strata_remote::stats(&name).unwrap();
+    assert_eq!(stats.full_syncs.load(Ordering::SeqCst), 1);
+    assert_eq!(server.health.counters.deltas.load(Ordering::SeqCst), 2);
+    assert_eq!(server.health.counters.delta_nodes.load(Ordering::SeqCst), 0);
+    server.kill();
+    stats.last_filter_bytes.load(Ordering::SeqCst)
+}
+
+#[test]
+fn bytes_per_idle_cycle_do_not_grow_with_the_node_count() {
+    let small = idle_filter_bytes(10, "idle10");
+    let large = idle_filter_bytes(3_000, "idle3k");
+    // Equal but for the varint of the node count in the candidate run.
+    assert!(
+        large - small <= 2,
+        "{small} bytes at 10 nodes, {large} at 3,000"
+    );
+    assert!(large < 200, "{large}");
+}
+
+#[test]
+fn a_plugin_that_hangs_fails_the_pod_or_is_ignored_by_policy() {
+    let sock = socket("hang");
+    let server = Server::start(&sock);
+    server.health.set_mode(Mode::Hang);
+    let mut e = env("RemoteHangFail", &sock, "Fail", "100ms");
+    e.nodes("ok", 2, "ok");
+    e.pods("p", 1, "1");
+    let r = e.drain();
+    assert!(e.cluster.binds.lock().is_empty());
+    assert!(
+        matches!(&r[..], [CycleResult::Failed { message }] if message.contains("RemoteHangFail") && message.contains("no answer within")),
+        "{r:?}"
+    );
+    assert!(e.events("FailedScheduling")[0].contains("RemoteHangFail"));
+    let m = strata_remote::metrics::encode();
+    assert!(
+        m.contains(r#"strata_remote_plugin_errors_total{plugin="RemoteHangFail",extension_point="Filter",kind="timeout"} 1"#),
+        "{m}"
+    );
+
+    let mut e = env("RemoteHangIgnore", &sock, "Ignore", "100ms");
+    e.nodes("ok", 2, "ok");
+    e.pods("p", 1, "1");
+    e.drain();
+    assert_eq!(
+        e.cluster.binds.lock().len(),
+        1,
+        "scheduled without the plugin"
+    );
+    let ignored = e.events("RemotePluginIgnored");
+    assert!(
+        !ignored.is_empty() && ignored[0].contains("RemoteHangIgnore"),
+        "{ignored:?}"
+    );
+    server.kill();
+}
+
+#[test]
+fn garbage_and_errors_get_the_policy() {
+    let sock = socket("garbage");
+    let server = Server::start(&sock);
+    server.health.set_mode(Mode::Garbage);
+    let mut e = env("RemoteGarbage", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    e.pods("p", 1, "1");
+    let r = e.drain();
+    assert!(
+        matches!(&r[..], [CycleResult::Failed { message }] if message.contains("node id 999999 was not a candidate")),
+        "{r:?}"
+    );
+    server.health.set_mode(Mode::Error);
+    let mut e = env("RemoteErrorIgnore", &sock, "Ignore", "2s");
+    e.nodes("ok", 2, "ok");
+    e.pods("p", 1, "1");
+    e.drain();
+    assert_eq!(e.cluster.binds.lock().len(), 1);
+    let ignored = e.events("RemotePluginIgnored");
+    assert!(
+        ignored[0].contains("the vendor agent database is down"),
+        "{ignored:?}"
+    );
+    server.kill();
+}
+
+#[test]
+fn a_restarted_plugin_gets_a_new_session_and_a_full_snapshot() {
+    let sock = socket("restart");
+    let server = Server::start(&sock);
+    let mut e = env("RemoteRestart", &sock, "Fail", "1s");
+    e.nodes("ok", 1, "ok");
+    e.nodes("failed", 1, "failed");
+    e.pods("a", 2, "1");
+    e.drain();
+    assert_eq!(e.binds_to("ok"), 2);
+    server.kill();
+
+    // Down: the attempt fails with the plugin named.
+    e.pods("b", 1, "1");
+    let r = e.drain();
+    assert!(
+        matches!(&r[..], [CycleResult::Failed { message }] if message.contains("RemoteRestart")),
+        "{r:?}"
+    );
+
+    // Back, with no memory of the session: it asks for a resync, gets a
+    // handshake and a full snapshot, and judges by it.
+    let server = Server::start(&sock);
+    e.pods("c", 2, "1");
+    let mut tries = 0;
+    while e.cluster.binds.lock().len() < 5 && tries < 40 {
+        e.clock.advance(Duration::from_secs(20));
+        e.drain();
+        tries += 1;
+    }
+    assert_eq!(e.binds_to("ok"), 5, "{:?}", e.events("FailedScheduling"));
+    assert_eq!(e.binds_to("failed"), 0);
+    let c = &server.health.counters;
+    assert_eq!(c.resyncs.load(Ordering::SeqCst), 1);
+    assert_eq!(c.handshakes.load(Ordering::SeqCst), 1);
+    assert_eq!(c.full_syncs.load(Ordering::SeqCst), 1);
+    server.kill();
+}
+
+#[test]
+fn a_node_local_plugin_places_the_same_through_the_equivalence_cache() {
+    let sock = socket("nodelocal");
+    let server = Server::start(&sock);
+    server.health.node_local.store(true, Ordering::SeqCst);
+    let mut e = env("RemoteNodeLocal", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    e.nodes("degraded", 2, "degraded");
+    e.nodes("failed", 2, "failed");
+    // Pods of one template: the engine's equivalence fast path.
+    for i in 0..12 {
+        e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(&format!("t-{i}"))
+                .label("app", "web")
+                .req("cpu", "1")
+                .build(),
+        )));
+    }
+    e.drain();
+    assert_eq!(e.cluster.binds.lock().len(), 12);
+    assert_eq!(e.binds_to("failed"), 0);
+    assert_eq!(e.binds_to("ok"), 8);
+    assert_eq!(e.binds_to("degraded"), 4);
+    // Still one Filter call per cycle.
+    assert_eq!(server.health.counters.filters.load(Ordering::SeqCst), 12);
+    server.kill();
+}

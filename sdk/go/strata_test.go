@@ -1,0 +1,93 @@
+package strata
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	pb "strata.io/sdk/go/pluginv1"
+)
+
+func node(id uint32, health string) *pb.Node {
+	return &pb.Node{Id: id, Annotations: map[string]string{"vendor.example.com/health": health}}
+}
+
+func TestDeltasResyncAndUnknownSessions(t *testing.T) {
+	s := NewServer(vendorRule())
+	ctx := context.Background()
+	all := &pb.NodeSet{Runs: []uint32{0, 3}}
+	// An unknown session (this process restarted): resync.
+	r, _ := s.Filter(ctx, &pb.FilterRequest{Delta: &pb.SnapshotDelta{Session: 9, BaseVersion: 4, Version: 4}, Candidates: all})
+	if !r.GetResync() {
+		t.Fatal("unknown session must ask for a resync")
+	}
+	if _, err := s.Handshake(ctx, &pb.HandshakeRequest{ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1, Session: 9}); err != nil {
+		t.Fatal(err)
+	}
+	full := &pb.SnapshotDelta{Session: 9, Version: 1, Full: true, Nodes: []*pb.Node{node(0, "ok"), node(1, "ok"), node(2, "failed")}}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: full, Candidates: all})
+	if r.GetResync() || len(r.GetRejections()) != 1 || r.GetRejections()[0].GetNodeIds()[0] != 2 {
+		t.Fatalf("full: %v", r)
+	}
+	// Node 0 fails, node 2 is removed.
+	delta := &pb.SnapshotDelta{Session: 9, BaseVersion: 1, Version: 2, Nodes: []*pb.Node{node(0, "failed")}, RemovedNodes: []uint32{2}}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: delta, Candidates: &pb.NodeSet{Runs: []uint32{0, 2}}})
+	if len(r.GetRejections()) != 1 || r.GetRejections()[0].GetNodeIds()[0] != 0 {
+		t.Fatalf("delta: %v", r)
+	}
+	// A delta against a version this side does not hold: resync.
+	stale := &pb.SnapshotDelta{Session: 9, BaseVersion: 1, Version: 3, Nodes: []*pb.Node{node(1, "failed")}}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: stale, Candidates: all})
+	if !r.GetResync() {
+		t.Fatalf("stale base must ask for a resync: %v", r)
+	}
+	// A candidate the view does not hold: resync rather than a guess.
+	idle := &pb.SnapshotDelta{Session: 9, BaseVersion: 2, Version: 2}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: idle, Candidates: &pb.NodeSet{Runs: []uint32{2, 1}}})
+	if !r.GetResync() {
+		t.Fatalf("unknown node must ask for a resync: %v", r)
+	}
+}
+
+func TestScoresAreRunLengthEncodedAndClamped(t *testing.T) {
+	s := NewServer(&Plugin{Score: func(_ *pb.Pod, n *pb.Node) int64 { return int64(n.GetId()) * 60 }})
+	ctx := context.Background()
+	_, _ = s.Handshake(ctx, &pb.HandshakeRequest{ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1, Session: 1})
+	full := &pb.SnapshotDelta{Session: 1, Version: 1, Full: true, Nodes: []*pb.Node{{Id: 0}, {Id: 1}, {Id: 2}, {Id: 3}}}
+	r, _ := s.Score(ctx, &pb.ScoreRequest{Delta: full, Nodes: &pb.NodeSet{Runs: []uint32{0, 4}}})
+	want := []struct{ score, count int64 }{{0, 1}, {60, 1}, {100, 2}}
+	if len(r.GetRuns()) != len(want) {
+		t.Fatalf("runs: %v", r.GetRuns())
+	}
+	for i, w := range want {
+		if r.GetRuns()[i].GetScore() != w.score || int64(r.GetRuns()[i].GetCount()) != w.count {
+			t.Fatalf("run %d: %v", i, r.GetRuns()[i])
+		}
+	}
+}
+
+func TestMalformedNodeSetsAreRefused(t *testing.T) {
+	for _, runs := range [][]uint32{{1}, {5, 2, 4, 1}, {0, 10}} {
+		if _, err := Expand(&pb.NodeSet{Runs: runs}, 5); err == nil {
+			t.Fatalf("%v accepted", runs)
+		}
+	}
+}
+
+func TestHandshakeRefusesBadConfigAndOtherVersions(t *testing.T) {
+	s := NewServer(&Plugin{Configure: func(string, json.RawMessage) error { return errBad }})
+	r, _ := s.Handshake(context.Background(), &pb.HandshakeRequest{ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1})
+	if r.GetError() == "" {
+		t.Fatal("configuration error not reported")
+	}
+	r, _ = s.Handshake(context.Background(), &pb.HandshakeRequest{ProtocolVersion: 7})
+	if r.GetError() == "" {
+		t.Fatal("version 7 accepted")
+	}
+}
+
+type bad struct{}
+
+func (bad) Error() string { return "degradedScore: must be within 0..=100" }
+
+var errBad = bad{}
