@@ -149,7 +149,7 @@ impl Adapter {
         opts: AdapterOptions,
         client: kube::Client,
         custom: Vec<CustomResource>,
-        mut registry: strata_scheduler::framework::Registry,
+        registry: strata_scheduler::framework::Registry,
     ) -> Result<Adapter, AdapterError> {
         Adapter::start_inner(cfg, opts, client, custom, registry, Vec::new()).await
     }
@@ -161,7 +161,7 @@ impl Adapter {
         opts: AdapterOptions,
         client: kube::Client,
         custom: Vec<CustomResource>,
-        registry: strata_scheduler::framework::Registry,
+        mut registry: strata_scheduler::framework::Registry,
         collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
     ) -> Result<Adapter, AdapterError> {
         opts.validate()?;
