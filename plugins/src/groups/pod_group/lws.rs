@@ -6,7 +6,8 @@
 //! What a pod carries (kubernetes-sigs/lws, `api/leaderworkerset/v1`):
 //! - labels `leaderworkerset.sigs.k8s.io/name` (the set),
 //!   `.../group-index` (the replica), `.../worker-index` (0 for the leader),
-//!   and, once the LWS webhook ran, `.../group-key` and `.../subgroup-index`;
+//!   `.../template-revision-hash`, and, once the LWS webhook ran,
+//!   `.../group-key` and `.../subgroup-index`;
 //! - annotations `.../size` (pods per replica), `.../exclusive-topology`
 //!   (a node label key: the replica alone in one domain of it),
 //!   `.../subgroup-size`, `.../subgroup-exclusive-topology` and
@@ -20,8 +21,9 @@
 //! unless the policy is `LeaderExcluded`); `subgroup-exclusive-topology` is
 //! each subgroup's required level. Every pod is checked on its own (indexes
 //! in range, a subgroup-index label that agrees with its worker index) and
-//! against its siblings (all must agree on the replica's shape); whatever
-//! is wrong is named in the pods' condition and events.
+//! against its siblings (all must agree on the replica's shape, except that
+//! pending pods of an older template revision give way to a newer one's);
+//! whatever is wrong is named in the pods' condition and events.
 //!
 //! Two Strata annotations may be added to the LWS pod templates:
 //! `strata.io/min-member` (fewer members than `size` must be placed
@@ -52,6 +54,8 @@ pub const WORKER_INDEX_LABEL: &str = "leaderworkerset.sigs.k8s.io/worker-index";
 pub const GROUP_KEY_LABEL: &str = "leaderworkerset.sigs.k8s.io/group-key";
 /// Label: the pod's subgroup index (set by the LWS webhook).
 pub const SUBGROUP_INDEX_LABEL: &str = "leaderworkerset.sigs.k8s.io/subgroup-index";
+/// Label: the LWS template revision the pod was made from.
+pub const REVISION_LABEL: &str = "leaderworkerset.sigs.k8s.io/template-revision-hash";
 /// Annotation: pods per replica.
 pub const SIZE_ANNOTATION: &str = "leaderworkerset.sigs.k8s.io/size";
 /// Annotation: node label key of the domain a replica holds alone.

@@ -260,6 +260,20 @@ impl Runtime {
             Err(e) => return Lookup::Invalid(format!("pod {}: {e}", pod.key())),
         };
         let g = self.groups.entry(key).or_default();
+        // A newer template revision replacing a replica that is not placed:
+        // its pending pods are the old revision's (LWS deletes them all
+        // and creates the new ones, whose shape may differ), so they go.
+        let revision = |l: &strata_scheduler::sdk::Labels| l.get_str(lws::REVISION_LABEL);
+        let newer = revision(&pod.labels).is_some_and(|r| {
+            g.placed.is_empty()
+                && !g.pending.is_empty()
+                && g.pending
+                    .values()
+                    .all(|p| revision(&p.pod.labels) != Some(r))
+        });
+        if newer && g.lws.as_ref().is_some_and(|(have, _)| *have != shape) {
+            g.pending.clear();
+        }
         let stale = g.pending.is_empty() && g.placed.is_empty();
         match &g.lws {
             Some((have, _)) if *have == shape => {}
@@ -305,6 +319,11 @@ impl Runtime {
                 }
             }
             None => {
+                // A name is unique in its namespace: a new uid under the
+                // name of a pending member means that pod was deleted and
+                // created again (a LeaderWorkerSet or StatefulSet replacing
+                // its pod), even when its deletion never reached the store.
+                g.pending.retain(|_, p| p.pod.name != pod.name);
                 g.pending.insert(
                     pod.uid.clone(),
                     Pending {

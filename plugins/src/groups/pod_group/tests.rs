@@ -1024,3 +1024,51 @@ fn lws_subgroups_each_in_one_cabinet() {
     assert_eq!(cab("default/sg-0"), cab("default/sg-0-1"), "{b:?}");
     assert_eq!(cab("default/sg-0-2"), cab("default/sg-0-3"), "{b:?}");
 }
+
+/// LWS recreates a replica's pods under the same names (new uids); a
+/// pending member deleted without the store being told (`forget_pod`) must
+/// not count towards the replica, or the plan would wait for a pod that
+/// no longer exists.
+#[test]
+fn a_recreated_pod_replaces_its_deleted_namesake() {
+    let mut h = Harness::new(cluster(1, 1, 2));
+    let old = lws_pod("re", 0, 0, 2, 8).build();
+    h.add(old.clone());
+    h.run();
+    // Deleted without forget_pod, then created again with a new uid.
+    h.pods.remove(&old.key());
+    h.s.handle_update(ClusterUpdate::PodDeleted {
+        uid: old.uid.clone(),
+    });
+    h.add(old.with_identity("uid-re-0-again", "re-0"));
+    h.add(lws_pod("re", 0, 1, 2, 8).build());
+    h.run();
+    assert_eq!(h.bound_of("re-0"), 2, "{:?}", h.bound());
+    let st = h.stores.pod_groups.all_status();
+    assert_eq!(st[0].1.members, 2, "{st:?}");
+}
+
+/// A rolling update of an LWS that is not placed yet changes the replica's
+/// size: the new revision's pods replace the old revision's pending pods
+/// (deleted without the store being told) instead of being reported as
+/// disagreeing; pods of one revision that disagree still are.
+#[test]
+fn a_newer_lws_revision_replaces_pending_pods_of_the_old_one() {
+    let mut h = Harness::new(cluster(1, 1, 2));
+    let rev = lws::REVISION_LABEL;
+    let old = lws_pod("up", 0, 0, 3, 8).label(rev, "r1").build();
+    h.add(old.clone());
+    h.add(lws_pod("up", 0, 1, 3, 8).label(rev, "r1").build());
+    h.run();
+    assert_eq!(h.bound().len(), 0, "2 of 3");
+    for k in ["default/up-0", "default/up-0-1"] {
+        let p = h.pods.remove(k).unwrap();
+        h.s.handle_update(ClusterUpdate::PodDeleted { uid: p.uid.clone() });
+    }
+    let new0 = lws_pod("up", 0, 0, 2, 8).label(rev, "r2").build();
+    h.add(new0.with_identity("uid-up-0-r2", "up-0"));
+    let new1 = lws_pod("up", 0, 1, 2, 8).label(rev, "r2").build();
+    h.add(new1.with_identity("uid-up-0-1-r2", "up-0-1"));
+    let msgs = h.run();
+    assert_eq!(h.bound_of("up-0"), 2, "{:?} {msgs:?}", h.bound());
+}
