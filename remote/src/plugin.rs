@@ -141,55 +141,7 @@ impl RemotePlugin {
             let resync = resp.resync;
             Ok((resp, resync))
         })?;
-        let status = resp.status.unwrap_or_default();
-        match code(status.code)? {
-            pb::Code::Success => {}
-            pb::Code::Skip => return Ok(FilterOutcome::Skip),
-            pb::Code::Error => return Err(CallError::Plugin(status.reason)),
-            c => {
-                return Ok(FilterOutcome::Whole(Status::new(
-                    engine_code(c),
-                    self.reason(&status.reason),
-                )));
-            }
-        }
-        if resp.rejections.is_empty() {
-            return Ok(FilterOutcome::Skip);
-        }
-        if resp.rejections.len() > MAX_REASONS {
-            return Err(CallError::Invalid(format!(
-                "{} distinct rejection reasons (at most {MAX_REASONS})",
-                resp.rejections.len()
-            )));
-        }
-        let cap = snap.node_capacity();
-        let mut candidate = vec![false; cap];
-        for id in &order {
-            candidate[id.index()] = true;
-        }
-        let mut verdict = vec![0u16; cap];
-        let mut statuses = Vec::with_capacity(resp.rejections.len());
-        for r in resp.rejections {
-            let c = match code(r.code)? {
-                c @ (pb::Code::Unschedulable | pb::Code::UnschedulableAndUnresolvable) => c,
-                other => {
-                    return Err(CallError::Invalid(format!(
-                        "a rejection with code {other:?}"
-                    )));
-                }
-            };
-            statuses.push(Status::new(engine_code(c), self.reason(&r.reason)));
-            let k = statuses.len() as u16;
-            for id in r.node_ids {
-                if !candidate.get(id as usize).copied().unwrap_or(false) {
-                    return Err(CallError::Invalid(format!(
-                        "node id {id} was not a candidate"
-                    )));
-                }
-                verdict[id as usize] = k;
-            }
-        }
-        Ok(FilterOutcome::Table(FilterTable { verdict, statuses }))
+        judge_filter(self.conn.name, resp, &order, snap.node_capacity())
     }
 
     fn call_score(
@@ -326,6 +278,76 @@ impl RemotePlugin {
             None => Status::success(),
         }
     }
+}
+
+/// `r`, or the rejection reason every empty one stands for.
+fn reason(plugin: &str, r: &str) -> String {
+    if r.is_empty() {
+        format!("rejected by {plugin}")
+    } else {
+        r.to_owned()
+    }
+}
+
+/// Checks a Filter answer against the candidates (`order`, node slots below
+/// `cap`) and turns it into the cycle's verdicts. Outside input: anything
+/// that does not make sense is an error, never a panic.
+fn judge_filter(
+    name: &str,
+    resp: pb::FilterResponse,
+    order: &[NodeId],
+    cap: usize,
+) -> Result<FilterOutcome, CallError> {
+    let status = resp.status.unwrap_or_default();
+    match code(status.code)? {
+        pb::Code::Success => {}
+        pb::Code::Skip => return Ok(FilterOutcome::Skip),
+        pb::Code::Error => return Err(CallError::Plugin(status.reason)),
+        c => {
+            return Ok(FilterOutcome::Whole(Status::new(
+                engine_code(c),
+                reason(name, &status.reason),
+            )));
+        }
+    }
+    if resp.rejections.is_empty() {
+        return Ok(FilterOutcome::Skip);
+    }
+    if resp.rejections.len() > MAX_REASONS {
+        return Err(CallError::Invalid(format!(
+            "{} distinct rejection reasons (at most {MAX_REASONS})",
+            resp.rejections.len()
+        )));
+    }
+    let mut candidate = vec![false; cap];
+    for id in order {
+        if let Some(c) = candidate.get_mut(id.index()) {
+            *c = true;
+        }
+    }
+    let mut verdict = vec![0u16; cap];
+    let mut statuses = Vec::with_capacity(resp.rejections.len());
+    for r in resp.rejections {
+        let c = match code(r.code)? {
+            c @ (pb::Code::Unschedulable | pb::Code::UnschedulableAndUnresolvable) => c,
+            other => {
+                return Err(CallError::Invalid(format!(
+                    "a rejection with code {other:?}"
+                )));
+            }
+        };
+        statuses.push(Status::new(engine_code(c), reason(name, &r.reason)));
+        let k = statuses.len() as u16;
+        for id in r.node_ids {
+            if !candidate.get(id as usize).copied().unwrap_or(false) {
+                return Err(CallError::Invalid(format!(
+                    "node id {id} was not a candidate"
+                )));
+            }
+            verdict[id as usize] = k;
+        }
+    }
+    Ok(FilterOutcome::Table(FilterTable { verdict, statuses }))
 }
 
 impl Plugin for RemotePlugin {
@@ -552,5 +574,70 @@ impl PostBindPlugin for RemotePlugin {
                 tracing::debug!(plugin = name, error = %e, "remote PostBind failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rejection() -> impl Strategy<Value = pb::Rejection> {
+        (
+            -1i32..6,
+            "[a-z]{0,3}",
+            proptest::collection::vec(0u32..80, 0..10),
+        )
+            .prop_map(|(code, reason, node_ids)| pb::Rejection {
+                code,
+                reason,
+                node_ids,
+            })
+    }
+
+    proptest! {
+        /// Whatever a plugin answers, judging it never panics, and a table
+        /// rejects exactly the candidates the answer names.
+        #[test]
+        fn any_filter_answer_is_judged_without_panic(
+            cap in 1usize..64,
+            picks in proptest::collection::btree_set(0u32..64, 0..40),
+            status in -1i32..6,
+            rejections in proptest::collection::vec(rejection(), 0..5),
+        ) {
+            let order: Vec<NodeId> = picks.into_iter().filter(|i| (*i as usize) < cap).map(NodeId).collect();
+            let named: std::collections::BTreeSet<u32> =
+                rejections.iter().flat_map(|r| r.node_ids.iter().copied()).collect();
+            let resp = pb::FilterResponse {
+                resync: false,
+                status: Some(pb::Result { code: status, reason: String::new() }),
+                rejections,
+            };
+            if let Ok(FilterOutcome::Table(t)) = judge_filter("P", resp, &order, cap) {
+                for (i, &k) in t.verdict.iter().enumerate() {
+                    if k > 0 {
+                        prop_assert!(order.contains(&NodeId(i as u32)));
+                        prop_assert!((k as usize) <= t.statuses.len());
+                        prop_assert!(!t.statuses[k as usize - 1].is_success());
+                    }
+                    prop_assert_eq!(k > 0, named.contains(&(i as u32)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_that_was_not_a_candidate_is_an_error() {
+        let resp = pb::FilterResponse {
+            resync: false,
+            status: Some(pb::Result::default()),
+            rejections: vec![pb::Rejection {
+                code: pb::Code::Unschedulable as i32,
+                reason: String::new(),
+                node_ids: vec![5],
+            }],
+        };
+        let e = judge_filter("P", resp, &[NodeId(1)], 10).err().unwrap();
+        assert_eq!(e.kind(), "invalid_response");
     }
 }

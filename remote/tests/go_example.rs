@@ -3,60 +3,12 @@
 //! a simulator scenario run through it. Skipped without Go unless
 //! `STRATA_GO_REQUIRED=1` (CI sets it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+mod common;
+
+use common::{build_go_example, go_available, start_go_example};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 use strata_scheduler::sdk::Registry;
 use strata_simulator::{RunOptions, Scenario, Simulation};
-
-fn go_available() -> bool {
-    Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-struct Plugin(Child);
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn build_and_start(dir: &Path, sock: &Path) -> Plugin {
-    let sdk = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk/go");
-    let bin = dir.join("vendorhealth");
-    let out = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg("./examples/vendorhealth")
-        .current_dir(&sdk)
-        .output()
-        .expect("running go build");
-    assert!(
-        out.status.success(),
-        "go build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let child = Command::new(&bin)
-        .arg("-listen")
-        .arg(format!("unix://{}", sock.display()))
-        .spawn()
-        .expect("starting vendorhealth");
-    let p = Plugin(child);
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "vendorhealth did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    p
-}
 
 const SCENARIO: &str = r#"
 name: remote-vendor-health
@@ -109,7 +61,8 @@ fn the_go_example_plugin_places_a_simulated_workload() {
     let dir = std::env::temp_dir().join(format!("strata-go-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("vh.sock");
-    let _plugin = build_and_start(&dir, &sock);
+    let bin = build_go_example(&dir);
+    let _plugin = start_go_example(&bin, &sock);
 
     let yaml = SCENARIO.replace("SOCKET", &sock.display().to_string());
     let path = dir.join("scenario.yaml");

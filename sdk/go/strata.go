@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"os"
 	"sort"
@@ -31,6 +32,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	pb "strata.io/sdk/go/pluginv1"
 )
@@ -82,6 +84,32 @@ type View struct {
 	Version uint64
 	Nodes   map[uint32]*pb.Node
 	seq     uint64
+	// gen[id] changes whenever node id does (0: never seen); memos of
+	// node-local answers are valid while it holds.
+	gen   []uint64
+	tick  uint64
+	memos map[uint64]*memo
+}
+
+// memo holds a node-local plugin's answers for one kind of pod.
+type memo struct {
+	filterGen []uint64
+	verdict   []int32 // 0 passes, k rejects with reasons[k-1]
+	scoreGen  []uint64
+	score     []int64
+	reasons   []string
+	reasonIdx map[string]int32
+}
+
+// maxMemos bounds the kinds of pods remembered per session.
+const maxMemos = 32
+
+func (v *View) touch(id uint32) {
+	if int(id) >= len(v.gen) {
+		v.gen = append(v.gen, make([]uint64, int(id)+1-len(v.gen))...)
+	}
+	v.tick++
+	v.gen[id] = v.tick
 }
 
 // Apply brings the view to d.Version; false when d does not apply (its
@@ -90,17 +118,57 @@ type View struct {
 func (v *View) Apply(d *pb.SnapshotDelta) bool {
 	if d.GetFull() {
 		v.Nodes = make(map[uint32]*pb.Node, len(d.GetNodes()))
+		v.gen = nil
+		v.memos = nil
 	} else if d.GetBaseVersion() != v.Version {
 		return false
 	}
 	for _, n := range d.GetNodes() {
 		v.Nodes[n.GetId()] = n
+		v.touch(n.GetId())
 	}
 	for _, id := range d.GetRemovedNodes() {
 		delete(v.Nodes, id)
+		v.touch(id)
 	}
 	v.Version = d.GetVersion()
 	return true
+}
+
+// memoFor returns the memo of pods like p: everything of the pod but its
+// identity (uid, name) is its key.
+func (v *View) memoFor(p *pb.Pod) *memo {
+	key := podKey(p)
+	if m, ok := v.memos[key]; ok {
+		return m
+	}
+	if v.memos == nil || len(v.memos) >= maxMemos {
+		v.memos = map[uint64]*memo{}
+	}
+	m := &memo{reasonIdx: map[string]int32{}}
+	v.memos[key] = m
+	return m
+}
+
+func podKey(p *pb.Pod) uint64 {
+	c := &pb.Pod{
+		Namespace:   p.GetNamespace(),
+		Labels:      p.GetLabels(),
+		Annotations: p.GetAnnotations(),
+		Priority:    p.GetPriority(),
+		Requests:    p.GetRequests(),
+	}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return h.Sum64()
+}
+
+func grow[T any](s []T, n int) []T {
+	if len(s) < n {
+		s = append(s, make([]T, n-len(s))...)
+	}
+	return s
 }
 
 // Expand returns the node ids of a run-encoded set, refusing malformed runs
@@ -230,13 +298,45 @@ func (s *Server) Filter(_ context.Context, r *pb.FilterRequest) (*pb.FilterRespo
 		return &pb.FilterResponse{Status: &pb.Result{Code: pb.Code_CODE_ERROR, Reason: err.Error()}}, nil
 	}
 	byReason := map[string][]uint32{}
+	var m *memo
+	if s.p.NodeLocal {
+		m = v.memoFor(r.GetPod())
+		m.filterGen = grow(m.filterGen, len(v.gen))
+		m.verdict = grow(m.verdict, len(v.gen))
+	}
 	for _, id := range ids {
+		if m != nil && int(id) < len(v.gen) && v.gen[id] != 0 && m.filterGen[id] == v.gen[id] {
+			if k := m.verdict[id]; k > 0 {
+				reason := m.reasons[k-1]
+				byReason[reason] = append(byReason[reason], id)
+			}
+			continue
+		}
 		n, ok := v.Nodes[id]
 		if !ok {
 			// Not in the view: answer a resync rather than guess.
 			return &pb.FilterResponse{Resync: true}, nil
 		}
-		if reason := s.p.Filter(r.GetPod(), n); reason != "" {
+		if m == nil {
+			if reason := s.p.Filter(r.GetPod(), n); reason != "" {
+				byReason[reason] = append(byReason[reason], id)
+			}
+			continue
+		}
+		{
+			k := int32(0)
+			if reason := s.p.Filter(r.GetPod(), n); reason != "" {
+				var ok bool
+				if k, ok = m.reasonIdx[reason]; !ok {
+					m.reasons = append(m.reasons, reason)
+					k = int32(len(m.reasons))
+					m.reasonIdx[reason] = k
+				}
+			}
+			m.verdict[id], m.filterGen[id] = k, v.gen[id]
+		}
+		if k := m.verdict[id]; k > 0 {
+			reason := m.reasons[k-1]
 			byReason[reason] = append(byReason[reason], id)
 		}
 	}
@@ -270,12 +370,26 @@ func (s *Server) Score(_ context.Context, r *pb.ScoreRequest) (*pb.ScoreResponse
 	}
 	resp := &pb.ScoreResponse{Status: &pb.Result{}}
 	var last *pb.ScoreRun
+	var m *memo
+	if s.p.NodeLocal {
+		m = v.memoFor(r.GetPod())
+		m.scoreGen = grow(m.scoreGen, len(v.gen))
+		m.score = grow(m.score, len(v.gen))
+	}
 	for _, id := range ids {
-		n, ok := v.Nodes[id]
-		if !ok {
-			return &pb.ScoreResponse{Resync: true}, nil
+		var sc int64
+		if m != nil && int(id) < len(v.gen) && m.scoreGen[id] == v.gen[id] && v.gen[id] != 0 {
+			sc = m.score[id]
+		} else {
+			n, ok := v.Nodes[id]
+			if !ok {
+				return &pb.ScoreResponse{Resync: true}, nil
+			}
+			sc = min(max(s.p.Score(r.GetPod(), n), 0), MaxNodeScore)
+			if m != nil {
+				m.score[id], m.scoreGen[id] = sc, v.gen[id]
+			}
 		}
-		sc := min(max(s.p.Score(r.GetPod(), n), 0), MaxNodeScore)
 		if last != nil && last.Score == sc {
 			last.Count++
 			continue

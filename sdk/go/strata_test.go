@@ -91,3 +91,45 @@ type bad struct{}
 func (bad) Error() string { return "degradedScore: must be within 0..=100" }
 
 var errBad = bad{}
+
+func TestNodeLocalAnswersAreReusedUntilTheNodeChanges(t *testing.T) {
+	calls := 0
+	p := vendorRule()
+	inner := p.Filter
+	p.Filter = func(pod *pb.Pod, n *pb.Node) string { calls++; return inner(pod, n) }
+	p.NodeLocal = true
+	s := NewServer(p)
+	ctx := context.Background()
+	_, _ = s.Handshake(ctx, &pb.HandshakeRequest{ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1, Session: 1})
+	pod := &pb.Pod{Name: "a", Labels: map[string]string{"app": "web"}}
+	all := &pb.NodeSet{Runs: []uint32{0, 3}}
+	full := &pb.SnapshotDelta{Session: 1, Version: 1, Full: true, Nodes: []*pb.Node{node(0, "ok"), node(1, "ok"), node(2, "failed")}}
+	r, _ := s.Filter(ctx, &pb.FilterRequest{Delta: full, Pod: pod, Candidates: all})
+	if calls != 3 || len(r.GetRejections()) != 1 {
+		t.Fatalf("first: %d calls, %v", calls, r)
+	}
+	// Another pod of the same kind, nothing changed: no call.
+	other := &pb.Pod{Name: "b", Uid: "u-b", Labels: map[string]string{"app": "web"}}
+	idle := &pb.SnapshotDelta{Session: 1, BaseVersion: 1, Version: 1}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: idle, Pod: other, Candidates: all})
+	if calls != 3 || len(r.GetRejections()) != 1 || r.GetRejections()[0].GetNodeIds()[0] != 2 {
+		t.Fatalf("idle: %d calls, %v", calls, r)
+	}
+	// Node 1 fails: only it is judged again.
+	delta := &pb.SnapshotDelta{Session: 1, BaseVersion: 1, Version: 2, Nodes: []*pb.Node{node(1, "failed")}}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: delta, Pod: other, Candidates: all})
+	if calls != 4 || len(r.GetRejections()[0].GetNodeIds()) != 2 {
+		t.Fatalf("delta: %d calls, %v", calls, r)
+	}
+	// A pod of another kind is judged on its own.
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: &pb.SnapshotDelta{Session: 1, BaseVersion: 2, Version: 2}, Pod: &pb.Pod{Name: "c"}, Candidates: all})
+	if calls != 7 || len(r.GetRejections()[0].GetNodeIds()) != 2 {
+		t.Fatalf("other kind: %d calls, %v", calls, r)
+	}
+	// Removed node: a candidate it no longer knows asks for a resync.
+	gone := &pb.SnapshotDelta{Session: 1, BaseVersion: 2, Version: 3, RemovedNodes: []uint32{0}}
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: gone, Pod: other, Candidates: all})
+	if !r.GetResync() {
+		t.Fatalf("removed node judged from the memo: %v", r)
+	}
+}

@@ -373,3 +373,60 @@ pub fn socket(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir.join("plugin.sock")
 }
+
+/// Whether `go` runs.
+pub fn go_available() -> bool {
+    std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The Go example plugin process; killed when dropped.
+pub struct GoPlugin(std::process::Child);
+
+impl Drop for GoPlugin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Builds `sdk/go/examples/vendorhealth` into `dir`.
+pub fn build_go_example(dir: &Path) -> PathBuf {
+    let sdk = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk/go");
+    let bin = dir.join("vendorhealth");
+    let out = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg("./examples/vendorhealth")
+        .current_dir(&sdk)
+        .output()
+        .expect("running go build");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Starts the example on `sock` and waits until it listens.
+pub fn start_go_example(bin: &Path, sock: &Path) -> GoPlugin {
+    let _ = std::fs::remove_file(sock);
+    let child = std::process::Command::new(bin)
+        .arg("-listen")
+        .arg(format!("unix://{}", sock.display()))
+        .spawn()
+        .expect("starting vendorhealth");
+    let p = GoPlugin(child);
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "vendorhealth did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
