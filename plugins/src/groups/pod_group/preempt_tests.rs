@@ -120,8 +120,25 @@ impl H {
                 self.s.wait_for_completion(Duration::from_millis(20));
             }
             self.s.process_completions();
-            // Victim deletions run on the runtime: let them land.
-            std::thread::sleep(Duration::from_millis(5));
+            // Victim deletions run on the runtime: wait until every victim
+            // named by a `Preempted` event (recorded in the cycle) has been
+            // deleted, however loaded the machine is.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let named = self
+                    .cluster
+                    .events
+                    .lock()
+                    .iter()
+                    .filter(|e| e.reason == "Preempted")
+                    .count();
+                if self.cluster.deleted.lock().len() >= named
+                    || std::time::Instant::now() >= deadline
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let bound = self.cluster.binds.lock().clone();
             for (key, node) in bound[self.fed_binds..].iter() {
                 if let Some(p) = self.pods.get(key) {
