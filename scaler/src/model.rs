@@ -287,25 +287,7 @@ pub fn ratio_for(prefill_work: f64, decode_work: f64, max_total: u32) -> (u32, u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn svc() -> ServiceSpec {
-        ServiceSpec {
-            name: "llm".into(),
-            prefill_per_group: 1,
-            decode_per_group: 2,
-            prefill_tokens_per_s: 20_000.0,
-            decode_tokens_per_s: 2_500.0,
-            base_tpot_s: 0.025,
-            prefill_accelerators: 8,
-            decode_accelerators: 8,
-            objective: Objective {
-                ttft_s: 0.5,
-                tpot_s: 0.1,
-            },
-            min_groups: 0,
-            max_groups: 100,
-        }
-    }
+    use crate::policy::tests_support::svc;
 
     #[test]
     fn proxies_grow_with_load_and_break_at_saturation() {
