@@ -10,76 +10,15 @@
 //! them, failed with `STRATA_E2E_REQUIRED=1`.
 
 mod cluster;
+// The Go extender's harness, shared with the extender crate's own tests.
+#[allow(dead_code)]
+#[path = "../../extender/tests/common/go.rs"]
+mod go;
 
 use cluster::*;
+use go::{GoExtender, go_extender_binary};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The Go extender, started with `args`, killed on drop.
-struct GoExtender {
-    child: Child,
-    addr: String,
-}
-
-impl GoExtender {
-    fn start(args: &[&str]) -> GoExtender {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testing/extender-go/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("run testing/extender-go/build.sh");
-        assert!(
-            out.status.success(),
-            "building the Go extender: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .expect("the binary's path")
-            .trim()
-            .to_owned();
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the Go extender");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("its address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        GoExtender { child, addr }
-    }
-
-    fn calls(&self) -> Vec<Value> {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(&self.addr).expect("connect to the extender");
-        let _ = write!(c, "GET /calls HTTP/1.0\r\nHost: x\r\n\r\n");
-        let mut out = String::new();
-        let _ = c.read_to_string(&mut out);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("null");
-        serde_json::from_str::<Option<Vec<Value>>>(body)
-            .expect("calls JSON")
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for GoExtender {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn widget_pod(name: &str, sched: &str) -> Value {
     json!({
@@ -102,14 +41,20 @@ async fn e2e_go_extender_filters_scores_and_binds() {
     };
     let admin_kc = std::env::var("STRATA_E2E_KUBECONFIG").expect("set when setup succeeded");
     // Rejects node 0, prefers node 1, binds through the API server.
-    let go = GoExtender::start(&[
-        "-reject",
-        "^strata-e2e-node-0$",
-        "-prefer",
-        "^strata-e2e-node-1$",
-        "-kubeconfig",
-        &admin_kc,
-    ]);
+    let Some(bin) = go_extender_binary() else {
+        return;
+    };
+    let go = GoExtender::start(
+        &bin,
+        &[
+            "-reject",
+            "^strata-e2e-node-0$",
+            "-prefer",
+            "^strata-e2e-node-1$",
+            "-kubeconfig",
+            &admin_kc,
+        ],
+    );
     let down = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let a = l.local_addr().expect("its address");
@@ -120,10 +65,10 @@ async fn e2e_go_extender_filters_scores_and_binds() {
     let sched = "strata-e2e-extender";
     let cfg = format!(
         "{}extenders:\n\
-         - {{urlPrefix: 'http://{}', filterVerb: filter, prioritizeVerb: prioritize, bindVerb: bind, weight: 5, nodeCacheCapable: true, httpTimeout: 5s, managedResources: [{{name: example.com/widget, ignoredByScheduler: true}}]}}\n\
+         - {{urlPrefix: '{}', filterVerb: filter, prioritizeVerb: prioritize, bindVerb: bind, weight: 5, nodeCacheCapable: true, httpTimeout: 5s, managedResources: [{{name: example.com/widget, ignoredByScheduler: true}}]}}\n\
          - {{urlPrefix: '{down}', filterVerb: filter, ignorable: true, httpTimeout: 2s}}\n",
         config(sched),
-        go.addr
+        go.url
     );
     for i in 0..3 {
         c.create_pod(&ns, widget_pod(&format!("widget-{i}"), sched))
