@@ -65,6 +65,13 @@ fn run() -> Result<(), String> {
                     t.lead_minutes = m;
                 }
             }
+            "--group-targets" => {
+                cfg.group_targets = val(&a)?
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(|v| frac(&a, v.to_owned()))
+                    .collect::<Result<_, _>>()?
+            }
             "--role-targets" => {
                 cfg.role_targets = val(&a)?
                     .split(',')

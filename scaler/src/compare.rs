@@ -57,8 +57,19 @@ pub struct CompareConfig {
     /// Per-role targets to run (the first at the group policy's target; lower
     /// ones show what per-role needs to meet the objective).
     pub role_targets: Vec<f64>,
+    /// Further group-scaler targets to run (tide and zero as in
+    /// `group_policy`), so each scaler is also seen at its cheapest setting
+    /// that meets the objective.
+    pub group_targets: Vec<f64>,
     /// Also run the group scaler without the tide (target load only).
     pub group_without_tide: bool,
+    /// The utilisation target the trace's peak is sized at when the trace is
+    /// scaled to `peak_instances`. Fixed, so that sweeping the policies'
+    /// targets changes the capacity held and never the load offered.
+    pub sizing_target: f64,
+    /// The share of minutes meeting the objective that "meets the
+    /// objective" means in the summary (the issue's 99%).
+    pub objective_share: f64,
 }
 
 impl Default for CompareConfig {
@@ -81,8 +92,11 @@ impl Default for CompareConfig {
             peak_instances: 120,
             day: DayShape::default(),
             group_policy: GroupPolicy::default(),
-            role_targets: vec![0.8, 0.6, 0.5],
+            role_targets: vec![0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4],
+            group_targets: vec![0.75, 0.85, 0.9],
             group_without_tide: true,
+            sizing_target: 0.8,
+            objective_share: 0.99,
         }
     }
 }
@@ -165,6 +179,56 @@ pub struct TraceComparison {
     pub scale: f64,
     /// The runs.
     pub runs: Vec<RunResult>,
+    /// Each kind of scaler at its cheapest setting that meets the objective.
+    pub at_objective: AtObjective,
+}
+
+/// The cheapest run of each kind (group scaler with its tide, per-role HPA)
+/// that meets the objective in at least the configured share of minutes:
+/// accelerator-hours compared at the same objective.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AtObjective {
+    /// The share of minutes required.
+    pub share: f64,
+    /// The cheapest group-scaler run meeting it (scaler name, accelerator-hours).
+    pub group: Option<(String, f64)>,
+    /// The cheapest per-role run meeting it.
+    pub per_role: Option<(String, f64)>,
+}
+
+impl AtObjective {
+    /// Picks the cheapest run of each kind among `runs` meeting `share`.
+    pub fn of(runs: &[RunResult], share: f64) -> AtObjective {
+        let cheapest = |prefix: &str| {
+            runs.iter()
+                .filter(|r| r.scaler.starts_with(prefix) && r.share_meeting >= share)
+                .min_by(|a, b| a.accelerator_hours.total_cmp(&b.accelerator_hours))
+                .map(|r| (r.scaler.clone(), r.accelerator_hours))
+        };
+        AtObjective {
+            share,
+            group: cheapest("group:"),
+            per_role: cheapest("per-role"),
+        }
+    }
+
+    /// One line for the table.
+    pub fn line(&self) -> String {
+        let pct = self.share * 100.0;
+        match (&self.group, &self.per_role) {
+            (Some((g, gh)), Some((r, rh))) => format!(
+                "at >= {pct}% of minutes: group {gh:.1} acc-h ({g}) vs per-role {rh:.1} acc-h ({r}): group / per-role = {:.3}",
+                gh / rh
+            ),
+            (Some((g, gh)), None) => format!(
+                "at >= {pct}% of minutes: group {gh:.1} acc-h ({g}); no per-role run meets it"
+            ),
+            (None, Some((r, rh))) => format!(
+                "at >= {pct}% of minutes: no group run meets it; per-role {rh:.1} acc-h ({r})"
+            ),
+            (None, None) => format!("at >= {pct}% of minutes: no run meets it"),
+        }
+    }
 }
 
 /// The service for `trace`: its prefill:decode ratio from the trace's token
@@ -204,7 +268,7 @@ pub fn compare_trace(
 ) -> Result<TraceComparison, EngineError> {
     let svc = service_for(cfg, trace);
     let unit = stretch(trace, 1, 1.0, &cfg.day);
-    let target = cfg.group_policy.target;
+    let target = cfg.sizing_target;
     let peak = unit
         .iter()
         .map(|l| svc.groups_for(l, target))
@@ -229,8 +293,21 @@ pub fn compare_trace(
         &svc,
         &loads,
         cfg.group_policy,
-        "group: target+tide+zero",
+        &format!("group: target {}+tide+zero", cfg.group_policy.target),
     )?];
+    for t in &cfg.group_targets {
+        let p = GroupPolicy {
+            target: *t,
+            ..cfg.group_policy
+        };
+        runs.push(run_groups(
+            cfg,
+            &svc,
+            &loads,
+            p,
+            &format!("group: target {t}+tide+zero"),
+        )?);
+    }
     if cfg.group_without_tide {
         let p = GroupPolicy {
             tidal: None,
@@ -241,7 +318,7 @@ pub fn compare_trace(
             &svc,
             &loads,
             p,
-            "group: target+zero, no tide",
+            &format!("group: target {}+zero, no tide", cfg.group_policy.target),
         )?);
     }
     for t in &cfg.role_targets {
@@ -272,6 +349,7 @@ pub fn compare_trace(
         ),
         service: svc,
         scale,
+        at_objective: AtObjective::of(&runs, cfg.objective_share),
         runs,
     })
 }
@@ -434,8 +512,10 @@ fn run_roles(
         for (i, role) in [Role::Prefill, Role::Decode].into_iter().enumerate() {
             let bound = e.role_bound(svc, role);
             for u in &bound {
+                // Bound during minute `t` at the latest: serving from
+                // `startup_minutes` later, as a group's members are.
                 let at = *first_bound.entry(u.clone()).or_insert(t);
-                if at + u64::from(cfg.startup_minutes) <= t + 1 {
+                if at + u64::from(cfg.startup_minutes) <= t {
                     ready[i] += 1;
                     if let Some(dm) = e.domain_of(u) {
                         per_sn.entry(dm.to_owned()).or_default()[i] += 1;
@@ -533,6 +613,7 @@ pub fn to_table(cmp: &[TraceComparison], cfg: &CompareConfig) -> String {
                 zero
             );
         }
+        let _ = writeln!(s, "  {}", c.at_objective.line());
     }
     s
 }
@@ -568,6 +649,7 @@ mod tests {
             },
             peak_instances: 12,
             role_targets: vec![0.8],
+            group_targets: vec![],
             group_without_tide: false,
             ..CompareConfig::default()
         };
@@ -585,6 +667,7 @@ mod tests {
         );
         let table = to_table(std::slice::from_ref(&c), &cfg);
         assert!(table.contains("per-role HPA, target 0.8"), "{table}");
+        assert!(table.contains("at >= 99% of minutes"), "{table}");
         let json = serde_json::to_value(&c).unwrap();
         assert!(json["runs"][0]["accelerator_hours"].as_f64().unwrap() > 0.0);
     }
