@@ -389,7 +389,7 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
             ("filter", &e.filter_verb),
             ("prioritize", &e.prioritize_verb),
             ("bind", &e.bind_verb),
-            ("preempt (not called)", &e.preempt_verb),
+            ("preempt", &e.preempt_verb),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())

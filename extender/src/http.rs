@@ -16,7 +16,8 @@ use crate::metrics;
 use crate::objects::{node_object, pod_object};
 use crate::types::{
     ExtenderArgs, ExtenderBindingArgs, ExtenderBindingResult, ExtenderFilterResult,
-    HostPriorityList, NodeList,
+    ExtenderPreemptionArgs, ExtenderPreemptionResult, HostPriorityList, MetaPod, MetaVictims,
+    NodeList, Victims,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -29,10 +30,10 @@ use std::time::{Duration, Instant};
 use strata_scheduler::cache::Snapshot;
 use strata_scheduler::config::ConfigError;
 use strata_scheduler::extenders::{
-    Extender, ExtenderConfig, ExtenderError, ExtenderFilterOutcome, MAX_EXTENDER_PRIORITY,
-    pod_asks_for_any,
+    Extender, ExtenderConfig, ExtenderError, ExtenderFilterOutcome, ExtenderVictims,
+    MAX_EXTENDER_PRIORITY, pod_asks_for_any,
 };
-use strata_scheduler::framework::NodeRef;
+use strata_scheduler::framework::{NodeRef, PreemptionCandidate};
 use strata_scheduler::model::{NodeId, PodInfo};
 
 /// The largest answer read from an extender: 64 MiB (a filter answer with
@@ -473,6 +474,76 @@ impl HttpExtender {
         Ok(out)
     }
 
+    /// Sends the preemption candidates (victims by UID to a
+    /// nodeCacheCapable extender, whole pods to the others) and reads the
+    /// nodes and victims it keeps. The answer is checked against the
+    /// candidates by the engine.
+    fn preempt_call(
+        &self,
+        pod: &PodInfo,
+        candidates: &[PreemptionCandidate],
+    ) -> Result<Vec<ExtenderVictims>, CallError> {
+        let verb = self.cfg.preempt_verb.as_str();
+        let pod_obj = pod_object(pod);
+        let pdb = |c: &PreemptionCandidate| i64::try_from(c.pdb_violations).unwrap_or(i64::MAX);
+        let args = if self.cfg.node_cache_capable {
+            ExtenderPreemptionArgs {
+                pod: &pod_obj,
+                node_name_to_victims: None,
+                node_name_to_meta_victims: Some(
+                    candidates
+                        .iter()
+                        .map(|c| {
+                            let v = MetaVictims {
+                                pods: c
+                                    .victims
+                                    .iter()
+                                    .map(|p| MetaPod {
+                                        uid: p.uid.to_string(),
+                                    })
+                                    .collect(),
+                                num_pdb_violations: pdb(c),
+                            };
+                            (c.node.name.as_str().to_owned(), v)
+                        })
+                        .collect(),
+                ),
+            }
+        } else {
+            ExtenderPreemptionArgs {
+                pod: &pod_obj,
+                node_name_to_victims: Some(
+                    candidates
+                        .iter()
+                        .map(|c| {
+                            let v = Victims {
+                                pods: c.victims.iter().map(|p| pod_object(p)).collect(),
+                                num_pdb_violations: pdb(c),
+                            };
+                            (c.node.name.as_str().to_owned(), v)
+                        })
+                        .collect(),
+                ),
+                node_name_to_meta_victims: None,
+            }
+        };
+        let body = serde_json::to_vec(&args).map_err(|e| CallError::Connect {
+            verb: verb.to_owned(),
+            url: format!("{}/{}", self.base, verb),
+            message: format!("encoding the request: {e}"),
+        })?;
+        let bytes = block_on(self.caller.clone().post(verb.to_owned(), body))?;
+        let r: ExtenderPreemptionResult = self.decode(verb, "ExtenderPreemptionResult", &bytes)?;
+        Ok(r.node_name_to_meta_victims
+            .into_iter()
+            .map(|(node, v)| ExtenderVictims {
+                node,
+                pods: v.pods.into_iter().map(|p| p.uid).collect(),
+                pdb_violations: v.num_pdb_violations,
+            })
+            .collect())
+    }
+
     async fn bind_call(&self, pod: &PodInfo, node: NodeRef) -> Result<(), CallError> {
         let verb = self.cfg.bind_verb.as_str();
         let args = ExtenderBindingArgs {
@@ -601,6 +672,22 @@ impl Extender for HttpExtender {
         let start = Instant::now();
         let r = self.bind_call(pod, node).await;
         self.record("bind", start, &r);
+        r.map_err(|e| ExtenderError(e.to_string()))
+    }
+
+    fn supports_preemption(&self) -> bool {
+        !self.cfg.preempt_verb.is_empty()
+    }
+
+    fn process_preemption(
+        &self,
+        pod: &PodInfo,
+        candidates: &[PreemptionCandidate],
+        _snap: &Snapshot,
+    ) -> Result<Vec<ExtenderVictims>, ExtenderError> {
+        let start = Instant::now();
+        let r = self.preempt_call(pod, candidates);
+        self.record("preempt", start, &r);
         r.map_err(|e| ExtenderError(e.to_string()))
     }
 }

@@ -13,8 +13,9 @@
 //! crate owns the wire: JSON types ([`types`]), the objects sent
 //! ([`objects`]), timeouts, TLS and the metrics ([`metrics`]).
 //!
-//! Not here: preemption through an extender (`preemptVerb` is accepted but
-//! not called yet; see `docs/PLUGINS.md`).
+//! Preemption: an extender with a `preemptVerb` gets DefaultPreemption's
+//! candidates (`ExtenderPreemptionArgs`) and answers the nodes and victims it
+//! keeps (`ExtenderPreemptionResult`); the engine checks the answer.
 
 #![warn(missing_docs)]
 

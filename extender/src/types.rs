@@ -167,17 +167,36 @@ pub struct MetaVictims {
     pub num_pdb_violations: i64,
 }
 
-/// `ExtenderPreemptionArgs`, as a nodeCacheCapable extender gets it (victims
-/// by UID; kube-scheduler sends `NodeNameToVictims` with whole pods to the
-/// others).
+/// `Victims`: the pods to evict on one node, whole (what an extender that
+/// is not nodeCacheCapable gets).
+#[derive(Clone, Debug, Serialize)]
+pub struct Victims<P: Serialize> {
+    /// The pods to evict.
+    #[serde(rename = "Pods")]
+    pub pods: Vec<P>,
+    /// How many PodDisruptionBudgets their eviction violates.
+    #[serde(rename = "NumPDBViolations")]
+    pub num_pdb_violations: i64,
+}
+
+/// `ExtenderPreemptionArgs`: the preemptor and the candidate nodes with
+/// their victims. Exactly one of the maps is set: victims by UID
+/// (`NodeNameToMetaVictims`) for a nodeCacheCapable extender, whole pods
+/// (`NodeNameToVictims`) for the others, as kube-scheduler sends them.
 #[derive(Clone, Debug, Serialize)]
 pub struct ExtenderPreemptionArgs<'a, P: Serialize> {
     /// The preemptor.
     #[serde(rename = "Pod")]
     pub pod: &'a P,
-    /// The candidate nodes and their victims.
-    #[serde(rename = "NodeNameToMetaVictims")]
-    pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
+    /// The candidate nodes and their victims, whole.
+    #[serde(rename = "NodeNameToVictims", skip_serializing_if = "Option::is_none")]
+    pub node_name_to_victims: Option<BTreeMap<String, Victims<P>>>,
+    /// The candidate nodes and their victims, by UID.
+    #[serde(
+        rename = "NodeNameToMetaVictims",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_name_to_meta_victims: Option<BTreeMap<String, MetaVictims>>,
 }
 
 /// `ExtenderPreemptionResult`.
@@ -262,17 +281,33 @@ mod tests {
         );
         let v = ExtenderPreemptionArgs {
             pod: &pod,
-            node_name_to_meta_victims: BTreeMap::from([(
+            node_name_to_victims: None,
+            node_name_to_meta_victims: Some(BTreeMap::from([(
                 "n".to_owned(),
                 MetaVictims {
                     pods: vec![MetaPod { uid: "u".into() }],
                     num_pdb_violations: 0,
                 },
-            )]),
+            )])),
         };
         assert_eq!(
             serde_json::to_string(&v).unwrap(),
             r#"{"Pod":{"metadata":{"name":"p"}},"NodeNameToMetaVictims":{"n":{"Pods":[{"UID":"u"}],"NumPDBViolations":0}}}"#
+        );
+        let v = ExtenderPreemptionArgs {
+            pod: &pod,
+            node_name_to_victims: Some(BTreeMap::from([(
+                "n".to_owned(),
+                Victims {
+                    pods: vec![pod.clone()],
+                    num_pdb_violations: 1,
+                },
+            )])),
+            node_name_to_meta_victims: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"Pod":{"metadata":{"name":"p"}},"NodeNameToVictims":{"n":{"Pods":[{"metadata":{"name":"p"}}],"NumPDBViolations":1}}}"#
         );
     }
 
@@ -283,6 +318,7 @@ mod tests {
             let _ = serde_json::from_str::<ExtenderFilterResult>(&s);
             let _ = serde_json::from_str::<HostPriorityList>(&s);
             let _ = serde_json::from_str::<ExtenderBindingResult>(&s);
+            let _ = serde_json::from_str::<ExtenderPreemptionResult>(&s);
         }
     }
 }

@@ -297,14 +297,6 @@ impl SchedulerConfig {
     /// [`SchedulerConfig::from_yaml`] logs each as a warning.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (i, e) in self.extenders.iter().enumerate() {
-            if !e.preempt_verb.is_empty() {
-                out.push(format!(
-                    "field `extenders[{i}].preemptVerb`: preemption does not consult extenders yet, so {:?} is not called",
-                    e.preempt_verb
-                ));
-            }
-        }
         for (i, prof) in self.profiles.iter().enumerate() {
             for point in Point::ALL {
                 if point == Point::Score {
@@ -913,7 +905,8 @@ mod tests {
             "extenders: [{urlPrefix: 'http://x', preemptVerb: preempt}]",
         )
         .unwrap();
-        assert!(cfg.warnings()[0].contains("extenders[0].preemptVerb"));
+        // Preemption consults it (DefaultPreemption): nothing to warn about.
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
     }
 
     /// A weight outside score and multiPoint is valid but ignored, and

@@ -12,7 +12,16 @@
 //! - beside Score: each interested prioritizer's scores (0..=10) times its
 //!   weight, scaled by `MAX_NODE_SCORE / 10`, added to the plugins' total;
 //! - at Bind: an interested extender with a `bindVerb` binds instead of the
-//!   Bind plugins.
+//!   Bind plugins;
+//! - on preemption: DefaultPreemption hands its candidates (nodes and
+//!   victims) to each interested extender with a `preemptVerb`, in
+//!   configuration order, each narrowing what the one before kept
+//!   ([`Extender::process_preemption`]; kube-scheduler's `callExtenders`),
+//!   before it chooses one. An answer must be a narrowing: a node that was
+//!   not a candidate, a victim that is not on its node or is not of lower
+//!   priority than the preemptor, is a failure of the extender. A node
+//!   answered with no victims is dropped by an ignorable extender and is a
+//!   failure of another, as in kube-scheduler.
 //!
 //! Only extenders interested in the pod ([`Extender::is_interested`]: no
 //! `managedResources`, or the pod asks for one of them) are consulted. A
@@ -28,7 +37,7 @@
 
 use crate::cache::Snapshot;
 use crate::config::{ConfigError, MAX_SECONDS, parse_duration};
-use crate::framework::NodeRef;
+use crate::framework::{NodeRef, PreemptionCandidate};
 use crate::model::{NodeId, PodInfo};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -263,6 +272,18 @@ pub struct ExtenderFilterOutcome {
     pub failed_unresolvable: Vec<(NodeId, String)>,
 }
 
+/// What an extender keeps of one preemption candidate: kube-scheduler's
+/// `MetaVictims` under its node name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtenderVictims {
+    /// The node's name.
+    pub node: String,
+    /// The UIDs of the pods to evict there.
+    pub pods: Vec<String>,
+    /// `NumPDBViolations` as the extender answered it.
+    pub pdb_violations: i64,
+}
+
 /// An extender call that did not give a usable answer: the extender is
 /// down, too slow, answered garbage or an `Error`, or named a node it was
 /// not given. The text names the extender and the verb.
@@ -307,6 +328,25 @@ pub trait Extender: Send + Sync + 'static {
     ) -> Result<Vec<(NodeId, i64)>, ExtenderError>;
     /// Binds the pod to `node`.
     async fn bind(&self, pod: &PodInfo, node: NodeRef) -> Result<(), ExtenderError>;
+    /// Whether it is consulted on preemption (it has a `preemptVerb`).
+    fn supports_preemption(&self) -> bool {
+        false
+    }
+    /// The preemption candidates it keeps, with their victims. The engine
+    /// checks the answer against `candidates` (see the module docs); an
+    /// extender need not.
+    fn process_preemption(
+        &self,
+        pod: &PodInfo,
+        candidates: &[PreemptionCandidate],
+        snap: &Snapshot,
+    ) -> Result<Vec<ExtenderVictims>, ExtenderError> {
+        let _ = (pod, candidates, snap);
+        Err(ExtenderError(format!(
+            "extender {} does not support preemption",
+            self.name()
+        )))
+    }
 }
 
 /// Builds an extender from its configuration entry (index `index` of

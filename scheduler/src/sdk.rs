@@ -153,12 +153,13 @@ pub use crate::cluster::{ClusterError, ClusterPort};
 pub use crate::framework::{
     ActionType, BindPlugin, ClusterEvent, ClusterEventKind, Code, CycleState, Diagnosis,
     EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE,
-    NodeObserver, NodeRef, NodeScore, PermitDecision, PermitPlugin, PermitResult, Plugin,
-    PluginArgsError, PluginFactory, PodsToActivate, PostBindPlugin, PostFilterContext,
-    PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, PreemptionClaimant, PreemptionClaims, QueueSortPlugin,
-    QueueingHint, Reason, Registry, ReservePlugin, ScorePlugin, SortKey, StateData, Status,
-    WaitingPods,
+    NO_PREEMPTION_EXTENDERS, NoPreemptionExtenders, NodeObserver, NodeRef, NodeScore,
+    PermitDecision, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory,
+    PodsToActivate, PostBindPlugin, PostFilterContext, PostFilterPlugin, PostFilterResult,
+    PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
+    PreemptionCandidate, PreemptionClaimant, PreemptionClaims, PreemptionExtenders,
+    QueueSortPlugin, QueueingHint, Reason, Registry, ReservePlugin, ScorePlugin, SortKey,
+    StateData, Status, WaitingPods,
 };
 pub use crate::intern::Sym;
 pub use crate::labels::Labels;

@@ -8,6 +8,9 @@
 //	-unresolvable REGEX  filter: nodes whose name matches fail for good (FailedAndUnresolvableNodes)
 //	-prefer REGEX        prioritize: matching nodes score 10, the others 0
 //	-error-pods REGEX    filter and prioritize: pods whose name matches get an Error answer
+//	-no-preempt REGEX    preempt: candidate nodes whose name matches are dropped
+//	-spare-pods REGEX    preempt: victims whose name matches are spared; a node left with
+//	                     no victim is dropped
 //	-kubeconfig FILE     bind: bind through this API server (without it, bind only records)
 //
 // It listens on -listen (default 127.0.0.1:0), prints "listening on ADDR" on its first
@@ -42,10 +45,12 @@ type call struct {
 	Nodes     int    `json:"nodes"`
 	NodeNames bool   `json:"nodeNames"`
 	Node      string `json:"node,omitempty"`
+	Victims   int    `json:"victims,omitempty"`
 }
 
 type extender struct {
 	reject, unresolvable, prefer, errorPods *regexp.Regexp
+	noPreempt, sparePods                    *regexp.Regexp
 	client                                  kubernetes.Interface
 	mu                                      sync.Mutex
 	calls                                   []call
@@ -187,23 +192,43 @@ func (e *extender) bind(w http.ResponseWriter, r *http.Request) {
 	reply(w, &result)
 }
 
-// preempt keeps every candidate the scheduler proposed.
+// preempt keeps the candidates the rules allow, with the victims they allow. Whole pods
+// (NodeNameToVictims) come to an extender that is not nodeCacheCapable; UIDs
+// (NodeNameToMetaVictims) to the others, so pod names are known only in the first form.
 func (e *extender) preempt(w http.ResponseWriter, r *http.Request) {
 	var args extenderv1.ExtenderPreemptionArgs
 	if !decode(w, r, &args) {
 		return
 	}
-	e.record(call{Verb: "preempt", Pod: podName(args.Pod), Nodes: len(args.NodeNameToMetaVictims) + len(args.NodeNameToVictims)})
+	victims := 0
+	for _, v := range args.NodeNameToMetaVictims {
+		victims += len(v.Pods)
+	}
+	for _, v := range args.NodeNameToVictims {
+		victims += len(v.Pods)
+	}
+	e.record(call{Verb: "preempt", Pod: podName(args.Pod), Nodes: len(args.NodeNameToMetaVictims) + len(args.NodeNameToVictims), NodeNames: args.NodeNameToMetaVictims != nil, Victims: victims})
 	out := extenderv1.ExtenderPreemptionResult{NodeNameToMetaVictims: map[string]*extenderv1.MetaVictims{}}
 	for n, v := range args.NodeNameToMetaVictims {
+		if matches(e.noPreempt, n) {
+			continue
+		}
 		out.NodeNameToMetaVictims[n] = v
 	}
 	for n, v := range args.NodeNameToVictims {
+		if matches(e.noPreempt, n) {
+			continue
+		}
 		mv := &extenderv1.MetaVictims{NumPDBViolations: v.NumPDBViolations}
 		for _, p := range v.Pods {
+			if matches(e.sparePods, p.Name) {
+				continue
+			}
 			mv.Pods = append(mv.Pods, &extenderv1.MetaPod{UID: string(p.UID)})
 		}
-		out.NodeNameToMetaVictims[n] = mv
+		if len(mv.Pods) > 0 {
+			out.NodeNameToMetaVictims[n] = mv
+		}
 	}
 	reply(w, &out)
 }
@@ -230,6 +255,8 @@ func main() {
 	unresolvable := flag.String("unresolvable", "", "filter: node names to reject for good")
 	prefer := flag.String("prefer", "", "prioritize: node names to score 10")
 	errorPods := flag.String("error-pods", "", "pod names to answer with an error")
+	noPreempt := flag.String("no-preempt", "", "preempt: node names where nothing may be evicted")
+	sparePods := flag.String("spare-pods", "", "preempt: pod names never evicted")
 	kubeconfig := flag.String("kubeconfig", "", "bind through this cluster (empty: bind only records)")
 	flag.Parse()
 
@@ -238,6 +265,8 @@ func main() {
 		unresolvable: optional(*unresolvable),
 		prefer:       optional(*prefer),
 		errorPods:    optional(*errorPods),
+		noPreempt:    optional(*noPreempt),
+		sparePods:    optional(*sparePods),
 	}
 	if *kubeconfig != "" {
 		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)

@@ -688,11 +688,13 @@ impl Scheduler {
                 filters: &profile.filter,
                 pre_filters: &profile.pre_filter,
             };
+            let preemption_extenders = self.preemption_call(&pod);
             let ctx = PostFilterContext {
                 snapshot: self.cache.snapshot(),
                 diagnosis: &diagnosis,
                 evaluator: &evaluator,
                 nominated: &nominated_list,
+                extenders: &preemption_extenders,
             };
             let mut outcome = None;
             for p in &profile.post_filter {

@@ -250,6 +250,58 @@ pub struct PostFilterContext<'a> {
     pub evaluator: &'a dyn FilterEvaluator,
     /// Pods nominated to nodes (by earlier preemptions), with their nodes.
     pub nominated: &'a [(Arc<PodInfo>, NodeId)],
+    /// The kube-scheduler extenders with a `preemptVerb` that this pod goes
+    /// to: a preemption plugin hands them its candidates before choosing
+    /// one ([`NO_PREEMPTION_EXTENDERS`] where there are none).
+    pub extenders: &'a dyn PreemptionExtenders,
+}
+
+/// A node where evicting `victims` would let the pod fit.
+#[derive(Clone, Debug)]
+pub struct PreemptionCandidate {
+    /// The node.
+    pub node: NodeRef,
+    /// The pods to evict there, most important first.
+    pub victims: Vec<Arc<PodInfo>>,
+    /// How many of `victims` are evicted against a PodDisruptionBudget.
+    pub pdb_violations: usize,
+}
+
+/// The extenders consulted on preemption (kube-scheduler's
+/// `callExtenders`): each may drop candidates and narrow their victims,
+/// in configuration order, each seeing what the one before kept.
+pub trait PreemptionExtenders: Send + Sync {
+    /// Whether any extender is consulted (when not, `process` returns its
+    /// input).
+    fn is_empty(&self) -> bool;
+    /// The candidates the extenders keep. `Err` is the status the pod's
+    /// attempt ends with: a non-ignorable extender failed or answered
+    /// something that is not a narrowing of what it was given.
+    fn process(
+        &self,
+        pod: &PodInfo,
+        candidates: Vec<PreemptionCandidate>,
+    ) -> Result<Vec<PreemptionCandidate>, Status>;
+}
+
+/// No preemption extenders: every candidate is kept.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPreemptionExtenders;
+
+/// The value of [`NoPreemptionExtenders`], for [`PostFilterContext::extenders`].
+pub const NO_PREEMPTION_EXTENDERS: &NoPreemptionExtenders = &NoPreemptionExtenders;
+
+impl PreemptionExtenders for NoPreemptionExtenders {
+    fn is_empty(&self) -> bool {
+        true
+    }
+    fn process(
+        &self,
+        _pod: &PodInfo,
+        candidates: Vec<PreemptionCandidate>,
+    ) -> Result<Vec<PreemptionCandidate>, Status> {
+        Ok(candidates)
+    }
 }
 
 /// Runs the current profile's filters against modified nodes (for

@@ -16,7 +16,10 @@
 //!   once it holds at least `DefaultPreemptionArgs::num_candidates` candidates,
 //!   at least one of them without PodDisruptionBudget violations.
 //! - On each node the smallest set of lower-priority victims is found
-//!   (module `victims`), then one node is chosen (module `select`).
+//!   (module `victims`). The candidates then go to the kube-scheduler
+//!   extenders with a `preemptVerb` ([`PostFilterContext::extenders`]),
+//!   which may drop nodes and narrow victims; then one node is chosen
+//!   (module `select`).
 //!
 //! The plugin is pure: it reads the snapshot and returns a
 //! [`PostFilterResult`]. The engine deletes the victims, sets the pod's
@@ -52,10 +55,10 @@ use std::sync::Arc;
 use strata_scheduler::model::PreemptionPolicy;
 use strata_scheduler::sdk::{
     Code, CycleState, Diagnosis, Handle, NodeId, NodeRef, Plugin, PluginArgsError, PodInfo,
-    PostFilterContext, PostFilterPlugin, PostFilterResult, PreemptionClaims, Reason, Snapshot,
-    Status,
+    PostFilterContext, PostFilterPlugin, PostFilterResult, PreemptionCandidate, PreemptionClaims,
+    Reason, Snapshot, Status,
 };
-use victims::Preemptor;
+use victims::{Preemptor, Victims};
 
 /// The plugin's configuration name.
 pub const NAME: &str = "DefaultPreemption";
@@ -251,6 +254,40 @@ impl DefaultPreemption {
     }
 }
 
+impl DefaultPreemption {
+    /// Hands `candidates` to the extenders with a `preemptVerb` and keeps
+    /// what they keep (kube-scheduler's `callExtenders`). A victim a gang
+    /// plugin keeps is never evicted for a lone pod, whatever an extender
+    /// answers: a candidate naming one is dropped.
+    fn call_extenders(
+        &self,
+        pre: &Preemptor<'_>,
+        ctx: &PostFilterContext<'_>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Vec<Candidate>, Status> {
+        let given = candidates
+            .into_iter()
+            .map(|c| PreemptionCandidate {
+                node: c.node,
+                victims: c.victims.pods,
+                pdb_violations: c.victims.pdb_violations,
+            })
+            .collect();
+        let kept = ctx.extenders.process(pre.pod, given)?;
+        Ok(kept
+            .into_iter()
+            .filter(|c| !c.victims.iter().any(|v| pre.claims.victim_claimed(v)))
+            .map(|c| Candidate {
+                node: c.node,
+                victims: Victims {
+                    pods: c.victims,
+                    pdb_violations: c.pdb_violations,
+                },
+            })
+            .collect())
+    }
+}
+
 impl PostFilterPlugin for DefaultPreemption {
     fn post_filter(
         &self,
@@ -308,6 +345,17 @@ impl PostFilterPlugin for DefaultPreemption {
         } else {
             self.find_candidates(state, &pre, snap, &potential, &mut failures)
         };
+        if !candidates.is_empty() && !ctx.extenders.is_empty() {
+            candidates = match self.call_extenders(&pre, ctx, candidates) {
+                Ok(c) => c,
+                Err(status) => {
+                    return PostFilterResult {
+                        status,
+                        ..Default::default()
+                    };
+                }
+            };
+        }
         let Some(best) = select::pick_one(&candidates) else {
             if let Some((_, err)) = failures.iter().find(|(_, s)| s.code() == Code::Error) {
                 return PostFilterResult {

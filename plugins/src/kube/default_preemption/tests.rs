@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use strata_scheduler::cache::{Cache, PdbInfo};
 use strata_scheduler::labels::Selector;
 use strata_scheduler::sdk::{
-    FilterEvaluator, NodeInfo, PostFilterContext, PreemptionClaimant, ResourceId, Sym,
+    FilterEvaluator, NO_PREEMPTION_EXTENDERS, NodeInfo, PostFilterContext, PreemptionClaimant,
+    ResourceId, Sym,
 };
 use strata_scheduler::testing::{cache_with, node, pod};
 
@@ -145,6 +146,7 @@ fn run_with(
         diagnosis: &diagnosis,
         evaluator: ev,
         nominated,
+        extenders: NO_PREEMPTION_EXTENDERS,
     };
     plugin.post_filter(&mut state, p, &ctx)
 }
@@ -258,6 +260,7 @@ fn a_pod_whose_preemption_is_claimed_is_left_to_the_claimant() {
         diagnosis: &diagnosis,
         evaluator: &ev,
         nominated: &[],
+        extenders: NO_PREEMPTION_EXTENDERS,
     };
     let r = plugin.post_filter(&mut state, &p, &ctx);
     assert_eq!(r.status.code(), Code::Skip, "{}", r.status);
@@ -545,6 +548,7 @@ fn prefilter_rejection_applies_to_every_node() {
             diagnosis: &d,
             evaluator: &ev,
             nominated: &[],
+            extenders: NO_PREEMPTION_EXTENDERS,
         };
         let r = plugin.post_filter(&mut state, &p, &ctx);
         assert_eq!(!r.victims.is_empty(), expect_victims, "{}", r.status);
@@ -748,6 +752,7 @@ fn search_stops_after_enough_candidates() {
         diagnosis: &d,
         evaluator: &ev,
         nominated: &[],
+        extenders: NO_PREEMPTION_EXTENDERS,
     };
     let r = plugin.post_filter(&mut state, &p, &ctx);
     assert!(r.status.is_success());
@@ -1186,6 +1191,7 @@ fn run_real(cache: &Cache, p: &PodInfo) -> PostFilterResult {
         diagnosis: &d,
         evaluator: &ev,
         nominated: &[],
+        extenders: NO_PREEMPTION_EXTENDERS,
     };
     DefaultPreemption::new(DefaultPreemptionArgs::default())
         .unwrap()
@@ -1304,4 +1310,92 @@ fn a_lone_pod_never_evicts_a_claimed_gang_member() {
     );
     let r = run_nominated(&cache, &incoming("2", 10), &[]);
     assert_eq!(names(&r.victims), ["g0"]);
+}
+
+/// Extenders with a `preemptVerb` as the engine hands them to the plugin:
+/// this one keeps only the nodes not in `forbid`, or fails.
+struct FakeExtenders {
+    forbid: &'static str,
+    fail: bool,
+    seen: Mutex<Vec<String>>,
+}
+
+impl strata_scheduler::sdk::PreemptionExtenders for FakeExtenders {
+    fn is_empty(&self) -> bool {
+        false
+    }
+    fn process(
+        &self,
+        _pod: &PodInfo,
+        candidates: Vec<strata_scheduler::sdk::PreemptionCandidate>,
+    ) -> Result<Vec<strata_scheduler::sdk::PreemptionCandidate>, Status> {
+        self.seen
+            .lock()
+            .unwrap()
+            .extend(candidates.iter().map(|c| c.node.name.as_str().to_owned()));
+        if self.fail {
+            return Err(Status::error("extender x failed on preemption: down"));
+        }
+        Ok(candidates
+            .into_iter()
+            .filter(|c| c.node.name.as_str() != self.forbid)
+            .collect())
+    }
+}
+
+/// The candidates go to the extenders before one is chosen: the node the
+/// plugin would pick alone is dropped by the extender and the other is
+/// taken; an extender's failure is the attempt's status, with no victims.
+#[test]
+fn preemption_extenders_narrow_the_candidates() {
+    let cache = cache_with(
+        vec![node("n1").build(), node("n2").build()],
+        vec![
+            bound("low1", "n1", "4", 1),
+            bound("low2", "n2", "4", 1),
+            bound("lower2", "n2", "0", 0),
+        ],
+    );
+    let p = incoming("2", 10);
+    let alone = run(&cache, &p);
+    assert!(alone.status.is_success(), "{}", alone.status);
+    let chosen = nominated_name(&alone).unwrap();
+    let other = if chosen == "n1" { "n2" } else { "n1" };
+
+    let snap = cache.snapshot();
+    let plugin = DefaultPreemption::new(DefaultPreemptionArgs::default()).unwrap();
+    let ev = TestEvaluator::default();
+    for fail in [false, true] {
+        let mut state = prepare_state(snap);
+        let diagnosis = diagnose(snap, &p, &state, &ev);
+        let ext = FakeExtenders {
+            forbid: chosen,
+            fail,
+            seen: Mutex::new(Vec::new()),
+        };
+        let ctx = PostFilterContext {
+            snapshot: snap,
+            diagnosis: &diagnosis,
+            evaluator: &ev,
+            nominated: &[],
+            extenders: &ext,
+        };
+        let r = plugin.post_filter(&mut state, &p, &ctx);
+        let mut seen = ext.seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen, ["n1", "n2"], "every candidate went to the extenders");
+        if fail {
+            assert_eq!(r.status.code(), Code::Error, "{}", r.status);
+            assert!(r.status.message().contains("extender x"));
+            assert!(r.victims.is_empty() && r.nominated_node.is_none());
+        } else {
+            assert!(r.status.is_success(), "{}", r.status);
+            assert_eq!(nominated_name(&r), Some(other));
+            assert!(
+                r.victims
+                    .iter()
+                    .all(|v| v.bound_node.map(|n| n.as_str()) == Some(other))
+            );
+        }
+    }
 }
