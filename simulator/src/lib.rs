@@ -21,6 +21,8 @@
 //! - [`report`]: [`Report`], what a run measured.
 //! - [`openb`]: replay of the Alibaba GPU-sharing trace, comparing the
 //!   fragmentation-aware, best-fit and random policies.
+//! - [`openb_mix`]: workload mixes generated from the trace's
+//!   distributions, and summaries over seeds.
 //!
 //! What this crate is not: a kubelet or controller simulator. Pods never run
 //! or finish; nodes never fail; only scheduling is simulated.
@@ -33,6 +35,7 @@ pub mod dra;
 pub mod groups;
 pub mod memory_pool;
 pub mod openb;
+pub mod openb_mix;
 pub mod pattern;
 pub mod report;
 pub mod scenario;
