@@ -135,6 +135,10 @@ struct ReplayOpenbArgs {
     /// Also write the report as JSON to this path.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also write a self-contained HTML page to this path: GPU capacity
+    /// allocated against GPU demand arrived, per policy and workload.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -493,6 +497,7 @@ fn replay_openb(args: ReplayOpenbArgs, plugins: &Registry) -> anyhow::Result<()>
     }
     let report = run_openb(&opts)?;
     out!("{}", report.to_table());
+    write_openb_html(&args, &[vec![report.clone()]])?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -505,6 +510,18 @@ fn replay_openb(args: ReplayOpenbArgs, plugins: &Registry) -> anyhow::Result<()>
         anyhow::bail!("the engine broke an invariant (see the report above)");
     }
     Ok(())
+}
+
+/// Writes `--html` if asked: one section per workload, its seeds averaged.
+fn write_openb_html(
+    args: &ReplayOpenbArgs,
+    workloads: &[Vec<strata_simulator::openb::OpenbReport>],
+) -> anyhow::Result<()> {
+    let Some(path) = &args.html else {
+        return Ok(());
+    };
+    let html = strata_simulator::openb_html::html_report("strata replay-openb", workloads);
+    std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every workload × seed, `--jobs` at a time; a table of mean ± spread.
@@ -591,6 +608,7 @@ fn replay_sweep(
         }
         per_workload[*w].push(r);
     }
+    write_openb_html(args, &per_workload)?;
     let summaries: Vec<WorkloadSummary> = per_workload
         .iter()
         .filter_map(|reps| {

@@ -23,6 +23,8 @@
 //!   fragmentation-aware, best-fit and random policies.
 //! - [`openb_mix`]: workload mixes generated from the trace's
 //!   distributions, and summaries over seeds.
+//! - [`openb_html`]: the replay as a self-contained HTML page (allocation
+//!   against arrived demand, per policy).
 //!
 //! What this crate is not: a kubelet or controller simulator. Pods never run
 //! or finish; nodes never fail; only scheduling is simulated.
@@ -35,6 +37,7 @@ pub mod dra;
 pub mod groups;
 pub mod memory_pool;
 pub mod openb;
+pub mod openb_html;
 pub mod openb_mix;
 pub mod pattern;
 pub mod report;
