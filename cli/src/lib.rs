@@ -169,6 +169,10 @@ struct SimulateArgs {
     /// List the built-in scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Also write a self-contained HTML page to this path: the report and
+    /// a map of nvidia.com/gpu in use per super-node → cabinet → server.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Also measure how groups were placed (locality, fragmentation,
     /// partly bound groups), and run the same pods again pod by pod
     /// (PodGroup disabled, as kube-scheduler would) to compare.
@@ -339,6 +343,18 @@ fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
     sim.set_only_workload(args.only_workload.clone());
     let report = sim.run();
     out!("{}", report.to_table());
+    if let Some(path) = &args.html {
+        use strata_simulator::occupancy_html::{occupancy, occupancy_html};
+        let resource = "nvidia.com/gpu";
+        let occ = occupancy(sim.scheduler().snapshot(), resource);
+        let html = occupancy_html(
+            &format!("strata simulate {name}"),
+            &report.to_table(),
+            &occ,
+            resource,
+        );
+        std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;

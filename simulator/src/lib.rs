@@ -25,6 +25,8 @@
 //!   distributions, and summaries over seeds.
 //! - [`openb_html`]: the replay as a self-contained HTML page (allocation
 //!   against arrived demand, per policy).
+//! - [`occupancy_html`]: `strata simulate --html`, the report and a map of
+//!   accelerator use per super-node → cabinet → server.
 //!
 //! What this crate is not: a kubelet or controller simulator. Pods never run
 //! or finish; nodes never fail; only scheduling is simulated.
@@ -36,6 +38,7 @@ pub mod config_check;
 pub mod dra;
 pub mod groups;
 pub mod memory_pool;
+pub mod occupancy_html;
 pub mod openb;
 pub mod openb_html;
 pub mod openb_mix;

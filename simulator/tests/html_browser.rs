@@ -1,10 +1,12 @@
-//! The replay's HTML page rendered by a headless Chromium: the page loads
-//! offline, its script runs, and every policy's curve has a drawn length.
+//! The HTML pages of `replay-openb --html` and `simulate --html` rendered by
+//! a headless Chromium: each loads offline, its script runs, and every
+//! policy's curve (every server's square) has a drawn size.
 //! Skipped, with the reason printed, when Chromium is not installed —
 //! unless `STRATA_BROWSER_REQUIRED=1` (CI), where a missing browser fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use strata_simulator::occupancy_html::{Occupancy, Server, occupancy_html};
 use strata_simulator::openb::{OpenbReport, Point, PolicyOutcome, ReplayPolicy};
 use strata_simulator::openb_html::html_report;
 
@@ -77,14 +79,61 @@ fn run(browser: &Path, profile: &Path, extra: &[String]) -> std::process::Output
         .expect("chromium starts")
 }
 
-#[test]
-fn html_report_draws_every_curve_in_a_headless_browser() {
-    let Some(browser) = chromium() else {
+/// The browser, or `None` (with the reason printed) when the test should
+/// skip; panics when it is missing and required.
+fn browser_or_skip() -> Option<PathBuf> {
+    let b = chromium();
+    if b.is_none() {
         let msg = "chromium not found (apt-get install -y chromium, or set STRATA_CHROMIUM)";
         if std::env::var("STRATA_BROWSER_REQUIRED").as_deref() == Ok("1") {
             panic!("{msg}, and STRATA_BROWSER_REQUIRED=1");
         }
         eprintln!("skipped: {msg}");
+    }
+    b
+}
+
+#[test]
+fn occupancy_map_draws_every_server_in_a_headless_browser() {
+    let Some(browser) = browser_or_skip() else {
+        return;
+    };
+    let mut occ = Occupancy::new();
+    for sn in 0..3 {
+        for cab in 0..4 {
+            let servers = (0..8)
+                .map(|i| Server {
+                    name: format!("n-{sn}-{cab}-{i}"),
+                    used: (i + cab) % 9,
+                    capacity: 8,
+                })
+                .collect();
+            occ.entry(format!("sn-{sn}"))
+                .or_default()
+                .insert(format!("cab-{cab}"), servers);
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("strata-occupancy-html-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("sim.html");
+    std::fs::write(&page, occupancy_html("t", "report", &occ, "nvidia.com/gpu")).unwrap();
+    let dom = run(
+        &browser,
+        &dir.join("profile"),
+        &["--dump-dom".into(), format!("file://{}", page.display())],
+    );
+    let text = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        text.contains("data-drawn=\"96\""),
+        "3 super-nodes x 4 cabinets x 8 servers drawn; chromium said: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn html_report_draws_every_curve_in_a_headless_browser() {
+    let Some(browser) = browser_or_skip() else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("strata-openb-html-{}", std::process::id()));
