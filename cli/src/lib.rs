@@ -96,9 +96,30 @@ struct ReplayOpenbArgs {
     /// Directory holding the openb CSVs.
     #[arg(long, value_name = "DIR", default_value = "../shared/data/openb")]
     data: PathBuf,
-    /// Pod list: default, gpushare40, multigpu50 or cpu250.
+    /// Pod list(s), comma-separated: default, gpushare40, multigpu50,
+    /// cpu250 (default: default, unless --mix or --mix-sweep is given).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Also replay pods generated with these shares (percent) from the
+    /// --mix-base list's distributions, e.g. share=100,cpu=13 or
+    /// share=44,pinned=33,cpu=13 (keys: share, multi, pinned — of the GPU
+    /// pods — and cpu, of all pods). Repeatable.
+    #[arg(long = "mix", value_name = "SPEC")]
+    mixes: Vec<String>,
+    /// Also replay the built-in set of generated mixes (sharing 0–100%,
+    /// multi-GPU, pinned to a model, CPU-heavy).
+    #[arg(long)]
+    mix_sweep: bool,
+    /// The pod list generated mixes draw their pods from.
     #[arg(long, default_value = "default")]
-    workload: String,
+    mix_base: String,
+    /// Run this many seeds, from --seed on, and print mean ± std (min–max)
+    /// per workload and policy.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    seeds: u64,
+    /// Replays run at once (each on its own threads).
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    jobs: usize,
     /// Seed for drawing pods and breaking ties.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -114,6 +135,10 @@ struct ReplayOpenbArgs {
     /// Also write the report as JSON to this path.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also write a self-contained HTML page to this path: GPU capacity
+    /// allocated against GPU demand arrived, per policy and workload.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,6 +169,10 @@ struct SimulateArgs {
     /// List the built-in scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Also write a self-contained HTML page to this path: the report and
+    /// a map of nvidia.com/gpu in use per super-node → cabinet → server.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Also measure how groups were placed (locality, fragmentation,
     /// partly bound groups), and run the same pods again pod by pod
     /// (PodGroup disabled, as kube-scheduler would) to compare.
@@ -314,6 +343,18 @@ fn simulate(args: SimulateArgs, plugins: &Registry) -> anyhow::Result<()> {
     sim.set_only_workload(args.only_workload.clone());
     let report = sim.run();
     out!("{}", report.to_table());
+    if let Some(path) = &args.html {
+        use strata_simulator::occupancy_html::{occupancy, occupancy_html};
+        let resource = "nvidia.com/gpu";
+        let occ = occupancy(sim.scheduler().snapshot(), resource);
+        let html = occupancy_html(
+            &format!("strata simulate {name}"),
+            &report.to_table(),
+            &occ,
+            resource,
+        );
+        std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -429,8 +470,27 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
 
 fn replay_openb(args: ReplayOpenbArgs, plugins: &Registry) -> anyhow::Result<()> {
     use strata_simulator::openb::{OpenbOptions, ReplayPolicy, run_openb};
+    use strata_simulator::openb_mix::{MIX_SWEEP, MixSpec};
     let mut opts = OpenbOptions::new(&args.data);
-    opts.workload = args.workload;
+    let mut mixes = args
+        .mixes
+        .iter()
+        .map(|m| MixSpec::parse(m).with_context(|| format!("--mix {m}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.mix_sweep {
+        for m in MIX_SWEEP {
+            mixes.push(MixSpec::parse(m).context("the built-in mix sweep")?);
+        }
+    }
+    let lists: Vec<String> = match &args.workload {
+        Some(w) => w.split(',').map(|s| s.trim().to_owned()).collect(),
+        None if mixes.is_empty() => vec!["default".into()],
+        None => vec![],
+    };
+    opts.workload = lists
+        .first()
+        .cloned()
+        .unwrap_or_else(|| args.mix_base.clone());
     opts.seed = args.seed;
     opts.tune_ratio = args.ratio;
     opts.node_stride = args.node_stride.max(1);
@@ -444,8 +504,16 @@ fn replay_openb(args: ReplayOpenbArgs, plugins: &Registry) -> anyhow::Result<()>
             })
         })
         .collect::<anyhow::Result<_>>()?;
+    if args.seeds > 1 || lists.len() + mixes.len() > 1 {
+        return replay_sweep(&args, opts, &lists, &mixes);
+    }
+    opts.mix = mixes.first().copied();
+    if opts.mix.is_some() {
+        opts.workload = args.mix_base.clone();
+    }
     let report = run_openb(&opts)?;
     out!("{}", report.to_table());
+    write_openb_html(&args, &[vec![report.clone()]])?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -456,6 +524,124 @@ fn replay_openb(args: ReplayOpenbArgs, plugins: &Registry) -> anyhow::Result<()>
         .any(|r| r.double_binds > 0 || r.cache_inconsistency.is_some())
     {
         anyhow::bail!("the engine broke an invariant (see the report above)");
+    }
+    Ok(())
+}
+
+/// Writes `--html` if asked: one section per workload, its seeds averaged.
+fn write_openb_html(
+    args: &ReplayOpenbArgs,
+    workloads: &[Vec<strata_simulator::openb::OpenbReport>],
+) -> anyhow::Result<()> {
+    let Some(path) = &args.html else {
+        return Ok(());
+    };
+    let html = strata_simulator::openb_html::html_report("strata replay-openb", workloads);
+    std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every workload × seed, `--jobs` at a time; a table of mean ± spread.
+fn replay_sweep(
+    args: &ReplayOpenbArgs,
+    base: strata_simulator::openb::OpenbOptions,
+    lists: &[String],
+    mixes: &[strata_simulator::openb_mix::MixSpec],
+) -> anyhow::Result<()> {
+    use strata_simulator::openb::{OpenbReport, run_openb};
+    use strata_simulator::openb_mix::{WorkloadSummary, summarize, sweep_table};
+    let mut runs = Vec::new();
+    for (w, l) in lists.iter().enumerate() {
+        for s in 0..args.seeds {
+            let mut o = base.clone();
+            o.workload = l.clone();
+            o.seed = args.seed + s;
+            runs.push((w, o));
+        }
+    }
+    for (w, m) in mixes.iter().enumerate() {
+        for s in 0..args.seeds {
+            let mut o = base.clone();
+            o.workload = args.mix_base.clone();
+            o.mix = Some(*m);
+            o.seed = args.seed + s;
+            runs.push((lists.len() + w, o));
+        }
+    }
+    let total = runs.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<anyhow::Result<OpenbReport>>>> =
+        std::sync::Mutex::new((0..total).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.min(total) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((_, o)) = runs.get(i) else { break };
+                    let r = run_openb(o).map_err(anyhow::Error::from);
+                    if let Ok(rep) = &r {
+                        let figs: Vec<String> = rep
+                            .results
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{:?} {:.2}/{:.2}",
+                                    p.policy,
+                                    p.at_100.as_ref().map_or(0.0, |x| x.allocated_percent),
+                                    p.at_end.allocated_percent
+                                )
+                            })
+                            .collect();
+                        eprintln!(
+                            "[{}/{total}] {} seed {}: {}",
+                            i + 1,
+                            rep.workload,
+                            rep.seed,
+                            figs.join(", ")
+                        );
+                    }
+                    if let Ok(mut v) = results.lock() {
+                        v[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a replay thread panicked"))?;
+    let mut per_workload: Vec<Vec<OpenbReport>> = vec![Vec::new(); lists.len() + mixes.len()];
+    for ((w, _), r) in runs.iter().zip(results) {
+        let r = r.ok_or_else(|| anyhow::anyhow!("a replay did not finish"))??;
+        if r.results
+            .iter()
+            .any(|p| p.double_binds > 0 || p.cache_inconsistency.is_some())
+        {
+            anyhow::bail!(
+                "the engine broke an invariant replaying {} seed {}",
+                r.workload,
+                r.seed
+            );
+        }
+        per_workload[*w].push(r);
+    }
+    write_openb_html(args, &per_workload)?;
+    let summaries: Vec<WorkloadSummary> = per_workload
+        .iter()
+        .filter_map(|reps| {
+            let first = reps.first()?;
+            Some(summarize(&first.workload, reps))
+        })
+        .collect();
+    outln!(
+        "openb replay: {} seed(s) from {}, pods drawn to {:.0}% of GPU capacity; allocated GPU share, percent",
+        args.seeds,
+        args.seed,
+        args.ratio * 100.0
+    );
+    out!("{}", sweep_table(&summaries, args.ratio));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summaries).context("serializing the summaries")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

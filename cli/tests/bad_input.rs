@@ -158,3 +158,23 @@ fn simulate_warns_when_no_profile_serves_the_pods() {
         "{stderr}"
     );
 }
+
+#[test]
+fn replay_openb_refuses_bad_mixes_before_reading_any_data() {
+    for (mix, want) in [
+        ("share=120", "share is 120%"),
+        ("share=70,multi=40", "share + multi is 110%"),
+        ("cpu=100", "no pod asks for a GPU"),
+        ("gpus=3", "unknown key \"gpus\""),
+    ] {
+        refused(
+            &["replay-openb", "--data", "/nonexistent", "--mix", mix],
+            want,
+        );
+    }
+    // A flag clap refuses: its usage error (exit 2), not a panic.
+    let out = strata(&["replay-openb", "--data", "/nonexistent", "--seeds", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--seeds"), "{stderr}");
+}

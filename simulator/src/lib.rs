@@ -21,6 +21,12 @@
 //! - [`report`]: [`Report`], what a run measured.
 //! - [`openb`]: replay of the Alibaba GPU-sharing trace, comparing the
 //!   fragmentation-aware, best-fit and random policies.
+//! - [`openb_mix`]: workload mixes generated from the trace's
+//!   distributions, and summaries over seeds.
+//! - [`openb_html`]: the replay as a self-contained HTML page (allocation
+//!   against arrived demand, per policy).
+//! - [`occupancy_html`]: `strata simulate --html`, the report and a map of
+//!   accelerator use per super-node → cabinet → server.
 //!
 //! What this crate is not: a kubelet or controller simulator. Pods never run
 //! or finish; nodes never fail; only scheduling is simulated.
@@ -32,7 +38,10 @@ pub mod config_check;
 pub mod dra;
 pub mod groups;
 pub mod memory_pool;
+pub mod occupancy_html;
 pub mod openb;
+pub mod openb_html;
+pub mod openb_mix;
 pub mod pattern;
 pub mod report;
 pub mod scenario;

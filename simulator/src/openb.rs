@@ -127,6 +127,9 @@ pub struct OpenbOptions {
     /// Plugins added to the in-tree ones (a vendor's); the policies'
     /// configurations are the replay's own.
     pub plugins: strata_scheduler::framework::Registry,
+    /// Generate the pods with these shares from the `workload` list's
+    /// distributions instead of drawing the list itself.
+    pub mix: Option<crate::openb_mix::MixSpec>,
 }
 
 impl OpenbOptions {
@@ -147,6 +150,7 @@ impl OpenbOptions {
             parallelism: 1,
             trace_mix: false,
             plugins: Default::default(),
+            mix: None,
         }
     }
 }
@@ -494,6 +498,8 @@ pub struct PolicyOutcome {
     pub at_100: Option<Point>,
     /// Allocation at the end.
     pub at_end: Point,
+    /// Allocation each time arrived demand crossed another whole percent.
+    pub curve: Vec<Point>,
     /// The paper's means for this policy and workload (100% and 130%).
     pub published: Option<(f64, f64)>,
     /// Wall time of the run.
@@ -521,6 +527,8 @@ pub struct OpenbReport {
     pub seed: u64,
     /// Demand drawn, times the capacity.
     pub tune_ratio: f64,
+    /// The shares of the pods drawn (sharing, multi-GPU, pinned, CPU-only).
+    pub measured: Option<crate::openb_mix::MixSpec>,
     /// Per policy.
     pub results: Vec<PolicyOutcome>,
 }
@@ -602,9 +610,18 @@ pub fn run_openb(opts: &OpenbOptions) -> Result<OpenbReport, OpenbError> {
         .into_iter()
         .step_by(opts.node_stride.max(1))
         .collect();
-    let pods = read_pods(&pod_file)?;
+    let mut pods = read_pods(&pod_file)?;
     let gpus: u64 = nodes.iter().map(|n| n.gpus as u64).sum();
-    let seq = draw(&pods, gpus, opts.tune_ratio, opts.seed);
+    let seq = match &opts.mix {
+        Some(spec) => {
+            pods =
+                crate::openb_mix::generate(&pods, &nodes, spec, gpus, opts.tune_ratio, opts.seed)?;
+            (0..pods.len()).collect()
+        }
+        None => draw(&pods, gpus, opts.tune_ratio, opts.seed),
+    };
+    let drawn: Vec<PodRow> = seq.iter().map(|&i| pods[i].clone()).collect();
+    let measured = Some(crate::openb_mix::measure(&drawn));
     let compiled: Vec<Arc<PodInfo>> = seq
         .iter()
         .enumerate()
@@ -626,12 +643,16 @@ pub fn run_openb(opts: &OpenbOptions) -> Result<OpenbReport, OpenbError> {
         results.push(r);
     }
     Ok(OpenbReport {
-        workload: opts.workload.clone(),
+        workload: match &opts.mix {
+            Some(m) => format!("mix {m}"),
+            None => opts.workload.clone(),
+        },
         nodes: nodes.len(),
         gpus,
         pods: seq.len(),
         seed: opts.seed,
         tune_ratio: opts.tune_ratio,
+        measured,
         results,
     })
 }
@@ -682,6 +703,8 @@ fn run_policy(
     let mut first_failure = None;
     let mut first_failure_detail = None;
     let mut at_100 = None;
+    let mut curve = Vec::new();
+    let mut next_percent = 1u64;
     let start = Instant::now();
     for (k, pod) in compiled.iter().enumerate() {
         let row = &rows[seq[k]];
@@ -732,6 +755,14 @@ fn run_policy(
                 });
             }
         }
+        if arrived * 100 >= next_percent * gpus * 1000 {
+            curve.push(Point {
+                pod: k,
+                arrived_percent: pct(arrived),
+                allocated_percent: pct(allocated),
+            });
+            next_percent = arrived * 100 / (gpus * 1000).max(1) + 1;
+        }
         if at_100.is_none() && arrived >= gpus * 1000 {
             at_100 = Some(Point {
                 pod: k,
@@ -743,6 +774,7 @@ fn run_policy(
     let seconds = start.elapsed().as_secs_f64();
     let published = PUBLISHED
         .iter()
+        .filter(|_| opts.mix.is_none())
         .find(|(w, p, _, _)| *w == opts.workload && *p == policy.paper_name())
         .map(|(_, _, a, b)| (*a, *b));
     Ok(PolicyOutcome {
@@ -759,6 +791,7 @@ fn run_policy(
             arrived_percent: pct(arrived),
             allocated_percent: pct(allocated),
         },
+        curve,
         published,
         seconds,
         pods_per_second: if seconds > 0.0 {

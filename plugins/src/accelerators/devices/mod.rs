@@ -395,6 +395,7 @@ impl Devices {
                 } else {
                     node_fragmentation(&cd.mix, &nd.devices, &nd.used, cpu_before, mem_before)
                 };
+                let mut used = UsageBuf::new();
                 let after = if cd.ask.is_empty() {
                     if cached {
                         fragmentation_from(&cd.mix, &e.stats, cpu_after, mem_after)
@@ -408,7 +409,6 @@ impl Devices {
                         cpu_free_after: cpu_after,
                         mem_free_after: mem_after,
                     };
-                    let mut used = UsageBuf::new();
                     let mut out = Grants::new();
                     if plan(
                         nd,
@@ -438,7 +438,24 @@ impl Devices {
                         node_fragmentation(&cd.mix, &nd.devices, &used, cpu_after, mem_after)
                     }
                 };
-                ((before - after) * 1000.0) as i64
+                // Most placements change no class's fragment (an empty or
+                // roomy GPU stays usable for every class), so equal
+                // increases are common; the tighter node wins them, as
+                // best-fit would pick (least cpu and device capacity left),
+                // instead of a random one that spreads the pods.
+                let u: &[model::Usage] = if cd.ask.is_empty() { &nd.used } else { &used };
+                let healthy = nd.devices.iter().filter(|d| d.healthy).count() as i64;
+                let free: i64 = nd
+                    .devices
+                    .iter()
+                    .zip(u)
+                    .map(|(d, u)| d.free_percent(u) as i64)
+                    .sum();
+                let dev_frac = if healthy == 0 { 0 } else { free * 10 / healthy };
+                let cpu_alloc = node.allocatable[ResourceId::CPU].max(1);
+                let cpu_frac = cpu_after.max(0) * 1000 / cpu_alloc;
+                let fit = FIT_RANGE - (cpu_frac + dev_frac).clamp(0, FIT_RANGE);
+                ((before - after) * 1000.0).round() as i64 * (FIT_RANGE + 1) + fit
             }
             NodePolicy::BestFit => {
                 let cpu_alloc = node.allocatable[ResourceId::CPU].max(1);
@@ -532,6 +549,10 @@ strata_scheduler::plugin!(Devices: NAME => [PreFilter, Filter, PreScore, Score, 
         ]
     }
 });
+
+/// Range of the best-fit tie-break under the fragmentation score: the
+/// node's free cpu and free device capacity, each in thousandths.
+const FIT_RANGE: i64 = 2000;
 
 impl PreFilterPlugin for Devices {
     fn pre_filter(

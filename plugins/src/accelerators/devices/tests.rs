@@ -524,6 +524,50 @@ fn fragmentation_policy_fills_fragments_first() {
 }
 
 #[test]
+fn fragmentation_ties_go_to_the_tighter_node() {
+    // Mix: 25% shares only. A 25% share leaves every GPU usable for the
+    // class on either node (no fragmentation change): the node already in
+    // use must win, not a coin toss that spreads pods over empty nodes.
+    let args = json!({"workload": [{"sharePercent": 25, "weight": 1}]});
+    let mut rig = Rig::new(
+        vec![
+            gpu_node("n1", &[gpu("n1-a", "A100", 1000, "x")]),
+            gpu_node("n2", &[gpu("n2-a", "A100", 1000, "x")]),
+        ],
+        vec![],
+        args,
+    );
+    let quarter = |n: &str| {
+        gpu_pod(
+            n,
+            json!({"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "25", "nvidia.com/gpucores": "25"}),
+        )
+    };
+    assert!(rig.place(&quarter("first"), "n1").1.is_success());
+    let p = quarter("second");
+    let (mut st, _) = rig.pre_filter(&p);
+    let ids = [rig.id("n1"), rig.id("n2")];
+    assert!(
+        rig.plugin
+            .pre_score(&mut st, &p, rig.cache.snapshot(), &ids)
+            .is_success()
+    );
+    let mut scores: Vec<NodeScore> = ids
+        .iter()
+        .map(|id| NodeScore {
+            node: *id,
+            score: rig
+                .plugin
+                .score(&st, &p, rig.cache.snapshot().node(*id))
+                .unwrap(),
+        })
+        .collect();
+    assert!(rig.plugin.normalize(&st, &p, &mut scores).is_success());
+    assert_eq!(scores[0].score, MAX_NODE_SCORE, "{scores:?}");
+    assert!(scores[1].score < MAX_NODE_SCORE, "{scores:?}");
+}
+
+#[test]
 fn preemption_what_if_sees_devices_freed() {
     let victim = testing::pod("victim")
         .spec(json!({"nodeName": "n1", "containers": [{"name": "main", "resources": {"limits": {"huawei.com/Ascend910": "8"}}}]}))
