@@ -152,9 +152,9 @@ pub use crate::clock::Clock;
 pub use crate::cluster::{ClusterError, ClusterPort};
 pub use crate::framework::{
     ActionType, BindPlugin, ClusterEvent, ClusterEventKind, Code, CycleState, Diagnosis,
-    EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE,
-    NodeObserver, NodeRef, NodeScore, PermitDecision, PermitPlugin, PermitResult, Plugin,
-    PluginArgsError, PluginFactory, PodsToActivate, PostBindPlugin, PostFilterContext,
+    DomainVerdict, EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle,
+    MAX_NODE_SCORE, NodeObserver, NodeRef, NodeScore, PermitDecision, PermitPlugin, PermitResult,
+    Plugin, PluginArgsError, PluginFactory, PodsToActivate, PostBindPlugin, PostFilterContext,
     PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin,
     PreFilterResult, PreScorePlugin, PreemptionClaimant, PreemptionClaims, QueueSortPlugin,
     QueueingHint, Reason, Registry, ReservePlugin, ScorePlugin, SortKey, StateData, Status,

@@ -80,6 +80,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "supernode-16k",
         include_str!("../scenarios/supernode-16k.yaml"),
     ),
+    ("services-1k", include_str!("../scenarios/services-1k.yaml")),
+    ("services-4k", include_str!("../scenarios/services-4k.yaml")),
+    (
+        "services-16k",
+        include_str!("../scenarios/services-16k.yaml"),
+    ),
     (
         "training-20k-cards",
         include_str!("../scenarios/training-20k-cards.yaml"),

@@ -13,11 +13,11 @@ pub use events::{
     ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint,
 };
 pub use plugin::{
-    BindPlugin, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeObserver, NodeRef,
-    NodeScore, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory, PostBindPlugin,
-    PostFilterContext, PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin,
-    PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueSortPlugin, Registry, ReservePlugin,
-    ScorePlugin, SortKey,
+    BindPlugin, DomainVerdict, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE, NodeObserver,
+    NodeRef, NodeScore, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory,
+    PostBindPlugin, PostFilterContext, PostFilterPlugin, PostFilterResult, PreBindPlugin,
+    PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueSortPlugin, Registry,
+    ReservePlugin, ScorePlugin, SortKey,
 };
 pub use preemption::{Claims, PreemptionClaimant, PreemptionClaims};
 pub use status::{Code, Diagnosis, Reason, Status};
