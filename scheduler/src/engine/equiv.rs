@@ -208,6 +208,7 @@ impl MaxTree {
     }
 
     /// Sets position `pos` (must be below the built length).
+    #[cfg(test)]
     pub fn set(&mut self, pos: usize, v: i64) {
         let mut i = self.size + pos;
         self.max[i] = v;
@@ -215,6 +216,34 @@ impl MaxTree {
         while i > 1 {
             i /= 2;
             self.pull(i);
+        }
+    }
+
+    /// Sets position `pos` (below the built length) without bringing its
+    /// ancestors up to date: [`MaxTree::repair`] must follow, given every
+    /// position so set. Many leaves set this way share the work on their
+    /// common ancestors (a zone's nodes flipping together).
+    pub fn set_leaf(&mut self, pos: usize, v: i64) {
+        let i = self.size + pos;
+        self.max[i] = v;
+        self.cnt[i] = u32::from(v != i64::MIN);
+    }
+
+    /// Brings the ancestors of `positions` up to date, each once.
+    pub fn repair(&mut self, positions: &[usize]) {
+        let mut level: Vec<usize> = positions.iter().map(|p| (self.size + p) / 2).collect();
+        level.sort_unstable();
+        level.dedup();
+        // Every leaf is at the same depth, so each pass is one level.
+        while let Some(&first) = level.first() {
+            if first == 0 {
+                break;
+            }
+            for &i in &level {
+                self.pull(i);
+            }
+            level.iter_mut().for_each(|i| *i /= 2);
+            level.dedup();
         }
     }
 
@@ -311,7 +340,8 @@ impl DomainLayers {
     }
 
     /// Applies `new` (non-empty) over node slots `0..capacity`. Returns the
-    /// slots whose standing changed, or `None` when everything was rebuilt
+    /// slots whose standing may have changed (`feasible` is then the
+    /// caller's to bring up to date), or `None` when everything was rebuilt
     /// (mappings, sizes or layer count changed, or the layers were
     /// inactive): every node must then be re-evaluated.
     pub fn sync(
@@ -337,24 +367,30 @@ impl DomainLayers {
             if *old == nl.pass {
                 continue;
             }
-            for (d, (a, b)) in old.iter().zip(&nl.pass).enumerate() {
-                if a == b {
+            // Chunks compare as memory; only differing ones are walked
+            // (hostname layers have a domain per node, and one flips).
+            const CHUNK: usize = 64;
+            for (k, (oc, nc)) in old.chunks(CHUNK).zip(nl.pass.chunks(CHUNK)).enumerate() {
+                if oc == nc {
                     continue;
                 }
-                let (lo, hi) = (self.start[l][d] as usize, self.start[l][d + 1] as usize);
-                for &m in &self.members[l][lo..hi] {
-                    let f = &mut self.fails[m as usize];
-                    if *b {
-                        *f -= 1;
-                    } else {
-                        *f += 1;
+                for (j, (a, b)) in oc.iter().zip(nc).enumerate() {
+                    if a == b {
+                        continue;
                     }
-                    changed.push(m);
+                    let d = k * CHUNK + j;
+                    let (lo, hi) = (self.start[l][d] as usize, self.start[l][d + 1] as usize);
+                    for &m in &self.members[l][lo..hi] {
+                        let f = &mut self.fails[m as usize];
+                        if *b {
+                            *f -= 1;
+                        } else {
+                            *f += 1;
+                        }
+                        changed.push(m);
+                    }
                 }
             }
-        }
-        if !changed.is_empty() {
-            self.feasible_valid = false;
         }
         self.layers = new;
         Some(changed)
@@ -445,6 +481,31 @@ impl FastIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Leaves set in a batch and repaired once give the tree built
+        /// from the same leaves.
+        #[test]
+        fn max_tree_batch_repair_equals_build(
+            start in proptest::collection::vec(proptest::option::of(0i64..4), 1..40),
+            sets in proptest::collection::vec((0usize..40, proptest::option::of(0i64..4)), 0..30),
+        ) {
+            let v = |x: Option<i64>| x.unwrap_or(i64::MIN);
+            let mut leaves: Vec<i64> = start.iter().map(|x| v(*x)).collect();
+            let mut t = MaxTree::build(&leaves);
+            let mut touched = Vec::new();
+            for (p, x) in &sets {
+                let p = p % leaves.len();
+                leaves[p] = v(*x);
+                t.set_leaf(p, v(*x));
+                touched.push(p);
+            }
+            t.repair(&touched);
+            let fresh = MaxTree::build(&leaves);
+            proptest::prop_assert_eq!(&t.max, &fresh.max);
+            proptest::prop_assert_eq!(&t.cnt, &fresh.cnt);
+        }
+    }
 
     #[test]
     fn max_tree_counts_and_picks_ties() {

@@ -170,9 +170,24 @@ fn sync_domains(
         }
         return;
     }
+    let mut touched = touched;
     match fast.domains.sync(layers, snap.node_capacity()) {
         None => fast.tree_valid = false,
-        Some(flipped) => fast.pending.extend(flipped.into_iter().map(NodeId)),
+        Some(flipped) if !flipped.is_empty() => {
+            // A few nodes (a hostname domain): update the list in place;
+            // many (a zone): rebuild it.
+            if let Some(t) = &mut touched
+                && t.len() + flipped.len() <= 64
+            {
+                t.extend(flipped.iter().map(|s| NodeId(*s)));
+                t.sort_unstable();
+                t.dedup();
+            } else {
+                fast.domains.feasible_valid = false;
+            }
+            fast.pending.extend(flipped.into_iter().map(NodeId));
+        }
+        Some(_) => {}
     }
     let d = &mut fast.domains;
     match touched {
@@ -346,6 +361,8 @@ impl Scheduler {
             cc.fast.pending.clear();
         } else {
             let pending = std::mem::take(&mut cc.fast.pending);
+            // Leaves set now, their ancestors repaired once at the end.
+            let mut set = Vec::with_capacity(pending.len());
             for id in pending {
                 let Some(pos) = snap.live_position(id) else {
                     continue;
@@ -367,11 +384,13 @@ impl Scheduler {
                         FastIndex::count(&mut cc.fast.hist[k], v, true);
                     }
                     let v = cc.plain_total[id.index()];
-                    cc.fast.tree.set(pos, v);
+                    cc.fast.tree.set_leaf(pos, v);
                 } else {
-                    cc.fast.tree.set(pos, i64::MIN);
+                    cc.fast.tree.set_leaf(pos, i64::MIN);
                 }
+                set.push(pos);
             }
+            cc.fast.tree.repair(&set);
         }
         if cc.fast.hist.iter().any(|h| h.len() > 1) {
             // A normalizing score varies across nodes: take the scan, which

@@ -535,29 +535,43 @@ impl FilterState {
     /// intersects: a node passes them all exactly when the verdict is
     /// [`Verdict::Pass`].
     pub(super) fn domain_verdicts(&self, f: &Fast) -> Vec<DomainVerdict> {
-        let layer = |c: &Column, pass: &dyn Fn(i64) -> bool, absent: bool| DomainVerdict {
-            of_node: c.of_node.clone(),
-            pass: (0..c.ids)
-                .map(|d| pass(c.counts.get(d).copied().unwrap_or(0)))
-                .collect(),
-            absent,
-        };
+        // Domains beyond the counts hold none (count 0). A plain loop over
+        // the slice, so it vectorizes: hostname layers have a domain per
+        // node.
+        fn layer(c: &Column, occupied: bool, absent: bool) -> DomainVerdict {
+            let mut pass: Vec<bool> = c
+                .counts
+                .iter()
+                .take(c.ids)
+                .map(|&n| (n > 0) == occupied)
+                .collect();
+            pass.resize(c.ids, !occupied);
+            DomainVerdict {
+                of_node: c.of_node.clone(),
+                pass,
+                absent,
+            }
+        }
         let mut out = Vec::new();
         // Every key must be on the node; then every term's domain must hold
         // a matching pod, unless the pod may start its group (no matching
         // pod anywhere and it matches its own terms).
         let may_start = self.affinity.is_empty() && self.self_match;
         for c in &f.affinity {
-            out.push(layer(c, &|n| may_start || n > 0, false));
+            let mut l = layer(c, true, false);
+            if may_start {
+                l.pass.iter_mut().for_each(|p| *p = true);
+            }
+            out.push(l);
         }
         if !self.anti.is_empty() {
             for c in &f.anti {
-                out.push(layer(c, &|n| n <= 0, true));
+                out.push(layer(c, false, true));
             }
         }
         if !self.existing_anti.is_empty() {
             for c in &f.existing {
-                out.push(layer(c, &|n| n <= 0, true));
+                out.push(layer(c, false, true));
             }
         }
         out
