@@ -152,9 +152,9 @@ pub use crate::clock::Clock;
 pub use crate::cluster::{ClusterError, ClusterPort};
 pub use crate::framework::{
     ActionType, BindPlugin, ClusterEvent, ClusterEventKind, Code, CycleState, Diagnosis,
-    EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE,
-    NO_PREEMPTION_EXTENDERS, NoPreemptionExtenders, NodeObserver, NodeRef, NodeScore,
-    PermitDecision, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory,
+    DomainVerdict, EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle,
+    MAX_NODE_SCORE, NO_PREEMPTION_EXTENDERS, NoPreemptionExtenders, NodeObserver, NodeRef,
+    NodeScore, PermitDecision, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory,
     PodsToActivate, PostBindPlugin, PostFilterContext, PostFilterPlugin, PostFilterResult,
     PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
     PreemptionCandidate, PreemptionClaimant, PreemptionClaims, PreemptionExtenders,

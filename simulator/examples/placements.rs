@@ -3,13 +3,16 @@
 //! same scenario and seed can be compared with `diff` to show that a change
 //! moved no pod.
 //!
-//! `cargo run -p strata-simulator --example placements -- small [--seed 7]`
+//! `cargo run -p strata-simulator --example placements -- small [--seed 7]
+//! [--equivalence-cache N]` (0 turns the engine's per-template caches and
+//! its incremental fast path off, to compare against them).
 
 use strata_simulator::{RunOptions, Scenario, Simulation};
 
 fn main() {
     let mut name = None;
     let mut seed = None;
+    let mut equivalence_cache = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -17,6 +20,13 @@ fn main() {
                 Some(s) => seed = Some(s),
                 None => {
                     eprintln!("error: --seed needs a number");
+                    std::process::exit(2);
+                }
+            },
+            "--equivalence-cache" => match args.next().and_then(|s| s.parse().ok()) {
+                Some(n) => equivalence_cache = Some(n),
+                None => {
+                    eprintln!("error: --equivalence-cache needs a number");
                     std::process::exit(2);
                 }
             },
@@ -37,6 +47,7 @@ fn main() {
     };
     let opts = RunOptions {
         seed,
+        equivalence_cache,
         ..RunOptions::default()
     };
     let mut sim = match Simulation::new(scenario, &opts) {

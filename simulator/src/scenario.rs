@@ -80,6 +80,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "supernode-16k",
         include_str!("../scenarios/supernode-16k.yaml"),
     ),
+    ("services-1k", include_str!("../scenarios/services-1k.yaml")),
+    ("services-4k", include_str!("../scenarios/services-4k.yaml")),
+    (
+        "services-16k",
+        include_str!("../scenarios/services-16k.yaml"),
+    ),
     (
         "training-20k-cards",
         include_str!("../scenarios/training-20k-cards.yaml"),
@@ -1646,6 +1652,23 @@ workloads:
                 assert_eq!(a.name, b.name);
                 assert_eq!(a.template.pod, b.template.pod);
                 assert_eq!(b.count, a.count * factor as u32);
+            }
+        }
+        // services-1k/4k/16k: the same pods on 1, 4 and 16 thousand nodes.
+        let base = load("services-1k");
+        assert_eq!(base.workloads.len(), 400);
+        for (name, factor) in [("services-4k", 4), ("services-16k", 16)] {
+            let s = load(name);
+            assert_eq!(s.node_count(), base.node_count() * factor, "{name}");
+            assert_eq!(s.pod_count(), base.pod_count(), "{name}");
+            for (a, b) in base.node_pools.iter().zip(&s.node_pools) {
+                assert_eq!(a.labels, b.labels);
+                assert_eq!(a.allocatable.0, b.allocatable.0);
+            }
+            for (a, b) in base.workloads.iter().zip(&s.workloads) {
+                assert_eq!(a.name, b.name);
+                assert_eq!(a.template.pod, b.template.pod);
+                assert_eq!(a.count, b.count);
             }
         }
     }

@@ -319,3 +319,104 @@ fn equivalence_cache_does_not_change_placements() {
         );
     }
 }
+
+/// A cluster of zones and hosts with every kind of inter-pod rule the
+/// engine's fast path takes by domain: hard and soft zone spread, hard and
+/// soft hostname anti-affinity per service, required zone affinity to
+/// another group, and existing pods whose anti-affinity repels later ones.
+/// Workloads arrive interleaved, so the classes' cached state is reused
+/// across other classes' placements.
+fn topology_mix() -> Scenario {
+    let mut text = String::from(
+        "name: topology-mix\nseed: 5\nnodePools:\n  - name: g\n    count: 40\n    allocatable: {cpu: \"4\", memory: 32Gi, pods: \"110\"}\n    labels: {topology.kubernetes.io/zone: \"zone-{index%5}\", example.com/rack: \"rack-{index/7}\"}\n  - name: nozone\n    count: 3\n    allocatable: {cpu: \"4\", memory: 32Gi, pods: \"110\"}\nworkloads:\n",
+    );
+    let pause = "containers: [{name: c, resources: {requests: {cpu: 100m, memory: 100Mi}}}]";
+    let anti = |hard: bool, app: &str| {
+        let term = format!(
+            "{{topologyKey: kubernetes.io/hostname, labelSelector: {{matchLabels: {{app: {app}}}}}}}"
+        );
+        if hard {
+            format!("podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{term}]}}")
+        } else {
+            format!(
+                "podAntiAffinity: {{preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 50, podAffinityTerm: {term}}}]}}"
+            )
+        }
+    };
+    let spread = |hard: bool, app: &str, key: &str, skew: u32| {
+        let when = if hard {
+            "DoNotSchedule"
+        } else {
+            "ScheduleAnyway"
+        };
+        format!(
+            "{{maxSkew: {skew}, topologyKey: {key}, whenUnsatisfiable: {when}, labelSelector: {{matchLabels: {{app: {app}}}}}}}"
+        )
+    };
+    for i in 0..12 {
+        let app = format!("svc-{i}");
+        let (ha, hs) = (i % 4 == 0 || i % 4 == 2, i % 4 == 0 || i % 4 == 3);
+        let key = if i % 3 == 0 {
+            "example.com/rack"
+        } else {
+            "topology.kubernetes.io/zone"
+        };
+        text.push_str(&format!(
+            "  - {{name: {app}, count: {}, arrival: {{rate: {}}}, template: {{metadata: {{labels: {{app: {app}}}}}, spec: {{affinity: {{{}}}, topologySpreadConstraints: [{}], {pause}}}}}}}\n",
+            10 + i * 3,
+            5 + i,
+            anti(ha, &app),
+            spread(hs, &app, key, 1 + (i % 2) as u32),
+        ));
+    }
+    // A group, then pods that must share a zone with it (the first of the
+    // followers may start nowhere else), and pods that keep away from it.
+    text.push_str(&format!(
+        "  - {{name: db, count: 6, arrival: {{rate: 3}}, template: {{metadata: {{labels: {{app: db}}}}, spec: {{affinity: {{{}}}, {pause}}}}}}}\n",
+        anti(true, "web")
+    ));
+    text.push_str(&format!(
+        "  - {{name: web, count: 30, arrival: {{rate: 7}}, start: 1, template: {{metadata: {{labels: {{app: web}}}}, spec: {{affinity: {{podAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: [{{topologyKey: topology.kubernetes.io/zone, labelSelector: {{matchLabels: {{app: db}}}}}}]}}}}, {pause}}}}}}}\n"
+    ));
+    text.push_str(&format!(
+        "  - {{name: pref, count: 30, arrival: {{rate: 9}}, template: {{metadata: {{labels: {{app: pref}}}}, spec: {{affinity: {{podAffinity: {{preferredDuringSchedulingIgnoredDuringExecution: [{{weight: 20, podAffinityTerm: {{topologyKey: topology.kubernetes.io/zone, labelSelector: {{matchLabels: {{app: db}}}}}}}}]}}, {}}}, {pause}}}}}}}\n",
+        anti(false, "pref")
+    ));
+    // More pods than hosts, one per host: some are left over.
+    text.push_str(&format!(
+        "  - {{name: toomany, count: 50, arrival: {{rate: 11}}, template: {{metadata: {{labels: {{app: toomany}}}}, spec: {{affinity: {{{}}}, {pause}}}}}}}\n",
+        anti(true, "toomany")
+    ));
+    Scenario::parse(&text, "topology-mix").expect("topology-mix parses")
+}
+
+/// The fast path's per-domain verdicts (spread, inter-pod affinity) pick
+/// the same node as the full scan on every pod, and some pods are left
+/// unschedulable by the hard rules.
+#[test]
+fn equivalence_cache_does_not_change_topology_placements() {
+    let placements = |classes: usize| {
+        let opts = RunOptions {
+            equivalence_cache: Some(classes),
+            ..Default::default()
+        };
+        let mut sim = Simulation::new(topology_mix(), &opts).expect("simulation starts");
+        let report = sim.run();
+        assert_eq!(report.double_binds, 0);
+        sim.placements()
+    };
+    let off = placements(0);
+    let on = placements(32);
+    assert_eq!(off.len(), on.len());
+    let differ: Vec<_> = off
+        .iter()
+        .filter(|(k, v)| on.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "placements differ, e.g. {differ:?}");
+    assert!(
+        off.values().any(|n| n.is_none()),
+        "some pod is unschedulable"
+    );
+    assert!(off.values().filter(|n| n.is_some()).count() > 200);
+}

@@ -208,6 +208,7 @@ impl MaxTree {
     }
 
     /// Sets position `pos` (must be below the built length).
+    #[cfg(test)]
     pub fn set(&mut self, pos: usize, v: i64) {
         let mut i = self.size + pos;
         self.max[i] = v;
@@ -215,6 +216,34 @@ impl MaxTree {
         while i > 1 {
             i /= 2;
             self.pull(i);
+        }
+    }
+
+    /// Sets position `pos` (below the built length) without bringing its
+    /// ancestors up to date: [`MaxTree::repair`] must follow, given every
+    /// position so set. Many leaves set this way share the work on their
+    /// common ancestors (a zone's nodes flipping together).
+    pub fn set_leaf(&mut self, pos: usize, v: i64) {
+        let i = self.size + pos;
+        self.max[i] = v;
+        self.cnt[i] = u32::from(v != i64::MIN);
+    }
+
+    /// Brings the ancestors of `positions` up to date, each once.
+    pub fn repair(&mut self, positions: &[usize]) {
+        let mut level: Vec<usize> = positions.iter().map(|p| (self.size + p) / 2).collect();
+        level.sort_unstable();
+        level.dedup();
+        // Every leaf is at the same depth, so each pass is one level.
+        while let Some(&first) = level.first() {
+            if first == 0 {
+                break;
+            }
+            for &i in &level {
+                self.pull(i);
+            }
+            level.iter_mut().for_each(|i| *i /= 2);
+            level.dedup();
         }
     }
 
@@ -268,9 +297,169 @@ pub(crate) struct FastIndex {
     pub hist: Vec<rustc_hash::FxHashMap<i64, u32>>,
     /// Nodes changed since the tree was last brought up to date.
     pub pending: Vec<crate::model::NodeId>,
+    /// The per-domain verdicts of the filters that are not node-local (see
+    /// [`DomainLayers`]); inactive when every filter is node-local.
+    pub domains: DomainLayers,
+}
+
+/// The fast path's memory of the per-domain filter verdicts
+/// ([`FilterPlugin::domain_verdicts`](crate::framework::FilterPlugin)) of
+/// one class: the layers last applied, each layer's nodes grouped by domain,
+/// and per node how many layers it fails. A cycle compares the new verdicts
+/// with the remembered ones and revisits only the nodes of domains whose
+/// verdict flipped.
+///
+/// Invariants while `active`: `fails[slot]` is the number of layers in
+/// `layers` that node slot fails; `feasible` (when `feasible_valid`) is the
+/// nodes of [`FastIndex::feasible`] with `fails == 0`, in the same order.
+#[derive(Default)]
+pub(crate) struct DomainLayers {
+    /// Whether the class's last fast-path cycle had layers.
+    pub active: bool,
+    /// The layers last applied.
+    layers: Vec<crate::framework::DomainVerdict>,
+    /// Per layer, CSR offsets by domain id into `members`.
+    start: Vec<Vec<u32>>,
+    /// Per layer, node slots sorted by domain id (slots without a domain
+    /// are left out: they fail the layer whatever its verdicts).
+    members: Vec<Vec<u32>>,
+    /// Per node slot, how many layers it fails.
+    pub fails: Vec<u32>,
+    /// Nodes passing the node-local filters and every layer, in
+    /// live-position order.
+    pub feasible: Vec<crate::model::NodeId>,
+    /// Whether `feasible` is current.
+    pub feasible_valid: bool,
+}
+
+impl DomainLayers {
+    /// Whether node slot `slot` passes every layer.
+    #[inline]
+    pub fn passes(&self, slot: usize) -> bool {
+        !self.active || self.fails.get(slot).is_some_and(|f| *f == 0)
+    }
+
+    /// Applies `new` (non-empty) over node slots `0..capacity`. Returns the
+    /// slots whose standing may have changed (`feasible` is then the
+    /// caller's to bring up to date), or `None` when everything was rebuilt
+    /// (mappings, sizes or layer count changed, or the layers were
+    /// inactive): every node must then be re-evaluated.
+    pub fn sync(
+        &mut self,
+        new: Vec<crate::framework::DomainVerdict>,
+        capacity: usize,
+    ) -> Option<Vec<u32>> {
+        let same_shape = self.active
+            && self.fails.len() == capacity
+            && self.layers.len() == new.len()
+            && self.layers.iter().zip(&new).all(|(a, b)| {
+                std::sync::Arc::ptr_eq(&a.of_node, &b.of_node)
+                    && a.pass.len() == b.pass.len()
+                    && a.absent == b.absent
+            });
+        if !same_shape {
+            self.rebuild(new, capacity);
+            return None;
+        }
+        let mut changed = Vec::new();
+        for (l, nl) in new.iter().enumerate() {
+            let old = &self.layers[l].pass;
+            if *old == nl.pass {
+                continue;
+            }
+            // Chunks compare as memory; only differing ones are walked
+            // (hostname layers have a domain per node, and one flips).
+            const CHUNK: usize = 64;
+            for (k, (oc, nc)) in old.chunks(CHUNK).zip(nl.pass.chunks(CHUNK)).enumerate() {
+                if oc == nc {
+                    continue;
+                }
+                for (j, (a, b)) in oc.iter().zip(nc).enumerate() {
+                    if a == b {
+                        continue;
+                    }
+                    let d = k * CHUNK + j;
+                    let (lo, hi) = (self.start[l][d] as usize, self.start[l][d + 1] as usize);
+                    for &m in &self.members[l][lo..hi] {
+                        let f = &mut self.fails[m as usize];
+                        if *b {
+                            *f -= 1;
+                        } else {
+                            *f += 1;
+                        }
+                        changed.push(m);
+                    }
+                }
+            }
+        }
+        self.layers = new;
+        Some(changed)
+    }
+
+    fn rebuild(&mut self, new: Vec<crate::framework::DomainVerdict>, capacity: usize) {
+        self.fails = vec![0; capacity];
+        self.start.clear();
+        self.members.clear();
+        for layer in &new {
+            let n = layer.pass.len();
+            let mut start = vec![0u32; n + 1];
+            for slot in 0..capacity {
+                if !layer.passes(slot) {
+                    self.fails[slot] += 1;
+                }
+                if let Some(&d) = layer.of_node.get(slot)
+                    && (d as usize) < n
+                {
+                    start[d as usize + 1] += 1;
+                }
+            }
+            for d in 0..n {
+                start[d + 1] += start[d];
+            }
+            let mut next = start.clone();
+            let mut members = vec![0u32; start[n] as usize];
+            for slot in 0..capacity {
+                if let Some(&d) = layer.of_node.get(slot)
+                    && (d as usize) < n
+                {
+                    members[next[d as usize] as usize] = slot as u32;
+                    next[d as usize] += 1;
+                }
+            }
+            self.start.push(start);
+            self.members.push(members);
+        }
+        self.layers = new;
+        self.active = true;
+        self.feasible_valid = false;
+    }
+
+    /// Forgets the layers (a cycle without any).
+    pub fn clear(&mut self) {
+        *self = DomainLayers::default();
+    }
 }
 
 impl FastIndex {
+    /// The class's feasible nodes: the node-local ones, less those failing
+    /// a domain layer when there are layers.
+    pub fn candidates(&self) -> &[crate::model::NodeId] {
+        if self.domains.active {
+            &self.domains.feasible
+        } else {
+            &self.feasible
+        }
+    }
+
+    /// [`FastIndex::candidates`], to take and put back.
+    pub fn candidates_mut(&mut self) -> &mut Vec<crate::model::NodeId> {
+        if self.domains.active {
+            &mut self.domains.feasible
+        } else {
+            &mut self.feasible
+        }
+    }
+
     /// Whether the tree has a value at `pos`.
     pub fn tree_leaf_present(&self, pos: usize) -> bool {
         pos < self.tree.len() && self.tree.leaf(pos) != i64::MIN
@@ -293,6 +482,31 @@ impl FastIndex {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Leaves set in a batch and repaired once give the tree built
+        /// from the same leaves.
+        #[test]
+        fn max_tree_batch_repair_equals_build(
+            start in proptest::collection::vec(proptest::option::of(0i64..4), 1..40),
+            sets in proptest::collection::vec((0usize..40, proptest::option::of(0i64..4)), 0..30),
+        ) {
+            let v = |x: Option<i64>| x.unwrap_or(i64::MIN);
+            let mut leaves: Vec<i64> = start.iter().map(|x| v(*x)).collect();
+            let mut t = MaxTree::build(&leaves);
+            let mut touched = Vec::new();
+            for (p, x) in &sets {
+                let p = p % leaves.len();
+                leaves[p] = v(*x);
+                t.set_leaf(p, v(*x));
+                touched.push(p);
+            }
+            t.repair(&touched);
+            let fresh = MaxTree::build(&leaves);
+            proptest::prop_assert_eq!(&t.max, &fresh.max);
+            proptest::prop_assert_eq!(&t.cnt, &fresh.cnt);
+        }
+    }
+
     #[test]
     fn max_tree_counts_and_picks_ties() {
         let mut t = MaxTree::build(&[3, i64::MIN, 5, 5, 1]);
@@ -307,5 +521,78 @@ mod tests {
         assert_eq!(t.root(), (5, 1));
         t.set(0, i64::MIN);
         assert_eq!(t.root(), (3 - 1, 1));
+    }
+}
+
+#[cfg(test)]
+mod domain_layer_tests {
+    use super::*;
+    use crate::framework::DomainVerdict;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const SLOTS: usize = 12;
+
+    /// Per layer: domain of each slot (`None`: no domain) and whether
+    /// nodes without a domain pass.
+    type Shape = Vec<(Vec<Option<u8>>, bool)>;
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        prop::collection::vec(
+            (
+                prop::collection::vec(prop::option::weighted(0.8, 0u8..4), SLOTS),
+                any::<bool>(),
+            ),
+            1..3,
+        )
+    }
+
+    fn layers(maps: &[Arc<Vec<u32>>], absent: &[bool], pass: &[Vec<bool>]) -> Vec<DomainVerdict> {
+        maps.iter()
+            .zip(absent)
+            .zip(pass)
+            .map(|((m, a), p)| DomainVerdict {
+                of_node: m.clone(),
+                pass: p.clone(),
+                absent: *a,
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Through any sequence of verdicts on fixed mappings, the
+        /// incrementally kept failure counts equal a fresh build's, and
+        /// every slot whose standing changed is reported.
+        #[test]
+        fn sync_matches_rebuild(
+            shape in shape(),
+            steps in prop::collection::vec(prop::collection::vec(prop::collection::vec(any::<bool>(), 4), 3), 1..12),
+        ) {
+            let maps: Vec<Arc<Vec<u32>>> = shape
+                .iter()
+                .map(|(m, _)| Arc::new(m.iter().map(|d| d.map_or(DomainVerdict::NO_DOMAIN, u32::from)).collect()))
+                .collect();
+            let absent: Vec<bool> = shape.iter().map(|(_, a)| *a).collect();
+            let mut kept = DomainLayers::default();
+            for (i, pass) in steps.iter().enumerate() {
+                let pass = &pass[..maps.len()];
+                let before: Vec<bool> = (0..SLOTS).map(|s| kept.passes(s)).collect();
+                let changed = kept.sync(layers(&maps, &absent, pass), SLOTS);
+                let mut fresh = DomainLayers::default();
+                prop_assert!(fresh.sync(layers(&maps, &absent, pass), SLOTS).is_none());
+                prop_assert_eq!(&kept.fails, &fresh.fails, "step {}", i);
+                for (s, was) in before.iter().enumerate() {
+                    let want = layers(&maps, &absent, pass).iter().all(|l| l.passes(s));
+                    prop_assert_eq!(kept.passes(s), want);
+                    if let Some(ch) = &changed
+                        && i > 0
+                        && *was != want
+                    {
+                        prop_assert!(ch.contains(&(s as u32)), "step {} slot {}", i, s);
+                    }
+                }
+                prop_assert_eq!(changed.is_none(), i == 0);
+            }
+        }
     }
 }

@@ -150,6 +150,78 @@ pub(super) fn refresh_scores(
     Ok(())
 }
 
+/// Brings a class's domain layers up to date with this cycle's verdicts
+/// (`layers`, empty when every active filter is node-local), given the nodes
+/// whose node-local verdict was re-read (`None`: every node), and marks the
+/// nodes whose standing changed as pending for the tree.
+fn sync_domains(
+    cc: &mut super::equiv::ClassCache,
+    layers: Vec<crate::framework::DomainVerdict>,
+    touched: Option<Vec<NodeId>>,
+    snap: &crate::cache::Snapshot,
+) {
+    use super::equiv::PASS;
+    let fast = &mut cc.fast;
+    if layers.is_empty() {
+        if fast.domains.active {
+            // The tree's leaves were masked by the layers.
+            fast.domains.clear();
+            fast.tree_valid = false;
+        }
+        return;
+    }
+    let mut touched = touched;
+    match fast.domains.sync(layers, snap.node_capacity()) {
+        None => fast.tree_valid = false,
+        Some(flipped) if !flipped.is_empty() => {
+            // A few nodes (a hostname domain): update the list in place;
+            // many (a zone): rebuild it.
+            if let Some(t) = &mut touched
+                && t.len() + flipped.len() <= 64
+            {
+                t.extend(flipped.iter().map(|s| NodeId(*s)));
+                t.sort_unstable();
+                t.dedup();
+            } else {
+                fast.domains.feasible_valid = false;
+            }
+            fast.pending.extend(flipped.into_iter().map(NodeId));
+        }
+        Some(_) => {}
+    }
+    let d = &mut fast.domains;
+    match touched {
+        Some(ch) if d.feasible_valid => {
+            for id in ch {
+                let Some(pos) = snap.live_position(id) else {
+                    continue;
+                };
+                let pass = cc.verdict[id.index()] == PASS && d.passes(id.index());
+                let at = d
+                    .feasible
+                    .binary_search_by_key(&pos, |x| snap.live_position(*x).unwrap_or(usize::MAX));
+                match (pass, at) {
+                    (true, Err(k)) => d.feasible.insert(k, id),
+                    (false, Ok(k)) => {
+                        d.feasible.remove(k);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {
+            d.feasible.clear();
+            d.feasible.extend(
+                fast.feasible
+                    .iter()
+                    .copied()
+                    .filter(|id| d.fails.get(id.index()).is_some_and(|f| *f == 0)),
+            );
+            d.feasible_valid = true;
+        }
+    }
+}
+
 impl Scheduler {
     /// The incremental path for a pod whose every active filter is
     /// node-local: the class's feasible set and best scores are kept across
@@ -163,8 +235,14 @@ impl Scheduler {
         let snap = self.cache.snapshot();
         let gens = snap.generations();
         let (local, global, mask) = split_filters(profile, state);
-        if !global.is_empty() {
-            return Fast::Fallback;
+        // Filters that are not node-local take part only through their
+        // per-domain verdicts.
+        let mut layers = Vec::new();
+        for (_, f) in &global {
+            match f.domain_verdicts(state) {
+                Some(v) => layers.extend(v),
+                None => return Fast::Fallback,
+            }
         }
         let cc = self
             .equiv
@@ -177,6 +255,8 @@ impl Scheduler {
         } else {
             None
         };
+        // Nodes whose node-local verdict was re-read (`None`: all).
+        let mut touched: Option<Vec<NodeId>> = None;
         match changes {
             None => {
                 for &id in snap.node_ids() {
@@ -197,7 +277,7 @@ impl Scheduler {
                 let mut ch = ch.to_vec();
                 ch.sort_unstable();
                 ch.dedup();
-                for id in ch {
+                for &id in &ch {
                     let Some(pos) = snap.live_position(id) else {
                         continue;
                     };
@@ -215,21 +295,23 @@ impl Scheduler {
                     }
                     cc.fast.pending.push(id);
                 }
+                touched = Some(ch);
             }
         }
         cc.fast.synced = snap.change_seq();
-        if cc.fast.feasible.len() < 2 {
+        sync_domains(cc, layers, touched, snap);
+        if cc.fast.candidates().len() < 2 {
             // Nothing fits (the scan builds the diagnosis) or one node does.
             return Fast::Fallback;
         }
 
         // PreScore, then the scores: cached ones only, or scan.
-        let feasible = std::mem::take(&mut cc.fast.feasible);
+        let feasible = std::mem::take(cc.fast.candidates_mut());
         let pre = self.run_pre_score(pi, state, pod, &feasible);
         let cc = self
             .equiv
             .get(pi, pod.equivalence, mask, snap.node_capacity());
-        cc.fast.feasible = feasible;
+        *cc.fast.candidates_mut() = feasible;
         if let Err(e) = pre {
             return Fast::Error(e);
         }
@@ -246,7 +328,7 @@ impl Scheduler {
         if uncached {
             // Some score needs every node each cycle: scan the scores over
             // the feasible set we maintained.
-            let feasible = cc.fast.feasible.clone();
+            let feasible = cc.fast.candidates().to_vec();
             cc.fast.tree_valid = false;
             return match self.score_and_pick(pi, st, pod, &feasible, Some(mask), &[]) {
                 Ok(n) => Fast::Chosen(n),
@@ -255,10 +337,10 @@ impl Scheduler {
         }
         let live_len = snap.num_nodes();
         if !cc.fast.tree_valid || cc.fast.tree.len() < live_len {
-            let feasible = std::mem::take(&mut cc.fast.feasible);
+            let feasible = std::mem::take(cc.fast.candidates_mut());
             for &id in &feasible {
                 if let Err(e) = rescore(cc, id) {
-                    cc.fast.feasible = feasible;
+                    *cc.fast.candidates_mut() = feasible;
                     return Fast::Error(e);
                 }
             }
@@ -272,13 +354,15 @@ impl Scheduler {
                     FastIndex::count(h, cc.raw[k][id.index()], true);
                 }
             }
-            cc.fast.feasible = feasible;
+            *cc.fast.candidates_mut() = feasible;
             cc.fast.tree = MaxTree::build(&leaves);
             cc.fast.hist = hist;
             cc.fast.tree_valid = true;
             cc.fast.pending.clear();
         } else {
             let pending = std::mem::take(&mut cc.fast.pending);
+            // Leaves set now, their ancestors repaired once at the end.
+            let mut set = Vec::with_capacity(pending.len());
             for id in pending {
                 let Some(pos) = snap.live_position(id) else {
                     continue;
@@ -290,7 +374,7 @@ impl Scheduler {
                         FastIndex::count(&mut cc.fast.hist[k], v, false);
                     }
                 }
-                if cc.verdict[id.index()] == PASS {
+                if cc.verdict[id.index()] == PASS && cc.fast.domains.passes(id.index()) {
                     if let Err(e) = rescore(cc, id) {
                         cc.fast.tree_valid = false;
                         return Fast::Error(e);
@@ -300,16 +384,18 @@ impl Scheduler {
                         FastIndex::count(&mut cc.fast.hist[k], v, true);
                     }
                     let v = cc.plain_total[id.index()];
-                    cc.fast.tree.set(pos, v);
+                    cc.fast.tree.set_leaf(pos, v);
                 } else {
-                    cc.fast.tree.set(pos, i64::MIN);
+                    cc.fast.tree.set_leaf(pos, i64::MIN);
                 }
+                set.push(pos);
             }
+            cc.fast.tree.repair(&set);
         }
         if cc.fast.hist.iter().any(|h| h.len() > 1) {
             // A normalizing score varies across nodes: take the scan, which
             // normalizes.
-            let feasible = cc.fast.feasible.clone();
+            let feasible = cc.fast.candidates().to_vec();
             return match self.score_and_pick(pi, st, pod, &feasible, Some(mask), &[]) {
                 Ok(n) => Fast::Chosen(n),
                 Err(e) => Fast::Error(e),

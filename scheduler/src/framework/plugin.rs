@@ -224,6 +224,55 @@ pub trait FilterPlugin: Send + Sync {
     fn is_node_local(&self) -> bool {
         false
     }
+
+    /// For a filter that is not node-local but whose verdict in this cycle
+    /// depends only on which topology domain each node is in (spread and
+    /// inter-pod constraints after PreFilter counted the domains): that
+    /// verdict, one [`DomainVerdict`] per layer. A node passes exactly when
+    /// it passes every layer. The engine's fast path then keeps the feasible
+    /// set across cycles and revisits only the nodes of domains whose verdict
+    /// changed, instead of calling [`FilterPlugin::filter`] on every node.
+    ///
+    /// `None` (the default) when the plugin cannot say, for this cycle: the
+    /// engine calls `filter` on every node. An answer must agree with
+    /// `filter` on every node of the snapshot PreFilter saw (on success or
+    /// not; the reasons still come from `filter`).
+    fn domain_verdicts(&self, _state: &CycleState) -> Option<Vec<DomainVerdict>> {
+        None
+    }
+}
+
+/// One layer of a filter's per-domain verdict (see
+/// [`FilterPlugin::domain_verdicts`]).
+#[derive(Clone, Debug)]
+pub struct DomainVerdict {
+    /// Node slot ([`NodeId`] index) to domain id; [`DomainVerdict::NO_DOMAIN`]
+    /// (or a slot beyond the end) for a node without one, whose verdict is
+    /// `absent`. The engine recognises an unchanged mapping by the `Arc`'s
+    /// address, so a plugin should hand out the same `Arc` while the mapping
+    /// does not change.
+    pub of_node: Arc<Vec<u32>>,
+    /// Domain id to whether its nodes pass; ids beyond the end (other than
+    /// `NO_DOMAIN`) fail.
+    pub pass: Vec<bool>,
+    /// Whether nodes without a domain pass (a node lacking the key of an
+    /// anti-affinity term does; one lacking a spread key does not).
+    pub absent: bool,
+}
+
+impl DomainVerdict {
+    /// The domain of a node without one (it lacks the topology key, or is
+    /// absent): its verdict is `absent` whatever the counts are.
+    pub const NO_DOMAIN: u32 = u32::MAX;
+
+    /// Whether node slot `slot` passes this layer.
+    #[inline]
+    pub fn passes(&self, slot: usize) -> bool {
+        match self.of_node.get(slot) {
+            Some(&d) if d != Self::NO_DOMAIN => self.pass.get(d as usize).copied().unwrap_or(false),
+            _ => self.absent,
+        }
+    }
 }
 
 /// What PostFilter achieved.

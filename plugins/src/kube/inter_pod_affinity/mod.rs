@@ -72,10 +72,10 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::model::AffinityTerm;
 use strata_scheduler::sdk::{
-    ActionType, ClusterEvent, ClusterEventKind, CycleState, EventObject, EventResource,
-    FilterPlugin, Handle, Labels, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, Plugin,
-    PluginArgsError, PodInfo, PreFilterPlugin, PreFilterResult, PreScorePlugin, QueueingHint,
-    ScorePlugin, Snapshot, Status, Sym,
+    ActionType, ClusterEvent, ClusterEventKind, CycleState, DomainVerdict, EventObject,
+    EventResource, FilterPlugin, Handle, Labels, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore,
+    Plugin, PluginArgsError, PodInfo, PreFilterPlugin, PreFilterResult, PreScorePlugin,
+    QueueingHint, ScorePlugin, Snapshot, Status, Sym,
 };
 use topology::TopoCounts;
 
@@ -238,6 +238,14 @@ impl PreFilterPlugin for InterPodAffinity {
 }
 
 impl FilterPlugin for InterPodAffinity {
+    /// The verdict by domain while PreFilter's dense totals stand (not after
+    /// a what-if update).
+    fn domain_verdicts(&self, state: &CycleState) -> Option<Vec<DomainVerdict>> {
+        let s = state.get::<FilterState>()?;
+        let f = s.fast.as_ref()?;
+        Some(s.domain_verdicts(f))
+    }
+
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.get::<FilterState>() else {
             return Status::error("InterPodAffinity: Filter ran without PreFilter state");

@@ -31,7 +31,7 @@ use crate::common::topology_domains::{NONE, NodeSlots};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::model::{NamespaceLabels, PodAffinity, PodSpecInfo};
-use strata_scheduler::sdk::{Labels, NodeInfo, PodInfo, Sym};
+use strata_scheduler::sdk::{DomainVerdict, Labels, NodeInfo, PodInfo, Sym};
 
 /// Which total a contribution goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +422,8 @@ pub(super) struct FilterState {
 pub(super) struct Column {
     of_node: Arc<Vec<u32>>,
     counts: Arc<Vec<i64>>,
+    /// One past the key's largest domain id.
+    ids: usize,
 }
 
 impl Column {
@@ -458,9 +460,12 @@ impl Fast {
     ) -> Option<Fast> {
         let aff = &pod.spec.affinity;
         let column = |target: Target, key: Sym| -> Option<Column> {
+            let view = views.find(key)?;
+            let counts = counts.dense_of(target, key).cloned().unwrap_or_default();
             Some(Column {
-                of_node: views.find(key)?.of_node.clone(),
-                counts: counts.dense_of(target, key).cloned().unwrap_or_default(),
+                of_node: view.of_node.clone(),
+                ids: view.len.max(counts.len()),
+                counts,
             })
         };
         Some(Fast {
@@ -524,6 +529,52 @@ impl FilterState {
             return Verdict::ExistingAnti;
         }
         Verdict::Pass
+    }
+
+    /// [`FilterState::verdict_fast`] per domain, as layers the engine
+    /// intersects: a node passes them all exactly when the verdict is
+    /// [`Verdict::Pass`].
+    pub(super) fn domain_verdicts(&self, f: &Fast) -> Vec<DomainVerdict> {
+        // Domains beyond the counts hold none (count 0). A plain loop over
+        // the slice, so it vectorizes: hostname layers have a domain per
+        // node.
+        fn layer(c: &Column, occupied: bool, absent: bool) -> DomainVerdict {
+            let mut pass: Vec<bool> = c
+                .counts
+                .iter()
+                .take(c.ids)
+                .map(|&n| (n > 0) == occupied)
+                .collect();
+            pass.resize(c.ids, !occupied);
+            DomainVerdict {
+                of_node: c.of_node.clone(),
+                pass,
+                absent,
+            }
+        }
+        let mut out = Vec::new();
+        // Every key must be on the node; then every term's domain must hold
+        // a matching pod, unless the pod may start its group (no matching
+        // pod anywhere and it matches its own terms).
+        let may_start = self.affinity.is_empty() && self.self_match;
+        for c in &f.affinity {
+            let mut l = layer(c, true, false);
+            if may_start {
+                l.pass.iter_mut().for_each(|p| *p = true);
+            }
+            out.push(l);
+        }
+        if !self.anti.is_empty() {
+            for c in &f.anti {
+                out.push(layer(c, false, true));
+            }
+        }
+        if !self.existing_anti.is_empty() {
+            for c in &f.existing {
+                out.push(layer(c, false, true));
+            }
+        }
+        out
     }
 
     /// The state for the walker's pod from its totals.

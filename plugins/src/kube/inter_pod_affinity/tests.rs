@@ -89,6 +89,21 @@ fn filter_all_with(
     let r = pl.pre_filter(&mut st, p, snap);
     assert!(r.nodes.is_none());
     assert!(r.status.is_success() || r.status.is_skip(), "{}", r.status);
+    // The per-domain verdicts the engine's fast path reads agree with
+    // Filter on every node.
+    if !r.status.is_skip()
+        && let Some(layers) = pl.domain_verdicts(&st)
+    {
+        for n in snap.nodes() {
+            let by_domain = layers.iter().all(|l| l.passes(n.id.index()));
+            assert_eq!(
+                by_domain,
+                pl.filter(&st, p, n).is_success(),
+                "node {}: domain verdicts disagree with Filter",
+                n.name
+            );
+        }
+    }
     snap.nodes()
         .map(|n| {
             let o = if r.status.is_skip() {

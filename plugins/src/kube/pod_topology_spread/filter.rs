@@ -33,7 +33,7 @@ use std::sync::{Arc, OnceLock};
 #[cfg(test)]
 use strata_scheduler::sdk::Sym;
 use strata_scheduler::sdk::{
-    CycleState, FilterPlugin, PreFilterPlugin, PreFilterResult, Snapshot, Status,
+    CycleState, DomainVerdict, FilterPlugin, PreFilterPlugin, PreFilterResult, Snapshot, Status,
 };
 use strata_scheduler::sdk::{NodeInfo, PodInfo};
 
@@ -107,6 +107,8 @@ struct Domains {
     changed: SmallVec<[(u32, i64); 2]>,
     /// Number of eligible domains.
     len: usize,
+    /// One past the largest domain id of the key.
+    ids: usize,
     /// Smallest count over all domains (`i64::MAX` when there are none).
     min: i64,
     /// The largest count a node's domain may hold for the node to pass:
@@ -127,9 +129,11 @@ impl Domains {
         me: i64,
     ) -> Domains {
         let base = BaseCounts::new(counts);
+        let counts_len = |b: &BaseCounts| b.counts.len();
         let mut d = Domains {
             of_node: view.of_node.clone(),
             len: eligible,
+            ids: view.len.max(counts_len(&base)),
             min: base.min,
             base: Arc::new(base),
             changed: SmallVec::new(),
@@ -356,6 +360,26 @@ fn update(state: &mut CycleState, pod: &PodInfo, other: &PodInfo, node: &NodeInf
 }
 
 impl FilterPlugin for PodTopologySpread {
+    /// One layer per hard constraint: a domain passes when its count is
+    /// within the constraint's limit, exactly as [`FilterPlugin::filter`]
+    /// decides for the domain's nodes.
+    fn domain_verdicts(&self, state: &CycleState) -> Option<Vec<DomainVerdict>> {
+        let s = state.get::<PreFilterState>()?;
+        Some(
+            s.domains
+                .iter()
+                .map(|d| DomainVerdict {
+                    of_node: d.of_node.clone(),
+                    pass: (0..d.ids as u32)
+                        .map(|v| d.get(v).unwrap_or(0) <= d.limit)
+                        .collect(),
+                    // A node lacking the key is unresolvable.
+                    absent: false,
+                })
+                .collect(),
+        )
+    }
+
     fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
         let Some(s) = state.get::<PreFilterState>() else {
             return Status::error("PodTopologySpread: no PreFilter state for this cycle");

@@ -1219,6 +1219,20 @@ fn verdicts(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> Vec<String>
         .nodes()
         .map(|n| format!("{} {:?}", n.name, pl.filter(&state, pod, n).code()))
         .collect();
+    // The per-domain verdicts the engine's fast path reads agree with
+    // Filter on every node.
+    let layers = pl
+        .domain_verdicts(&state)
+        .expect("domain verdicts after PreFilter");
+    for n in snap.nodes() {
+        let by_domain = layers.iter().all(|l| l.passes(n.id.index()));
+        assert_eq!(
+            by_domain,
+            pl.filter(&state, pod, n).is_success(),
+            "node {} domain verdicts disagree with Filter",
+            n.name
+        );
+    }
     out.sort();
     out
 }
