@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod cycle;
+
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
