@@ -78,6 +78,13 @@ pub(crate) struct KwokArgs {
     /// strata-scheduler, the default plugins).
     #[arg(long, value_name = "FILE")]
     strata_config: Option<PathBuf>,
+    /// With --compare: a YAML file holding a list of kube-scheduler
+    /// `extenders:` entries (urlPrefix, filterVerb, ...), written into every
+    /// generated configuration, so Strata's extender path and
+    /// kube-scheduler's are measured on the same extender (not into
+    /// --strata-config, which says what it wants itself).
+    #[arg(long, value_name = "FILE")]
+    extenders: Option<PathBuf>,
     /// With --compare: where the schedulers' configurations and logs go
     /// (default: a folder under the system temp dir).
     #[arg(long, value_name = "DIR")]
@@ -107,6 +114,10 @@ fn free_port() -> anyhow::Result<u16> {
 fn contenders(args: &KwokArgs, kubeconfig: &Path, dir: &Path) -> anyhow::Result<Vec<Contender>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let kc = kubeconfig.display().to_string();
+    let extenders = match &args.extenders {
+        Some(f) => format!("extenders: {}\n", extenders_json(f)?),
+        None => String::new(),
+    };
     let bin = || -> anyhow::Result<PathBuf> {
         let d = args
             .control_plane_bin
@@ -127,7 +138,9 @@ fn contenders(args: &KwokArgs, kubeconfig: &Path, dir: &Path) -> anyhow::Result<
                         let c = dir.join("strata.yaml");
                         std::fs::write(
                             &c,
-                            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n  - schedulerName: strata-scheduler\n",
+                            format!(
+                                "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n{extenders}profiles:\n  - schedulerName: strata-scheduler\n"
+                            ),
                         )?;
                         c
                     }
@@ -170,7 +183,7 @@ fn contenders(args: &KwokArgs, kubeconfig: &Path, dir: &Path) -> anyhow::Result<
                 std::fs::write(
                     &config,
                     format!(
-                        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {kc}\n  qps: 5000\n  burst: 5000\nleaderElection:\n  leaderElect: false\n{pct}profiles:\n  - schedulerName: default-scheduler\n"
+                        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {kc}\n  qps: 5000\n  burst: 5000\nleaderElection:\n  leaderElect: false\n{pct}{extenders}profiles:\n  - schedulerName: default-scheduler\n"
                     ),
                 )?;
                 let port = free_port()?.to_string();
@@ -207,6 +220,31 @@ fn contenders(args: &KwokArgs, kubeconfig: &Path, dir: &Path) -> anyhow::Result<
         }
     }
     Ok(out)
+}
+
+/// The `extenders:` list in `file`, as one line of JSON (which is YAML)
+/// for the generated configurations; each entry must be a mapping with a
+/// `urlPrefix`, and the list is checked as Strata reads it.
+fn extenders_json(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--extenders: reading {}", file.display()))?;
+    let list: serde_json::Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("--extenders: {} is not YAML", file.display()))?;
+    let items = list.as_array().with_context(|| {
+        format!(
+            "--extenders: {} must hold a list of extender entries",
+            file.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !items.is_empty(),
+        "--extenders: {} holds an empty list",
+        file.display()
+    );
+    let json = serde_json::to_string(&list)?;
+    strata_scheduler::config::SchedulerConfig::from_yaml(&format!("extenders: {json}"))
+        .map_err(|e| anyhow::anyhow!("--extenders: {}: {e}", file.display()))?;
+    Ok(json)
 }
 
 /// Runs `strata kwok`.
@@ -281,4 +319,54 @@ pub(crate) fn kwok(args: KwokArgs, plugins: &Registry) -> anyhow::Result<()> {
         anyhow::bail!("a scheduler bound a pod twice or broke a placement rule (see above)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod extender_tests {
+    use super::extenders_json;
+
+    fn with(text: &str) -> anyhow::Result<String> {
+        let dir = std::env::temp_dir().join(format!("strata-kwok-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join(format!(
+            "{:x}.yaml",
+            text.len() * 31 + text.bytes().map(usize::from).sum::<usize>()
+        ));
+        std::fs::write(&f, text).unwrap();
+        let r = extenders_json(&f);
+        let _ = std::fs::remove_file(&f);
+        r
+    }
+
+    /// --extenders takes a list of entries Strata accepts, and refuses
+    /// anything else naming the flag.
+    #[test]
+    fn extenders_file_is_checked() {
+        let json = with(
+            "- {urlPrefix: 'http://127.0.0.1:1', filterVerb: filter, nodeCacheCapable: true}\n",
+        )
+        .unwrap();
+        assert!(
+            json.starts_with('[') && json.contains("\"filterVerb\":\"filter\""),
+            "{json}"
+        );
+        for (bad, needle) in [
+            ("urlPrefix: x\n", "must hold a list"),
+            ("[]\n", "empty list"),
+            ("- {filterVerb: filter}\n", "urlPrefix"),
+            ("- {urlPrefix: 'http://x', filterVerbb: f}\n", "filterVerbb"),
+            (": : :\n", "not YAML"),
+        ] {
+            let err = format!("{:#}", with(bad).unwrap_err());
+            assert!(
+                err.contains("--extenders") && err.contains(needle),
+                "{bad}: {err}"
+            );
+        }
+        let err = format!(
+            "{:#}",
+            extenders_json(std::path::Path::new("/nonexistent/x.yaml")).unwrap_err()
+        );
+        assert!(err.contains("reading"), "{err}");
+    }
 }
