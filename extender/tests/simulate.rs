@@ -7,7 +7,7 @@ mod common;
 use common::go;
 use std::collections::BTreeMap;
 use strata_scheduler::framework::Registry;
-use strata_simulator::{RunOptions, Scenario, Simulation};
+use strata_simulator::{Report, RunOptions, Scenario, Simulation};
 
 /// Pods per node pool (the node name up to its last `-`).
 fn by_pool(placements: &BTreeMap<String, Option<String>>) -> BTreeMap<String, usize> {
@@ -20,6 +20,26 @@ fn by_pool(placements: &BTreeMap<String, Option<String>>) -> BTreeMap<String, us
         *m.entry(pool).or_insert(0) += 1;
     }
     m
+}
+
+/// Runs scenario `yaml` (written to a file named after `tag`) with the
+/// HTTP extender client registered: the simulation and its report.
+fn simulate(tag: &str, yaml: &str) -> (Simulation, Report) {
+    let dir = std::env::temp_dir().join(format!("strata-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{tag}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    let mut plugins = Registry::new();
+    strata_extender::register(&mut plugins);
+    let scenario = Scenario::load_with(path.to_str().unwrap(), &plugins).expect("the scenario");
+    let _ = std::fs::remove_dir_all(&dir);
+    let opts = RunOptions {
+        plugins,
+        ..Default::default()
+    };
+    let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
+    let report = sim.run();
+    (sim, report)
 }
 
 #[test]
@@ -57,19 +77,7 @@ workloads:
 "#,
         url = ext.url
     );
-    let dir = std::env::temp_dir().join(format!("strata-extender-sim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("extender-small.yaml");
-    std::fs::write(&path, scenario).unwrap();
-    let mut plugins = Registry::new();
-    strata_extender::register(&mut plugins);
-    let scenario = Scenario::load_with(path.to_str().unwrap(), &plugins).expect("the scenario");
-    let opts = RunOptions {
-        plugins,
-        ..Default::default()
-    };
-    let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
-    let report = sim.run();
+    let (sim, report) = simulate("extender-small", &scenario);
     assert_eq!(report.pods.scheduled, 12, "{}", report.to_table());
     assert_eq!(report.double_binds, 0);
     let pools = by_pool(&sim.placements());
@@ -94,7 +102,6 @@ workloads:
             .all(|c| c["nodeNames"] == true),
         "{calls:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Preemption through the Go extender's `preemptVerb`: low-priority pods
@@ -146,22 +153,7 @@ workloads:
 "#,
             url = ext.url
         );
-        let dir = std::env::temp_dir().join(format!(
-            "strata-extender-preempt-{}-{node_cache_capable}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("extender-preempt.yaml");
-        std::fs::write(&path, scenario).unwrap();
-        let mut plugins = Registry::new();
-        strata_extender::register(&mut plugins);
-        let scenario = Scenario::load_with(path.to_str().unwrap(), &plugins).expect("the scenario");
-        let opts = RunOptions {
-            plugins,
-            ..Default::default()
-        };
-        let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
-        let report = sim.run();
+        let (sim, report) = simulate(&format!("extender-preempt-{node_cache_capable}"), &scenario);
         assert_eq!(report.double_binds, 0);
         let placements = sim.placements();
         for i in 0..2 {
@@ -189,6 +181,5 @@ workloads:
                 .all(|c| c["nodeNames"] == node_cache_capable && c["victims"].as_u64() > Some(0)),
             "{calls:?}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

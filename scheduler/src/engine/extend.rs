@@ -40,14 +40,7 @@ impl Scheduler {
     }
 
     fn extender_event(&self, pod: &PodInfo, message: String) {
-        self.cluster.record_event(PodEvent {
-            namespace: pod.namespace,
-            name: pod.name.clone(),
-            uid: pod.uid.clone(),
-            kind: EventKind::Warning,
-            reason: "ExtenderFailed",
-            message,
-        });
+        extender_failed(&*self.cluster, pod, message);
     }
 
     /// Runs the filtering extenders of `ext` over `feasible`, each on what
@@ -187,15 +180,20 @@ pub(super) struct PreemptionCall<'a> {
 
 impl PreemptionCall<'_> {
     fn event(&self, pod: &PodInfo, message: String) {
-        self.cluster.record_event(PodEvent {
-            namespace: pod.namespace,
-            name: pod.name.clone(),
-            uid: pod.uid.clone(),
-            kind: EventKind::Warning,
-            reason: "ExtenderFailed",
-            message,
-        });
+        extender_failed(self.cluster, pod, message);
     }
+}
+
+/// The `ExtenderFailed` warning event on `pod`.
+fn extender_failed(cluster: &dyn ClusterPort, pod: &PodInfo, message: String) {
+    cluster.record_event(PodEvent {
+        namespace: pod.namespace,
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        kind: EventKind::Warning,
+        reason: "ExtenderFailed",
+        message,
+    });
 }
 
 /// Checks an extender's preemption answer against the candidates it was
