@@ -444,22 +444,13 @@ impl Devices {
                 // best-fit would pick (least cpu and device capacity left),
                 // instead of a random one that spreads the pods.
                 let u: &[model::Usage] = if cd.ask.is_empty() { &nd.used } else { &used };
-                let healthy = nd.devices.iter().filter(|d| d.healthy).count() as i64;
-                let free: i64 = nd
-                    .devices
-                    .iter()
-                    .zip(u)
-                    .map(|(d, u)| d.free_percent(u) as i64)
-                    .sum();
-                let dev_frac = if healthy == 0 { 0 } else { free * 10 / healthy };
-                let cpu_alloc = node.allocatable[ResourceId::CPU].max(1);
-                let cpu_frac = cpu_after.max(0) * 1000 / cpu_alloc;
+                let cpu_frac = cpu_free_per_mille(node, cpu_after);
+                let dev_frac = device_free_per_mille(&nd.devices, u);
                 let fit = FIT_RANGE - (cpu_frac + dev_frac).clamp(0, FIT_RANGE);
                 ((before - after) * 1000.0).round() as i64 * (FIT_RANGE + 1) + fit
             }
             NodePolicy::BestFit => {
-                let cpu_alloc = node.allocatable[ResourceId::CPU].max(1);
-                let cpu_frac = cpu_after.max(0) * 1000 / cpu_alloc;
+                let cpu_frac = cpu_free_per_mille(node, cpu_after);
                 let dev_frac = match entry {
                     None => 0,
                     Some(e) => {
@@ -476,14 +467,7 @@ impl Devices {
                                 None => return i64::MIN / 4,
                             }
                         };
-                        let n = nd.devices.iter().filter(|d| d.healthy).count() as i64;
-                        let free: i64 = nd
-                            .devices
-                            .iter()
-                            .zip(u)
-                            .map(|(d, u)| d.free_percent(u) as i64)
-                            .sum();
-                        if n == 0 { 0 } else { free * 10 / n }
+                        device_free_per_mille(&nd.devices, u)
                     }
                 };
                 -(cpu_frac + dev_frac)
@@ -1010,4 +994,26 @@ pub fn factory(
         DevicesArgs::parse(args)?,
         handle.clone(),
     )))
+}
+
+/// Free cpu left on `node` after the pod (`cpu_after`), per mille of its
+/// allocatable: BestFit's cpu measure, also Fragmentation's tie-break.
+fn cpu_free_per_mille(node: &NodeInfo, cpu_after: i64) -> i64 {
+    cpu_after.max(0) * 1000 / node.allocatable[ResourceId::CPU].max(1)
+}
+
+/// Mean free share of the healthy devices under usage `used`, per mille
+/// (0 without healthy devices): BestFit's device measure, also
+/// Fragmentation's tie-break.
+fn device_free_per_mille(devices: &[model::Device], used: &[model::Usage]) -> i64 {
+    let healthy = devices.iter().filter(|d| d.healthy).count() as i64;
+    if healthy == 0 {
+        return 0;
+    }
+    let free: i64 = devices
+        .iter()
+        .zip(used)
+        .map(|(d, u)| i64::from(d.free_percent(u)))
+        .sum();
+    free * 10 / healthy
 }

@@ -138,6 +138,24 @@ impl Rig {
         }
     }
 
+    /// PreFilter, PreScore, Score and NormalizeScore of `pod` over `nodes`,
+    /// each step asserted to succeed: the scores in the order of `nodes`.
+    fn normalized_scores(&self, pod: &PodInfo, nodes: &[&str]) -> Vec<NodeScore> {
+        let (mut st, _) = self.pre_filter(pod);
+        let ids: Vec<NodeId> = nodes.iter().map(|n| self.id(n)).collect();
+        let snap = self.cache.snapshot();
+        assert!(self.plugin.pre_score(&mut st, pod, snap, &ids).is_success());
+        let mut scores: Vec<NodeScore> = ids
+            .iter()
+            .map(|id| NodeScore {
+                node: *id,
+                score: self.plugin.score(&st, pod, snap.node(*id)).unwrap(),
+            })
+            .collect();
+        assert!(self.plugin.normalize(&st, pod, &mut scores).is_success());
+        scores
+    }
+
     fn pre_filter(&self, pod: &PodInfo) -> (CycleState, PreFilterResult) {
         let mut st = CycleState::new();
         let r = self.plugin.pre_filter(&mut st, pod, self.cache.snapshot());
@@ -495,24 +513,7 @@ fn fragmentation_policy_fills_fragments_first() {
     };
     assert!(rig.place(&half("first"), "n1").1.is_success());
     let p = half("second");
-    let (mut st, _) = rig.pre_filter(&p);
-    let ids = [rig.id("n1"), rig.id("n2")];
-    assert!(
-        rig.plugin
-            .pre_score(&mut st, &p, rig.cache.snapshot(), &ids)
-            .is_success()
-    );
-    let mut scores: Vec<NodeScore> = ids
-        .iter()
-        .map(|id| NodeScore {
-            node: *id,
-            score: rig
-                .plugin
-                .score(&st, &p, rig.cache.snapshot().node(*id))
-                .unwrap(),
-        })
-        .collect();
-    assert!(rig.plugin.normalize(&st, &p, &mut scores).is_success());
+    let scores = rig.normalized_scores(&p, &["n1", "n2"]);
     assert_eq!(scores[0].score, MAX_NODE_SCORE, "{scores:?}");
     assert_eq!(scores[1].score, 0, "{scores:?}");
     // And within n1 it lands on the half-used device.
@@ -545,24 +546,7 @@ fn fragmentation_ties_go_to_the_tighter_node() {
     };
     assert!(rig.place(&quarter("first"), "n1").1.is_success());
     let p = quarter("second");
-    let (mut st, _) = rig.pre_filter(&p);
-    let ids = [rig.id("n1"), rig.id("n2")];
-    assert!(
-        rig.plugin
-            .pre_score(&mut st, &p, rig.cache.snapshot(), &ids)
-            .is_success()
-    );
-    let mut scores: Vec<NodeScore> = ids
-        .iter()
-        .map(|id| NodeScore {
-            node: *id,
-            score: rig
-                .plugin
-                .score(&st, &p, rig.cache.snapshot().node(*id))
-                .unwrap(),
-        })
-        .collect();
-    assert!(rig.plugin.normalize(&st, &p, &mut scores).is_success());
+    let scores = rig.normalized_scores(&p, &["n1", "n2"]);
     assert_eq!(scores[0].score, MAX_NODE_SCORE, "{scores:?}");
     assert!(scores[1].score < MAX_NODE_SCORE, "{scores:?}");
 }
