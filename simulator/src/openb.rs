@@ -805,10 +805,12 @@ fn run_policy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(num_gpu: u32, gpu_milli: u32) -> PodRow {
+    /// A pod row of one cpu and 1 GiB with `num_gpu` GPUs of `gpu_milli`
+    /// each (also the mix generator's tests' rows).
+    pub(crate) fn row(num_gpu: u32, gpu_milli: u32) -> PodRow {
         PodRow {
             name: "p".into(),
             cpu_milli: 1000,

@@ -458,17 +458,7 @@ pub fn sweep_table(rows: &[WorkloadSummary], tune_ratio: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(num_gpu: u32, gpu_milli: u32) -> PodRow {
-        PodRow {
-            name: "p".into(),
-            cpu_milli: 1000,
-            memory_mib: 1024,
-            num_gpu,
-            gpu_milli,
-            gpu_spec: vec![],
-        }
-    }
+    use crate::openb::tests::row;
 
     fn base() -> Vec<PodRow> {
         vec![

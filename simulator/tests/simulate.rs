@@ -294,29 +294,9 @@ fn pods_for_another_scheduler_are_left_alone() {
 #[test]
 fn equivalence_cache_does_not_change_placements() {
     for name in ["small", "demo"] {
-        let placements = |classes: usize| {
-            let opts = RunOptions {
-                equivalence_cache: Some(classes),
-                ..Default::default()
-            };
-            let scenario = Scenario::load(name).expect("built-in scenario");
-            let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
-            let report = sim.run();
-            assert_eq!(report.double_binds, 0);
-            sim.placements()
-        };
-        let off = placements(0);
-        let on = placements(32);
-        assert_eq!(off.len(), on.len());
-        let differ: Vec<_> = off
-            .iter()
-            .filter(|(k, v)| on.get(*k) != Some(v))
-            .take(5)
-            .collect();
-        assert!(
-            differ.is_empty(),
-            "{name}: placements differ, e.g. {differ:?}"
-        );
+        same_placements_with_cache_off_and_on(name, || {
+            Scenario::load(name).expect("built-in scenario")
+        });
     }
 }
 
@@ -395,12 +375,27 @@ fn topology_mix() -> Scenario {
 /// unschedulable by the hard rules.
 #[test]
 fn equivalence_cache_does_not_change_topology_placements() {
+    let off = same_placements_with_cache_off_and_on("topology-mix", topology_mix);
+    assert!(
+        off.values().any(|n| n.is_none()),
+        "some pod is unschedulable"
+    );
+    assert!(off.values().filter(|n| n.is_some()).count() > 200);
+}
+
+/// Runs the scenario `make` builds with the equivalence cache off and with
+/// 32 classes, asserts no double bind and the same node for every pod, and
+/// returns the placements.
+fn same_placements_with_cache_off_and_on(
+    what: &str,
+    make: impl Fn() -> Scenario,
+) -> std::collections::BTreeMap<String, Option<String>> {
     let placements = |classes: usize| {
         let opts = RunOptions {
             equivalence_cache: Some(classes),
             ..Default::default()
         };
-        let mut sim = Simulation::new(topology_mix(), &opts).expect("simulation starts");
+        let mut sim = Simulation::new(make(), &opts).expect("simulation starts");
         let report = sim.run();
         assert_eq!(report.double_binds, 0);
         sim.placements()
@@ -413,10 +408,9 @@ fn equivalence_cache_does_not_change_topology_placements() {
         .filter(|(k, v)| on.get(*k) != Some(v))
         .take(5)
         .collect();
-    assert!(differ.is_empty(), "placements differ, e.g. {differ:?}");
     assert!(
-        off.values().any(|n| n.is_none()),
-        "some pod is unschedulable"
+        differ.is_empty(),
+        "{what}: placements differ, e.g. {differ:?}"
     );
-    assert!(off.values().filter(|n| n.is_some()).count() > 200);
+    off
 }
