@@ -6,7 +6,8 @@
 //! ```sh
 //! cargo run -p strata-scaler --example inference_compare -- \
 //!     --data ../shared/data/llm-traces [--json out.json] [--peak-instances 120] \
-//!     [--supernodes 8] [--servers-per-supernode 32] [--traces azure-conv,azure-code,mooncake-conv]
+//!     [--supernodes 8] [--servers-per-supernode 32] [--traces azure-conv,azure-code,mooncake-conv] \
+//!     [--adaptive-extra 1|off]
 //! ```
 
 use std::path::PathBuf;
@@ -77,6 +78,17 @@ fn run() -> Result<(), String> {
                     .split(',')
                     .map(|v| frac(&a, v.to_owned()))
                     .collect::<Result<_, _>>()?
+            }
+            "--adaptive-extra" => {
+                let v = val(&a)?;
+                cfg.adaptive_extra = if v == "off" {
+                    None
+                } else {
+                    Some(
+                        v.parse::<u32>()
+                            .map_err(|_| format!("{a}: {v:?} is not a whole number or \"off\""))?,
+                    )
+                };
             }
             other => return Err(format!("unknown argument {other:?}")),
         }

@@ -22,7 +22,7 @@
 
 use crate::engine::{ClusterShape, EngineCluster, EngineError, Role};
 use crate::model::{Load, Objective, ServiceSpec, ratio_for};
-use crate::policy::{GroupPolicy, RolePolicy};
+use crate::policy::{GroupPolicy, RolePolicy, Shapes};
 use crate::scaler::GroupScaler;
 use crate::trace::{DayShape, MinuteTrace, stretch};
 use serde::Serialize;
@@ -63,6 +63,11 @@ pub struct CompareConfig {
     pub group_targets: Vec<f64>,
     /// Also run the group scaler without the tide (target load only).
     pub group_without_tide: bool,
+    /// Also run the group scaler with adaptive shapes
+    /// ([`crate::policy::Shapes::Adaptive`]) of up to the service's group
+    /// size plus this many instances, at every group target (`None`: fixed
+    /// shapes only).
+    pub adaptive_extra: Option<u32>,
     /// The utilisation target the trace's peak is sized at when the trace is
     /// scaled to `peak_instances`. Fixed, so that sweeping the policies'
     /// targets changes the capacity held and never the load offered.
@@ -95,6 +100,7 @@ impl Default for CompareConfig {
             role_targets: vec![0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4],
             group_targets: vec![0.75, 0.85, 0.9],
             group_without_tide: true,
+            adaptive_extra: Some(1),
             sizing_target: 0.8,
             objective_share: 0.99,
         }
@@ -321,6 +327,27 @@ pub fn compare_trace(
             &format!("group: target {}+zero, no tide", cfg.group_policy.target),
         )?);
     }
+    if let Some(extra) = cfg.adaptive_extra {
+        let max_instances = svc.prefill_per_group + svc.decode_per_group + extra;
+        let shapes = Shapes::Adaptive {
+            max_instances,
+            startup_steps: cfg.startup_minutes,
+        };
+        for t in std::iter::once(cfg.group_policy.target).chain(cfg.group_targets.iter().copied()) {
+            let p = GroupPolicy {
+                target: t,
+                shapes,
+                ..cfg.group_policy
+            };
+            runs.push(run_groups(
+                cfg,
+                &svc,
+                &loads,
+                p,
+                &format!("group: shapes<={max_instances}, target {t}+tide+zero"),
+            )?);
+        }
+    }
     for t in &cfg.role_targets {
         runs.push(run_roles(cfg, &svc, &loads, *t)?);
     }
@@ -418,8 +445,8 @@ fn run_groups(
     let mut zero = FromZero::new();
     for t in 1440..loads.len() as u64 {
         let observed = &loads[(t - 1) as usize];
-        let want = sc.desired(t - 1, observed).groups;
-        let step = sc.reconcile(want, &mut e);
+        let want = sc.desired(t - 1, observed);
+        let step = sc.act(&want, &mut e);
         for g in &step.added {
             ready_at.insert(g.id.clone(), t + u64::from(cfg.startup_minutes));
         }
@@ -434,11 +461,11 @@ fn run_groups(
         }
         let load = &loads[t as usize];
         let groups = sc_groups(&e, svc);
-        let ready = groups
+        let (p, d) = groups
             .iter()
-            .filter(|id| ready_at.get(*id).is_some_and(|at| *at <= t))
-            .count() as u32;
-        for id in &groups {
+            .filter(|g| ready_at.get(&g.id).is_some_and(|at| *at <= t))
+            .fold((0, 0), |a, g| (a.0 + g.prefill, a.1 + g.decode));
+        for id in groups.iter().map(|g| &g.id) {
             if let Some((bound, total, doms)) = e.group_state(svc, id) {
                 group_minutes += 1;
                 if bound == total && doms.len() == 1 {
@@ -449,16 +476,15 @@ fn run_groups(
                 }
             }
         }
-        let (p, d) = (ready * svc.prefill_per_group, ready * svc.decode_per_group);
         r.minutes += 1;
         if svc.meets(load, p, d) {
             r.minutes_meeting += 1;
         }
-        zero.observe(t, load, ready);
+        zero.observe(t, load, p.min(d));
         acc_minutes += e.accelerators_bound();
         r.peak_instances = r
             .peak_instances
-            .max(groups.len() as u32 * (svc.prefill_per_group + svc.decode_per_group));
+            .max(groups.iter().map(|g| g.prefill + g.decode).sum::<u32>());
     }
     r.share_meeting = f64::from(r.minutes_meeting) / f64::from(r.minutes.max(1));
     r.accelerator_hours = acc_minutes as f64 / 60.0;
@@ -473,9 +499,9 @@ fn run_groups(
     Ok(r)
 }
 
-fn sc_groups(e: &EngineCluster, svc: &ServiceSpec) -> Vec<String> {
+fn sc_groups(e: &EngineCluster, svc: &ServiceSpec) -> Vec<crate::scaler::GroupInfo> {
     use crate::scaler::GroupPlacer;
-    e.groups(svc).into_iter().map(|g| g.id).collect()
+    e.groups(svc)
 }
 
 fn run_roles(
@@ -576,7 +602,7 @@ pub fn to_table(cmp: &[TraceComparison], cfg: &CompareConfig) -> String {
         );
         let _ = writeln!(
             s,
-            "  {:<30} {:>9} {:>10} {:>12} {:>8} {:>9} {:>10} {:>10} {:>8} {:>12}",
+            "  {:<40} {:>9} {:>10} {:>12} {:>8} {:>9} {:>10} {:>10} {:>8} {:>12}",
             "scaler",
             "SLO min",
             "acc-hours",
@@ -600,7 +626,7 @@ pub fn to_table(cmp: &[TraceComparison], cfg: &CompareConfig) -> String {
             };
             let _ = writeln!(
                 s,
-                "  {:<30} {:>8.2}% {:>10.1} {:>11.1}% {:>8} {:>9} {:>10.1} {:>10.1} {:>8} {:>12}",
+                "  {:<40} {:>8.2}% {:>10.1} {:>11.1}% {:>8} {:>9} {:>10.1} {:>10.1} {:>8} {:>12}",
                 r.scaler,
                 r.share_meeting * 100.0,
                 r.accelerator_hours,
@@ -651,10 +677,16 @@ mod tests {
             role_targets: vec![0.8],
             group_targets: vec![],
             group_without_tide: false,
+            adaptive_extra: Some(1),
             ..CompareConfig::default()
         };
         let c = compare_trace(&cfg, &trace).unwrap();
-        assert_eq!(c.runs.len(), 2);
+        assert_eq!(c.runs.len(), 3);
+        let a = &c.runs[1];
+        assert!(a.scaler.contains("shapes<="), "{a:?}");
+        assert_eq!(a.partly_bound_groups, 0);
+        assert_eq!(a.whole_in_one_supernode, 1.0, "{a:?}");
+        assert!(a.share_meeting > 0.95, "{a:?}");
         let g = &c.runs[0];
         assert_eq!(g.minutes, 1440);
         assert_eq!(g.partly_bound_groups, 0);

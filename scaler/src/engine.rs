@@ -449,6 +449,8 @@ impl GroupPlacer for EngineCluster {
             id,
             domain: doms[0].clone(),
             accelerators: svc.group_accelerators(),
+            prefill: svc.prefill_per_group,
+            decode: svc.decode_per_group,
         })
     }
 
@@ -457,14 +459,20 @@ impl GroupPlacer for EngineCluster {
             .get(&svc.name)
             .map(|v| {
                 v.iter()
-                    .map(|(id, uids)| GroupInfo {
-                        id: id.clone(),
-                        domain: uids
-                            .first()
-                            .and_then(|u| self.domain_of(u))
-                            .unwrap_or("")
-                            .to_owned(),
-                        accelerators: svc.group_accelerators(),
+                    .map(|(id, uids)| {
+                        let members = || uids.iter().filter_map(|u| self.pods.get(u));
+                        let prefill = members().filter(|r| r.role == Role::Prefill).count() as u32;
+                        GroupInfo {
+                            id: id.clone(),
+                            domain: uids
+                                .first()
+                                .and_then(|u| self.domain_of(u))
+                                .unwrap_or("")
+                                .to_owned(),
+                            accelerators: members().map(|r| r.accelerators).sum(),
+                            prefill,
+                            decode: uids.len() as u32 - prefill,
+                        }
                     })
                     .collect()
             })
@@ -551,5 +559,38 @@ mod tests {
             left[0].domain, plain_dom,
             "the emptied super-node is the other one"
         );
+    }
+
+    /// Adaptive shapes through the real engine: groups of other shapes
+    /// than the service's are asked for, placed whole in one super-node,
+    /// and listed with the shapes they were created with.
+    #[test]
+    fn engine_places_groups_of_adaptive_shapes_whole() {
+        let shape = ClusterShape {
+            supernodes: 2,
+            servers_per_supernode: 4,
+            accelerators_per_server: 8,
+        };
+        let mut e = EngineCluster::new(shape).unwrap();
+        let svc = crate::policy::tests_support::svc();
+        let mut s = GroupScaler::new(svc.clone(), GroupPolicy::default());
+        // 3 prefill, 1 decode wanted: one 3:1 group, not two 1:2 groups.
+        let step = s.reconcile_roles(3, 1, 4, 0, &mut e);
+        assert_eq!(step.added.len(), 1, "{step:?}");
+        let gs = e.groups(&svc);
+        assert_eq!(
+            (gs[0].prefill, gs[0].decode, gs[0].accelerators),
+            (3, 1, 32)
+        );
+        let (bound, total, doms) = e.group_state(&svc, &gs[0].id).unwrap();
+        assert_eq!((bound, total, doms.len()), (4, 4, 1));
+        // 4 more decode: the other super-node takes a 1:3 group (4
+        // servers), then no room is left for a whole group of any shape.
+        let step = s.reconcile_roles(3, 5, 4, 0, &mut e);
+        assert_eq!(step.added.len(), 1, "{step:?}");
+        assert_eq!((step.added[0].prefill, step.added[0].decode), (1, 3));
+        let step = s.reconcile_roles(3, 9, 4, 0, &mut e);
+        assert!(step.added.is_empty() && step.refused == 1, "{step:?}");
+        assert_eq!(e.accelerators_bound(), 64);
     }
 }

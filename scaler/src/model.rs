@@ -141,6 +141,15 @@ impl ServiceSpec {
         Ok(())
     }
 
+    /// The same service with groups of `prefill : decode` instances.
+    pub fn with_shape(&self, prefill: u32, decode: u32) -> ServiceSpec {
+        ServiceSpec {
+            prefill_per_group: prefill,
+            decode_per_group: decode,
+            ..self.clone()
+        }
+    }
+
     /// Accelerators of one group.
     pub fn group_accelerators(&self) -> u32 {
         self.prefill_per_group * self.prefill_accelerators

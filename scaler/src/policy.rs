@@ -36,6 +36,27 @@ pub struct Tidal {
     pub margin: f64,
 }
 
+/// Which group shapes (prefill : decode instances) the scaler creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Shapes {
+    /// Every group at the service's ratio (`prefill_per_group :
+    /// decode_per_group`). A LeaderWorkerSet replica is always this.
+    Fixed,
+    /// Each new group takes the shape `p:d` (both at least 1, `p + d` at
+    /// most `max_instances`) that best covers what each role still lacks, so
+    /// the groups together follow the traffic's prefill:decode mix instead
+    /// of holding the less-loaded role at the service's ratio. Every group
+    /// is still placed whole, inside one domain.
+    Adaptive {
+        /// Most instances in one group.
+        max_instances: u32,
+        /// Decisions (steps) a new group takes to serve. Until then it
+        /// does not let another group go: a serving group is never removed
+        /// on the strength of one still starting.
+        startup_steps: u32,
+    },
+}
+
 /// The group scaler's policy.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct GroupPolicy {
@@ -48,6 +69,8 @@ pub struct GroupPolicy {
     /// Minutes without a request before scaling to zero (`None`: never;
     /// also needs the service's `min_groups` to be 0).
     pub idle_minutes: Option<u32>,
+    /// The group shapes it creates.
+    pub shapes: Shapes,
 }
 
 impl Default for GroupPolicy {
@@ -61,6 +84,7 @@ impl Default for GroupPolicy {
                 margin: 1.1,
             }),
             idle_minutes: Some(10),
+            shapes: Shapes::Fixed,
         }
     }
 }
@@ -117,10 +141,16 @@ pub enum Reason {
 /// A policy's decision for one minute.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Desired {
-    /// Groups wanted.
+    /// Groups wanted, at the service's ratio.
     pub groups: u32,
     /// Why.
     pub reason: Reason,
+    /// Prefill instances wanted: what [`Shapes::Adaptive`] groups must
+    /// cover together (the same load, tide, window and bounds as `groups`,
+    /// per role).
+    pub prefill: u32,
+    /// Decode instances wanted.
+    pub decode: u32,
 }
 
 /// A group policy with its memory (window, idle time, profile).
@@ -129,18 +159,29 @@ pub struct GroupPolicyState {
     policy: GroupPolicy,
     profile: TidalProfile,
     window: VecDeque<u32>,
+    /// Per-role profiles and window (prefill, decode), for adaptive shapes.
+    role_profiles: [TidalProfile; 2],
+    role_window: VecDeque<(u32, u32)>,
     idle_for: u32,
 }
 
 impl GroupPolicyState {
     /// A fresh state (nothing learned).
     pub fn new(policy: GroupPolicy) -> GroupPolicyState {
+        let rate = policy.tidal.map_or(0.5, |t| t.learn_rate);
         GroupPolicyState {
-            profile: TidalProfile::new(policy.tidal.map_or(0.5, |t| t.learn_rate)),
+            profile: TidalProfile::new(rate),
             policy,
             window: VecDeque::new(),
+            role_profiles: [TidalProfile::new(rate), TidalProfile::new(rate)],
+            role_window: VecDeque::new(),
             idle_for: 0,
         }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &GroupPolicy {
+        &self.policy
     }
 
     /// The profile learned so far.
@@ -152,10 +193,43 @@ impl GroupPolicyState {
     pub fn learn(&mut self, svc: &ServiceSpec, minute: u64, load: &Load) {
         let need = svc.groups_for(load, self.policy.target);
         self.profile.learn(minute, f64::from(need));
+        let (p, d) = svc.instances_for(load, self.policy.target);
+        self.role_profiles[0].learn(minute, f64::from(p));
+        self.role_profiles[1].learn(minute, f64::from(d));
+    }
+
+    /// Instances per role wanted: the reactive need, raised to the tide
+    /// ahead and held over the scale-down window, as the group count is.
+    fn roles_wanted(&mut self, svc: &ServiceSpec, minute: u64, load: &Load) -> (u32, u32) {
+        let p = &self.policy;
+        let (rp, rd) = svc.instances_for(load, p.target);
+        let tide = |prof: &TidalProfile| {
+            p.tidal
+                .and_then(|t| {
+                    prof.ahead(minute, t.lead_minutes)
+                        .map(|n| (n * t.margin).ceil().min(f64::from(u32::MAX)) as u32)
+                })
+                .unwrap_or(0)
+        };
+        let want = (
+            rp.max(tide(&self.role_profiles[0])),
+            rd.max(tide(&self.role_profiles[1])),
+        );
+        self.role_profiles[0].learn(minute, f64::from(rp));
+        self.role_profiles[1].learn(minute, f64::from(rd));
+        self.role_window.push_back(want);
+        while self.role_window.len() > p.scale_down_window.max(1) as usize {
+            self.role_window.pop_front();
+        }
+        (
+            self.role_window.iter().map(|w| w.0).max().unwrap_or(0),
+            self.role_window.iter().map(|w| w.1).max().unwrap_or(0),
+        )
     }
 
     /// The groups wanted at `minute` under `load`; learns the minute too.
     pub fn desired(&mut self, svc: &ServiceSpec, minute: u64, load: &Load) -> Desired {
+        let (role_p, role_d) = self.roles_wanted(svc, minute, load);
         let p = &self.policy;
         let reactive = svc.groups_for(load, p.target);
         let tide = p.tidal.and_then(|t| {
@@ -187,9 +261,12 @@ impl GroupPolicyState {
             && tide.unwrap_or(0) == 0;
         if to_zero {
             self.window.clear();
+            self.role_window.clear();
             return Desired {
                 groups: 0,
                 reason: Reason::Idle,
+                prefill: 0,
+                decode: 0,
             };
         }
         // Without scaling to zero, one group always stays.
@@ -202,9 +279,18 @@ impl GroupPolicyState {
         if clamped != want {
             reason = Reason::Bounds;
         }
+        // Per role: the same floor, and at most what `max_groups` groups at
+        // the service's ratio hold in all (the bound is on capacity, whatever
+        // the shapes).
+        let cap = svc
+            .max_groups
+            .max(floor)
+            .saturating_mul(svc.prefill_per_group + svc.decode_per_group);
         Desired {
             groups: clamped,
             reason,
+            prefill: role_p.clamp(floor.saturating_mul(svc.prefill_per_group), cap),
+            decode: role_d.clamp(floor.saturating_mul(svc.decode_per_group), cap),
         }
     }
 }
@@ -330,7 +416,9 @@ mod tests {
             d,
             Desired {
                 groups: 0,
-                reason: Reason::Idle
+                reason: Reason::Idle,
+                prefill: 0,
+                decode: 0,
             }
         );
         let d = st.desired(&s, 4, &load(0.1));
