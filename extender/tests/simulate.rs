@@ -183,3 +183,136 @@ workloads:
         );
     }
 }
+
+/// What the preemption stub answers.
+#[derive(Clone, Copy, Debug)]
+enum PreemptAnswer {
+    /// Not JSON.
+    Garbage,
+    /// A node that was not a candidate.
+    UnknownNode,
+    /// A victim UID that is on no candidate node.
+    UnknownVictim,
+}
+
+/// Serves `preemptVerb` at `/ext/preempt` on loopback with `answer`; the
+/// URL prefix. The runtime must outlive the simulation.
+fn preempt_stub(rt: &tokio::runtime::Runtime, answer: PreemptAnswer) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/ext/preempt",
+        post(move |body: axum::body::Bytes| async move {
+            let args: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let node = args["NodeNameToMetaVictims"]
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_default();
+            match answer {
+                PreemptAnswer::Garbage => "{\"NodeNameToMetaVictims\": [oops".to_owned(),
+                PreemptAnswer::UnknownNode => serde_json::json!({"NodeNameToMetaVictims": {
+                    "ghost-node": {"Pods": [{"UID": "x"}], "NumPDBViolations": 0}}})
+                .to_string(),
+                PreemptAnswer::UnknownVictim => serde_json::json!({"NodeNameToMetaVictims": {
+                    node: {"Pods": [{"UID": "default/nobody"}], "NumPDBViolations": 0}}})
+                .to_string(),
+            }
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("address");
+    rt.spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/ext")
+}
+
+/// A preemption extender that answers garbage, an unknown node or an
+/// unknown victim: when it is not ignorable, preemption stops for that pod
+/// with an ExtenderFailed event and nothing is evicted (as kube-scheduler,
+/// the pod's FailedScheduling message stays the filters' diagnosis);
+/// when it is ignorable, it is skipped (with the event) and preemption
+/// goes on without it.
+#[test]
+fn a_bad_preemption_answer_gets_the_failure_policy() {
+    for answer in [
+        PreemptAnswer::Garbage,
+        PreemptAnswer::UnknownNode,
+        PreemptAnswer::UnknownVictim,
+    ] {
+        for ignorable in [false, true] {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let url = preempt_stub(&rt, answer);
+            let scenario = format!(
+                r#"
+name: extender-bad-preempt
+seed: 7
+config:
+  profiles:
+    - schedulerName: default-scheduler
+  extenders:
+    - urlPrefix: {url}
+      preemptVerb: preempt
+      nodeCacheCapable: true
+      ignorable: {ignorable}
+nodePools:
+  - {{name: node, count: 2, allocatable: {{cpu: "4", memory: 16Gi, pods: "110"}}}}
+workloads:
+  - name: low
+    count: 8
+    template:
+      spec:
+        priority: 0
+        containers:
+          - name: pause
+            image: registry.k8s.io/pause:3.10
+            resources: {{requests: {{cpu: "1", memory: 1Gi}}}}
+  - name: high
+    count: 1
+    start: 10
+    template:
+      spec:
+        priority: 1000
+        containers:
+          - name: pause
+            image: registry.k8s.io/pause:3.10
+            resources: {{requests: {{cpu: "2", memory: 1Gi}}}}
+"#
+            );
+            let case = format!("{answer:?} ignorable={ignorable}");
+            let (sim, report) = simulate(&format!("bad-preempt-{ignorable}"), &scenario);
+            assert_eq!(report.double_binds, 0, "{case}");
+            let placements = sim.placements();
+            let high = placements.get("default/high-0").cloned().flatten();
+            let low_bound = placements
+                .iter()
+                .filter(|(k, v)| k.starts_with("default/low-") && v.is_some())
+                .count();
+            let failed = sim.cluster().event_counts().get("ExtenderFailed").copied();
+            assert!(failed.unwrap_or(0) > 0, "{case}: no ExtenderFailed event");
+            if let PreemptAnswer::Garbage = answer {
+                let metrics = strata_extender::metrics::encode();
+                assert!(
+                    metrics
+                        .lines()
+                        .any(|l| l.starts_with("strata_remote_plugin_errors_total")
+                            && l.contains(&url)
+                            && l.contains("preempt")
+                            && l.contains("reason=\"decode\"")),
+                    "{case}: {metrics}"
+                );
+            }
+            if ignorable {
+                assert!(high.is_some(), "{case}: preemption went on without it");
+                assert!(low_bound < 8, "{case}: a victim was evicted");
+            } else {
+                assert_eq!(high, None, "{case}: preemption stopped");
+                assert_eq!(low_bound, 8, "{case}: nothing evicted");
+                assert_eq!(sim.cluster().delete_calls(), 0, "{case}");
+            }
+        }
+    }
+}
