@@ -106,6 +106,12 @@ fn occupancy_map_draws_every_server_in_a_headless_browser() {
                     name: format!("n-{sn}-{cab}-{i}"),
                     used: (i + cab) % 9,
                     capacity: 8,
+                    // A group per cabinet on its first two servers.
+                    groups: if i < 2 {
+                        vec![format!("default/job-{sn}-{cab}")]
+                    } else {
+                        vec![]
+                    },
                 })
                 .collect();
             occ.entry(format!("sn-{sn}"))
@@ -127,6 +133,10 @@ fn occupancy_map_draws_every_server_in_a_headless_browser() {
         text.contains("data-drawn=\"96\""),
         "3 super-nodes x 4 cabinets x 8 servers drawn; chromium said: {}",
         String::from_utf8_lossy(&dom.stderr)
+    );
+    assert!(
+        text.contains("data-groups-drawn=\"24\""),
+        "a group dot on 2 servers of each of the 12 cabinets"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
