@@ -18,7 +18,7 @@ use crate::client::{CallError, Conn, Declared, block, run, size, timed};
 use crate::convert::{node_set, pod as pod_msg};
 use crate::{Point, pb};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use strata_scheduler::cluster::{EventKind, PodEvent};
 use strata_scheduler::framework::{
     BindPlugin, Code, FilterPlugin, PermitPlugin, PermitResult, PostBindPlugin, PreBindPlugin,
@@ -50,6 +50,8 @@ pub struct RemotePlugin {
     conn: Conn,
     declared: Declared,
     handle: Handle,
+    /// Whether the PermitDecisions stream was opened.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 enum FilterOutcome {
@@ -69,6 +71,8 @@ fn engine_code(c: pb::Code) -> Code {
         pb::Code::UnschedulableAndUnresolvable => Code::UnschedulableAndUnresolvable,
         pb::Code::Error => Code::Error,
         pb::Code::Skip => Code::Skip,
+        // Only Permit may wait; its answer is read before this.
+        pb::Code::Wait => Code::Error,
     }
 }
 
@@ -78,6 +82,7 @@ impl RemotePlugin {
             conn,
             declared,
             handle,
+            listening: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -271,6 +276,10 @@ impl RemotePlugin {
                 return Status::new(engine_code(c), self.reason(&reason));
             }
             Ok((pb::Code::Error, reason)) => CallError::Plugin(reason),
+            Ok((pb::Code::Wait, _)) => CallError::Invalid(format!(
+                "{} answered CODE_WAIT (only Permit may)",
+                point.label()
+            )),
             Err(e) => e,
         };
         match self.failed(point, pod, &e) {
@@ -303,6 +312,9 @@ fn judge_filter(
         pb::Code::Success => {}
         pb::Code::Skip => return Ok(FilterOutcome::Skip),
         pb::Code::Error => return Err(CallError::Plugin(status.reason)),
+        pb::Code::Wait => {
+            return Err(CallError::Invalid("Filter answered CODE_WAIT".into()));
+        }
         c => {
             return Ok(FilterOutcome::Whole(Status::new(
                 engine_code(c),
@@ -521,15 +533,112 @@ impl ReservePlugin for RemotePlugin {
     }
 }
 
+/// The longest a remote Permit may hold a pod (kube-scheduler's cap).
+pub const MAX_PERMIT_WAIT: Duration = Duration::from_secs(15 * 60);
+
 impl PermitPlugin for RemotePlugin {
     fn permit(&self, _state: &mut CycleState, pod: &PodInfo, node: NodeRef) -> PermitResult {
         let r = self.unary(Point::Permit, self.on_node(pod, node));
+        let r = match r {
+            Ok(res) if res.code == pb::Code::Wait as i32 => {
+                let wait = Duration::from_millis(res.wait_millis);
+                if wait.is_zero() || wait > MAX_PERMIT_WAIT {
+                    Err(CallError::Invalid(format!(
+                        "Permit answered CODE_WAIT for {} ms (1 to {} allowed)",
+                        res.wait_millis,
+                        MAX_PERMIT_WAIT.as_millis()
+                    )))
+                } else {
+                    self.listen_for_decisions();
+                    return PermitResult::wait(wait);
+                }
+            }
+            other => other,
+        };
         let s = self.judge(Point::Permit, pod, r);
         if s.is_success() {
             PermitResult::allow()
         } else {
             PermitResult::reject(s)
         }
+    }
+}
+
+impl RemotePlugin {
+    /// Opens the PermitDecisions stream once (kept open, reopened with a
+    /// backoff when it ends) and applies each decision to the waiting pods.
+    fn listen_for_decisions(&self) {
+        if self
+            .listening
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let client = self.conn.client();
+        let name = self.conn.name;
+        let waiting = self.handle.waiting.clone();
+        crate::client::spawn(decisions(client, name, waiting));
+    }
+}
+
+/// Reads `name`'s PermitDecisions for the life of the process.
+async fn decisions(
+    mut client: pb::remote_plugin_client::RemotePluginClient<tonic::transport::Channel>,
+    name: &'static str,
+    waiting: strata_scheduler::framework::WaitingPods,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client.permit_decisions(pb::Empty {}).await {
+            Ok(resp) => {
+                backoff = Duration::from_millis(100);
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(d)) => {
+                            if !apply_decision(&waiting, name, &d) {
+                                tracing::debug!(plugin = name, pod_uid = %d.pod_uid, "decision for a pod that does not wait on this plugin; ignored");
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(plugin = name, error = %e, "PermitDecisions stream failed; reopening");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.code() == tonic::Code::Unimplemented => {
+                tracing::warn!(
+                    plugin = name,
+                    "the plugin holds pods at Permit but serves no PermitDecisions: held pods wait until their timeout"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(plugin = name, error = %e, "opening PermitDecisions failed; retrying");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Applies one decision of plugin `name` (outside input: an unknown or
+/// empty UID changes nothing).
+fn apply_decision(
+    waiting: &strata_scheduler::framework::WaitingPods,
+    name: &'static str,
+    d: &pb::PermitDecision,
+) -> bool {
+    if d.pod_uid.is_empty() {
+        return false;
+    }
+    if d.allow {
+        waiting.allow(&d.pod_uid, name)
+    } else {
+        let why = reason(name, &d.reason);
+        waiting.reject(&d.pod_uid, name, &why)
     }
 }
 
@@ -610,7 +719,7 @@ mod tests {
                 rejections.iter().flat_map(|r| r.node_ids.iter().copied()).collect();
             let resp = pb::FilterResponse {
                 resync: false,
-                status: Some(pb::Result { code: status, reason: String::new() }),
+                status: Some(pb::Result { code: status, ..Default::default() }),
                 rejections,
             };
             if let Ok(FilterOutcome::Table(t)) = judge_filter("P", resp, &order, cap) {

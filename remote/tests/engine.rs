@@ -186,6 +186,82 @@ fn permit_rejections_unreserve_and_name_the_plugin() {
     server.kill();
 }
 
+/// Runs the ready cycles without waiting for binds.
+fn cycles(e: &mut Env) -> Vec<CycleResult> {
+    let mut out = Vec::new();
+    while let Some(o) = e.sched.schedule_one() {
+        out.push(o.result);
+    }
+    out
+}
+
+/// A remote Permit that holds a pod (CODE_WAIT): the pod stays assumed and
+/// unbound until the plugin's decision arrives on the PermitDecisions
+/// stream; an allow binds it, a reject unreserves it and names the reason.
+#[test]
+fn permit_wait_holds_until_the_plugin_decides() {
+    let sock = socket("permit-wait");
+    let server = Server::start(&sock);
+    let mut e = env("RemoteHealthW", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    for name in ["held-a", "held-b"] {
+        e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(name).req("cpu", "1").label("hold", "60000").build(),
+        )));
+    }
+    let r = cycles(&mut e);
+    assert_eq!(r.len(), 2, "{r:?}");
+    // Held: nothing binds, however long the binding cycles are given.
+    assert_eq!(e.sched.wait_for_completion(Duration::from_millis(300)), 0);
+    assert!(e.cluster.binds.lock().is_empty());
+    assert_eq!(e.sched.waiting_pods().len(), 2);
+    server.health.decide("uid-held-a", true, "");
+    server.health.decide("uid-held-b", false, "quota exhausted");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while e.sched.in_flight() > 0 && std::time::Instant::now() < deadline {
+        e.sched.wait_for_completion(Duration::from_millis(100));
+    }
+    let binds = e.cluster.binds.lock().clone();
+    assert_eq!(binds.len(), 1, "{binds:?}");
+    assert!(binds[0].0.contains("held-a"), "{binds:?}");
+    let failed = e.events("FailedScheduling");
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("RemoteHealthW") && m.contains("quota exhausted")),
+        "{failed:?}"
+    );
+    assert_eq!(server.health.counters.unreserves.load(Ordering::SeqCst), 1);
+    // A decision for a pod that does not wait changes nothing.
+    server.health.decide("uid-nobody", true, "");
+    server.kill();
+}
+
+/// A hold of 0 ms or beyond kube-scheduler's 15-minute cap is a bad answer:
+/// the failure policy applies (Fail: the pod fails naming the plugin).
+#[test]
+fn a_permit_wait_out_of_range_gets_the_failure_policy() {
+    let sock = socket("permit-bad-wait");
+    let server = Server::start(&sock);
+    let mut e = env("RemoteHealthX", &sock, "Fail", "2s");
+    e.nodes("ok", 2, "ok");
+    for (name, ms) in [("zero", "0"), ("long", "900001")] {
+        e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(name).req("cpu", "1").label("hold", ms).build(),
+        )));
+    }
+    let r = e.drain();
+    assert!(e.cluster.binds.lock().is_empty(), "{r:?}");
+    let text = format!("{r:?}");
+    assert!(
+        text.contains("RemoteHealthX") && text.contains("CODE_WAIT for 0 ms"),
+        "{text}"
+    );
+    assert!(text.contains("CODE_WAIT for 900001 ms"), "{text}");
+    assert_eq!(server.health.decision_streams(), 0, "nothing was held");
+    server.kill();
+}
+
 /// Bytes of the Filter request of a cycle in which nothing changed, with
 /// `n` nodes.
 fn idle_filter_bytes(n: usize, tag: &str) -> u64 {

@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -60,6 +61,12 @@ type Plugin struct {
 	Unreserve func(ctx context.Context, pod *pb.Pod, node string)
 	// Permit: "" allows the pod, any other string rejects it.
 	Permit func(ctx context.Context, pod *pb.Pod, node string) string
+	// PermitWait, when set, is asked first at Permit: a positive duration
+	// holds the pod (assumed on the node, not bound) that long, at most
+	// MaxPermitWait; the plugin decides later with Server.Allow or
+	// Server.Reject, and a pod with no decision by then is rejected by the
+	// scheduler. Zero goes on to Permit.
+	PermitWait func(ctx context.Context, pod *pb.Pod, node string) time.Duration
 	// PreBind runs before the bind; an error fails the binding attempt.
 	PreBind func(ctx context.Context, pod *pb.Pod, node string) error
 	// Bind binds the pod itself; bound=false leaves it to the next binder.
@@ -205,11 +212,70 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[uint64]*View
 	seq      uint64
+	// Open PermitDecisions streams.
+	deciders map[chan *pb.PermitDecision]struct{}
 }
+
+// MaxPermitWait is the longest a pod may be held at Permit
+// (kube-scheduler's cap).
+const MaxPermitWait = 15 * time.Minute
+
+// decisionBuffer is how many decisions may queue on one stream before
+// Allow and Reject drop them for that stream.
+const decisionBuffer = 4096
 
 // NewServer wraps p.
 func NewServer(p *Plugin) *Server {
-	return &Server{p: p, sessions: map[uint64]*View{}}
+	return &Server{p: p, sessions: map[uint64]*View{}, deciders: map[chan *pb.PermitDecision]struct{}{}}
+}
+
+// Allow lets a pod held by PermitWait go on to bind. It returns how many
+// scheduler streams it was sent on (0: no scheduler is listening yet; the
+// pod's wait will run out).
+func (s *Server) Allow(podUID string) int {
+	return s.decide(&pb.PermitDecision{PodUid: podUID, Allow: true})
+}
+
+// Reject refuses a pod held by PermitWait, with a reason for a person.
+func (s *Server) Reject(podUID, reason string) int {
+	return s.decide(&pb.PermitDecision{PodUid: podUID, Reason: reason})
+}
+
+func (s *Server) decide(d *pb.PermitDecision) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for ch := range s.deciders {
+		select {
+		case ch <- d:
+			n++
+		default:
+		}
+	}
+	return n
+}
+
+// PermitDecisions streams Allow and Reject to a scheduler until it goes.
+func (s *Server) PermitDecisions(_ *pb.Empty, stream grpc.ServerStreamingServer[pb.PermitDecision]) error {
+	ch := make(chan *pb.PermitDecision, decisionBuffer)
+	s.mu.Lock()
+	s.deciders[ch] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.deciders, ch)
+		s.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case d := <-ch:
+			if err := stream.Send(d); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func (s *Server) points() []pb.ExtensionPoint {
@@ -222,7 +288,7 @@ func (s *Server) points() []pb.ExtensionPoint {
 	add(s.p.Filter != nil, pb.ExtensionPoint_EXTENSION_POINT_FILTER)
 	add(s.p.Score != nil, pb.ExtensionPoint_EXTENSION_POINT_SCORE)
 	add(s.p.Reserve != nil || s.p.Unreserve != nil, pb.ExtensionPoint_EXTENSION_POINT_RESERVE)
-	add(s.p.Permit != nil, pb.ExtensionPoint_EXTENSION_POINT_PERMIT)
+	add(s.p.Permit != nil || s.p.PermitWait != nil, pb.ExtensionPoint_EXTENSION_POINT_PERMIT)
 	add(s.p.PreBind != nil, pb.ExtensionPoint_EXTENSION_POINT_PRE_BIND)
 	add(s.p.Bind != nil, pb.ExtensionPoint_EXTENSION_POINT_BIND)
 	add(s.p.PostBind != nil, pb.ExtensionPoint_EXTENSION_POINT_POST_BIND)
@@ -424,6 +490,18 @@ func (s *Server) Unreserve(ctx context.Context, r *pb.PodOnNode) (*pb.Empty, err
 
 // Permit calls Plugin.Permit.
 func (s *Server) Permit(ctx context.Context, r *pb.PodOnNode) (*pb.Result, error) {
+	if s.p.PermitWait != nil {
+		if d := s.p.PermitWait(ctx, r.GetPod(), r.GetNodeName()); d > 0 {
+			if d > MaxPermitWait {
+				d = MaxPermitWait
+			}
+			ms := d.Milliseconds()
+			if ms < 1 {
+				ms = 1
+			}
+			return &pb.Result{Code: pb.Code_CODE_WAIT, WaitMillis: uint64(ms)}, nil
+		}
+	}
 	if s.p.Permit != nil {
 		if reason := s.p.Permit(ctx, r.GetPod(), r.GetNodeName()); reason != "" {
 			return reject(pb.Code_CODE_UNSCHEDULABLE, reason), nil

@@ -3,7 +3,12 @@ package strata
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	pb "strata.io/sdk/go/pluginv1"
 )
@@ -131,5 +136,71 @@ func TestNodeLocalAnswersAreReusedUntilTheNodeChanges(t *testing.T) {
 	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: gone, Pod: other, Candidates: all})
 	if !r.GetResync() {
 		t.Fatalf("removed node judged from the memo: %v", r)
+	}
+}
+
+// A PermitWait hold answers CODE_WAIT (capped at MaxPermitWait), and Allow
+// and Reject reach a scheduler's PermitDecisions stream over real gRPC.
+func TestPermitWaitAndDecisionsOverGRPC(t *testing.T) {
+	s := NewServer(&Plugin{
+		PermitWait: func(_ context.Context, pod *pb.Pod, _ string) time.Duration {
+			if pod.GetLabels()["hold"] == "long" {
+				return time.Hour
+			}
+			return 1500 * time.Millisecond
+		},
+	})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	pb.RegisterRemotePluginServer(g, s)
+	go func() { _ = g.Serve(lis) }()
+	defer g.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := pb.NewRemotePluginClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Permit(ctx, &pb.PodOnNode{Pod: &pb.Pod{Uid: "u1"}, NodeName: "n"})
+	if err != nil || r.GetCode() != pb.Code_CODE_WAIT || r.GetWaitMillis() != 1500 {
+		t.Fatalf("hold: %v %v", r, err)
+	}
+	r, _ = c.Permit(ctx, &pb.PodOnNode{Pod: &pb.Pod{Uid: "u2", Labels: map[string]string{"hold": "long"}}})
+	if r.GetWaitMillis() != uint64(MaxPermitWait.Milliseconds()) {
+		t.Fatalf("capped: %v", r)
+	}
+	if n := s.Allow("u0"); n != 0 {
+		t.Fatalf("no stream yet, sent on %d", n)
+	}
+	stream, err := c.PermitDecisions(ctx, &pb.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the server to register the stream.
+	for i := 0; i < 500; i++ {
+		if s.Allow("probe") > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.Allow("u1")
+	s.Reject("u2", "quota exhausted")
+	var got []*pb.PermitDecision
+	for len(got) < 2 {
+		d, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.GetPodUid() != "probe" {
+			got = append(got, d)
+		}
+	}
+	if !got[0].GetAllow() || got[0].GetPodUid() != "u1" || got[1].GetAllow() || got[1].GetReason() != "quota exhausted" {
+		t.Fatalf("decisions: %v", got)
 	}
 }

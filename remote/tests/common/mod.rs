@@ -61,9 +61,35 @@ pub struct Health {
     /// Declared in the handshake.
     pub node_local: std::sync::atomic::AtomicBool,
     pub profile: Mutex<String>,
+    /// Open PermitDecisions streams.
+    deciders: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<pb::PermitDecision>>>,
 }
 
 impl Health {
+    /// Streams the scheduler has open for decisions.
+    pub fn decision_streams(&self) -> usize {
+        self.deciders
+            .lock()
+            .iter()
+            .filter(|t| !t.is_closed())
+            .count()
+    }
+
+    /// Sends a decision on every open stream; waits up to 5 s for one to
+    /// be open (the scheduler opens it after the first hold).
+    pub fn decide(&self, uid: &str, allow: bool, reason: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.decision_streams() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let d = pb::PermitDecision {
+            pod_uid: uid.to_owned(),
+            allow,
+            reason: reason.to_owned(),
+        };
+        self.deciders.lock().retain(|t| t.send(d.clone()).is_ok());
+    }
+
     pub fn set_mode(&self, m: Mode) {
         self.mode.store(m as u8, Ordering::SeqCst);
     }
@@ -199,6 +225,7 @@ impl Service for Svc {
                     status: Some(pb::Result {
                         code: pb::Code::Error as i32,
                         reason: "the vendor agent database is down".into(),
+                        ..Default::default()
                     }),
                     ..Default::default()
                 }));
@@ -289,18 +316,41 @@ impl Service for Svc {
     async fn permit(&self, r: Request<pb::PodOnNode>) -> Result<Response<pb::Result>, Status> {
         self.counters.permits.fetch_add(1, Ordering::SeqCst);
         let r = r.into_inner();
-        let deny = r
-            .pod
-            .as_ref()
-            .is_some_and(|p| p.labels.get("deny").is_some_and(|v| v == "true"));
-        Ok(Response::new(if deny {
-            pb::Result {
+        let label = |k: &str| r.pod.as_ref().and_then(|p| p.labels.get(k).cloned());
+        if label("deny").as_deref() == Some("true") {
+            return Ok(Response::new(pb::Result {
                 code: pb::Code::Unschedulable as i32,
                 reason: "denied by the vendor".into(),
-            }
-        } else {
-            pb::Result::default()
-        }))
+                ..Default::default()
+            }));
+        }
+        // `hold: N` holds the pod N milliseconds (or answers N as given).
+        if let Some(ms) = label("hold") {
+            return Ok(Response::new(pb::Result {
+                code: pb::Code::Wait as i32,
+                wait_millis: ms.parse().unwrap_or(0),
+                ..Default::default()
+            }));
+        }
+        Ok(Response::new(pb::Result::default()))
+    }
+
+    type PermitDecisionsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::PermitDecision, Status>> + Send + 'static>,
+    >;
+
+    async fn permit_decisions(
+        &self,
+        _r: Request<pb::Empty>,
+    ) -> Result<Response<Self::PermitDecisionsStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.deciders.lock().push(tx);
+        let stream =
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|d| (Ok(d), rx)) },
+            );
+        Ok(Response::new(Box::pin(stream)))
     }
     async fn pre_bind(&self, _r: Request<pb::PodOnNode>) -> Result<Response<pb::Result>, Status> {
         Ok(Response::new(pb::Result::default()))
@@ -308,7 +358,7 @@ impl Service for Svc {
     async fn bind(&self, _r: Request<pb::PodOnNode>) -> Result<Response<pb::Result>, Status> {
         Ok(Response::new(pb::Result {
             code: pb::Code::Skip as i32,
-            reason: String::new(),
+            ..Default::default()
         }))
     }
     async fn post_bind(&self, _r: Request<pb::PodOnNode>) -> Result<Response<pb::Empty>, Status> {

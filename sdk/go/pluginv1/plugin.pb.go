@@ -17,6 +17,8 @@
 //      full snapshot; after that an unchanged cluster costs a few bytes.
 //   4. Reserve, Unreserve, Permit (scheduling cycle, chosen node only) and
 //      PreBind, Bind, PostBind (binding cycle) carry the pod and the node.
+//      Permit may hold the pod (CODE_WAIT); the plugin then decides on the
+//      PermitDecisions stream.
 //
 // A plugin that lost its state (it restarted) answers `resync = true` to a
 // Filter or Score call whose session or base version it does not know; the
@@ -178,6 +180,10 @@ const (
 	// The plugin has nothing to say for this pod (its Filter or Score is not
 	// run; at Bind, the next binder binds).
 	Code_CODE_SKIP Code = 4
+	// Permit only: hold the pod (assumed on its node, not bound) for up to
+	// Result.wait_millis; the plugin allows or rejects it later on the
+	// PermitDecisions stream.
+	Code_CODE_WAIT Code = 5
 )
 
 // Enum value maps for Code.
@@ -188,6 +194,7 @@ var (
 		2: "CODE_UNSCHEDULABLE_AND_UNRESOLVABLE",
 		3: "CODE_ERROR",
 		4: "CODE_SKIP",
+		5: "CODE_WAIT",
 	}
 	Code_value = map[string]int32{
 		"CODE_SUCCESS":                        0,
@@ -195,6 +202,7 @@ var (
 		"CODE_UNSCHEDULABLE_AND_UNRESOLVABLE": 2,
 		"CODE_ERROR":                          3,
 		"CODE_SKIP":                           4,
+		"CODE_WAIT":                           5,
 	}
 )
 
@@ -393,7 +401,10 @@ type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Code  Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=strata.plugin.v1.Code" json:"code,omitempty"`
 	// Why, for a person: counted into the pod's FailedScheduling message.
-	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// With CODE_WAIT: how long to hold the pod, in milliseconds (1 to
+	// 900000, kube-scheduler's 15-minute cap on Permit waits).
+	WaitMillis    uint64 `protobuf:"varint,3,opt,name=wait_millis,json=waitMillis,proto3" json:"wait_millis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,6 +453,78 @@ func (x *Result) GetReason() string {
 	return ""
 }
 
+func (x *Result) GetWaitMillis() uint64 {
+	if x != nil {
+		return x.WaitMillis
+	}
+	return 0
+}
+
+// A plugin's later word on a pod it held at Permit.
+type PermitDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pod's UID, as in Pod.uid.
+	PodUid string `protobuf:"bytes,1,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
+	// true allows the pod (it binds once every plugin holding it allowed);
+	// false rejects it.
+	Allow bool `protobuf:"varint,2,opt,name=allow,proto3" json:"allow,omitempty"`
+	// With a rejection: why, for a person.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PermitDecision) Reset() {
+	*x = PermitDecision{}
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PermitDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PermitDecision) ProtoMessage() {}
+
+func (x *PermitDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PermitDecision.ProtoReflect.Descriptor instead.
+func (*PermitDecision) Descriptor() ([]byte, []int) {
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PermitDecision) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
+}
+
+func (x *PermitDecision) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *PermitDecision) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type HandshakeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// PROTOCOL_VERSION_1.
@@ -462,7 +545,7 @@ type HandshakeRequest struct {
 
 func (x *HandshakeRequest) Reset() {
 	*x = HandshakeRequest{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +557,7 @@ func (x *HandshakeRequest) String() string {
 func (*HandshakeRequest) ProtoMessage() {}
 
 func (x *HandshakeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +570,7 @@ func (x *HandshakeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandshakeRequest.ProtoReflect.Descriptor instead.
 func (*HandshakeRequest) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HandshakeRequest) GetProtocolVersion() ProtocolVersion {
@@ -547,7 +630,7 @@ type HandshakeResponse struct {
 
 func (x *HandshakeResponse) Reset() {
 	*x = HandshakeResponse{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +642,7 @@ func (x *HandshakeResponse) String() string {
 func (*HandshakeResponse) ProtoMessage() {}
 
 func (x *HandshakeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +655,7 @@ func (x *HandshakeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandshakeResponse.ProtoReflect.Descriptor instead.
 func (*HandshakeResponse) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HandshakeResponse) GetProtocolVersion() ProtocolVersion {
@@ -620,7 +703,7 @@ type RequeueEvent struct {
 
 func (x *RequeueEvent) Reset() {
 	*x = RequeueEvent{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +715,7 @@ func (x *RequeueEvent) String() string {
 func (*RequeueEvent) ProtoMessage() {}
 
 func (x *RequeueEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +728,7 @@ func (x *RequeueEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequeueEvent.ProtoReflect.Descriptor instead.
 func (*RequeueEvent) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RequeueEvent) GetResource() EventResource {
@@ -684,7 +767,7 @@ type SnapshotDelta struct {
 
 func (x *SnapshotDelta) Reset() {
 	*x = SnapshotDelta{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +779,7 @@ func (x *SnapshotDelta) String() string {
 func (*SnapshotDelta) ProtoMessage() {}
 
 func (x *SnapshotDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +792,7 @@ func (x *SnapshotDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDelta.ProtoReflect.Descriptor instead.
 func (*SnapshotDelta) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SnapshotDelta) GetSession() uint64 {
@@ -775,7 +858,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +870,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +883,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Node) GetId() uint32 {
@@ -878,7 +961,7 @@ type Taint struct {
 
 func (x *Taint) Reset() {
 	*x = Taint{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +973,7 @@ func (x *Taint) String() string {
 func (*Taint) ProtoMessage() {}
 
 func (x *Taint) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +986,7 @@ func (x *Taint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Taint.ProtoReflect.Descriptor instead.
 func (*Taint) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Taint) GetKey() string {
@@ -941,7 +1024,7 @@ type PodRef struct {
 
 func (x *PodRef) Reset() {
 	*x = PodRef{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1036,7 @@ func (x *PodRef) String() string {
 func (*PodRef) ProtoMessage() {}
 
 func (x *PodRef) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1049,7 @@ func (x *PodRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
 func (*PodRef) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PodRef) GetUid() string {
@@ -1021,7 +1104,7 @@ type Pod struct {
 
 func (x *Pod) Reset() {
 	*x = Pod{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1116,7 @@ func (x *Pod) String() string {
 func (*Pod) ProtoMessage() {}
 
 func (x *Pod) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1129,7 @@ func (x *Pod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pod.ProtoReflect.Descriptor instead.
 func (*Pod) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Pod) GetUid() string {
@@ -1110,7 +1193,7 @@ type NodeSet struct {
 
 func (x *NodeSet) Reset() {
 	*x = NodeSet{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1205,7 @@ func (x *NodeSet) String() string {
 func (*NodeSet) ProtoMessage() {}
 
 func (x *NodeSet) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1218,7 @@ func (x *NodeSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSet.ProtoReflect.Descriptor instead.
 func (*NodeSet) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodeSet) GetRuns() []uint32 {
@@ -1157,7 +1240,7 @@ type FilterRequest struct {
 
 func (x *FilterRequest) Reset() {
 	*x = FilterRequest{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1252,7 @@ func (x *FilterRequest) String() string {
 func (*FilterRequest) ProtoMessage() {}
 
 func (x *FilterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1265,7 @@ func (x *FilterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterRequest.ProtoReflect.Descriptor instead.
 func (*FilterRequest) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FilterRequest) GetDelta() *SnapshotDelta {
@@ -1225,7 +1308,7 @@ type FilterResponse struct {
 
 func (x *FilterResponse) Reset() {
 	*x = FilterResponse{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1320,7 @@ func (x *FilterResponse) String() string {
 func (*FilterResponse) ProtoMessage() {}
 
 func (x *FilterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1333,7 @@ func (x *FilterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FilterResponse.ProtoReflect.Descriptor instead.
 func (*FilterResponse) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FilterResponse) GetResync() bool {
@@ -1286,7 +1369,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1381,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1394,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rejection) GetCode() Code {
@@ -1347,7 +1430,7 @@ type ScoreRequest struct {
 
 func (x *ScoreRequest) Reset() {
 	*x = ScoreRequest{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1442,7 @@ func (x *ScoreRequest) String() string {
 func (*ScoreRequest) ProtoMessage() {}
 
 func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1455,7 @@ func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreRequest.ProtoReflect.Descriptor instead.
 func (*ScoreRequest) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ScoreRequest) GetDelta() *SnapshotDelta {
@@ -1412,7 +1495,7 @@ type ScoreResponse struct {
 
 func (x *ScoreResponse) Reset() {
 	*x = ScoreResponse{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1507,7 @@ func (x *ScoreResponse) String() string {
 func (*ScoreResponse) ProtoMessage() {}
 
 func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1520,7 @@ func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreResponse.ProtoReflect.Descriptor instead.
 func (*ScoreResponse) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ScoreResponse) GetResync() bool {
@@ -1471,7 +1554,7 @@ type ScoreRun struct {
 
 func (x *ScoreRun) Reset() {
 	*x = ScoreRun{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1566,7 @@ func (x *ScoreRun) String() string {
 func (*ScoreRun) ProtoMessage() {}
 
 func (x *ScoreRun) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1579,7 @@ func (x *ScoreRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreRun.ProtoReflect.Descriptor instead.
 func (*ScoreRun) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScoreRun) GetScore() int64 {
@@ -1527,7 +1610,7 @@ type PodOnNode struct {
 
 func (x *PodOnNode) Reset() {
 	*x = PodOnNode{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1622,7 @@ func (x *PodOnNode) String() string {
 func (*PodOnNode) ProtoMessage() {}
 
 func (x *PodOnNode) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1635,7 @@ func (x *PodOnNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodOnNode.ProtoReflect.Descriptor instead.
 func (*PodOnNode) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PodOnNode) GetPod() *Pod {
@@ -1588,10 +1671,16 @@ var File_strata_plugin_v1_plugin_proto protoreflect.FileDescriptor
 const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"\x1dstrata/plugin/v1/plugin.proto\x12\x10strata.plugin.v1\"\a\n" +
-	"\x05Empty\"L\n" +
+	"\x05Empty\"m\n" +
 	"\x06Result\x12*\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x16.strata.plugin.v1.CodeR\x04code\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xe3\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vwait_millis\x18\x03 \x01(\x04R\n" +
+	"waitMillis\"W\n" +
+	"\x0ePermitDecision\x12\x17\n" +
+	"\apod_uid\x18\x01 \x01(\tR\x06podUid\x12\x14\n" +
+	"\x05allow\x18\x02 \x01(\bR\x05allow\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xe3\x01\n" +
 	"\x10HandshakeRequest\x12L\n" +
 	"\x10protocol_version\x18\x01 \x01(\x0e2!.strata.plugin.v1.ProtocolVersionR\x0fprotocolVersion\x12\x1f\n" +
 	"\vplugin_name\x18\x02 \x01(\tR\n" +
@@ -1715,14 +1804,15 @@ const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x16EXTENSION_POINT_PERMIT\x10\x06\x12\x1c\n" +
 	"\x18EXTENSION_POINT_PRE_BIND\x10\a\x12\x18\n" +
 	"\x14EXTENSION_POINT_BIND\x10\b\x12\x1d\n" +
-	"\x19EXTENSION_POINT_POST_BIND\x10\t*x\n" +
+	"\x19EXTENSION_POINT_POST_BIND\x10\t*\x87\x01\n" +
 	"\x04Code\x12\x10\n" +
 	"\fCODE_SUCCESS\x10\x00\x12\x16\n" +
 	"\x12CODE_UNSCHEDULABLE\x10\x01\x12'\n" +
 	"#CODE_UNSCHEDULABLE_AND_UNRESOLVABLE\x10\x02\x12\x0e\n" +
 	"\n" +
 	"CODE_ERROR\x10\x03\x12\r\n" +
-	"\tCODE_SKIP\x10\x04*\xab\x01\n" +
+	"\tCODE_SKIP\x10\x04\x12\r\n" +
+	"\tCODE_WAIT\x10\x05*\xab\x01\n" +
 	"\rEventResource\x12\x1e\n" +
 	"\x1aEVENT_RESOURCE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_RESOURCE_NODE\x10\x01\x12\"\n" +
@@ -1739,7 +1829,7 @@ const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"\"EVENT_ACTION_UPDATE_NODE_CONDITION\x10\x06\x12!\n" +
 	"\x1dEVENT_ACTION_UPDATE_POD_LABEL\x10\a\x12\x17\n" +
 	"\x13EVENT_ACTION_UPDATE\x10\b\x12\x14\n" +
-	"\x10EVENT_ACTION_ALL\x10\t2\x84\x05\n" +
+	"\x10EVENT_ACTION_ALL\x10\t2\xd4\x05\n" +
 	"\fRemotePlugin\x12T\n" +
 	"\tHandshake\x12\".strata.plugin.v1.HandshakeRequest\x1a#.strata.plugin.v1.HandshakeResponse\x12K\n" +
 	"\x06Filter\x12\x1f.strata.plugin.v1.FilterRequest\x1a .strata.plugin.v1.FilterResponse\x12H\n" +
@@ -1749,7 +1839,8 @@ const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x06Permit\x12\x1b.strata.plugin.v1.PodOnNode\x1a\x18.strata.plugin.v1.Result\x12@\n" +
 	"\aPreBind\x12\x1b.strata.plugin.v1.PodOnNode\x1a\x18.strata.plugin.v1.Result\x12=\n" +
 	"\x04Bind\x12\x1b.strata.plugin.v1.PodOnNode\x1a\x18.strata.plugin.v1.Result\x12@\n" +
-	"\bPostBind\x12\x1b.strata.plugin.v1.PodOnNode\x1a\x17.strata.plugin.v1.EmptyB$Z\"strata.io/sdk/go/pluginv1;pluginv1b\x06proto3"
+	"\bPostBind\x12\x1b.strata.plugin.v1.PodOnNode\x1a\x17.strata.plugin.v1.Empty\x12N\n" +
+	"\x0fPermitDecisions\x12\x17.strata.plugin.v1.Empty\x1a .strata.plugin.v1.PermitDecision0\x01B$Z\"strata.io/sdk/go/pluginv1;pluginv1b\x06proto3"
 
 var (
 	file_strata_plugin_v1_plugin_proto_rawDescOnce sync.Once
@@ -1764,7 +1855,7 @@ func file_strata_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_strata_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_strata_plugin_v1_plugin_proto_goTypes = []any{
 	(ProtocolVersion)(0),      // 0: strata.plugin.v1.ProtocolVersion
 	(ExtensionPoint)(0),       // 1: strata.plugin.v1.ExtensionPoint
@@ -1773,82 +1864,85 @@ var file_strata_plugin_v1_plugin_proto_goTypes = []any{
 	(EventAction)(0),          // 4: strata.plugin.v1.EventAction
 	(*Empty)(nil),             // 5: strata.plugin.v1.Empty
 	(*Result)(nil),            // 6: strata.plugin.v1.Result
-	(*HandshakeRequest)(nil),  // 7: strata.plugin.v1.HandshakeRequest
-	(*HandshakeResponse)(nil), // 8: strata.plugin.v1.HandshakeResponse
-	(*RequeueEvent)(nil),      // 9: strata.plugin.v1.RequeueEvent
-	(*SnapshotDelta)(nil),     // 10: strata.plugin.v1.SnapshotDelta
-	(*Node)(nil),              // 11: strata.plugin.v1.Node
-	(*Taint)(nil),             // 12: strata.plugin.v1.Taint
-	(*PodRef)(nil),            // 13: strata.plugin.v1.PodRef
-	(*Pod)(nil),               // 14: strata.plugin.v1.Pod
-	(*NodeSet)(nil),           // 15: strata.plugin.v1.NodeSet
-	(*FilterRequest)(nil),     // 16: strata.plugin.v1.FilterRequest
-	(*FilterResponse)(nil),    // 17: strata.plugin.v1.FilterResponse
-	(*Rejection)(nil),         // 18: strata.plugin.v1.Rejection
-	(*ScoreRequest)(nil),      // 19: strata.plugin.v1.ScoreRequest
-	(*ScoreResponse)(nil),     // 20: strata.plugin.v1.ScoreResponse
-	(*ScoreRun)(nil),          // 21: strata.plugin.v1.ScoreRun
-	(*PodOnNode)(nil),         // 22: strata.plugin.v1.PodOnNode
-	nil,                       // 23: strata.plugin.v1.Node.LabelsEntry
-	nil,                       // 24: strata.plugin.v1.Node.AnnotationsEntry
-	nil,                       // 25: strata.plugin.v1.Node.AllocatableEntry
-	nil,                       // 26: strata.plugin.v1.Node.RequestedEntry
-	nil,                       // 27: strata.plugin.v1.PodRef.RequestsEntry
-	nil,                       // 28: strata.plugin.v1.Pod.LabelsEntry
-	nil,                       // 29: strata.plugin.v1.Pod.AnnotationsEntry
-	nil,                       // 30: strata.plugin.v1.Pod.RequestsEntry
+	(*PermitDecision)(nil),    // 7: strata.plugin.v1.PermitDecision
+	(*HandshakeRequest)(nil),  // 8: strata.plugin.v1.HandshakeRequest
+	(*HandshakeResponse)(nil), // 9: strata.plugin.v1.HandshakeResponse
+	(*RequeueEvent)(nil),      // 10: strata.plugin.v1.RequeueEvent
+	(*SnapshotDelta)(nil),     // 11: strata.plugin.v1.SnapshotDelta
+	(*Node)(nil),              // 12: strata.plugin.v1.Node
+	(*Taint)(nil),             // 13: strata.plugin.v1.Taint
+	(*PodRef)(nil),            // 14: strata.plugin.v1.PodRef
+	(*Pod)(nil),               // 15: strata.plugin.v1.Pod
+	(*NodeSet)(nil),           // 16: strata.plugin.v1.NodeSet
+	(*FilterRequest)(nil),     // 17: strata.plugin.v1.FilterRequest
+	(*FilterResponse)(nil),    // 18: strata.plugin.v1.FilterResponse
+	(*Rejection)(nil),         // 19: strata.plugin.v1.Rejection
+	(*ScoreRequest)(nil),      // 20: strata.plugin.v1.ScoreRequest
+	(*ScoreResponse)(nil),     // 21: strata.plugin.v1.ScoreResponse
+	(*ScoreRun)(nil),          // 22: strata.plugin.v1.ScoreRun
+	(*PodOnNode)(nil),         // 23: strata.plugin.v1.PodOnNode
+	nil,                       // 24: strata.plugin.v1.Node.LabelsEntry
+	nil,                       // 25: strata.plugin.v1.Node.AnnotationsEntry
+	nil,                       // 26: strata.plugin.v1.Node.AllocatableEntry
+	nil,                       // 27: strata.plugin.v1.Node.RequestedEntry
+	nil,                       // 28: strata.plugin.v1.PodRef.RequestsEntry
+	nil,                       // 29: strata.plugin.v1.Pod.LabelsEntry
+	nil,                       // 30: strata.plugin.v1.Pod.AnnotationsEntry
+	nil,                       // 31: strata.plugin.v1.Pod.RequestsEntry
 }
 var file_strata_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,  // 0: strata.plugin.v1.Result.code:type_name -> strata.plugin.v1.Code
 	0,  // 1: strata.plugin.v1.HandshakeRequest.protocol_version:type_name -> strata.plugin.v1.ProtocolVersion
 	0,  // 2: strata.plugin.v1.HandshakeResponse.protocol_version:type_name -> strata.plugin.v1.ProtocolVersion
 	1,  // 3: strata.plugin.v1.HandshakeResponse.extension_points:type_name -> strata.plugin.v1.ExtensionPoint
-	9,  // 4: strata.plugin.v1.HandshakeResponse.requeue_events:type_name -> strata.plugin.v1.RequeueEvent
+	10, // 4: strata.plugin.v1.HandshakeResponse.requeue_events:type_name -> strata.plugin.v1.RequeueEvent
 	3,  // 5: strata.plugin.v1.RequeueEvent.resource:type_name -> strata.plugin.v1.EventResource
 	4,  // 6: strata.plugin.v1.RequeueEvent.actions:type_name -> strata.plugin.v1.EventAction
-	11, // 7: strata.plugin.v1.SnapshotDelta.nodes:type_name -> strata.plugin.v1.Node
-	23, // 8: strata.plugin.v1.Node.labels:type_name -> strata.plugin.v1.Node.LabelsEntry
-	24, // 9: strata.plugin.v1.Node.annotations:type_name -> strata.plugin.v1.Node.AnnotationsEntry
-	12, // 10: strata.plugin.v1.Node.taints:type_name -> strata.plugin.v1.Taint
-	25, // 11: strata.plugin.v1.Node.allocatable:type_name -> strata.plugin.v1.Node.AllocatableEntry
-	26, // 12: strata.plugin.v1.Node.requested:type_name -> strata.plugin.v1.Node.RequestedEntry
-	13, // 13: strata.plugin.v1.Node.pods:type_name -> strata.plugin.v1.PodRef
-	27, // 14: strata.plugin.v1.PodRef.requests:type_name -> strata.plugin.v1.PodRef.RequestsEntry
-	28, // 15: strata.plugin.v1.Pod.labels:type_name -> strata.plugin.v1.Pod.LabelsEntry
-	29, // 16: strata.plugin.v1.Pod.annotations:type_name -> strata.plugin.v1.Pod.AnnotationsEntry
-	30, // 17: strata.plugin.v1.Pod.requests:type_name -> strata.plugin.v1.Pod.RequestsEntry
-	10, // 18: strata.plugin.v1.FilterRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
-	14, // 19: strata.plugin.v1.FilterRequest.pod:type_name -> strata.plugin.v1.Pod
-	15, // 20: strata.plugin.v1.FilterRequest.candidates:type_name -> strata.plugin.v1.NodeSet
+	12, // 7: strata.plugin.v1.SnapshotDelta.nodes:type_name -> strata.plugin.v1.Node
+	24, // 8: strata.plugin.v1.Node.labels:type_name -> strata.plugin.v1.Node.LabelsEntry
+	25, // 9: strata.plugin.v1.Node.annotations:type_name -> strata.plugin.v1.Node.AnnotationsEntry
+	13, // 10: strata.plugin.v1.Node.taints:type_name -> strata.plugin.v1.Taint
+	26, // 11: strata.plugin.v1.Node.allocatable:type_name -> strata.plugin.v1.Node.AllocatableEntry
+	27, // 12: strata.plugin.v1.Node.requested:type_name -> strata.plugin.v1.Node.RequestedEntry
+	14, // 13: strata.plugin.v1.Node.pods:type_name -> strata.plugin.v1.PodRef
+	28, // 14: strata.plugin.v1.PodRef.requests:type_name -> strata.plugin.v1.PodRef.RequestsEntry
+	29, // 15: strata.plugin.v1.Pod.labels:type_name -> strata.plugin.v1.Pod.LabelsEntry
+	30, // 16: strata.plugin.v1.Pod.annotations:type_name -> strata.plugin.v1.Pod.AnnotationsEntry
+	31, // 17: strata.plugin.v1.Pod.requests:type_name -> strata.plugin.v1.Pod.RequestsEntry
+	11, // 18: strata.plugin.v1.FilterRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
+	15, // 19: strata.plugin.v1.FilterRequest.pod:type_name -> strata.plugin.v1.Pod
+	16, // 20: strata.plugin.v1.FilterRequest.candidates:type_name -> strata.plugin.v1.NodeSet
 	6,  // 21: strata.plugin.v1.FilterResponse.status:type_name -> strata.plugin.v1.Result
-	18, // 22: strata.plugin.v1.FilterResponse.rejections:type_name -> strata.plugin.v1.Rejection
+	19, // 22: strata.plugin.v1.FilterResponse.rejections:type_name -> strata.plugin.v1.Rejection
 	2,  // 23: strata.plugin.v1.Rejection.code:type_name -> strata.plugin.v1.Code
-	10, // 24: strata.plugin.v1.ScoreRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
-	14, // 25: strata.plugin.v1.ScoreRequest.pod:type_name -> strata.plugin.v1.Pod
-	15, // 26: strata.plugin.v1.ScoreRequest.nodes:type_name -> strata.plugin.v1.NodeSet
+	11, // 24: strata.plugin.v1.ScoreRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
+	15, // 25: strata.plugin.v1.ScoreRequest.pod:type_name -> strata.plugin.v1.Pod
+	16, // 26: strata.plugin.v1.ScoreRequest.nodes:type_name -> strata.plugin.v1.NodeSet
 	6,  // 27: strata.plugin.v1.ScoreResponse.status:type_name -> strata.plugin.v1.Result
-	21, // 28: strata.plugin.v1.ScoreResponse.runs:type_name -> strata.plugin.v1.ScoreRun
-	14, // 29: strata.plugin.v1.PodOnNode.pod:type_name -> strata.plugin.v1.Pod
-	7,  // 30: strata.plugin.v1.RemotePlugin.Handshake:input_type -> strata.plugin.v1.HandshakeRequest
-	16, // 31: strata.plugin.v1.RemotePlugin.Filter:input_type -> strata.plugin.v1.FilterRequest
-	19, // 32: strata.plugin.v1.RemotePlugin.Score:input_type -> strata.plugin.v1.ScoreRequest
-	22, // 33: strata.plugin.v1.RemotePlugin.Reserve:input_type -> strata.plugin.v1.PodOnNode
-	22, // 34: strata.plugin.v1.RemotePlugin.Unreserve:input_type -> strata.plugin.v1.PodOnNode
-	22, // 35: strata.plugin.v1.RemotePlugin.Permit:input_type -> strata.plugin.v1.PodOnNode
-	22, // 36: strata.plugin.v1.RemotePlugin.PreBind:input_type -> strata.plugin.v1.PodOnNode
-	22, // 37: strata.plugin.v1.RemotePlugin.Bind:input_type -> strata.plugin.v1.PodOnNode
-	22, // 38: strata.plugin.v1.RemotePlugin.PostBind:input_type -> strata.plugin.v1.PodOnNode
-	8,  // 39: strata.plugin.v1.RemotePlugin.Handshake:output_type -> strata.plugin.v1.HandshakeResponse
-	17, // 40: strata.plugin.v1.RemotePlugin.Filter:output_type -> strata.plugin.v1.FilterResponse
-	20, // 41: strata.plugin.v1.RemotePlugin.Score:output_type -> strata.plugin.v1.ScoreResponse
-	6,  // 42: strata.plugin.v1.RemotePlugin.Reserve:output_type -> strata.plugin.v1.Result
-	5,  // 43: strata.plugin.v1.RemotePlugin.Unreserve:output_type -> strata.plugin.v1.Empty
-	6,  // 44: strata.plugin.v1.RemotePlugin.Permit:output_type -> strata.plugin.v1.Result
-	6,  // 45: strata.plugin.v1.RemotePlugin.PreBind:output_type -> strata.plugin.v1.Result
-	6,  // 46: strata.plugin.v1.RemotePlugin.Bind:output_type -> strata.plugin.v1.Result
-	5,  // 47: strata.plugin.v1.RemotePlugin.PostBind:output_type -> strata.plugin.v1.Empty
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
+	22, // 28: strata.plugin.v1.ScoreResponse.runs:type_name -> strata.plugin.v1.ScoreRun
+	15, // 29: strata.plugin.v1.PodOnNode.pod:type_name -> strata.plugin.v1.Pod
+	8,  // 30: strata.plugin.v1.RemotePlugin.Handshake:input_type -> strata.plugin.v1.HandshakeRequest
+	17, // 31: strata.plugin.v1.RemotePlugin.Filter:input_type -> strata.plugin.v1.FilterRequest
+	20, // 32: strata.plugin.v1.RemotePlugin.Score:input_type -> strata.plugin.v1.ScoreRequest
+	23, // 33: strata.plugin.v1.RemotePlugin.Reserve:input_type -> strata.plugin.v1.PodOnNode
+	23, // 34: strata.plugin.v1.RemotePlugin.Unreserve:input_type -> strata.plugin.v1.PodOnNode
+	23, // 35: strata.plugin.v1.RemotePlugin.Permit:input_type -> strata.plugin.v1.PodOnNode
+	23, // 36: strata.plugin.v1.RemotePlugin.PreBind:input_type -> strata.plugin.v1.PodOnNode
+	23, // 37: strata.plugin.v1.RemotePlugin.Bind:input_type -> strata.plugin.v1.PodOnNode
+	23, // 38: strata.plugin.v1.RemotePlugin.PostBind:input_type -> strata.plugin.v1.PodOnNode
+	5,  // 39: strata.plugin.v1.RemotePlugin.PermitDecisions:input_type -> strata.plugin.v1.Empty
+	9,  // 40: strata.plugin.v1.RemotePlugin.Handshake:output_type -> strata.plugin.v1.HandshakeResponse
+	18, // 41: strata.plugin.v1.RemotePlugin.Filter:output_type -> strata.plugin.v1.FilterResponse
+	21, // 42: strata.plugin.v1.RemotePlugin.Score:output_type -> strata.plugin.v1.ScoreResponse
+	6,  // 43: strata.plugin.v1.RemotePlugin.Reserve:output_type -> strata.plugin.v1.Result
+	5,  // 44: strata.plugin.v1.RemotePlugin.Unreserve:output_type -> strata.plugin.v1.Empty
+	6,  // 45: strata.plugin.v1.RemotePlugin.Permit:output_type -> strata.plugin.v1.Result
+	6,  // 46: strata.plugin.v1.RemotePlugin.PreBind:output_type -> strata.plugin.v1.Result
+	6,  // 47: strata.plugin.v1.RemotePlugin.Bind:output_type -> strata.plugin.v1.Result
+	5,  // 48: strata.plugin.v1.RemotePlugin.PostBind:output_type -> strata.plugin.v1.Empty
+	7,  // 49: strata.plugin.v1.RemotePlugin.PermitDecisions:output_type -> strata.plugin.v1.PermitDecision
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -1865,7 +1959,7 @@ func file_strata_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_plugin_v1_plugin_proto_rawDesc), len(file_strata_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -17,6 +17,8 @@
 //      full snapshot; after that an unchanged cluster costs a few bytes.
 //   4. Reserve, Unreserve, Permit (scheduling cycle, chosen node only) and
 //      PreBind, Bind, PostBind (binding cycle) carry the pod and the node.
+//      Permit may hold the pod (CODE_WAIT); the plugin then decides on the
+//      PermitDecisions stream.
 //
 // A plugin that lost its state (it restarted) answers `resync = true` to a
 // Filter or Score call whose session or base version it does not know; the
@@ -46,15 +48,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RemotePlugin_Handshake_FullMethodName = "/strata.plugin.v1.RemotePlugin/Handshake"
-	RemotePlugin_Filter_FullMethodName    = "/strata.plugin.v1.RemotePlugin/Filter"
-	RemotePlugin_Score_FullMethodName     = "/strata.plugin.v1.RemotePlugin/Score"
-	RemotePlugin_Reserve_FullMethodName   = "/strata.plugin.v1.RemotePlugin/Reserve"
-	RemotePlugin_Unreserve_FullMethodName = "/strata.plugin.v1.RemotePlugin/Unreserve"
-	RemotePlugin_Permit_FullMethodName    = "/strata.plugin.v1.RemotePlugin/Permit"
-	RemotePlugin_PreBind_FullMethodName   = "/strata.plugin.v1.RemotePlugin/PreBind"
-	RemotePlugin_Bind_FullMethodName      = "/strata.plugin.v1.RemotePlugin/Bind"
-	RemotePlugin_PostBind_FullMethodName  = "/strata.plugin.v1.RemotePlugin/PostBind"
+	RemotePlugin_Handshake_FullMethodName       = "/strata.plugin.v1.RemotePlugin/Handshake"
+	RemotePlugin_Filter_FullMethodName          = "/strata.plugin.v1.RemotePlugin/Filter"
+	RemotePlugin_Score_FullMethodName           = "/strata.plugin.v1.RemotePlugin/Score"
+	RemotePlugin_Reserve_FullMethodName         = "/strata.plugin.v1.RemotePlugin/Reserve"
+	RemotePlugin_Unreserve_FullMethodName       = "/strata.plugin.v1.RemotePlugin/Unreserve"
+	RemotePlugin_Permit_FullMethodName          = "/strata.plugin.v1.RemotePlugin/Permit"
+	RemotePlugin_PreBind_FullMethodName         = "/strata.plugin.v1.RemotePlugin/PreBind"
+	RemotePlugin_Bind_FullMethodName            = "/strata.plugin.v1.RemotePlugin/Bind"
+	RemotePlugin_PostBind_FullMethodName        = "/strata.plugin.v1.RemotePlugin/PostBind"
+	RemotePlugin_PermitDecisions_FullMethodName = "/strata.plugin.v1.RemotePlugin/PermitDecisions"
 )
 
 // RemotePluginClient is the client API for RemotePlugin service.
@@ -81,6 +84,13 @@ type RemotePluginClient interface {
 	Bind(ctx context.Context, in *PodOnNode, opts ...grpc.CallOption) (*Result, error)
 	// After a successful bind; informational.
 	PostBind(ctx context.Context, in *PodOnNode, opts ...grpc.CallOption) (*Empty, error)
+	// Decisions on pods held by a Permit answer of CODE_WAIT. The scheduler
+	// opens this stream after the handshake of a plugin that serves Permit,
+	// the first time the plugin holds a pod, and reopens it when it ends; the
+	// plugin sends a decision whenever it has one. A held pod with no
+	// decision when its wait ends is rejected (and retried later); a decision
+	// for a pod that no longer waits is ignored.
+	PermitDecisions(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PermitDecision], error)
 }
 
 type remotePluginClient struct {
@@ -181,6 +191,25 @@ func (c *remotePluginClient) PostBind(ctx context.Context, in *PodOnNode, opts .
 	return out, nil
 }
 
+func (c *remotePluginClient) PermitDecisions(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PermitDecision], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RemotePlugin_ServiceDesc.Streams[0], RemotePlugin_PermitDecisions_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Empty, PermitDecision]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RemotePlugin_PermitDecisionsClient = grpc.ServerStreamingClient[PermitDecision]
+
 // RemotePluginServer is the server API for RemotePlugin service.
 // All implementations must embed UnimplementedRemotePluginServer
 // for forward compatibility.
@@ -205,6 +234,13 @@ type RemotePluginServer interface {
 	Bind(context.Context, *PodOnNode) (*Result, error)
 	// After a successful bind; informational.
 	PostBind(context.Context, *PodOnNode) (*Empty, error)
+	// Decisions on pods held by a Permit answer of CODE_WAIT. The scheduler
+	// opens this stream after the handshake of a plugin that serves Permit,
+	// the first time the plugin holds a pod, and reopens it when it ends; the
+	// plugin sends a decision whenever it has one. A held pod with no
+	// decision when its wait ends is rejected (and retried later); a decision
+	// for a pod that no longer waits is ignored.
+	PermitDecisions(*Empty, grpc.ServerStreamingServer[PermitDecision]) error
 	mustEmbedUnimplementedRemotePluginServer()
 }
 
@@ -241,6 +277,9 @@ func (UnimplementedRemotePluginServer) Bind(context.Context, *PodOnNode) (*Resul
 }
 func (UnimplementedRemotePluginServer) PostBind(context.Context, *PodOnNode) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PostBind not implemented")
+}
+func (UnimplementedRemotePluginServer) PermitDecisions(*Empty, grpc.ServerStreamingServer[PermitDecision]) error {
+	return status.Errorf(codes.Unimplemented, "method PermitDecisions not implemented")
 }
 func (UnimplementedRemotePluginServer) mustEmbedUnimplementedRemotePluginServer() {}
 func (UnimplementedRemotePluginServer) testEmbeddedByValue()                      {}
@@ -425,6 +464,17 @@ func _RemotePlugin_PostBind_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RemotePlugin_PermitDecisions_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(Empty)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RemotePluginServer).PermitDecisions(m, &grpc.GenericServerStream[Empty, PermitDecision]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RemotePlugin_PermitDecisionsServer = grpc.ServerStreamingServer[PermitDecision]
+
 // RemotePlugin_ServiceDesc is the grpc.ServiceDesc for RemotePlugin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -469,6 +519,12 @@ var RemotePlugin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _RemotePlugin_PostBind_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PermitDecisions",
+			Handler:       _RemotePlugin_PermitDecisions_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "strata/plugin/v1/plugin.proto",
 }
