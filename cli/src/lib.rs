@@ -390,7 +390,25 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
     // healthzBindAddress / metricsBindAddress, by the adapter's own code.
     strata_kube::AdapterOptions::from_config(&cfg)
         .map_err(|e| anyhow::anyhow!("{}: field `{}`: {}", file.display(), e.field, e.message))?;
+    // And the group scaler's section, by the scaler's own code.
+    let scaler = strata_scaler::controller::config::ScalerConfig::from_value(cfg.scaler.as_ref())
+        .map_err(|e| {
+        anyhow::anyhow!(
+            "{}: field `scaler.{}`: {}",
+            file.display(),
+            e.field,
+            e.message
+        )
+    })?;
     outln!("{}: valid, {} profile(s)", file.display(), profiles.len());
+    if scaler.enabled {
+        outln!(
+            "  group scaler: on, every {:?}, Prometheus {}, models {}",
+            scaler.period,
+            scaler.prometheus_url,
+            scaler.models.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     outln!(
         "  parallelism {}, backoff {}s..{}s, max unschedulable stay {}s, bind concurrency {}, assumed-pod TTL {}s",
         cfg.parallelism,
