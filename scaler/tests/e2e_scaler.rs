@@ -44,6 +44,7 @@ fn manifest(rel: &str) -> PathBuf {
 fn gpu_node(name: &str, supernode: &str) -> Value {
     let mut n = kwok_node(name, "zone-scaler", 32, 128);
     n["metadata"]["labels"]["strata.io/supernode"] = json!(supernode);
+    n["metadata"]["labels"]["strata.io/cabinet"] = json!(format!("{supernode}-cab"));
     for f in ["capacity", "allocatable"] {
         n["status"][f]["nvidia.com/gpu"] = json!("8");
     }

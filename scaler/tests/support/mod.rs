@@ -144,6 +144,8 @@ pub fn lws_object(ns: &str, name: &str, sched: &str, replicas: u32, size: u32, g
         "spec": {"replicas": replicas, "leaderWorkerTemplate": {"size": size,
             "workerTemplate": {"metadata": {"labels": {"app": name}},
                 "spec": {"schedulerName": sched,
+                    // kwok's nodes (end-to-end) carry this taint.
+                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
                     "containers": [{"name": "vllm", "image": "registry.k8s.io/pause:3.10",
                         "resources": {"requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": gpus.to_string()},
                                       "limits": {"nvidia.com/gpu": gpus.to_string()}}}]}}}}
@@ -209,7 +211,9 @@ pub fn fake_lws_controller(
                             continue;
                         }
                         pod.metadata.uid = None;
-                        let _ = pods.create(&PostParams::default(), &pod).await;
+                        if let Err(e) = pods.create(&PostParams::default(), &pod).await {
+                            eprintln!("stand-in LWS controller: creating {pn}: {e}");
+                        }
                     }
                 }
             }
