@@ -737,6 +737,30 @@ mod tests {
     }
 
     #[test]
+    fn check_config_checks_the_scaler_section() {
+        let model = "{prefillTokensPerSecond: 20000, decodeTokensPerSecond: D, baseTpotSeconds: 0.025, objective: {ttftSeconds: 1, tpotSeconds: 0.1}}";
+        let cfg = |d: &str| {
+            format!(
+                "profiles: [{{schedulerName: s}}]\nscaler: {{enabled: true, prometheus: {{url: 'http://prom:9090'}}, models: {{llama: {}}}}}\n",
+                model.replace('D', d)
+            )
+        };
+        let ok = config_file("scaler-ok.yaml", &cfg("2500"));
+        Strata::new()
+            .run_from(["strata", "check-config", ok.to_str().unwrap()])
+            .expect("a valid scaler section");
+        let bad = config_file("scaler-bad.yaml", &cfg("0"));
+        let e = Strata::new()
+            .run_from(["strata", "check-config", bad.to_str().unwrap()])
+            .expect_err("a model with no decode capacity")
+            .to_string();
+        assert!(
+            e.contains("field `scaler.models.llama.decodeTokensPerSecond`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn simulate_runs_added_plugins_named_by_the_scenario() {
         let scenario = config_file(
             "sc.yaml",
