@@ -209,6 +209,19 @@ async fn scales_an_lws_only_as_far_as_whole_replicas_fit_and_acts_on_nothing_wit
         s.count("pods") == 2
     })
     .await;
+    let down = status
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.0 == "ScaledDown")
+        .cloned()
+        .expect("a ScaledDown event");
+    assert!(
+        down.2.contains("highest indices") && down.2.contains("strata.io/supernode=sn"),
+        "{down:?}"
+    );
     lwsc.abort();
     a.shutdown().await;
 }

@@ -28,7 +28,8 @@
 //!    the highest replica indices, so the controller cannot choose which
 //!    replicas go (the domain-freeing choice of
 //!    [`crate::scaler::pick_removals`] applies to groups the scaler creates
-//!    itself); the event names the domains the removed replicas held.
+//!    itself); the `ScaledDown` event names the domains (of the LWS's
+//!    exclusive level, else the nodes) the removed replicas held.
 //!
 //! `spec.replicas` is written through the `scale` subresource (merge
 //! patch), or, where the CRD has none, by a merge patch of the object.
@@ -452,13 +453,19 @@ impl ScalerController {
                 }
             }
         } else if desired < current && ctx.gate.is_leader() {
+            let freed = self.held_by(ctx, l, desired).await;
             match self.set_replicas(ctx, l, desired).await {
                 Ok(()) => {
                     decision.after = desired;
                     let msg = format!(
-                        "replicas {current} -> {desired} ({:?}; LeaderWorkerSet removes the highest indices, {desired} to {})",
+                        "replicas {current} -> {desired} ({:?}; LeaderWorkerSet removes the highest indices, {desired} to {}, which held {})",
                         want.reason,
-                        current - 1
+                        current - 1,
+                        if freed.is_empty() {
+                            "no bound pod".to_owned()
+                        } else {
+                            freed.join(", ")
+                        }
                     );
                     self.event_ref(ctx, st, &obj, "Normal", "ScaledDown", &msg)
                         .await;
@@ -504,6 +511,36 @@ impl ScalerController {
             })
             .await
             .map_err(|e| e.to_string())?
+    }
+
+    /// Where the replicas from index `from` up are bound: the domains of
+    /// the LWS's exclusive level (`level=value`), or node names without
+    /// one.
+    async fn held_by(&self, ctx: &LeaderContext, l: &Lws, from: u32) -> Vec<String> {
+        let (ns, name) = (l.namespace.clone(), l.name.clone());
+        let level = l
+            .annotations
+            .get(strata_plugins::pod_group::lws::EXCLUSIVE_ANNOTATION)
+            .cloned();
+        ctx.engine
+            .ask(move |s| {
+                let snap = s.snapshot();
+                let mut out = std::collections::BTreeSet::new();
+                for p in snap.assigned_pods() {
+                    let mine = lws::placed_replicas(std::iter::once(&*p.pod), &ns, &name);
+                    if mine.keys().all(|i| *i < from) {
+                        continue;
+                    }
+                    let node = snap.node(p.node);
+                    out.insert(match &level {
+                        Some(k) => format!("{k}={}", node.labels.get_str(k).unwrap_or("?")),
+                        None => node.name.to_string(),
+                    });
+                }
+                out.into_iter().collect()
+            })
+            .await
+            .unwrap_or_default()
     }
 
     async fn set_replicas(&self, ctx: &LeaderContext, l: &Lws, n: u32) -> Result<(), kube::Error> {
