@@ -549,6 +549,12 @@ impl ScalerController {
         let patch = Patch::Merge(serde_json::json!({"spec": {"replicas": n}}));
         let pp = PatchParams::default();
         ctx.limiter.acquire().await;
+        // Leadership may have lapsed while waiting on the limiter.
+        if !ctx.gate.is_leader() {
+            return Err(kube::Error::Service(
+                "not the leader any more: spec.replicas left as it was".into(),
+            ));
+        }
         match api.patch_scale(&l.name, &pp, &patch).await {
             Ok(_) => Ok(()),
             // No scale subresource on this CRD (kube-apiserver answers
@@ -672,6 +678,9 @@ impl ScalerController {
             ..Event::default()
         };
         ctx.limiter.acquire().await;
+        if !ctx.gate.is_leader() {
+            return;
+        }
         let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
         if let Err(e) = api.create(&PostParams::default(), &ev).await {
             tracing::warn!(lws = %key, error = %e, "group scaler: writing an event failed");
