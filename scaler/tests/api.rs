@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use strata_fake_apiserver::{FakeApiServer, Options, ResourceType, fixtures};
 use strata_kube::leader::LeaderTask;
 use strata_kube::{Adapter, AdapterOptions};
-use strata_scaler::controller::ScalerController;
 use strata_scaler::controller::config::ScalerConfig;
+use strata_scaler::controller::{ControllerStatus, ScalerController};
 use strata_scheduler::config::SchedulerConfig;
 use support::*;
 
@@ -49,8 +49,19 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scales_an_lws_only_as_far_as_whole_replicas_fit_and_acts_on_nothing_without_metrics() {
+struct Rig {
+    s: FakeApiServer,
+    prom: FakeProm,
+    client: kube::Client,
+    status: Arc<std::sync::Mutex<ControllerStatus>>,
+    a: Adapter,
+}
+
+/// The fake API server with two super-nodes of two 8-GPU servers (one
+/// exclusive replica of two 8-GPU pods fits per super-node), an opted-in
+/// LWS at one replica, a fake Prometheus at `LOW`, and Strata with the
+/// controller (period 1 s) as its leader task.
+async fn rig() -> Rig {
     let s = FakeApiServer::start_with(Options::default()).expect("fake API server");
     s.create_many(
         "namespaces",
@@ -101,6 +112,24 @@ async fn scales_an_lws_only_as_far_as_whole_replicas_fit_and_acts_on_nothing_wit
     )
     .await
     .expect("adapter starts");
+    Rig {
+        s,
+        prom,
+        client,
+        status,
+        a,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_an_lws_only_as_far_as_whole_replicas_fit_and_acts_on_nothing_without_metrics() {
+    let Rig {
+        s,
+        prom,
+        client,
+        status,
+        a,
+    } = rig().await;
     let lwsc = fake_lws_controller(client.clone(), "serving", "llm");
     let last = |k: &str| status.lock().unwrap().last.get(k).cloned();
     let events = |reason: &str| {
@@ -223,5 +252,34 @@ async fn scales_an_lws_only_as_far_as_whole_replicas_fit_and_acts_on_nothing_wit
         "{down:?}"
     );
     lwsc.abort();
+    a.shutdown().await;
+}
+
+/// Without an LWS controller no pod ever appears: the replicas asked for
+/// and not placed are planned first, so the count stops where the what-if
+/// says the cluster is full instead of climbing every period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_asked_for_and_not_yet_placed_count_against_the_room() {
+    let Rig {
+        s: _s,
+        prom,
+        client,
+        status,
+        a,
+    } = rig().await;
+    prom.set(HIGH);
+    let t = Duration::from_secs(60);
+    wait_until("scale-up to 2", t, || async {
+        replicas(&client, "serving", "llm").await == 2
+    })
+    .await;
+    let periods = status.lock().unwrap().periods;
+    wait_until("five more periods", t, || async {
+        status.lock().unwrap().periods >= periods + 5
+    })
+    .await;
+    assert_eq!(replicas(&client, "serving", "llm").await, 2);
+    let d = status.lock().unwrap().last["serving/llm"].clone();
+    assert_eq!((d.desired, d.placed), (4, Some(0)), "{d:?}");
     a.shutdown().await;
 }
