@@ -200,7 +200,13 @@ impl ScalerController {
             let periodic = tokio::select! {
                 _ = tick.tick() => true,
                 _ = tokio::time::sleep(BOUND_POLL), if poll => false,
-                _ = ctx.stop.changed() => false,
+                // The adapter gone (sender dropped): stop too.
+                r = ctx.stop.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    false
+                }
             };
             if *ctx.stop.borrow() {
                 return;
