@@ -132,13 +132,37 @@ impl Adapter {
         stores: &strata_plugins::pod_group::Stores,
         plugins: &strata_scheduler::framework::Registry,
     ) -> Result<Adapter, AdapterError> {
+        Adapter::start_with_tasks(cfg, opts, client, stores, plugins, Vec::new()).await
+    }
+
+    /// As [`Adapter::start_with_plugins`], with `tasks` run beside the
+    /// engine as [`LeaderTask`]s (the group scaler controller, say): started
+    /// on every replica, writing only while this replica leads, stopped on
+    /// shutdown before the Lease is released.
+    pub async fn start_with_tasks(
+        cfg: SchedulerConfig,
+        opts: AdapterOptions,
+        client: kube::Client,
+        stores: &strata_plugins::pod_group::Stores,
+        plugins: &strata_scheduler::framework::Registry,
+        tasks: Vec<Arc<dyn LeaderTask>>,
+    ) -> Result<Adapter, AdapterError> {
         let mut custom = Vec::new();
         custom.extend(crate::groups::pod_group_resources(&client, &stores.pod_groups).await);
         custom.extend(crate::dra::dra_resources(&client, &stores.dra).await);
         let mut registry = strata_plugins::registry_with(stores);
         registry.extend(plugins);
         let pool = crate::memory_pool::PoolCollector(stores.memory_pool.clone());
-        Adapter::start_inner(cfg, opts, client, custom, registry, vec![Box::new(pool)]).await
+        Adapter::start_inner(
+            cfg,
+            opts,
+            client,
+            custom,
+            registry,
+            vec![Box::new(pool)],
+            tasks,
+        )
+        .await
     }
 
     /// As [`Adapter::start`], building plugins from `registry` (for
@@ -151,7 +175,7 @@ impl Adapter {
         custom: Vec<CustomResource>,
         registry: strata_scheduler::framework::Registry,
     ) -> Result<Adapter, AdapterError> {
-        Adapter::start_inner(cfg, opts, client, custom, registry, Vec::new()).await
+        Adapter::start_inner(cfg, opts, client, custom, registry, Vec::new(), Vec::new()).await
     }
 
     /// As [`Adapter::start_with_registry`], with metric collectors of
@@ -163,6 +187,7 @@ impl Adapter {
         custom: Vec<CustomResource>,
         mut registry: strata_scheduler::framework::Registry,
         collectors: Vec<Box<dyn prometheus_client::collector::Collector>>,
+        tasks: Vec<Arc<dyn LeaderTask>>,
     ) -> Result<Adapter, AdapterError> {
         opts.validate()?;
         // `extenders:` are served by the HTTP extender client unless the
@@ -275,7 +300,7 @@ impl Adapter {
             translate::Pdbs
         );
         informers.push(tokio::spawn(pdb_inf.run()));
-        let mut leader_tasks: Vec<Arc<dyn LeaderTask>> = Vec::new();
+        let mut leader_tasks: Vec<Arc<dyn LeaderTask>> = tasks;
         for c in custom {
             leader_tasks.extend(c.handler.leader_task());
             let name: &'static str = c.kind;
@@ -324,6 +349,9 @@ impl Adapter {
                 gate.set_ready(true);
             }));
         }
+        // Questions from leader tasks go down the same channel, after
+        // every update sent before them.
+        let engine_handle = crate::query::EngineHandle::new(sink.clone());
         drop(sink);
 
         // Work only the leader does (PodGroup status write-back); stopped
@@ -337,6 +365,7 @@ impl Adapter {
                     limiter: limiter.clone(),
                     gate: gate.clone(),
                     stop: tasks_stop_rx.clone(),
+                    engine: engine_handle.clone(),
                 }))
             })
             .collect();

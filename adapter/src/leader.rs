@@ -100,6 +100,8 @@ pub struct LeaderContext {
     /// Turns true when the task must stop (after a last flush if it still
     /// leads).
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Asks the engine of this process (answered between cycles).
+    pub engine: crate::query::EngineHandle,
 }
 
 /// Work only the leader does beside scheduling (for example writing a

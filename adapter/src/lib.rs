@@ -18,7 +18,11 @@
 //!   ResourceClaim status (PUT of `resourceclaims/status` guarded by the
 //!   claim's resourceVersion, after the delete-protection finalizer; DRA
 //!   allocations).
-//! - [`leader`]: Lease-based leader election; only the leader schedules.
+//! - [`leader`]: Lease-based leader election; only the leader schedules,
+//!   and only the leader's [`leader::LeaderTask`]s write (PodGroup status,
+//!   the group scaler).
+//! - [`query`]: questions tasks of the same process ask the engine (the
+//!   PodGroup what-if), answered on the engine thread between cycles.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` ([`metrics`]: kube-scheduler's
 //!   metric names plus `strata_*`).
 //! - [`Adapter`]: starts and stops all of it around the engine's run loop,
@@ -45,6 +49,7 @@ pub mod memory_pool;
 pub mod metrics;
 pub mod options;
 pub mod port;
+pub mod query;
 pub mod serving;
 pub mod translate;
 

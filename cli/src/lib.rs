@@ -390,7 +390,25 @@ fn check_config(file: &std::path::Path, plugins: &Registry) -> anyhow::Result<()
     // healthzBindAddress / metricsBindAddress, by the adapter's own code.
     strata_kube::AdapterOptions::from_config(&cfg)
         .map_err(|e| anyhow::anyhow!("{}: field `{}`: {}", file.display(), e.field, e.message))?;
+    // And the group scaler's section, by the scaler's own code.
+    let scaler = strata_scaler::controller::config::ScalerConfig::from_value(cfg.scaler.as_ref())
+        .map_err(|e| {
+        anyhow::anyhow!(
+            "{}: field `scaler.{}`: {}",
+            file.display(),
+            e.field,
+            e.message
+        )
+    })?;
     outln!("{}: valid, {} profile(s)", file.display(), profiles.len());
+    if scaler.enabled {
+        outln!(
+            "  group scaler: on, every {:?}, Prometheus {}, models {}",
+            scaler.period,
+            scaler.prometheus_url,
+            scaler.models.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     outln!(
         "  parallelism {}, backoff {}s..{}s, max unschedulable stay {}s, bind concurrency {}, assumed-pod TTL {}s",
         cfg.parallelism,
@@ -716,6 +734,30 @@ mod tests {
             .expect_err("an unknown field of the args")
             .to_string();
         assert!(e.contains("levle"), "{e}");
+    }
+
+    #[test]
+    fn check_config_checks_the_scaler_section() {
+        let model = "{prefillTokensPerSecond: 20000, decodeTokensPerSecond: D, baseTpotSeconds: 0.025, objective: {ttftSeconds: 1, tpotSeconds: 0.1}}";
+        let cfg = |d: &str| {
+            format!(
+                "profiles: [{{schedulerName: s}}]\nscaler: {{enabled: true, prometheus: {{url: 'http://prom:9090'}}, models: {{llama: {}}}}}\n",
+                model.replace('D', d)
+            )
+        };
+        let ok = config_file("scaler-ok.yaml", &cfg("2500"));
+        Strata::new()
+            .run_from(["strata", "check-config", ok.to_str().unwrap()])
+            .expect("a valid scaler section");
+        let bad = config_file("scaler-bad.yaml", &cfg("0"));
+        let e = Strata::new()
+            .run_from(["strata", "check-config", bad.to_str().unwrap()])
+            .expect_err("a model with no decode capacity")
+            .to_string();
+        assert!(
+            e.contains("field `scaler.models.llama.decodeTokensPerSecond`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! leader Lease is released. Flags named as kube-scheduler's override the
 //! file.
 //!
+//! With a `scaler:` section enabled, the group scaler controller runs
+//! beside the engine as a leader-only task (see `strata_scaler::controller`).
+//!
 //! Plugins that read cluster objects beyond pods and nodes share stores
 //! with the adapter's custom-resource informers: PodGroups for the PodGroup
 //! plugin, DRA objects for DynamicResources. Plugins added through
@@ -14,9 +17,13 @@
 
 use anyhow::Context as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use strata_kube::leader::LeaderTask;
 use strata_kube::options::parse_duration;
 use strata_kube::{Adapter, AdapterOptions};
+use strata_scaler::controller::ScalerController;
+use strata_scaler::controller::config::ScalerConfig;
 use strata_scheduler::config::SchedulerConfig;
 use strata_scheduler::framework::Registry;
 
@@ -186,6 +193,8 @@ pub(crate) fn run(args: RunArgs, plugins: &Registry) -> anyhow::Result<()> {
     let cfg = SchedulerConfig::from_yaml(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let opts = options(&args, &cfg)?;
+    let scaler = ScalerConfig::from_value(cfg.scaler.as_ref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let plugins = &crate::with_remote_plugins(plugins, &text);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,7 +210,15 @@ pub(crate) fn run(args: RunArgs, plugins: &Registry) -> anyhow::Result<()> {
         // - DRA objects (resource.k8s.io/v1 DeviceClasses, ResourceSlices,
         //   ResourceClaims, ResourceClaimTemplates) → DynamicResources.
         let stores = strata_plugins::pod_group::Stores::default();
-        let adapter = Adapter::start_with_plugins(cfg, opts, client, &stores, plugins).await?;
+        // The group scaler (`scaler:`, off by default): a leader-only task
+        // asking this engine's PodGroup what-if.
+        let mut tasks: Vec<Arc<dyn LeaderTask>> = Vec::new();
+        if scaler.enabled {
+            let c = ScalerController::new(scaler, stores.pod_groups.clone(), &opts.leader_election.identity)
+                .context("starting the group scaler")?;
+            tasks.push(Arc::new(c));
+        }
+        let adapter = Adapter::start_with_tasks(cfg, opts, client, &stores, plugins, tasks).await?;
         tracing::info!(identity = adapter.identity(), http = ?adapter.http_addr(), "strata scheduler started");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));

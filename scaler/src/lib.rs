@@ -11,19 +11,24 @@
 //! - [`engine`]: a [`scaler::GroupPlacer`] backed by the real engine and the
 //!   PodGroup plugin's what-if planner, on an in-process cluster;
 //! - [`trace`] and [`compare`]: the day-long comparison of per-role and
-//!   group scaling on the Azure and Mooncake LLM traces.
+//!   group scaling on the Azure and Mooncake LLM traces;
+//! - [`prometheus`]: instant queries of a Prometheus-compatible API, the
+//!   controller's inputs (strictly parsed outside input);
+//! - [`controller`]: the scaler against a real API server — a leader-only
+//!   task of the scheduler's Kubernetes adapter that scales opted-in
+//!   LeaderWorkerSets, asking the engine's PodGroup what-if in-process.
 //!
-//! What this crate is not (yet): a controller against a real API server.
 //! The core ([`model`], [`policy`], [`scaler`]) has no I/O and no cluster
-//! types; a controller would implement [`scaler::GroupPlacer`] over
-//! LeaderWorkerSet replicas or PodGroups and ask the scheduler's what-if
-//! through the same plugin store.
+//! types; [`engine`] drives an in-process engine; only [`prometheus`] and
+//! [`controller`] talk to the network.
 
 #![warn(missing_docs)]
 
 pub mod compare;
+pub mod controller;
 pub mod engine;
 pub mod model;
 pub mod policy;
+pub mod prometheus;
 pub mod scaler;
 pub mod trace;

@@ -65,6 +65,42 @@ pub enum ClusterUpdate {
         /// Name.
         name: String,
     },
+    /// Not a change: a question for the engine, answered on its own thread
+    /// between cycles, against the cache, the snapshot and the plugins'
+    /// state as they stand after every update sent before it (a controller
+    /// in the same process asking the PodGroup plugin's what-if, say).
+    Query(EngineQuery),
+}
+
+/// A question for the engine: a function run once on the engine thread
+/// with the [`Scheduler`](crate::engine::Scheduler), which answers through
+/// whatever channel it captured. Node observers (the topology aggregates)
+/// are brought up to date first. Keep it short: the engine schedules
+/// nothing while it runs.
+#[derive(Clone)]
+pub struct EngineQuery(Arc<parking_lot::Mutex<Option<QueryFn>>>);
+
+type QueryFn = Box<dyn FnOnce(&crate::engine::Scheduler) + Send>;
+
+impl EngineQuery {
+    /// A query running `f` (once, however often the update is cloned).
+    pub fn new(f: impl FnOnce(&crate::engine::Scheduler) + Send + 'static) -> EngineQuery {
+        EngineQuery(Arc::new(parking_lot::Mutex::new(Some(Box::new(f)))))
+    }
+
+    /// Runs the function if no clone ran it yet.
+    pub(crate) fn answer(&self, sched: &crate::engine::Scheduler) {
+        let f = self.0.lock().take();
+        if let Some(f) = f {
+            f(sched);
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineQuery")
+    }
 }
 
 /// Why a bind failed.

@@ -218,6 +218,10 @@ pub struct SchedulerConfig {
     /// [`crate::extenders`]).
     #[serde(default)]
     pub extenders: Vec<crate::extenders::ExtenderConfig>,
+    /// The group scaler controller's settings (off unless `enabled`),
+    /// read and checked by `strata-scaler`.
+    #[serde(default)]
+    pub scaler: Option<serde_json::Value>,
 }
 
 fn default_parallelism() -> usize {

@@ -256,3 +256,28 @@ fn the_loop_ends_when_every_sender_is_gone() {
     assert!(summary.disconnected);
     assert_eq!(summary.updates, 1);
 }
+
+#[test]
+fn a_query_is_answered_once_on_the_engine_thread_after_the_updates_sent_before_it() {
+    use strata_scheduler::cluster::EngineQuery;
+    // Paused (no scheduling flag): a standby answers questions too.
+    let r = start(Duration::from_secs(5));
+    for i in 0..30 {
+        r.tx.send(node_up(&format!("n{i}"), "4")).unwrap();
+    }
+    let (atx, arx) = mpsc::channel();
+    let main = std::thread::current().id();
+    let q = EngineQuery::new(move |s: &Scheduler| {
+        let _ = atx.send((s.snapshot().num_nodes(), std::thread::current().id()));
+    });
+    // Sent twice (the update is Clone): run once.
+    r.tx.send(ClusterUpdate::Query(q.clone())).unwrap();
+    r.tx.send(ClusterUpdate::Query(q)).unwrap();
+    let (nodes, thread) = arx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(nodes, 30, "every node sent before the question is applied");
+    assert_ne!(thread, main, "answered on the engine thread");
+    wait_until("both applied", || r.control.applied() == 32);
+    assert!(arx.try_recv().is_err(), "the question ran once");
+    r.control.request_stop();
+    r.thread.join().unwrap();
+}

@@ -413,6 +413,10 @@ impl Scheduler {
                     },
                 );
             }
+            ClusterUpdate::Query(q) => {
+                self.notify_observers();
+                q.answer(self);
+            }
         }
     }
 

@@ -55,7 +55,7 @@ mod whatif;
 
 pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
 pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError};
-pub use whatif::{WhatIfAnswer, WhatIfGroup};
+pub use whatif::{WhatIfAnswer, WhatIfCount, WhatIfGroup};
 
 use parking_lot::Mutex;
 use runtime::{Lookup, Runtime, quorum};
@@ -310,6 +310,23 @@ impl PodGroupStore {
             .get()
             .ok_or("the PodGroup plugin is not enabled")?;
         whatif::what_if(&rt.lock(), snap, q)
+    }
+
+    /// How many copies of `q` fit at once (up to `count`), each planned
+    /// whole on what the copies before it left free, reserving nothing.
+    /// Fails when no PodGroup plugin was built with the store, or `q` is
+    /// not a valid group.
+    pub fn what_if_count(
+        &self,
+        snap: &Snapshot,
+        q: &WhatIfGroup,
+        count: u32,
+    ) -> Result<WhatIfCount, String> {
+        let rt = self
+            .runtime
+            .get()
+            .ok_or("the PodGroup plugin is not enabled")?;
+        whatif::what_if_count(&rt.lock(), snap, q, count)
     }
 }
 

@@ -606,6 +606,64 @@ fn what_if_answers_without_reserving_and_names_victims() {
 }
 
 #[test]
+fn what_if_count_plans_copies_on_what_the_earlier_ones_left() {
+    // Two super-nodes of two 8-GPU servers: one 2 x 8-GPU group each.
+    let mut h = Harness::new(cluster(2, 1, 2));
+    h.run();
+    let store = h.stores.pod_groups.clone();
+    let tmpl = Arc::new(pod("tmpl").req(GPU, "8").build());
+    let q = WhatIfGroup {
+        spec: PodGroupSpec {
+            min_member: 2,
+            required_level: Some("strata.io/supernode".into()),
+            ..Default::default()
+        },
+        members: vec![(tmpl, 2)],
+        displace_below: None,
+    };
+    let c = store.what_if_count(h.s.snapshot(), &q, 5).unwrap();
+    assert_eq!(c.fits, 2, "{c:?}");
+    let doms: std::collections::BTreeSet<_> = c.domains.iter().collect();
+    assert_eq!(doms.len(), 2, "one copy per super-node: {c:?}");
+    assert!(c.refusal.as_deref().unwrap().contains("no room"), "{c:?}");
+    let one = store.what_if_count(h.s.snapshot(), &q, 1).unwrap();
+    assert_eq!((one.fits, one.refusal), (1, None));
+    // A pod taking half of one super-node leaves room for one copy.
+    h.add(pod("half").req(GPU, "8").build());
+    h.run();
+    let c = store.what_if_count(h.s.snapshot(), &q, 5).unwrap();
+    assert_eq!(c.fits, 1, "{c:?}");
+}
+
+#[test]
+fn what_if_count_keeps_a_required_spread_between_copies() {
+    // Two super-nodes of four servers: two 2-server copies fit in each,
+    // but copies that must not share a super-node fit once per super-node.
+    let mut h = Harness::new(cluster(2, 1, 4));
+    h.run();
+    let store = h.stores.pod_groups.clone();
+    let tmpl = Arc::new(pod("tmpl").req(GPU, "8").build());
+    let mut q = WhatIfGroup {
+        spec: PodGroupSpec {
+            min_member: 2,
+            required_level: Some("strata.io/supernode".into()),
+            ..Default::default()
+        },
+        members: vec![(tmpl, 2)],
+        displace_below: None,
+    };
+    assert_eq!(store.what_if_count(h.s.snapshot(), &q, 9).unwrap().fits, 4);
+    q.spec.spread = Some(SpreadSpec {
+        service: "svc".into(),
+        level: "strata.io/supernode".into(),
+        required: true,
+    });
+    let c = store.what_if_count(h.s.snapshot(), &q, 9).unwrap();
+    assert_eq!(c.fits, 2, "{c:?}");
+    assert_ne!(c.domains[0], c.domains[1]);
+}
+
+#[test]
 fn args_are_checked() {
     let store = PodGroupStore::new();
     let hd = crate::common::testkit::handle();

@@ -40,11 +40,22 @@ pub struct WhatIfAnswer {
     pub displaced: Vec<Arc<PodInfo>>,
 }
 
-pub(crate) fn what_if(
-    rt: &Runtime,
-    snap: &Snapshot,
-    q: &WhatIfGroup,
-) -> Result<WhatIfAnswer, String> {
+/// How many copies of a hypothetical group fit at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WhatIfCount {
+    /// Copies planned, at most the number asked; each is planned whole on
+    /// what the ones before it left free.
+    pub fits: u32,
+    /// The domain of each copy planned, in order.
+    pub domains: Vec<String>,
+    /// Why the next copy did not fit (`None` when all asked for fit).
+    pub refusal: Option<String>,
+}
+
+/// The planner's request for `q` and one member template per class.
+type Request = (GroupRequest, Vec<Vec<Arc<PodInfo>>>);
+
+fn request(rt: &Runtime, q: &WhatIfGroup) -> Result<Request, String> {
     let levels = rt.tracker.levels();
     q.spec.validate(levels).map_err(|e| e.to_string())?;
     let level_of = |k: &Option<String>| {
@@ -90,6 +101,109 @@ pub(crate) fn what_if(
         });
         reps.push(members.iter().map(|(p, _)| p.clone()).collect());
     }
+    Ok((req, reps))
+}
+
+/// Plans up to `count` copies of `q` one after the other, each on the
+/// capacity the copies before it left (free capacity minus other groups'
+/// outstanding plans, as [`what_if`]); nothing is displaced or reserved.
+/// A required spread (LeaderWorkerSet's exclusive topology) is kept: no
+/// copy goes into a domain of its level that another group of the service
+/// (in the namespace of `q`'s members) holds or has planned, or that an
+/// earlier copy took.
+pub(crate) fn what_if_count(
+    rt: &Runtime,
+    snap: &Snapshot,
+    q: &WhatIfGroup,
+    count: u32,
+) -> Result<WhatIfCount, String> {
+    let (mut req, reps) = request(rt, q)?;
+    let topo = rt.tracker.topology();
+    let elig = |role: usize, class: usize, node: u32| {
+        (node as usize) < snap.node_capacity()
+            && eligible(&reps[role][class], snap.node(NodeId(node)))
+    };
+    // A required spread (LWS exclusive topology): the domains other groups
+    // of the service hold or have planned, and each copy's, are avoided.
+    let spread = q
+        .spec
+        .spread
+        .as_ref()
+        .filter(|sp| sp.required)
+        .and_then(|sp| {
+            let l = rt.tracker.levels().iter().position(|x| *x == sp.level)? + 1;
+            Some((sp, l))
+        });
+    if let Some((sp, l)) = spread {
+        let ns = q.members.first().map(|(p, _)| p.namespace);
+        for (k, other) in &rt.groups {
+            if Some(k.namespace) != ns || other.service.as_deref() != Some(sp.service.as_str()) {
+                continue;
+            }
+            let mut nodes: Vec<u32> = other
+                .placed
+                .keys()
+                .filter_map(|u| snap.assigned_pod(u))
+                .map(|p| p.node.0)
+                .collect();
+            if let Some(p) = &other.plan {
+                nodes.extend(p.slots.values().map(|s| s.node));
+            }
+            for n in nodes {
+                if let Some(d) = topo.ancestor_at(n, l)
+                    && !req.avoid.contains(&d)
+                {
+                    req.avoid.push(d);
+                }
+            }
+        }
+    }
+    let mut held = rt.reserved.clone();
+    let mut out = WhatIfCount {
+        fits: 0,
+        domains: Vec::new(),
+        refusal: None,
+    };
+    while out.fits < count {
+        let input = PlanInput {
+            eligible: &elig,
+            reserved: &held,
+            trust_aggregates: true,
+        };
+        match topo.plan(&req, &input) {
+            Ok(plan) => {
+                for (ri, rp) in plan.roles.iter().enumerate() {
+                    for (ci, nodes) in rp.classes.iter().enumerate() {
+                        let shape = req.roles[ri].classes[ci].shape;
+                        for n in nodes {
+                            held.entry(*n).or_default().add(&shape);
+                            if let Some((_, l)) = spread
+                                && let Some(d) = topo.ancestor_at(*n, l)
+                                && !req.avoid.contains(&d)
+                            {
+                                req.avoid.push(d);
+                            }
+                        }
+                    }
+                }
+                out.fits += 1;
+                out.domains.push(topo.domain(plan.domain).name());
+            }
+            Err(e) => {
+                out.refusal = Some(format!("no room now: {e}"));
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn what_if(
+    rt: &Runtime,
+    snap: &Snapshot,
+    q: &WhatIfGroup,
+) -> Result<WhatIfAnswer, String> {
+    let (req, reps) = request(rt, q)?;
     let topo = rt.tracker.topology();
     let elig = |role: usize, class: usize, node: u32| {
         (node as usize) < snap.node_capacity()
