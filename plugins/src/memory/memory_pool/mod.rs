@@ -267,7 +267,10 @@ impl PreFilterPlugin for MemoryPool {
             if held + b.remote > cap {
                 drop(g);
                 self.store.count(Failure::NamespaceCap);
-                return PreFilterResult::status(Status::unschedulable(format!(
+                // Unresolvable by preemption, which does not model loans
+                // (see `docs/memory-pool.md`); retried when a borrower
+                // leaves.
+                return PreFilterResult::status(Status::unresolvable(format!(
                     "namespace {ns} holds {} of remote memory; {} more would pass its cap of {}",
                     human(held),
                     human(b.remote),
@@ -293,7 +296,7 @@ impl PreFilterPlugin for MemoryPool {
                 };
                 drop(g);
                 self.store.count(Failure::PoolShort);
-                return PreFilterResult::status(Status::unschedulable(msg));
+                return PreFilterResult::status(Status::unresolvable(msg));
             }
         }
         let view = Some(ledger.view().clone());
@@ -334,6 +337,16 @@ impl FilterPlugin for MemoryPool {
         }
         Status::success()
     }
+
+    /// The verdict reads the node, the pod's ask, and the ledger's figures
+    /// for the node (what it lends and has lent) and for its pool and
+    /// cabinet (their lendable memory). The ledger reports every node whose
+    /// figures, or whose pool's, moved without the node changing
+    /// ([`NodeObserver::take_stale_nodes`]), so equivalent pods may reuse
+    /// the verdict while the node's generation stands.
+    fn is_node_local(&self) -> bool {
+        true
+    }
 }
 
 impl PreScorePlugin for MemoryPool {
@@ -362,6 +375,21 @@ impl ScorePlugin for MemoryPool {
         Ok(view
             .available(node.id)
             .map_or(0, |av| self.worth(&av, b.remote)))
+    }
+
+    /// As Filter's verdict: the score reads what the node's cabinet and
+    /// pool can lend, reported stale when it moves.
+    fn is_node_local(&self) -> bool {
+        true
+    }
+
+    /// The remote amount (the medium weights are the plugin's own).
+    fn node_local_key(&self, state: &CycleState) -> Option<u64> {
+        let remote = state
+            .get::<CycleData>()
+            .and_then(|cd| cd.ask)
+            .map(|b| b.remote);
+        Some(remote.unwrap_or(0) as u64)
     }
 }
 
@@ -469,6 +497,12 @@ impl PreBindPlugin for MemoryPool {
 }
 
 impl NodeObserver for MemoryPool {
+    fn take_stale_nodes(&self, out: &mut Vec<NodeId>) {
+        if let Some(l) = self.store.ledger.lock().as_mut() {
+            l.take_stale(out);
+        }
+    }
+
     fn node_changed(&self, node: &NodeInfo, snap: &Snapshot) {
         let notices = match self.store.ledger.lock().as_mut() {
             Some(l) => l.node_changed(node, snap, &self.args),

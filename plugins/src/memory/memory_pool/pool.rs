@@ -262,6 +262,12 @@ pub struct Ledger {
     by_namespace: BTreeMap<Sym, i64>,
     lent_total: i64,
     view: Arc<View>,
+    /// Nodes whose own figures in the view moved since the last
+    /// [`Ledger::take_stale`] (what they lend or have lent, their domains).
+    stale: Vec<u32>,
+    /// Pool domains whose lendable memory moved since then: the answers
+    /// of every node under them may have moved.
+    stale_pools: Vec<DomainId>,
 }
 
 impl Ledger {
@@ -285,7 +291,27 @@ impl Ledger {
             by_namespace: BTreeMap::new(),
             lent_total: 0,
             view: Arc::new(View::new(0, 0)),
+            stale: Vec::new(),
+            stale_pools: Vec::new(),
         }
+    }
+
+    /// Appends to `out` every node whose Filter or Score answer may have
+    /// moved since the last call without the node itself changing, and
+    /// forgets them: the nodes whose figures in the view moved, and every
+    /// node of a pool domain whose lendable memory moved. What a node's
+    /// answer reads — its own lendable and lent bytes and its pool's and
+    /// cabinet's lendable bytes — changes only through [`Ledger::publish`]
+    /// and node removal, which record it here.
+    pub fn take_stale(&mut self, out: &mut Vec<NodeId>) {
+        self.stale_pools.sort_unstable();
+        self.stale_pools.dedup();
+        for d in self.stale_pools.drain(..) {
+            if self.topo.contains_domain(d) {
+                self.topo.for_each_node(d, &mut |x| out.push(NodeId(x)));
+            }
+        }
+        out.extend(self.stale.drain(..).map(NodeId));
     }
 
     /// The view Filter and Score read.
@@ -376,32 +402,48 @@ impl Ledger {
         }
     }
 
-    /// Publishes node `n` and the domains on its path.
+    /// Publishes node `n` and the domains on its path, recording what moved
+    /// for [`Ledger::take_stale`].
     fn publish(&mut self, n: u32) {
         self.ensure_room(n as usize);
         let v = &self.view;
         let i = n as usize;
         let free = self.topo.node_free(n);
+        let mut moved = false;
         for m in 0..MEDIA {
-            v.lendable[i * MEDIA + m].store(free[m], Relaxed);
+            moved |= v.lendable[i * MEDIA + m].swap(free[m], Relaxed) != free[m];
         }
-        v.lent[i].store(self.nodes[i].map_or(0, |m| m.lent), Relaxed);
+        let lent = self.nodes[i].map_or(0, |m| m.lent);
+        moved |= v.lent[i].swap(lent, Relaxed) != lent;
         let pool = self.topo.ancestor_at(n, 1);
         let near = match self.near_level {
             Some(l) => self.topo.ancestor_at(n, l),
             None => pool,
         };
-        v.pool[i].store(pool.map_or(0, |d| d.index() as u32 + 1), Relaxed);
-        v.near[i].store(near.map_or(0, |d| d.index() as u32 + 1), Relaxed);
+        let pool_ix = pool.map_or(0, |d| d.index() as u32 + 1);
+        let near_ix = near.map_or(0, |d| d.index() as u32 + 1);
+        moved |= v.pool[i].swap(pool_ix, Relaxed) != pool_ix;
+        moved |= v.near[i].swap(near_ix, Relaxed) != near_ix;
+        // A cabinet's total moves only with its pool's (sums), so the
+        // pool's figure tells whether any node under it may answer anew.
+        let mut pool_moved = false;
         let mut d = self.topo.node_domain(n);
         while let Some(id) = d {
             let dom = self.topo.domain(id);
             for m in 0..MEDIA {
-                v.dom_free[id.index() * MEDIA + m].store(dom.agg.free[m], Relaxed);
+                let f = dom.agg.free[m];
+                let was = v.dom_free[id.index() * MEDIA + m].swap(f, Relaxed);
+                pool_moved |= was != f && Some(id) == pool;
             }
             d = dom.parent;
         }
         v.lent_total.store(self.lent_total, Relaxed);
+        if moved {
+            self.stale.push(n);
+        }
+        if pool_moved && let Some(p) = pool {
+            self.stale_pools.push(p);
+        }
     }
 
     fn place(&mut self, n: u32, values: &[Option<&str>]) {
@@ -421,7 +463,15 @@ impl Ledger {
         if values.is_empty() {
             self.topo.set_state(n, state);
         } else {
+            let old = self.topo.ancestor_at(n, 1);
             self.topo.upsert_node(n, values, state);
+            // A node moving to another pool takes its lendable memory out
+            // of the old one.
+            if let Some(old) = old
+                && self.topo.ancestor_at(n, 1) != Some(old)
+            {
+                self.stale_pools.push(old);
+            }
         }
         // The view may need room for new domains.
         self.ensure_room(n as usize);
@@ -461,6 +511,10 @@ impl Ledger {
                 }
                 self.nodes[i] = None;
                 let path = self.path(n);
+                if let Some(pool) = self.topo.ancestor_at(n, 1) {
+                    self.stale_pools.push(pool);
+                }
+                self.stale.push(n);
                 self.topo.remove_node(n);
                 self.lending_to[i].clear();
                 let v = &self.view;
