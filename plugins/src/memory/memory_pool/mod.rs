@@ -38,6 +38,7 @@ pub mod pool;
 #[cfg(test)]
 mod tests;
 
+use crate::common::memory_borrow::{BorrowFigures, BorrowLink};
 use model::{MEDIA, MemoryPoolArgs, PLAN, PodBorrow, human, pod_ask};
 use parking_lot::Mutex;
 use pool::{BorrowPlan, Ledger, View};
@@ -49,7 +50,7 @@ use strata_scheduler::sdk::{
     ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, MAX_NODE_SCORE,
     NodeId, NodeInfo, NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin,
     PreFilterPlugin, PreFilterResult, PreScorePlugin, ReservePlugin, ResourceId, ScorePlugin,
-    Snapshot, Status,
+    Snapshot, Status, Sym,
 };
 
 /// The plugin's configuration name.
@@ -110,7 +111,47 @@ pub struct PoolMetrics {
 #[derive(Default)]
 pub struct PoolStore {
     ledger: Mutex<Option<Ledger>>,
+    /// The caps of the profile that built the ledger, for
+    /// [`BorrowFigures::namespace_room`].
+    caps: Mutex<Option<MemoryPoolArgs>>,
     failures: [AtomicU64; 4],
+}
+
+/// The figures the PodGroup planner reads (through a
+/// [`BorrowLink`](crate::common::memory_borrow::BorrowLink)).
+impl BorrowFigures for PoolStore {
+    fn remote(&self, pod: &PodInfo) -> i64 {
+        pod_ask(pod).ok().flatten().map_or(0, |b| b.remote)
+    }
+
+    fn pool(&self, n: NodeId) -> Option<usize> {
+        self.with_ledger(|l| l.view().pool_of(n)).flatten()
+    }
+
+    fn pool_name(&self, pool: usize) -> String {
+        self.with_ledger(|l| l.domain_name(pool))
+            .unwrap_or_else(|| "?".to_owned())
+    }
+
+    fn pool_lendable(&self, pool: usize) -> i64 {
+        self.with_ledger(|l| (0..MEDIA).map(|m| l.view().dom_free(pool, m)).sum())
+            .unwrap_or(0)
+    }
+
+    fn lendable(&self, n: NodeId) -> i64 {
+        self.with_ledger(|l| (0..MEDIA).map(|m| l.view().lendable(n, m)).sum())
+            .unwrap_or(0)
+    }
+
+    fn lent(&self, n: NodeId) -> i64 {
+        self.with_ledger(|l| l.view().lent(n)).unwrap_or(0)
+    }
+
+    fn namespace_room(&self, ns: Sym) -> Option<i64> {
+        let cap = self.caps.lock().as_ref()?.cap_of(ns.as_str())?;
+        let held = self.with_ledger(|l| l.namespace_borrowed(ns)).unwrap_or(0);
+        Some(cap - held)
+    }
 }
 
 impl PoolStore {
@@ -167,6 +208,7 @@ impl MemoryPool {
             let mut g = store.ledger.lock();
             if g.is_none() {
                 *g = Some(Ledger::new(&args));
+                *store.caps.lock() = Some(args.clone());
             }
         }
         MemoryPool {
@@ -538,9 +580,18 @@ pub fn factory(
     args: Option<&serde_json::Value>,
     handle: &Handle,
 ) -> Result<Arc<dyn Plugin>, PluginArgsError> {
-    Ok(Arc::new(MemoryPool::new(
-        MemoryPoolArgs::parse(args)?,
-        handle.clone(),
-        Arc::new(PoolStore::default()),
-    )))
+    factory_linked(args, handle, &BorrowLink::default())
+}
+
+/// [`factory`], publishing the ledger's figures through `link` (for the
+/// PodGroup planner) unless it already points at another ledger.
+pub fn factory_linked(
+    args: Option<&serde_json::Value>,
+    handle: &Handle,
+    link: &BorrowLink,
+) -> Result<Arc<dyn Plugin>, PluginArgsError> {
+    let store = Arc::new(PoolStore::default());
+    let p = MemoryPool::new(MemoryPoolArgs::parse(args)?, handle.clone(), store.clone());
+    link.set(store);
+    Ok(Arc::new(p))
 }
