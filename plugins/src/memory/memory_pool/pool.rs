@@ -273,11 +273,12 @@ pub struct Ledger {
 impl Ledger {
     /// An empty ledger with the args' levels.
     pub fn new(args: &MemoryPoolArgs) -> Ledger {
+        // No per-server level: a server sits directly in its cabinet (or
+        // pool), so the graph holds a domain per cabinet, not per server.
         let mut levels = vec![args.pool_level.clone()];
         if !args.near_level.is_empty() {
             levels.push(args.near_level.clone());
         }
-        levels.push("kubernetes.io/hostname".to_owned());
         let near_level = (!args.near_level.is_empty()).then_some(2);
         Ledger {
             keys: levels.iter().map(|l| Sym::new(l)).collect(),
@@ -606,10 +607,6 @@ impl Ledger {
         let mut values: SmallVec<[Option<&'static str>; 3]> = SmallVec::new();
         for k in &self.keys {
             values.push(node.labels.get(*k).map(|v| v.as_str()));
-        }
-        if values.last().is_some_and(|v| v.is_none()) {
-            // Hostname defaults to the node name.
-            *values.last_mut().unwrap_or(&mut None) = Some(node.name.as_str());
         }
         self.place(n, &values);
         self.restore_plans(node, snap);
