@@ -369,10 +369,10 @@ impl FilterPlugin for MemoryPool {
             return Status::unschedulable("node(s) lent the memory this pod needs to their pool");
         }
         if let Some(b) = cd.ask {
-            let Some(av) = view.available(node.id) else {
-                return Status::unschedulable("node(s) in no memory pool");
-            };
-            let total: i64 = av.iter().flatten().sum();
+            // A node without a pool has nobody to borrow from.
+            let total: i64 = view
+                .available(node.id)
+                .map_or(0, |av| av.iter().flatten().sum());
             if total < b.remote {
                 return Status::unschedulable("node(s) whose memory pool cannot lend enough");
             }

@@ -204,9 +204,10 @@ impl NodeMem {
         self.offer.cap.min(self.alloc - self.requested).max(0)
     }
 
-    /// What it can lend now.
+    /// What it can lend now: nothing without a pool label (it would be a
+    /// pool of its own, with nobody to lend to).
     fn lendable(&self) -> i64 {
-        if self.schedulable {
+        if self.schedulable && self.levels[0].is_some() {
             (self.limit() - self.lent).max(0)
         } else {
             0
@@ -463,6 +464,16 @@ impl Ledger {
         };
         if values.is_empty() {
             self.topo.set_state(n, state);
+        } else if values.first().is_none_or(|v| v.is_none()) {
+            // No pool label: it neither lends nor borrows, so the graph
+            // keeps no domain for it (most servers of a cluster without
+            // pools).
+            if self.topo.has_node(n) {
+                if let Some(old) = self.topo.ancestor_at(n, 1) {
+                    self.stale_pools.push(old);
+                }
+                self.topo.remove_node(n);
+            }
         } else {
             let old = self.topo.ancestor_at(n, 1);
             self.topo.upsert_node(n, values, state);

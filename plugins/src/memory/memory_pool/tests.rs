@@ -706,3 +706,34 @@ fn plans_on_bound_pods_are_restored_after_a_restart() {
     assert_eq!(h2.store.metrics().lent_bytes, 0);
     h2.check();
 }
+
+#[test]
+fn a_server_without_a_pool_label_lends_nothing_and_stays_out_of_the_graph() {
+    let mut nodes = cluster();
+    nodes.push(
+        testing::node("loner")
+            .alloc("cpu", "64")
+            .alloc("memory", "256Gi")
+            .alloc("pods", "110")
+            .annotation(model::LENDABLE, "64Gi")
+            .build(),
+    );
+    let h = Harness::new(nodes, serde_json::json!({}));
+    let loner = h.id("loner");
+    h.store
+        .with_ledger(|l| {
+            assert!(!l.topology().has_node(loner.0), "no domain kept for it");
+            assert!(l.topology().has_node(h.id("a").0));
+        })
+        .unwrap();
+    let p = borrower("p", "16Gi", "8Gi");
+    let (st, r) = h.pre_filter(&p);
+    assert!(r.status.is_success());
+    let s = h.filter(&st, &p, "loner");
+    assert_eq!(
+        s.reasons()[0],
+        "node(s) whose memory pool cannot lend enough"
+    );
+    assert!(h.filter(&st, &p, "a").is_success());
+    h.check();
+}
