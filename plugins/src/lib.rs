@@ -79,10 +79,15 @@ pub fn registry() -> Registry {
     r.register(default_binder::NAME, default_binder::factory);
     r.register(devices::NAME, devices::factory);
     r.register(dra::NAME, dra::factory);
-    r.register(memory::memory_pool::NAME, memory::memory_pool::factory);
+    // The group planner reads the figures of the ledger MemoryPool builds.
+    let borrows = common::memory_borrow::BorrowLink::default();
+    let link = borrows.clone();
+    r.register(memory::memory_pool::NAME, move |a, h| {
+        memory::memory_pool::factory_linked(a, h, &link)
+    });
     let groups = pod_group::PodGroupStore::new();
     r.register(pod_group::NAME, move |a, h| {
-        pod_group::factory_with(a, h, &groups)
+        pod_group::factory_with_borrows(a, h, &groups, &borrows)
     });
     r
 }
@@ -93,8 +98,9 @@ pub fn registry() -> Registry {
 pub fn registry_with(stores: &Stores) -> Registry {
     let mut r = registry();
     let groups = stores.pod_groups.clone();
+    let borrows = common::memory_borrow::BorrowLink::to(stores.memory_pool.clone());
     r.register(pod_group::NAME, move |a, h| {
-        pod_group::factory_with(a, h, &groups)
+        pod_group::factory_with_borrows(a, h, &groups, &borrows)
     });
     dra::register_with_domains(&mut r, stores.dra.clone(), stores.devices.clone());
     devices::register(&mut r, stores.devices.clone());

@@ -100,3 +100,83 @@ fn the_manifest_examples_are_what_the_plugin_reads() {
     let text = cm["data"]["config.yaml"].as_str().expect("config.yaml");
     strata_simulator::config_check::validate_config(text).expect("the configuration resolves");
 }
+
+/// Two super-nodes: sn-0 has two inference servers and lenders of 64Gi in
+/// all, sn-1 four inference servers and lenders of 512Gi. A gang of four
+/// that borrows 128Gi in all fits sn-0's servers best by its requests but
+/// not its pool: it is planned into sn-1 and placed whole. A gang that
+/// borrows 800Gi fits no pool: it waits, and its message names the
+/// shortfall.
+fn gangs_that_borrow() -> strata_simulator::Scenario {
+    let gang = |name: &str, remote: &str, start: u32| {
+        format!(
+            "  - {{name: {name}, count: 4, start: {start}, group: {{name: {name}, size: 4}}, template: {{metadata: {{namespace: team-a, annotations: {{strata.io/min-member: \"4\", strata.io/topology-required-level: strata.io/supernode, strata.io/memory-borrow: {remote}}}}}, spec: {{nodeSelector: {{example.com/role: inference}}, containers: [{{name: c, resources: {{requests: {{cpu: \"8\", memory: 96Gi}}}}}}]}}}}}}\n"
+        )
+    };
+    let mut text = String::from(
+        r#"name: gangs-that-borrow
+seed: 1
+nodePools:
+  - name: small
+    count: 2
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    labels: {strata.io/supernode: sn-0, strata.io/cabinet: "sn-0-cab", example.com/role: inference}
+  - name: small-lend
+    count: 2
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    labels: {strata.io/supernode: sn-0, strata.io/cabinet: "sn-0-cab"}
+    annotations: {strata.io/memory-lendable: 32Gi}
+  - name: big
+    count: 4
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    labels: {strata.io/supernode: sn-1, strata.io/cabinet: "sn-1-cab", example.com/role: inference}
+  - name: big-lend
+    count: 2
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    labels: {strata.io/supernode: sn-1, strata.io/cabinet: "sn-1-cab"}
+    annotations: {strata.io/memory-lendable: 256Gi}
+workloads:
+"#,
+    );
+    text.push_str(&gang("fits", "32Gi", 0));
+    text.push_str(&gang("toobig", "200Gi", 1));
+    strata_simulator::Scenario::parse(&text, "gangs-that-borrow").expect("the scenario parses")
+}
+
+#[test]
+fn the_group_planner_counts_borrowed_memory() {
+    let opts = strata_simulator::RunOptions::default();
+    let mut sim = strata_simulator::Simulation::new(gangs_that_borrow(), &opts).expect("starts");
+    let report = sim.run();
+    assert_eq!(report.double_binds, 0);
+    let placed = sim.placements();
+    let fits: Vec<&Option<String>> = placed
+        .iter()
+        .filter(|(k, _)| k.starts_with("team-a/fits-"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(fits.len(), 4);
+    for n in &fits {
+        let n = n.as_deref().unwrap_or("unbound");
+        assert!(
+            n.starts_with("big-"),
+            "planned into sn-1, whose pool lends enough: {n}"
+        );
+    }
+    let toobig: Vec<&Option<String>> = placed
+        .iter()
+        .filter(|(k, _)| k.starts_with("team-a/toobig-"))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(toobig.iter().all(|n| n.is_none()), "{toobig:?}");
+    let msgs: Vec<&str> = report
+        .unschedulable_messages
+        .iter()
+        .map(|m| m.message.as_str())
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("needs 800Gi remote in pool sn-")),
+        "the shortfall is named: {msgs:?}"
+    );
+}

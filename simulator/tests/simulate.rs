@@ -383,6 +383,75 @@ fn equivalence_cache_does_not_change_topology_placements() {
     assert!(off.values().filter(|n| n.is_some()).count() > 200);
 }
 
+/// Super-nodes of two cabinets whose lenders (DRAM, and one HBM server per
+/// super-node, and two servers outside any pool) lend while borrowers of
+/// three asks (a share, an amount, one no pool can cover) arrive between
+/// plain and compute pods, under a namespace cap: the pools and the cap run
+/// out, so the cached answers must follow every loan.
+fn memory_pool_mix() -> Scenario {
+    let text = r#"name: memory-pool-mix
+seed: 3
+config: |
+  profiles:
+    - schedulerName: default-scheduler
+      pluginConfig:
+        - name: MemoryPool
+          args:
+            namespaceCaps: {team-b: 1Ti}
+nodePools:
+  - name: infer
+    count: 24
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    labels: {strata.io/supernode: "sn-{index/6}", strata.io/cabinet: "sn-{index/6}-cab-{index/3%2}"}
+  - name: lend
+    count: 24
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    labels: {strata.io/supernode: "sn-{index/6}", strata.io/cabinet: "sn-{index/6}-cab-{index/3%2}"}
+    annotations: {strata.io/memory-lendable: "50%"}
+  - name: hbm
+    count: 4
+    allocatable: {cpu: "32", memory: 128Gi, pods: "110"}
+    labels: {strata.io/supernode: "sn-{index}", strata.io/cabinet: "sn-{index}-hbm"}
+    annotations: {strata.io/memory-lendable: 64Gi, strata.io/memory-medium: hbm}
+  - name: alone
+    count: 2
+    allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+    annotations: {strata.io/memory-lendable: 32Gi}
+workloads:
+  - {name: compute, count: 60, arrival: {rate: 20}, template: {metadata: {namespace: batch}, spec: {containers: [{name: c, resources: {requests: {cpu: "8", memory: 64Gi}}}]}}}
+  - {name: plain, count: 40, arrival: {rate: 13}, template: {spec: {containers: [{name: c, resources: {requests: {cpu: "2", memory: 32Gi}}}]}}}
+  - {name: share, count: 70, arrival: {rate: 17}, template: {metadata: {namespace: team-a, annotations: {strata.io/memory-borrow: "25%"}}, spec: {containers: [{name: c, resources: {requests: {cpu: "4", memory: 96Gi}}}]}}}
+  - {name: amount, count: 40, arrival: {rate: 11}, template: {metadata: {namespace: team-b, annotations: {strata.io/memory-borrow: 48Gi}}, spec: {containers: [{name: c, resources: {requests: {cpu: "2", memory: 48Gi}}}]}}}
+  - {name: huge, count: 6, arrival: {rate: 3}, template: {metadata: {namespace: team-c, annotations: {strata.io/memory-borrow: 900Gi}}, spec: {containers: [{name: c, resources: {requests: {cpu: "2", memory: 16Gi}}}]}}}
+"#;
+    Scenario::parse(text, "memory-pool-mix").expect("memory-pool-mix parses")
+}
+
+/// MemoryPool's answers are cached as node-local ones (the plugin reports
+/// the nodes its loans change): borrowers, plain pods and pods rejected for
+/// their pool or their namespace's cap land exactly where the full scan puts
+/// them.
+#[test]
+fn equivalence_cache_does_not_change_memory_pool_placements() {
+    let off = same_placements_with_cache_off_and_on("memory-pool-mix", memory_pool_mix);
+    let placed = |w: &str| {
+        off.iter()
+            .filter(|(k, v)| k.contains(&format!("/{w}-")) && v.is_some())
+            .count()
+    };
+    assert!(placed("share") > 20, "borrowers are placed");
+    assert!(
+        placed("amount") > 5 && placed("amount") < 40,
+        "team-b stops at its cap"
+    );
+    assert_eq!(placed("huge"), 0, "no pool lends 900Gi");
+    assert!(
+        placed("share") < 70,
+        "the pools run out: {}",
+        placed("share")
+    );
+}
+
 /// Runs the scenario `make` builds with the equivalence cache off and with
 /// 32 classes, asserts no double bind and the same node for every pod, and
 /// returns the placements.

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod device_domains;
+pub mod memory_borrow;
 pub mod preemption;
 pub mod resources;
 pub mod scoring;

@@ -115,4 +115,18 @@ mod tests {
         t.reset();
         assert_eq!(t.changed(c.snapshot()).len(), 4);
     }
+
+    #[test]
+    fn an_invalidated_node_moves_without_telling_observers() {
+        let mut c = cache_with(vec![node("a").build(), node("b").build()], vec![]);
+        let mut t = ChangeTracker::new();
+        t.changed(c.snapshot());
+        c.take_dirty();
+        let a = c.snapshot().node_id(crate::intern::Sym::new("a")).unwrap();
+        let g = c.snapshot().generations()[a.index()];
+        c.invalidate_nodes(&[a, crate::model::NodeId(99)]);
+        assert!(c.snapshot().generations()[a.index()] > g);
+        assert_eq!(t.changed(c.snapshot()).as_slice(), &[a.0]);
+        assert!(c.take_dirty().is_empty(), "the node itself did not change");
+    }
 }

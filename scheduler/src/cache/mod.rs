@@ -88,8 +88,14 @@ impl Cache {
     /// Records that node `id` changed: its generation is mirrored into the
     /// snapshot's dense array and it is queued for observers.
     fn touched(&mut self, id: NodeId) {
-        self.snap.gens[id.index()] = self.snap.nodes[id.index()].generation;
         self.dirty.push(id);
+        self.logged(id);
+    }
+
+    /// Mirrors node `id`'s generation into the snapshot's dense array and
+    /// appends it to the change log (readers of the log re-read it).
+    fn logged(&mut self, id: NodeId) {
+        self.snap.gens[id.index()] = self.snap.nodes[id.index()].generation;
         let limit = (4 * self.snap.nodes.len()).max(4096);
         if self.snap.change_log.len() >= limit {
             // Readers further behind than this rebuild from scratch.
@@ -346,6 +352,22 @@ impl Cache {
             }
         }
         out
+    }
+
+    /// Moves the generation of each node in `ids` (unknown slots are
+    /// ignored) without changing the node: results cached for it (the
+    /// equivalence cache's verdicts and scores, plugins' per-node memos) are
+    /// recomputed. For plugin-held state a node's answers depend on (see
+    /// `NodeObserver::take_stale_nodes`). Node observers are not told: the
+    /// node did not change.
+    pub fn invalidate_nodes(&mut self, ids: &[NodeId]) {
+        for &id in ids {
+            let Some(n) = self.snap.nodes.get_mut(id.index()) else {
+                continue;
+            };
+            n.generation += 1;
+            self.logged(id);
+        }
     }
 
     /// Nodes changed (pods placed or removed, node object updated or

@@ -249,6 +249,19 @@ impl Scheduler {
                 }
             }
         }
+        // Nodes whose answers moved with plugin-held state (in Reserve,
+        // Unreserve or the calls above): cached results for them go stale.
+        let mut stale = Vec::new();
+        for o in &self.observers {
+            if let Some(ob) = o.as_node_observer() {
+                ob.take_stale_nodes(&mut stale);
+            }
+        }
+        if !stale.is_empty() {
+            stale.sort_unstable();
+            stale.dedup();
+            self.cache.invalidate_nodes(&stale);
+        }
     }
 
     fn fire(&mut self, resource: EventResource, action: ActionType, object: EventObject<'_>) {

@@ -109,6 +109,18 @@ pub trait Plugin: Send + Sync + 'static {
 pub trait NodeObserver: Send + Sync {
     /// `node` changed.
     fn node_changed(&self, node: &NodeInfo, snap: &Snapshot);
+
+    /// Appends to `out` the nodes whose answers from this plugin's
+    /// node-local Filter or Score moved since the last call although the
+    /// nodes themselves did not (state the plugin holds changed: memory a
+    /// node lent to its pool, a pool's lendable total), and forgets them.
+    /// The engine bumps their generations, so results cached for them are
+    /// recomputed: a plugin that keeps such state may still declare
+    /// [`FilterPlugin::is_node_local`] as long as it reports every node
+    /// whose answer it moved. Called on the scheduling thread before each
+    /// cycle, after [`NodeObserver::node_changed`]. The default reports
+    /// nothing.
+    fn take_stale_nodes(&self, _out: &mut Vec<NodeId>) {}
 }
 
 /// PreEnqueue: runs when a pod is added to the queue or re-checked; a

@@ -42,6 +42,7 @@
 //! freed. Plans are dropped on failure, timeout or expiry, so capacity is
 //! never held longer than `scheduleTimeoutSeconds`.
 
+mod borrow;
 pub mod lws;
 mod preempt;
 #[cfg(test)]
@@ -57,6 +58,7 @@ pub use spec::{GroupApi, PodGroupSpec, SpecError, SpreadSpec, SubGroupSpec};
 pub use store::{GroupKey, GroupPhase, KIND, PodGroupStatus, PodGroupStore, StoreError};
 pub use whatif::{WhatIfAnswer, WhatIfCount, WhatIfGroup};
 
+use crate::common::memory_borrow::BorrowLink;
 use parking_lot::Mutex;
 use runtime::{Lookup, Runtime, quorum};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -98,6 +100,8 @@ pub struct PodGroupPlugin {
     holds: Arc<AtomicBool>,
     rt: Arc<Mutex<Runtime>>,
     handle: Handle,
+    /// MemoryPool's figures: a plan must keep its members' borrows.
+    borrows: BorrowLink,
 }
 
 /// Builds the plugin around `store` (every instance built with the same
@@ -106,6 +110,17 @@ pub fn factory_with(
     args: Option<&serde_json::Value>,
     handle: &Handle,
     store: &PodGroupStore,
+) -> Result<Arc<dyn Plugin>, PluginArgsError> {
+    factory_with_borrows(args, handle, store, &BorrowLink::default())
+}
+
+/// [`factory_with`], planning groups with the memory their members borrow
+/// as MemoryPool publishes it through `borrows` (see the `borrow` module).
+pub fn factory_with_borrows(
+    args: Option<&serde_json::Value>,
+    handle: &Handle,
+    store: &PodGroupStore,
+    borrows: &BorrowLink,
 ) -> Result<Arc<dyn Plugin>, PluginArgsError> {
     let args: PodGroupArgs = match args {
         None => PodGroupArgs::default(),
@@ -167,6 +182,7 @@ pub fn factory_with(
         holds,
         rt,
         handle: handle.clone(),
+        borrows: borrows.clone(),
     }))
 }
 
@@ -546,7 +562,8 @@ impl PreFilterPlugin for PodGroupPlugin {
                 spec.min_member
             )));
         }
-        if let Err(status) = rt.plan_group(key, &spec, snap, now) {
+        let borrows = self.borrows.get();
+        if let Err(status) = rt.plan_group(key, &spec, snap, now, borrows.as_deref()) {
             if status.code() == strata_scheduler::sdk::Code::Unschedulable {
                 // No room now: PostFilter may preempt for the whole group.
                 state.insert(preempt::GroupCycle { plan_failed: true });

@@ -13,8 +13,10 @@
 //!   two groups never wait on each other: the second to plan sees the
 //!   first's reservations and either fits beside it or waits whole.
 
+use super::borrow;
 use super::spec::{GroupApi, PodGroupSpec};
 use super::store::{GroupKey, GroupPhase, PodGroupStatus, PodGroupStore};
+use crate::common::memory_borrow::BorrowFigures;
 use crate::common::topology_placement::{TopologyTracker, amounts, slot_name};
 use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -518,54 +520,123 @@ impl Runtime {
     /// Returns an unschedulable status when it cannot: Unschedulable when
     /// there is no room now (preemption may help), UnschedulableAndUnresolvable
     /// when the group can never fit.
+    ///
+    /// With `borrows` (MemoryPool's figures), a plan must also keep its
+    /// members' borrowed memory ([`borrow::check`]): one that does not is
+    /// made again without the pools and servers that fall short, a few
+    /// times at most, and otherwise not made (Unschedulable, naming the
+    /// shortfall).
     pub fn plan_group(
         &mut self,
         key: GroupKey,
         spec: &PodGroupSpec,
         snap: &Snapshot,
         now: Duration,
+        borrows: Option<&dyn BorrowFigures>,
     ) -> Result<(), Status> {
+        /// Plans made again without what fell short, at most.
+        const REPLANS: usize = 4;
         let Some(prep) = self.prepare(key, spec, snap, true)? else {
             return Ok(());
         };
         let avoid_nodes = &self.groups[&key].avoid_nodes;
         let reps = &prep.reps;
-        let eligible_fn = |role: usize, class: usize, node: u32| -> bool {
-            if avoid_nodes.contains(&node) || (node as usize) >= snap.node_capacity() {
-                return false;
+        // Remote bytes per request role and class.
+        let remote: Vec<Vec<i64>> = reps
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|p| borrows.map_or(0, |f| f.remote(p)))
+                    .collect()
+            })
+            .collect();
+        let mut excluded = borrow::Excluded::default();
+        let mut short: Option<borrow::Short> = None;
+        for _ in 0..=REPLANS {
+            let eligible_fn = |role: usize, class: usize, node: u32| -> bool {
+                if avoid_nodes.contains(&node) || (node as usize) >= snap.node_capacity() {
+                    return false;
+                }
+                if let Some(f) = borrows
+                    && !excluded.allows(f, remote[role][class], node)
+                {
+                    return false;
+                }
+                eligible(&reps[role][class], snap.node(NodeId(node)))
+            };
+            let input = PlanInput {
+                eligible: &eligible_fn,
+                reserved: &self.reserved,
+                trust_aggregates: true,
+            };
+            let topo = self.tracker.topology();
+            let req = &prep.req;
+            let result = if prep.soft_avoid.is_empty() {
+                topo.plan(req, &input)
+            } else {
+                let mut strict = req.clone();
+                strict.avoid = prep.soft_avoid.clone();
+                match topo.plan(&strict, &input) {
+                    Ok(p) => Ok(p),
+                    Err(e) if spec.spread.as_ref().is_some_and(|s| s.required) => Err(e),
+                    Err(_) => topo.plan(req, &input),
+                }
+            };
+            let plan = match result {
+                Ok(p) => p,
+                Err(e) => {
+                    let msg = match &short {
+                        Some(s) => format!(
+                            "{key}: no room for its {} unplaced members{} with their borrowed memory now ({}); waiting for capacity",
+                            req.members(),
+                            prep.where_(&e),
+                            s.message
+                        ),
+                        None => format!(
+                            "{key}: no room for its {} unplaced members{} now; waiting for capacity",
+                            req.members(),
+                            prep.where_(&e)
+                        ),
+                    };
+                    return Err(Status::unschedulable(msg));
+                }
+            };
+            let Some(fig) = borrows else {
+                self.install(key, &prep, &plan, now);
+                return Ok(());
+            };
+            let mut members: Vec<(u32, &PodInfo)> = Vec::new();
+            for (i, rp) in plan.roles.iter().enumerate() {
+                for (ci, nodes) in rp.classes.iter().enumerate() {
+                    members.extend(nodes.iter().map(|n| (*n, &*reps[i][ci])));
+                }
             }
-            eligible(&reps[role][class], snap.node(NodeId(node)))
-        };
-        let input = PlanInput {
-            eligible: &eligible_fn,
-            reserved: &self.reserved,
-            trust_aggregates: true,
-        };
-        let topo = self.tracker.topology();
-        let req = &prep.req;
-        let result = if prep.soft_avoid.is_empty() {
-            topo.plan(req, &input)
-        } else {
-            let mut strict = req.clone();
-            strict.avoid = prep.soft_avoid.clone();
-            match topo.plan(&strict, &input) {
-                Ok(p) => Ok(p),
-                Err(e) if spec.spread.as_ref().is_some_and(|s| s.required) => Err(e),
-                Err(_) => topo.plan(req, &input),
+            match borrow::check(
+                fig,
+                &members,
+                key.namespace,
+                snap,
+                &self.reserved,
+                &mut excluded,
+            ) {
+                Ok(()) => {
+                    self.install(key, &prep, &plan, now);
+                    return Ok(());
+                }
+                Err(s) => {
+                    let replan = s.replan;
+                    short.get_or_insert(s);
+                    if !replan {
+                        break;
+                    }
+                }
             }
-        };
-        let plan = match result {
-            Ok(p) => p,
-            Err(e) => {
-                return Err(Status::unschedulable(format!(
-                    "{key}: no room for its {} unplaced members{} now; waiting for capacity",
-                    req.members(),
-                    prep.where_(&e)
-                )));
-            }
-        };
-        self.install(key, &prep, &plan, now);
-        Ok(())
+        }
+        let why = short.map_or_else(String::new, |s| s.message);
+        Err(Status::unschedulable(format!(
+            "{key}: its {} unplaced members' borrowed memory does not fit: {why}; waiting for capacity",
+            prep.req.members()
+        )))
     }
 
     /// The planner's request for every pending member of the group not yet

@@ -38,6 +38,7 @@ pub mod pool;
 #[cfg(test)]
 mod tests;
 
+use crate::common::memory_borrow::{BorrowFigures, BorrowLink};
 use model::{MEDIA, MemoryPoolArgs, PLAN, PodBorrow, human, pod_ask};
 use parking_lot::Mutex;
 use pool::{BorrowPlan, Ledger, View};
@@ -49,7 +50,7 @@ use strata_scheduler::sdk::{
     ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, MAX_NODE_SCORE,
     NodeId, NodeInfo, NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin,
     PreFilterPlugin, PreFilterResult, PreScorePlugin, ReservePlugin, ResourceId, ScorePlugin,
-    Snapshot, Status,
+    Snapshot, Status, Sym,
 };
 
 /// The plugin's configuration name.
@@ -110,7 +111,47 @@ pub struct PoolMetrics {
 #[derive(Default)]
 pub struct PoolStore {
     ledger: Mutex<Option<Ledger>>,
+    /// The caps of the profile that built the ledger, for
+    /// [`BorrowFigures::namespace_room`].
+    caps: Mutex<Option<MemoryPoolArgs>>,
     failures: [AtomicU64; 4],
+}
+
+/// The figures the PodGroup planner reads (through a
+/// [`BorrowLink`](crate::common::memory_borrow::BorrowLink)).
+impl BorrowFigures for PoolStore {
+    fn remote(&self, pod: &PodInfo) -> i64 {
+        pod_ask(pod).ok().flatten().map_or(0, |b| b.remote)
+    }
+
+    fn pool(&self, n: NodeId) -> Option<usize> {
+        self.with_ledger(|l| l.view().pool_of(n)).flatten()
+    }
+
+    fn pool_name(&self, pool: usize) -> String {
+        self.with_ledger(|l| l.domain_name(pool))
+            .unwrap_or_else(|| "?".to_owned())
+    }
+
+    fn pool_lendable(&self, pool: usize) -> i64 {
+        self.with_ledger(|l| (0..MEDIA).map(|m| l.view().dom_free(pool, m)).sum())
+            .unwrap_or(0)
+    }
+
+    fn lendable(&self, n: NodeId) -> i64 {
+        self.with_ledger(|l| (0..MEDIA).map(|m| l.view().lendable(n, m)).sum())
+            .unwrap_or(0)
+    }
+
+    fn lent(&self, n: NodeId) -> i64 {
+        self.with_ledger(|l| l.view().lent(n)).unwrap_or(0)
+    }
+
+    fn namespace_room(&self, ns: Sym) -> Option<i64> {
+        let cap = self.caps.lock().as_ref()?.cap_of(ns.as_str())?;
+        let held = self.with_ledger(|l| l.namespace_borrowed(ns)).unwrap_or(0);
+        Some(cap - held)
+    }
 }
 
 impl PoolStore {
@@ -167,6 +208,7 @@ impl MemoryPool {
             let mut g = store.ledger.lock();
             if g.is_none() {
                 *g = Some(Ledger::new(&args));
+                *store.caps.lock() = Some(args.clone());
             }
         }
         MemoryPool {
@@ -267,7 +309,10 @@ impl PreFilterPlugin for MemoryPool {
             if held + b.remote > cap {
                 drop(g);
                 self.store.count(Failure::NamespaceCap);
-                return PreFilterResult::status(Status::unschedulable(format!(
+                // Unresolvable by preemption, which does not model loans
+                // (see `docs/memory-pool.md`); retried when a borrower
+                // leaves.
+                return PreFilterResult::status(Status::unresolvable(format!(
                     "namespace {ns} holds {} of remote memory; {} more would pass its cap of {}",
                     human(held),
                     human(b.remote),
@@ -293,7 +338,7 @@ impl PreFilterPlugin for MemoryPool {
                 };
                 drop(g);
                 self.store.count(Failure::PoolShort);
-                return PreFilterResult::status(Status::unschedulable(msg));
+                return PreFilterResult::status(Status::unresolvable(msg));
             }
         }
         let view = Some(ledger.view().clone());
@@ -324,15 +369,25 @@ impl FilterPlugin for MemoryPool {
             return Status::unschedulable("node(s) lent the memory this pod needs to their pool");
         }
         if let Some(b) = cd.ask {
-            let Some(av) = view.available(node.id) else {
-                return Status::unschedulable("node(s) in no memory pool");
-            };
-            let total: i64 = av.iter().flatten().sum();
+            // A node without a pool has nobody to borrow from.
+            let total: i64 = view
+                .available(node.id)
+                .map_or(0, |av| av.iter().flatten().sum());
             if total < b.remote {
                 return Status::unschedulable("node(s) whose memory pool cannot lend enough");
             }
         }
         Status::success()
+    }
+
+    /// The verdict reads the node, the pod's ask, and the ledger's figures
+    /// for the node (what it lends and has lent) and for its pool and
+    /// cabinet (their lendable memory). The ledger reports every node whose
+    /// figures, or whose pool's, moved without the node changing
+    /// ([`NodeObserver::take_stale_nodes`]), so equivalent pods may reuse
+    /// the verdict while the node's generation stands.
+    fn is_node_local(&self) -> bool {
+        true
     }
 }
 
@@ -362,6 +417,21 @@ impl ScorePlugin for MemoryPool {
         Ok(view
             .available(node.id)
             .map_or(0, |av| self.worth(&av, b.remote)))
+    }
+
+    /// As Filter's verdict: the score reads what the node's cabinet and
+    /// pool can lend, reported stale when it moves.
+    fn is_node_local(&self) -> bool {
+        true
+    }
+
+    /// The remote amount (the medium weights are the plugin's own).
+    fn node_local_key(&self, state: &CycleState) -> Option<u64> {
+        let remote = state
+            .get::<CycleData>()
+            .and_then(|cd| cd.ask)
+            .map(|b| b.remote);
+        Some(remote.unwrap_or(0) as u64)
     }
 }
 
@@ -469,6 +539,12 @@ impl PreBindPlugin for MemoryPool {
 }
 
 impl NodeObserver for MemoryPool {
+    fn take_stale_nodes(&self, out: &mut Vec<NodeId>) {
+        if let Some(l) = self.store.ledger.lock().as_mut() {
+            l.take_stale(out);
+        }
+    }
+
     fn node_changed(&self, node: &NodeInfo, snap: &Snapshot) {
         let notices = match self.store.ledger.lock().as_mut() {
             Some(l) => l.node_changed(node, snap, &self.args),
@@ -504,9 +580,18 @@ pub fn factory(
     args: Option<&serde_json::Value>,
     handle: &Handle,
 ) -> Result<Arc<dyn Plugin>, PluginArgsError> {
-    Ok(Arc::new(MemoryPool::new(
-        MemoryPoolArgs::parse(args)?,
-        handle.clone(),
-        Arc::new(PoolStore::default()),
-    )))
+    factory_linked(args, handle, &BorrowLink::default())
+}
+
+/// [`factory`], publishing the ledger's figures through `link` (for the
+/// PodGroup planner) unless it already points at another ledger.
+pub fn factory_linked(
+    args: Option<&serde_json::Value>,
+    handle: &Handle,
+    link: &BorrowLink,
+) -> Result<Arc<dyn Plugin>, PluginArgsError> {
+    let store = Arc::new(PoolStore::default());
+    let p = MemoryPool::new(MemoryPoolArgs::parse(args)?, handle.clone(), store.clone());
+    link.set(store);
+    Ok(Arc::new(p))
 }

@@ -427,18 +427,7 @@ pub struct LoanDoc {
     pub distance: String,
 }
 
-/// `bytes` for messages: whole GiB when exact, else MiB.
-pub fn human(bytes: i64) -> String {
-    const GI: i64 = 1 << 30;
-    const MI: i64 = 1 << 20;
-    if bytes % GI == 0 {
-        format!("{}Gi", bytes / GI)
-    } else if bytes >= GI {
-        format!("{:.1}Gi", bytes as f64 / GI as f64)
-    } else {
-        format!("{}Mi", ceil_div(bytes as i128, MI as i128))
-    }
-}
+pub use crate::common::memory_borrow::human;
 
 #[cfg(test)]
 mod tests {

@@ -204,9 +204,10 @@ impl NodeMem {
         self.offer.cap.min(self.alloc - self.requested).max(0)
     }
 
-    /// What it can lend now.
+    /// What it can lend now: nothing without a pool label (it would be a
+    /// pool of its own, with nobody to lend to).
     fn lendable(&self) -> i64 {
-        if self.schedulable {
+        if self.schedulable && self.levels[0].is_some() {
             (self.limit() - self.lent).max(0)
         } else {
             0
@@ -262,16 +263,23 @@ pub struct Ledger {
     by_namespace: BTreeMap<Sym, i64>,
     lent_total: i64,
     view: Arc<View>,
+    /// Nodes whose own figures in the view moved since the last
+    /// [`Ledger::take_stale`] (what they lend or have lent, their domains).
+    stale: Vec<u32>,
+    /// Pool domains whose lendable memory moved since then: the answers
+    /// of every node under them may have moved.
+    stale_pools: Vec<DomainId>,
 }
 
 impl Ledger {
     /// An empty ledger with the args' levels.
     pub fn new(args: &MemoryPoolArgs) -> Ledger {
+        // No per-server level: a server sits directly in its cabinet (or
+        // pool), so the graph holds a domain per cabinet, not per server.
         let mut levels = vec![args.pool_level.clone()];
         if !args.near_level.is_empty() {
             levels.push(args.near_level.clone());
         }
-        levels.push("kubernetes.io/hostname".to_owned());
         let near_level = (!args.near_level.is_empty()).then_some(2);
         Ledger {
             keys: levels.iter().map(|l| Sym::new(l)).collect(),
@@ -285,7 +293,27 @@ impl Ledger {
             by_namespace: BTreeMap::new(),
             lent_total: 0,
             view: Arc::new(View::new(0, 0)),
+            stale: Vec::new(),
+            stale_pools: Vec::new(),
         }
+    }
+
+    /// Appends to `out` every node whose Filter or Score answer may have
+    /// moved since the last call without the node itself changing, and
+    /// forgets them: the nodes whose figures in the view moved, and every
+    /// node of a pool domain whose lendable memory moved. What a node's
+    /// answer reads — its own lendable and lent bytes and its pool's and
+    /// cabinet's lendable bytes — changes only through [`Ledger::publish`]
+    /// and node removal, which record it here.
+    pub fn take_stale(&mut self, out: &mut Vec<NodeId>) {
+        self.stale_pools.sort_unstable();
+        self.stale_pools.dedup();
+        for d in self.stale_pools.drain(..) {
+            if self.topo.contains_domain(d) {
+                self.topo.for_each_node(d, &mut |x| out.push(NodeId(x)));
+            }
+        }
+        out.extend(self.stale.drain(..).map(NodeId));
     }
 
     /// The view Filter and Score read.
@@ -376,32 +404,48 @@ impl Ledger {
         }
     }
 
-    /// Publishes node `n` and the domains on its path.
+    /// Publishes node `n` and the domains on its path, recording what moved
+    /// for [`Ledger::take_stale`].
     fn publish(&mut self, n: u32) {
         self.ensure_room(n as usize);
         let v = &self.view;
         let i = n as usize;
         let free = self.topo.node_free(n);
+        let mut moved = false;
         for m in 0..MEDIA {
-            v.lendable[i * MEDIA + m].store(free[m], Relaxed);
+            moved |= v.lendable[i * MEDIA + m].swap(free[m], Relaxed) != free[m];
         }
-        v.lent[i].store(self.nodes[i].map_or(0, |m| m.lent), Relaxed);
+        let lent = self.nodes[i].map_or(0, |m| m.lent);
+        moved |= v.lent[i].swap(lent, Relaxed) != lent;
         let pool = self.topo.ancestor_at(n, 1);
         let near = match self.near_level {
             Some(l) => self.topo.ancestor_at(n, l),
             None => pool,
         };
-        v.pool[i].store(pool.map_or(0, |d| d.index() as u32 + 1), Relaxed);
-        v.near[i].store(near.map_or(0, |d| d.index() as u32 + 1), Relaxed);
+        let pool_ix = pool.map_or(0, |d| d.index() as u32 + 1);
+        let near_ix = near.map_or(0, |d| d.index() as u32 + 1);
+        moved |= v.pool[i].swap(pool_ix, Relaxed) != pool_ix;
+        moved |= v.near[i].swap(near_ix, Relaxed) != near_ix;
+        // A cabinet's total moves only with its pool's (sums), so the
+        // pool's figure tells whether any node under it may answer anew.
+        let mut pool_moved = false;
         let mut d = self.topo.node_domain(n);
         while let Some(id) = d {
             let dom = self.topo.domain(id);
             for m in 0..MEDIA {
-                v.dom_free[id.index() * MEDIA + m].store(dom.agg.free[m], Relaxed);
+                let f = dom.agg.free[m];
+                let was = v.dom_free[id.index() * MEDIA + m].swap(f, Relaxed);
+                pool_moved |= was != f && Some(id) == pool;
             }
             d = dom.parent;
         }
         v.lent_total.store(self.lent_total, Relaxed);
+        if moved {
+            self.stale.push(n);
+        }
+        if pool_moved && let Some(p) = pool {
+            self.stale_pools.push(p);
+        }
     }
 
     fn place(&mut self, n: u32, values: &[Option<&str>]) {
@@ -420,8 +464,26 @@ impl Ledger {
         };
         if values.is_empty() {
             self.topo.set_state(n, state);
+        } else if values.first().is_none_or(|v| v.is_none()) {
+            // No pool label: it neither lends nor borrows, so the graph
+            // keeps no domain for it (most servers of a cluster without
+            // pools).
+            if self.topo.has_node(n) {
+                if let Some(old) = self.topo.ancestor_at(n, 1) {
+                    self.stale_pools.push(old);
+                }
+                self.topo.remove_node(n);
+            }
         } else {
+            let old = self.topo.ancestor_at(n, 1);
             self.topo.upsert_node(n, values, state);
+            // A node moving to another pool takes its lendable memory out
+            // of the old one.
+            if let Some(old) = old
+                && self.topo.ancestor_at(n, 1) != Some(old)
+            {
+                self.stale_pools.push(old);
+            }
         }
         // The view may need room for new domains.
         self.ensure_room(n as usize);
@@ -461,6 +523,10 @@ impl Ledger {
                 }
                 self.nodes[i] = None;
                 let path = self.path(n);
+                if let Some(pool) = self.topo.ancestor_at(n, 1) {
+                    self.stale_pools.push(pool);
+                }
+                self.stale.push(n);
                 self.topo.remove_node(n);
                 self.lending_to[i].clear();
                 let v = &self.view;
@@ -552,10 +618,6 @@ impl Ledger {
         let mut values: SmallVec<[Option<&'static str>; 3]> = SmallVec::new();
         for k in &self.keys {
             values.push(node.labels.get(*k).map(|v| v.as_str()));
-        }
-        if values.last().is_some_and(|v| v.is_none()) {
-            // Hostname defaults to the node name.
-            *values.last_mut().unwrap_or(&mut None) = Some(node.name.as_str());
         }
         self.place(n, &values);
         self.restore_plans(node, snap);

@@ -6,6 +6,7 @@
 use super::*;
 use k8s_openapi::api::core::v1::Node;
 use proptest::prelude::*;
+use rustc_hash::FxHashMap;
 use strata_scheduler::cache::Cache;
 use strata_scheduler::sdk::{Code, Sym};
 use strata_scheduler::testing::{self, RecordingCluster};
@@ -76,6 +77,44 @@ impl Harness {
                 .unwrap()
                 .node_changed(snap.node(id), snap);
         }
+    }
+
+    /// What the engine does before each cycle after the observers ran:
+    /// the nodes the plugin reports stale get new generations.
+    fn invalidate_stale(&mut self) {
+        let mut stale = Vec::new();
+        self.plugin
+            .as_node_observer()
+            .unwrap()
+            .take_stale_nodes(&mut stale);
+        stale.sort_unstable();
+        stale.dedup();
+        self.cache.invalidate_nodes(&stale);
+    }
+
+    /// Pod `pod`'s answer on every node (Filter's code and reasons, and
+    /// for a feasible borrower its score), or `None` when PreFilter
+    /// decides for all nodes at once (skip or reject: nothing is cached;
+    /// the engine keys its cache on the filters that run).
+    fn answers(&self, pod: &PodInfo) -> Option<Vec<(NodeId, String)>> {
+        let (st, r) = self.pre_filter(pod);
+        if !r.status.is_success() {
+            return None;
+        }
+        let snap = self.cache.snapshot();
+        let out = snap
+            .nodes()
+            .map(|n| {
+                let s = self.plugin.as_filter().unwrap().filter(&st, pod, n);
+                let score = if s.is_success() {
+                    self.plugin.as_score().unwrap().score(&st, pod, n).unwrap()
+                } else {
+                    -1
+                };
+                (n.id, format!("{s} {score}"))
+            })
+            .collect();
+        Some(out)
     }
 
     fn id(&self, name: &str) -> NodeId {
@@ -266,7 +305,8 @@ fn no_pool_can_lend_enough_names_the_shortfall() {
     let mut h = Harness::new(cluster(), serde_json::json!({}));
     let p = borrower("p", "16Gi", "200Gi");
     let err = h.schedule(&p).unwrap_err();
-    assert_eq!(err.code(), Code::Unschedulable);
+    // Preemption, which does not model loans, is not tried.
+    assert_eq!(err.code(), Code::UnschedulableAndUnresolvable);
     assert_eq!(err.message(), "needs 200Gi remote, pool sn-1 has 128Gi");
     assert_eq!(h.store.metrics().failures["pool_short"], 1);
 }
@@ -381,6 +421,7 @@ fn a_namespace_cap_is_kept() {
         .annotation(model::BORROW, "30Gi")
         .arc();
     let err = h.schedule(&q).unwrap_err();
+    assert_eq!(err.code(), Code::UnschedulableAndUnresolvable);
     assert_eq!(
         err.message(),
         "namespace team-a holds 30Gi of remote memory; 30Gi more would pass its cap of 40Gi"
@@ -513,6 +554,14 @@ proptest! {
         let nodes = (0..8).map(|i| prop_node(i, 64, false)).collect();
         let mut h = Harness::new(nodes, serde_json::json!({}));
         let mut pods: Vec<Arc<PodInfo>> = Vec::new();
+        // Probes of three equivalence classes, each with the answers the
+        // engine's cache would hold: (generation, answer) per node.
+        let probes = [
+            testing::pod("plain-probe").req("memory", "100Gi").arc(),
+            borrower("quarter-probe", "60Gi", "25%"),
+            borrower("amount-probe", "16Gi", "48Gi"),
+        ];
+        let mut cached: Vec<FxHashMap<NodeId, (u64, String)>> = vec![FxHashMap::default(); 3];
         for (k, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Borrow { mem_gi, share } => {
@@ -563,6 +612,23 @@ proptest! {
             // its borrowers were told), lenders in the pool, view current.
             let r = h.store.with_ledger(|l| l.check(h.cache.snapshot())).unwrap();
             prop_assert!(r.is_ok(), "{:?}", r);
+            // A cached answer whose node kept its generation (the plugin
+            // reported no change) is still the answer: Filter and Score may
+            // be treated as node-local.
+            h.invalidate_stale();
+            for (probe, memo) in probes.iter().zip(cached.iter_mut()) {
+                let Some(now) = h.answers(probe) else { continue };
+                let gens = h.cache.snapshot().generations();
+                for (id, a) in now {
+                    let g = gens[id.index()];
+                    if let Some((was_g, was)) = memo.get(&id)
+                        && *was_g == g
+                    {
+                        prop_assert_eq!(was, &a, "step {} {:?} node {:?}", k, probe.name, id);
+                    }
+                    memo.insert(id, (g, a));
+                }
+            }
         }
         // Everything lent comes back when the borrowers leave.
         for p in pods.drain(..) {
@@ -639,4 +705,35 @@ fn plans_on_bound_pods_are_restored_after_a_restart() {
     h2.delete(&q.uid);
     assert_eq!(h2.store.metrics().lent_bytes, 0);
     h2.check();
+}
+
+#[test]
+fn a_server_without_a_pool_label_lends_nothing_and_stays_out_of_the_graph() {
+    let mut nodes = cluster();
+    nodes.push(
+        testing::node("loner")
+            .alloc("cpu", "64")
+            .alloc("memory", "256Gi")
+            .alloc("pods", "110")
+            .annotation(model::LENDABLE, "64Gi")
+            .build(),
+    );
+    let h = Harness::new(nodes, serde_json::json!({}));
+    let loner = h.id("loner");
+    h.store
+        .with_ledger(|l| {
+            assert!(!l.topology().has_node(loner.0), "no domain kept for it");
+            assert!(l.topology().has_node(h.id("a").0));
+        })
+        .unwrap();
+    let p = borrower("p", "16Gi", "8Gi");
+    let (st, r) = h.pre_filter(&p);
+    assert!(r.status.is_success());
+    let s = h.filter(&st, &p, "loner");
+    assert_eq!(
+        s.reasons()[0],
+        "node(s) whose memory pool cannot lend enough"
+    );
+    assert!(h.filter(&st, &p, "a").is_success());
+    h.check();
 }
