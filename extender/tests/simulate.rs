@@ -130,28 +130,9 @@ config:
 nodePools:
   - {{name: keep, count: 2, allocatable: {{cpu: "4", memory: 16Gi, pods: "110"}}}}
   - {{name: open, count: 2, allocatable: {{cpu: "4", memory: 16Gi, pods: "110"}}}}
-workloads:
-  - name: low
-    count: 16
-    template:
-      spec:
-        priority: 0
-        containers:
-          - name: pause
-            image: registry.k8s.io/pause:3.10
-            resources: {{requests: {{cpu: "1", memory: 1Gi}}}}
-  - name: high
-    count: 2
-    start: 10
-    template:
-      spec:
-        priority: 1000
-        containers:
-          - name: pause
-            image: registry.k8s.io/pause:3.10
-            resources: {{requests: {{cpu: "2", memory: 1Gi}}}}
-"#,
-            url = ext.url
+{workloads}"#,
+            url = ext.url,
+            workloads = low_and_high(16, 2)
         );
         let (sim, report) = simulate(&format!("extender-preempt-{node_cache_capable}"), &scenario);
         assert_eq!(report.double_binds, 0);
@@ -182,6 +163,34 @@ workloads:
             "{calls:?}"
         );
     }
+}
+
+/// The preemption scenarios' workloads: `low` one-cpu pods at priority 0,
+/// then from t=10 s `high` two-cpu pods at priority 1000.
+fn low_and_high(low: usize, high: usize) -> String {
+    format!(
+        r#"workloads:
+  - name: low
+    count: {low}
+    template:
+      spec:
+        priority: 0
+        containers:
+          - name: pause
+            image: registry.k8s.io/pause:3.10
+            resources: {{requests: {{cpu: "1", memory: 1Gi}}}}
+  - name: high
+    count: {high}
+    start: 10
+    template:
+      spec:
+        priority: 1000
+        containers:
+          - name: pause
+            image: registry.k8s.io/pause:3.10
+            resources: {{requests: {{cpu: "2", memory: 1Gi}}}}
+"#
+    )
 }
 
 /// What the preemption stub answers.
@@ -246,6 +255,7 @@ fn a_bad_preemption_answer_gets_the_failure_policy() {
                 .build()
                 .expect("runtime");
             let url = preempt_stub(&rt, answer);
+            let workloads = low_and_high(8, 1);
             let scenario = format!(
                 r#"
 name: extender-bad-preempt
@@ -260,27 +270,7 @@ config:
       ignorable: {ignorable}
 nodePools:
   - {{name: node, count: 2, allocatable: {{cpu: "4", memory: 16Gi, pods: "110"}}}}
-workloads:
-  - name: low
-    count: 8
-    template:
-      spec:
-        priority: 0
-        containers:
-          - name: pause
-            image: registry.k8s.io/pause:3.10
-            resources: {{requests: {{cpu: "1", memory: 1Gi}}}}
-  - name: high
-    count: 1
-    start: 10
-    template:
-      spec:
-        priority: 1000
-        containers:
-          - name: pause
-            image: registry.k8s.io/pause:3.10
-            resources: {{requests: {{cpu: "2", memory: 1Gi}}}}
-"#
+{workloads}"#
             );
             let case = format!("{answer:?} ignorable={ignorable}");
             let (sim, report) = simulate(&format!("bad-preempt-{ignorable}"), &scenario);

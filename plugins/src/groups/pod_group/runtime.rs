@@ -96,6 +96,20 @@ pub(crate) struct GroupRt {
 }
 
 impl GroupRt {
+    /// Node slots the group holds: its placed members' nodes and its plan's.
+    pub fn held_nodes(&self, snap: &Snapshot) -> Vec<u32> {
+        let mut nodes: Vec<u32> = self
+            .placed
+            .keys()
+            .filter_map(|u| snap.assigned_pod(u))
+            .map(|p| p.node.0)
+            .collect();
+        if let Some(p) = &self.plan {
+            nodes.extend(p.slots.values().map(|s| s.node));
+        }
+        nodes
+    }
+
     /// Members known: pending and placed.
     pub fn known(&self) -> u32 {
         (self.pending.len() + self.placed.len()) as u32
@@ -804,16 +818,7 @@ impl Runtime {
                 if other.service.as_deref() != Some(sp.service.as_str()) {
                     continue;
                 }
-                let mut nodes: Vec<u32> = other
-                    .placed
-                    .keys()
-                    .filter_map(|u| snap.assigned_pod(u))
-                    .map(|p| p.node.0)
-                    .collect();
-                if let Some(p) = &other.plan {
-                    nodes.extend(p.slots.values().map(|s| s.node));
-                }
-                for n in nodes {
+                for n in other.held_nodes(snap) {
                     if let Some(d) = topo.ancestor_at(n, l)
                         && !soft_avoid.contains(&d)
                     {

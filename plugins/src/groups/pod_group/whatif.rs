@@ -140,16 +140,7 @@ pub(crate) fn what_if_count(
             if Some(k.namespace) != ns || other.service.as_deref() != Some(sp.service.as_str()) {
                 continue;
             }
-            let mut nodes: Vec<u32> = other
-                .placed
-                .keys()
-                .filter_map(|u| snap.assigned_pod(u))
-                .map(|p| p.node.0)
-                .collect();
-            if let Some(p) = &other.plan {
-                nodes.extend(p.slots.values().map(|s| s.node));
-            }
-            for n in nodes {
+            for n in other.held_nodes(snap) {
                 if let Some(d) = topo.ancestor_at(n, l)
                     && !req.avoid.contains(&d)
                 {
