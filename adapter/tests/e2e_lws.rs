@@ -21,13 +21,7 @@ use std::time::Duration;
 const GPU: &str = "nvidia.com/gpu";
 
 fn gpu_node(name: &str, supernode: &str) -> Value {
-    let mut n = kwok_node(name, "zone-lws", 32, 128);
-    n["metadata"]["labels"]["strata.io/supernode"] = json!(supernode);
-    n["metadata"]["labels"]["strata.io/cabinet"] = json!(format!("{supernode}-cab"));
-    for f in ["capacity", "allocatable"] {
-        n["status"][f][GPU] = json!("8");
-    }
-    n
+    kwok_gpu_node(name, "zone-lws", supernode)
 }
 
 /// Pod `w` of replica `r` of LWS `set`, as the LWS controller names,

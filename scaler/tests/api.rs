@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use strata_fake_apiserver::{FakeApiServer, Options, ResourceType, fixtures};
 use strata_kube::leader::LeaderTask;
 use strata_kube::{Adapter, AdapterOptions};
@@ -35,18 +35,6 @@ fn options() -> AdapterOptions {
     l.lease_namespace = "strata-system".into();
     l.identity = "scaler-api-test".into();
     o
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) {
-    let t = Instant::now();
-    while !f().await {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 struct Rig {

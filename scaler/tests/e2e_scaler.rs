@@ -22,11 +22,11 @@ mod support;
 use cluster::*;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use strata_kube::Adapter;
 use strata_kube::leader::LeaderTask;
 use strata_scaler::controller::ScalerController;
@@ -42,25 +42,7 @@ fn manifest(rel: &str) -> PathBuf {
 }
 
 fn gpu_node(name: &str, supernode: &str) -> Value {
-    let mut n = kwok_node(name, "zone-scaler", 32, 128);
-    n["metadata"]["labels"]["strata.io/supernode"] = json!(supernode);
-    n["metadata"]["labels"]["strata.io/cabinet"] = json!(format!("{supernode}-cab"));
-    for f in ["capacity", "allocatable"] {
-        n["status"][f]["nvidia.com/gpu"] = json!("8");
-    }
-    n
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) {
-    let t = Instant::now();
-    while !f().await {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kwok_gpu_node(name, "zone-scaler", supernode)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

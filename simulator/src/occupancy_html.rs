@@ -101,8 +101,10 @@ pub fn occupancy_html(title: &str, table: &str, occ: &Occupancy, resource: &str)
         table = escape(table),
         r = escape(resource)
     );
-    let index: BTreeMap<&str, usize> = landings(occ)
-        .into_keys()
+    let land = landings(occ);
+    let index: BTreeMap<&str, usize> = land
+        .keys()
+        .copied()
         .enumerate()
         .map(|(i, g)| (g, i))
         .collect();
@@ -149,7 +151,7 @@ pub fn occupancy_html(title: &str, table: &str, occ: &Occupancy, resource: &str)
         out.push_str("</svg></div>");
     }
     out.push_str("</div>");
-    groups_table(&mut out, occ, &index);
+    groups_table(&mut out, &land, &index);
     out.push_str(
         "<script>addEventListener('load',function(){function drawn(q){var n=0;document.querySelectorAll(q).forEach(function(r){var b=r.getBBox();if(b.width>0&&b.height>0)n++});return String(n)}document.body.setAttribute('data-drawn',drawn('rect.server'));document.body.setAttribute('data-groups-drawn',drawn('circle.group'))});</script></body></html>\n",
     );
@@ -194,8 +196,11 @@ fn landings(occ: &Occupancy) -> BTreeMap<&str, Landing<'_>> {
     m
 }
 
-fn groups_table(out: &mut String, occ: &Occupancy, index: &BTreeMap<&str, usize>) {
-    let land = landings(occ);
+fn groups_table(
+    out: &mut String,
+    land: &BTreeMap<&str, Landing<'_>>,
+    index: &BTreeMap<&str, usize>,
+) {
     if land.is_empty() {
         out.push_str("<p>No pod groups are bound.</p>");
         return;

@@ -437,6 +437,18 @@ pub fn kwok_node(name: &str, zone: &str, cpu: u32, memory_gi: u32) -> Value {
     })
 }
 
+/// A kwok server of 32 cpus, 128Gi and 8 `nvidia.com/gpu`, in `supernode`
+/// (`strata.io/supernode`) and its one cabinet `{supernode}-cab`.
+pub fn kwok_gpu_node(name: &str, zone: &str, supernode: &str) -> Value {
+    let mut n = kwok_node(name, zone, 32, 128);
+    n["metadata"]["labels"]["strata.io/supernode"] = json!(supernode);
+    n["metadata"]["labels"]["strata.io/cabinet"] = json!(format!("{supernode}-cab"));
+    for f in ["capacity", "allocatable"] {
+        n["status"][f]["nvidia.com/gpu"] = json!("8");
+    }
+    n
+}
+
 async fn ensure_nodes(client: &kube::Client) {
     let nodes: Api<Node> = Api::all(client.clone());
     for i in 0..NODES {

@@ -15,6 +15,20 @@ use std::time::Duration;
 use strata_plugins::pod_group::lws::NAME_LABEL;
 use strata_scaler::controller::lws::{self, Lws};
 
+/// Polls `f` every 50 ms until it is true; fails the test naming `what`
+/// after `timeout`.
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let t = std::time::Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What the fake Prometheus answers.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Answer {
