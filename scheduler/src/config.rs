@@ -171,7 +171,14 @@ pub struct SchedulerConfig {
     /// `StrataSchedulerConfiguration` or `KubeSchedulerConfiguration`.
     #[serde(default)]
     pub kind: Option<String>,
-    /// Threads for filtering and scoring.
+    /// Threads for filtering and scoring. The default is the CPUs this
+    /// process may use: the affinity mask, capped by the container's cgroup
+    /// CPU quota (`cpu.max`, or cgroup v1's `cpu.cfs_quota_us` /
+    /// `cpu.cfs_period_us`) rounded down, at least 1, as Rust's
+    /// `std::thread::available_parallelism` reads them on Linux. With more
+    /// than one thread a long pass still runs on the scheduling thread
+    /// unless the pool has lately been cheaper per node (engine `parallel`
+    /// module).
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
     /// Share of nodes to evaluate; 100 (the default) evaluates all.

@@ -48,7 +48,7 @@ pub mod scenario;
 pub mod sim;
 
 pub use cluster::SimCluster;
-pub use report::Report;
+pub use report::{Report, WorkerPool};
 pub use scenario::{Scenario, ScenarioError};
 pub use sim::{RunOptions, SimError, Simulation};
 

@@ -208,6 +208,32 @@ pub struct Report {
     /// What `Cache::check_consistency` found wrong at the end (must be
     /// `None`).
     pub cache_inconsistency: Option<String>,
+    /// How the engine's worker pool was used.
+    pub worker_pool: WorkerPool,
+}
+
+/// How the engine's worker pool was used over a run: a long Filter or Score
+/// pass goes to the pool only while that has been cheaper per node than the
+/// calling thread alone (see the engine's `parallel` module).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct WorkerPool {
+    /// Threads (`parallelism`); 1 means no pool.
+    pub threads: usize,
+    /// Filter and Score passes over at least 512 nodes, counted when there
+    /// is a pool.
+    pub long_passes: u64,
+    /// Of those, the ones split over the pool.
+    pub pooled_passes: u64,
+}
+
+impl From<strata_scheduler::engine::PoolUse> for WorkerPool {
+    fn from(u: strata_scheduler::engine::PoolUse) -> WorkerPool {
+        WorkerPool {
+            threads: u.threads,
+            long_passes: u.long_passes,
+            pooled_passes: u.pooled_passes,
+        }
+    }
 }
 
 /// How many distinct unschedulable messages a report keeps.
@@ -322,6 +348,18 @@ impl Report {
             self.peak_rss_bytes
                 .map(human_bytes)
                 .unwrap_or_else(|| "unknown".into()),
+        );
+        let pool = &self.worker_pool;
+        row(
+            "worker pool",
+            if pool.threads <= 1 {
+                "1 thread (every pass on the scheduling thread)".to_owned()
+            } else {
+                format!(
+                    "{} threads; {} of {} passes over 512+ nodes split",
+                    pool.threads, pool.pooled_passes, pool.long_passes
+                )
+            },
         );
         row(
             "wall / virtual time",

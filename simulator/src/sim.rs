@@ -643,6 +643,7 @@ impl Simulation {
             events: self.cluster.event_counts(),
             double_binds: self.cluster.double_binds(),
             cache_inconsistency: self.scheduler.cache().check_consistency().err(),
+            worker_pool: self.scheduler.pool_use().into(),
         }
     }
 }

@@ -483,3 +483,36 @@ fn same_placements_with_cache_off_and_on(
     );
     off
 }
+
+/// A pass over 512+ nodes may run on the worker pool or on the scheduling
+/// thread, whichever has lately been cheaper: the placements must not
+/// depend on it. 600 nodes with zone spread and preferred anti-affinity,
+/// the equivalence cache off so every pod pays full Filter and Score
+/// passes, with one thread and with two.
+#[test]
+fn the_worker_pool_does_not_change_placements() {
+    let text = "name: pool-mix\nseed: 9\nnodePools:\n  - name: n\n    count: 600\n    allocatable: {cpu: \"4\", memory: 32Gi, pods: \"110\"}\n    labels: {topology.kubernetes.io/zone: \"zone-{index%7}\"}\nworkloads:\n  - {name: web, count: 120, arrival: {rate: 50}, template: {metadata: {labels: {app: web}}, spec: {topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}], affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{weight: 10, podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}}]}}, containers: [{name: c, resources: {requests: {cpu: 300m, memory: 1Gi}}}]}}}\n";
+    let placements = |threads: usize| {
+        let opts = RunOptions {
+            parallelism: Some(threads),
+            equivalence_cache: Some(0),
+            ..Default::default()
+        };
+        let scenario = Scenario::parse(text, "pool-mix").expect("pool-mix parses");
+        let mut sim = Simulation::new(scenario, &opts).expect("simulation starts");
+        let report = sim.run();
+        assert_eq!(report.double_binds, 0);
+        assert_eq!(report.pods.scheduled, 120);
+        (sim.placements(), report.worker_pool)
+    };
+    let (alone, pool1) = placements(1);
+    assert_eq!(pool1.threads, 1);
+    assert_eq!(pool1.long_passes, 0);
+    let (pooled, pool2) = placements(2);
+    assert_eq!(pool2.threads, 2);
+    // Every pod has a Filter pass and Score passes over 600 nodes.
+    assert!(pool2.long_passes >= 240, "{pool2:?}");
+    // The first pass of each kind always tries the pool.
+    assert!(pool2.pooled_passes >= 2, "{pool2:?}");
+    assert_eq!(alone, pooled);
+}

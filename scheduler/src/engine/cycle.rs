@@ -7,6 +7,7 @@
 use super::Scheduler;
 use super::binding::{BindingJob, spawn_binding};
 use super::fast_path::{Fast, cached_scores, refresh_scores};
+use super::parallel::{PARALLEL_THRESHOLD, Side};
 use super::profile::{Evaluator, Profile};
 use crate::cluster::{EventKind, PodCondition, PodEvent};
 use crate::framework::{
@@ -18,9 +19,6 @@ use crate::queue::QueuedPod;
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Below this many candidate nodes, filtering and scoring stay on one thread.
-const PARALLEL_THRESHOLD: usize = 512;
 
 /// What one scheduling cycle decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,7 +365,8 @@ impl Scheduler {
                     break;
                 }
             }
-        } else if let (Some(pool), true) = (&self.pool, all.len() >= PARALLEL_THRESHOLD) {
+        } else if let (Some(pool), Side::Pool) = (&self.pool, self.filter_side(all.len())) {
+            let start = Instant::now();
             let chunk = (all.len() / (pool.current_num_threads() * 4)).max(64);
             let parts: Vec<Vec<Result<NodeId, (NodeId, Status)>>> = pool.install(|| {
                 all.par_chunks(chunk)
@@ -379,9 +378,16 @@ impl Scheduler {
                     take(r, &mut feasible, &mut diagnosis);
                 }
             }
+            self.filter_gate
+                .record(Side::Pool, all.len(), start.elapsed());
         } else {
+            let start = Instant::now();
             for id in all {
                 take(eval(id), &mut feasible, &mut diagnosis);
+            }
+            if self.pool.is_some() && all.len() >= PARALLEL_THRESHOLD {
+                self.filter_gate
+                    .record(Side::Caller, all.len(), start.elapsed());
             }
         }
         FilterOutcome {
@@ -516,16 +522,23 @@ impl Scheduler {
                 sp.score(st, pod, snap.node(*id))
                     .map(|score| NodeScore { node: *id, score })
             };
-            if let (Some(pool), true) = (&self.pool, feasible.len() >= PARALLEL_THRESHOLD) {
+            let start = Instant::now();
+            if let (Some(pool), Side::Pool) = (&self.pool, self.score_side(feasible.len())) {
                 let r: Result<Vec<NodeScore>, Status> =
                     pool.install(|| feasible.par_iter().map(one).collect());
                 scores =
                     r.map_err(|s| format!("running Score plugin {}: {}", p.name(), s.message()))?;
+                self.score_gate
+                    .record(Side::Pool, feasible.len(), start.elapsed());
             } else {
                 for id in feasible {
                     scores.push(one(id).map_err(|s| {
                         format!("running Score plugin {}: {}", p.name(), s.message())
                     })?);
+                }
+                if self.pool.is_some() && feasible.len() >= PARALLEL_THRESHOLD {
+                    self.score_gate
+                        .record(Side::Caller, feasible.len(), start.elapsed());
                 }
             }
             if sp.has_normalize() {

@@ -18,10 +18,12 @@ mod cycle;
 mod equiv;
 mod extend;
 mod fast_path;
+mod parallel;
 mod profile;
 mod run;
 
 pub use cycle::{CycleOutcome, CycleResult, PhaseTimes};
+pub use parallel::PoolUse;
 pub use run::{NoObserver, RunControl, RunObserver, RunSummary};
 
 use crate::cache::{Cache, PdbInfo, Snapshot};
@@ -76,6 +78,10 @@ pub struct Scheduler {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) waiting: WaitingPods,
     pub(crate) pool: Option<rayon::ThreadPool>,
+    /// Whether a long Filter pass runs on `pool` (see [`parallel`]).
+    pub(crate) filter_gate: parallel::ParallelGate,
+    /// The same for Score passes.
+    pub(crate) score_gate: parallel::ParallelGate,
     pub(crate) rng: crate::rng::SplitMix64,
     pub(crate) bind_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) done_tx: mpsc::Sender<BindingDone>,
@@ -178,6 +184,8 @@ impl Scheduler {
             rt,
             waiting,
             pool,
+            filter_gate: parallel::ParallelGate::default(),
+            score_gate: parallel::ParallelGate::default(),
             rng: crate::rng::SplitMix64::new(cfg.seed),
             bind_slots: Arc::new(tokio::sync::Semaphore::new(cfg.bind_concurrency)),
             done_tx,
@@ -613,5 +621,36 @@ impl Scheduler {
     /// Adds a PodDisruptionBudget directly (tests and simulator).
     pub fn add_pdb(&mut self, pdb: PdbInfo) {
         self.handle_update(ClusterUpdate::PdbUpserted(pdb));
+    }
+}
+
+impl Scheduler {
+    /// The side a Filter pass over `nodes` nodes takes (the calling thread
+    /// when there is no pool).
+    pub(crate) fn filter_side(&self, nodes: usize) -> parallel::Side {
+        match self.pool {
+            Some(_) => self.filter_gate.choose(nodes),
+            None => parallel::Side::Caller,
+        }
+    }
+
+    /// The same for a Score pass.
+    pub(crate) fn score_side(&self, nodes: usize) -> parallel::Side {
+        match self.pool {
+            Some(_) => self.score_gate.choose(nodes),
+            None => parallel::Side::Caller,
+        }
+    }
+
+    /// How the worker pool has been used so far: its threads, the Filter
+    /// and Score passes long enough to split, and how many of them it ran.
+    pub fn pool_use(&self) -> PoolUse {
+        let (fp, fpooled) = self.filter_gate.counts();
+        let (sp, spooled) = self.score_gate.counts();
+        PoolUse {
+            threads: self.pool.as_ref().map_or(1, |p| p.current_num_threads()),
+            long_passes: fp + sp,
+            pooled_passes: fpooled + spooled,
+        }
     }
 }
