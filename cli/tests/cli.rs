@@ -160,3 +160,60 @@ fn a_reader_that_left_the_pipe_is_not_a_crash() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `parallelism` left out of the configuration: the thread count is the CPUs
+/// this process may use, not the host's. Run under `taskset -c 0`, one CPU.
+#[test]
+fn default_parallelism_follows_the_cpu_affinity() {
+    let dir = temp_dir("affinity");
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, "profiles:\n- schedulerName: strata-scheduler\n").expect("config written");
+    let Ok(out) = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_strata"), "check-config"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .output()
+    else {
+        eprintln!("taskset is not installed: skipped");
+        return;
+    };
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("parallelism 1,"), "{stdout}");
+}
+
+/// The same under a CPU quota: a cgroup allowed 1.5 CPUs gets one thread
+/// (the quota rounded down), whatever the host has. Needs a writable cgroup
+/// v1 `cpu` hierarchy (root in a container that mounts it read-write);
+/// skipped where there is none.
+#[test]
+fn default_parallelism_follows_the_cgroup_cpu_quota() {
+    let base = std::path::Path::new("/sys/fs/cgroup/cpu");
+    let group = base.join(format!("strata-cli-test-{}", std::process::id()));
+    let made = std::fs::create_dir_all(&group).is_ok()
+        && std::fs::write(group.join("cpu.cfs_period_us"), "100000").is_ok()
+        && std::fs::write(group.join("cpu.cfs_quota_us"), "150000").is_ok();
+    if !made {
+        let _ = std::fs::remove_dir(&group);
+        eprintln!("no writable cgroup v1 cpu hierarchy: skipped");
+        return;
+    }
+    let dir = temp_dir("quota");
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, "profiles:\n- schedulerName: strata-scheduler\n").expect("config written");
+    // The shell moves itself into the group, then becomes strata.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && exec \"$2\" check-config \"$3\"")
+        .arg("sh")
+        .arg(&group)
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sh runs");
+    let _ = std::fs::remove_dir(&group);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("parallelism 1,"), "{stdout}");
+}
