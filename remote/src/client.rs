@@ -178,6 +178,10 @@ pub struct Stats {
     pub full_syncs: AtomicU64,
     /// Handshakes made.
     pub handshakes: AtomicU64,
+    /// Nodes asked about in Filter calls, total.
+    pub filter_nodes_asked: AtomicU64,
+    /// Nodes asked about in Score calls, total.
+    pub score_nodes_asked: AtomicU64,
 }
 
 /// The traffic counters of the remote plugin called `name` (the latest one
