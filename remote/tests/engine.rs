@@ -610,3 +610,96 @@ fn preemption_respects_a_remote_rejection_of_the_whole_pod() {
     assert_eq!(e.sched.counters().victims, 0);
     server.kill();
 }
+
+/// A PreFilter that rejects pods named `gated-*` (Unschedulable, so
+/// preemption still runs) before the remote plugin is asked.
+struct GateFirst;
+
+impl strata_scheduler::sdk::PreFilterPlugin for GateFirst {
+    fn pre_filter(
+        &self,
+        _state: &mut strata_scheduler::sdk::CycleState,
+        pod: &strata_scheduler::sdk::PodInfo,
+        _snap: &strata_scheduler::sdk::Snapshot,
+    ) -> strata_scheduler::framework::PreFilterResult {
+        if pod.name.starts_with("gated") {
+            strata_scheduler::framework::PreFilterResult::status(
+                strata_scheduler::sdk::Status::unschedulable("gated by the test"),
+            )
+        } else {
+            strata_scheduler::framework::PreFilterResult::skip()
+        }
+    }
+}
+
+strata_scheduler::plugin!(GateFirst: "GateFirst" => [PreFilter]);
+
+#[test]
+fn preemption_does_not_guess_a_remote_filter_that_was_not_asked() {
+    // An earlier PreFilter rejects the pod, so the remote plugin is not
+    // asked in the cycle; its Filter then rejects every node of the
+    // what-ifs instead of passing them unasked.
+    let sock = socket("notasked");
+    let server = Server::start(&sock);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = Arc::new(RecordingCluster::default());
+    let mut reg = strata_plugins::registry();
+    reg.register("GateFirst", |_, _| Ok(Arc::new(GateFirst)));
+    strata_remote::register(&mut reg, "RemoteNotAsked");
+    let yaml = format!(
+        r#"
+parallelism: 1
+seed: 7
+profiles:
+  - schedulerName: strata-scheduler
+    plugins:
+      multiPoint:
+        enabled: [{{name: GateFirst}}, {{name: RemoteNotAsked, weight: 2}}]
+    pluginConfig:
+      - name: RemoteNotAsked
+        args:
+          remote: {{endpoint: "unix://{}", timeout: 2s}}
+"#,
+        sock.display()
+    );
+    let mut sched = Scheduler::new(
+        SchedulerConfig::from_yaml(&yaml).unwrap(),
+        &reg,
+        &strata_plugins::default_plugins(),
+        cluster.clone(),
+        Arc::new(ManualClock::default()),
+        rt.handle().clone(),
+    )
+    .unwrap();
+    for name in ["ok-0", "ok-1"] {
+        sched.handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+            node(name)
+                .alloc("cpu", "4")
+                .alloc("pods", "110")
+                .annotation("vendor.example.com/health", "ok")
+                .build(),
+        )));
+    }
+    for (p, prio, on) in [("high", 1000, "ok-0"), ("low", 0, "ok-1")] {
+        sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(p).priority(prio).req("cpu", "4").on(on).build(),
+        )));
+    }
+    sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+        pod("gated-0").priority(500).req("cpu", "2").build(),
+    )));
+    let o = sched.schedule_one().expect("a pod");
+    match &o.result {
+        CycleResult::Unschedulable { message } => {
+            assert!(message.contains("gated by the test"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sched.counters().preemptions, 0);
+    assert_eq!(server.health.counters.filters.load(Ordering::SeqCst), 0);
+    server.kill();
+}
