@@ -11,11 +11,13 @@
 //! Each iteration adds one pod of the same template and schedules it (its
 //! binding awaited but not timed: the figure is the scheduling cycle as the
 //! engine measures it, the remote Filter and Score calls included), so
-//! every cycle after the first changes one node: the
-//! remote plugin gets a one-node delta, as in steady state. The plugin side
-//! is the tests' in-process tonic server (`tests/common`), declared
-//! node-local like the in-process rule; `examples/remote_cycle.rs` prints
-//! the same comparison as percentiles with the bytes sent per cycle.
+//! every cycle after the first changes one node: the remote plugin gets a
+//! one-node delta and, being node-local, is asked about that node only
+//! (its answers for the others are remembered per pod template), as in
+//! steady state. The plugin side is the tests' in-process tonic server
+//! (`tests/common`), declared node-local like the in-process rule;
+//! `examples/remote_cycle.rs` prints the same comparison as percentiles
+//! with the bytes and nodes asked per cycle.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,6 +1,9 @@
 //! Cycle time added by a remote node-local Filter + Score, against the same
-//! rule in process, at 16,000 nodes by default; and the request bytes of a
-//! cycle that changed one node and of one that changed none.
+//! rule in process, at 16,000 nodes by default; the request bytes and the
+//! nodes asked about per cycle when each cycle's pod changes one node, and
+//! the bytes of a cycle that changed none (zero: a node-local plugin is
+//! asked only about nodes whose state moved since it last answered for the
+//! pod's template).
 //!
 //! ```sh
 //! cargo run -p strata-remote --example remote_cycle -- [NODES] [PODS]
@@ -91,13 +94,26 @@ fn main() {
     fill(&mut s, nodes);
     let _warm = run(&mut s, "warm", 3, "1");
     let before = call_times();
-    let remote = run(&mut s, "p", pods, "1");
     let stats = strata_remote::stats("RemoteHealth").unwrap();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::SeqCst);
+    let (bytes0, asked_f0, asked_s0) = (
+        load(&stats.sent_bytes),
+        load(&stats.filter_nodes_asked),
+        load(&stats.score_nodes_asked),
+    );
+    let remote = run(&mut s, "p", pods, "1");
+    let per_cycle = |now: u64, then: u64| (now - then) as f64 / pods as f64;
+    let cycle_bytes = per_cycle(load(&stats.sent_bytes), bytes0);
+    let asked_f = per_cycle(load(&stats.filter_nodes_asked), asked_f0);
+    let asked_s = per_cycle(load(&stats.score_nodes_asked), asked_s0);
     let changed_filter = stats.last_filter_bytes.load(Ordering::SeqCst);
     let changed_score = stats.last_score_bytes.load(Ordering::SeqCst);
-    // Pods that fit nowhere: the cycles change no node.
-    let _ = run(&mut s, "idle", 3, "1000");
-    let idle_filter = stats.last_filter_bytes.load(Ordering::SeqCst);
+    // Pods that fit nowhere: after the first (a new template), the cycles
+    // change no node.
+    let _ = run(&mut s, "idle", 1, "1000");
+    let idle0 = load(&stats.sent_bytes);
+    let _ = run(&mut s, "idle2", 3, "1000");
+    let idle_bytes = (load(&stats.sent_bytes) - idle0) as f64 / 3.0;
 
     println!("nodes {nodes}, pods {pods} (one template), profile: the default plugins + the rule");
     println!(
@@ -122,8 +138,9 @@ fn main() {
         pct(&remote, 0.5) - pct(&scan, 0.5)
     );
     println!(
-        "request bytes: Filter {changed_filter} and Score {changed_score} when one node changed; Filter {idle_filter} when none changed"
+        "request bytes per cycle: {cycle_bytes:.0} (last Filter {changed_filter}, last Score {changed_score}) when the previous pod changed a node; {idle_bytes:.0} when none changed"
     );
+    println!("nodes asked per cycle: Filter {asked_f:.1}, Score {asked_s:.1}");
     println!(
         "remote plugin: {}",
         external

@@ -10,6 +10,7 @@
 //!         endpoint: unix:///run/gpu-health.sock   # or http://127.0.0.1:9400
 //!         timeout: 200ms          # per call; a call carrying a full snapshot gets at least syncTimeout
 //!         failurePolicy: Ignore   # or Fail (the default)
+//!         # tls: {caFile: /etc/ca.pem, certFile: c.pem, keyFile: c.key, serverName: gpu-health}
 //!       minHealthyLinks: 4        # the plugin's own args
 //! ```
 
@@ -60,7 +61,7 @@ impl Endpoint {
         }
         if s.starts_with("https://") {
             return Err(format!(
-                "{s:?}: TLS is not supported; use a Unix socket or http://"
+                "{s:?}: for TLS give host:port and a remote.tls object"
             ));
         }
         let uri = if s.starts_with("http://") {
@@ -94,6 +95,69 @@ struct RawRemote {
     failure_policy: Option<FailurePolicy>,
     #[serde(default)]
     points: Option<Vec<String>>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    #[serde(default)]
+    ca_file: String,
+    #[serde(default)]
+    cert_file: String,
+    #[serde(default)]
+    key_file: String,
+    #[serde(default)]
+    server_name: String,
+}
+
+/// TLS to a TCP endpoint: the roots that verify the plugin's certificate,
+/// an optional client certificate (mutual TLS), and the name to verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsArgs {
+    /// PEM certificates trusted to sign the plugin's certificate.
+    pub ca_file: String,
+    /// PEM client certificate chain, with `key_file` (both or neither).
+    pub cert_file: Option<String>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<String>,
+    /// The name the plugin's certificate must carry (default: the
+    /// endpoint's host).
+    pub server_name: Option<String>,
+}
+
+fn tls_args(raw: RawTls, endpoint: &Endpoint) -> Result<TlsArgs, PluginArgsError> {
+    if matches!(endpoint, Endpoint::Unix(_)) {
+        return Err(PluginArgsError::new(
+            "remote.tls",
+            "TLS is for a TCP endpoint (host:port), not a Unix socket",
+        ));
+    }
+    if raw.ca_file.is_empty() {
+        return Err(PluginArgsError::new(
+            "remote.tls.caFile",
+            "required: the PEM certificates that sign the plugin's certificate",
+        ));
+    }
+    let opt = |s: String| (!s.is_empty()).then_some(s);
+    let (cert_file, key_file) = (opt(raw.cert_file), opt(raw.key_file));
+    match (&cert_file, &key_file) {
+        (Some(_), None) => Err(PluginArgsError::new(
+            "remote.tls.keyFile",
+            "a client certificate needs its key",
+        )),
+        (None, Some(_)) => Err(PluginArgsError::new(
+            "remote.tls.certFile",
+            "a client key needs its certificate",
+        )),
+        _ => Ok(TlsArgs {
+            ca_file: raw.ca_file,
+            cert_file,
+            key_file,
+            server_name: opt(raw.server_name),
+        }),
+    }
 }
 
 /// The parsed args.
@@ -111,6 +175,8 @@ pub struct RemoteArgs {
     /// Points to serve when the plugin cannot be reached at start-up (the
     /// handshake's list wins when it can).
     pub points: Option<Vec<crate::Point>>,
+    /// TLS to a TCP endpoint (`None`: plain HTTP/2).
+    pub tls: Option<TlsArgs>,
     /// The rest of the args, for the plugin (`{}` when none).
     pub plugin_config: serde_json::Value,
 }
@@ -147,8 +213,18 @@ impl RemoteArgs {
             ));
         };
         let raw: RawRemote = serde_path_to_error_free(raw)?;
-        let endpoint = Endpoint::parse(&raw.endpoint)
+        let endpoint = Endpoint::parse(raw.endpoint.trim_start_matches("https://"))
             .map_err(|m| PluginArgsError::new("remote.endpoint", m))?;
+        if raw.endpoint.starts_with("https://") && raw.tls.is_none() {
+            return Err(PluginArgsError::new(
+                "remote.endpoint",
+                format!(
+                    "{:?}: https:// needs remote.tls (at least caFile)",
+                    raw.endpoint
+                ),
+            ));
+        }
+        let tls = raw.tls.map(|t| tls_args(t, &endpoint)).transpose()?;
         let timeout = duration("remote.timeout", raw.timeout, Duration::from_secs(1))?;
         let sync_timeout = duration(
             "remote.syncTimeout",
@@ -177,6 +253,7 @@ impl RemoteArgs {
             sync_timeout: sync_timeout.max(timeout),
             failure_policy: raw.failure_policy.unwrap_or(FailurePolicy::Fail),
             points,
+            tls,
             plugin_config: serde_json::Value::Object(rest),
         })
     }
@@ -224,6 +301,39 @@ mod tests {
         .unwrap_err();
         assert!(e.message.contains("retries"), "{e}");
         assert_eq!(RemoteArgs::parse(None).unwrap_err().field, "remote");
+    }
+
+    #[test]
+    fn tls_args_name_their_field() {
+        let a = RemoteArgs::parse(Some(&json!({
+            "remote": {"endpoint": "https://127.0.0.1:9400", "tls": {"caFile": "/ca.pem", "serverName": "p"}}
+        })))
+        .unwrap();
+        assert_eq!(a.endpoint, Endpoint::Tcp("http://127.0.0.1:9400".into()));
+        let t = a.tls.unwrap();
+        assert_eq!(
+            (t.ca_file.as_str(), t.server_name.as_deref()),
+            ("/ca.pem", Some("p"))
+        );
+        let field = |v: serde_json::Value| RemoteArgs::parse(Some(&v)).unwrap_err().field;
+        assert_eq!(
+            field(json!({"remote": {"endpoint": "https://127.0.0.1:1"}})),
+            "remote.endpoint"
+        );
+        assert_eq!(
+            field(json!({"remote": {"endpoint": "127.0.0.1:1", "tls": {}}})),
+            "remote.tls.caFile"
+        );
+        assert_eq!(
+            field(
+                json!({"remote": {"endpoint": "127.0.0.1:1", "tls": {"caFile": "a", "certFile": "c"}}})
+            ),
+            "remote.tls.keyFile"
+        );
+        assert_eq!(
+            field(json!({"remote": {"endpoint": "unix:///x.sock", "tls": {"caFile": "a"}}})),
+            "remote.tls"
+        );
     }
 
     #[test]

@@ -134,8 +134,82 @@ pub(crate) async fn timed<T>(
     }
 }
 
+/// The rustls client configuration of `tls`, speaking HTTP/2 (ALPN `h2`).
+fn tls_config(tls: &crate::args::TlsArgs) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |field: &str, path: &str| {
+        std::fs::read(path).map_err(|e| format!("remote.tls.{field}: reading {path:?}: {e}"))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("caFile", &tls.ca_file)?) {
+        let c = c.map_err(|e| format!("remote.tls.caFile: not PEM certificates: {e}"))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("remote.tls.caFile: a certificate is not usable: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("remote.tls.caFile: holds no certificate".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("remote.tls: {e}"))?
+        .with_root_certificates(roots);
+    let mut cfg = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(&read("certFile", cert)?)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("remote.tls.certFile: not PEM certificates: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&read("keyFile", key)?)
+                .map_err(|e| format!("remote.tls.keyFile: not a PEM private key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("remote.tls.certFile: unusable client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// A TCP endpoint over TLS: each connection dials `uri`'s host and port
+/// and runs the TLS handshake before HTTP/2 starts.
+fn tls_channel(
+    uri: &str,
+    tls: &crate::args::TlsArgs,
+    timeout: Duration,
+) -> Result<Channel, String> {
+    let parsed: tonic::codegen::http::Uri = uri.parse().map_err(|e| format!("{uri}: {e}"))?;
+    let host = parsed.host().unwrap_or_default().to_owned();
+    let port = parsed.port_u16().unwrap_or(443);
+    let name = tls.server_name.clone().unwrap_or_else(|| host.clone());
+    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|e| format!("remote.tls.serverName: {name:?}: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(tls)?));
+    let e = tonic::transport::Endpoint::from_shared(uri.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeout);
+    Ok(
+        e.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            let (host, connector, server_name) =
+                (host.clone(), connector.clone(), server_name.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let s = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        })),
+    )
+}
+
 fn channel(args: &RemoteArgs) -> Result<Channel, String> {
     let _g = runtime().enter();
+    if let (crate::args::Endpoint::Tcp(uri), Some(tls)) = (&args.endpoint, &args.tls) {
+        return tls_channel(uri, tls, args.timeout.max(Duration::from_millis(500)));
+    }
     match &args.endpoint {
         crate::args::Endpoint::Tcp(uri) => tonic::transport::Endpoint::from_shared(uri.clone())
             .map_err(|e| e.to_string())
@@ -178,6 +252,10 @@ pub struct Stats {
     pub full_syncs: AtomicU64,
     /// Handshakes made.
     pub handshakes: AtomicU64,
+    /// Nodes asked about in Filter calls, total.
+    pub filter_nodes_asked: AtomicU64,
+    /// Nodes asked about in Score calls, total.
+    pub score_nodes_asked: AtomicU64,
 }
 
 /// The traffic counters of the remote plugin called `name` (the latest one

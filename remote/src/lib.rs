@@ -13,7 +13,9 @@
 //! candidate at once) and one Score call (every feasible node at once); its
 //! view of the cluster is kept current by snapshot deltas carried on those
 //! calls ([`client`](crate::client) has the rules), so an unchanged
-//! 16,000-node cluster costs a few bytes per cycle.
+//! 16,000-node cluster costs a few bytes per cycle. A node-local plugin is
+//! asked only about the nodes that changed since it answered for the pod's
+//! template (module `answers`), and not at all when none did.
 //!
 //! A plugin that fails (crashes, hangs past its timeout, answers garbage,
 //! names a node that was not a candidate) gets its failure policy: the
@@ -28,6 +30,7 @@
 
 #![warn(missing_docs)]
 
+mod answers;
 pub mod args;
 mod client;
 pub mod convert;

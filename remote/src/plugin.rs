@@ -1,23 +1,35 @@
 //! The remote plugin as the engine sees it: a [`Plugin`] whose points are
 //! the ones the handshake declared.
 //!
-//! Filter is batched: PreFilter sends the pod and every candidate in one
-//! call and keeps the answer in the cycle state as a table by node slot;
-//! the engine's per-node Filter then reads that table (no call, no lock, no
-//! allocation on success). When the plugin rejects no node, PreFilter
-//! answers Skip and the per-node Filter does not run at all. Score is the
-//! same at PreScore: one call with the feasible nodes, the scores kept by
-//! node slot for the per-node Score.
+//! Filter is batched: PreFilter asks the plugin about the nodes in one call
+//! and keeps the verdicts in the cycle state as a table by node slot; the
+//! engine's per-node Filter then reads that table (no call, no lock, no
+//! allocation on success). When no node is rejected, PreFilter answers Skip
+//! and the per-node Filter does not run at all. Score is the same at
+//! PreScore: one call, the scores kept by node slot for the per-node Score.
 //!
-//! In preemption's what-if evaluation the table answers for the node as it
-//! is, without the victims removed: a remote Filter is asked about real
-//! nodes only.
+//! Which nodes are asked: every candidate, for a plugin that is not
+//! node-local; for a node-local one, only the nodes whose state moved since
+//! the plugin last answered for pods of this template ([`crate::answers`]),
+//! and no call at all when there are none. The tables then hold the
+//! remembered answers for the other nodes.
+//!
+//! In preemption's what-if evaluation the table answers for the node as the
+//! plugin judged it, with the victims still on it: a node the plugin
+//! rejected (Unschedulable or UnschedulableAndUnresolvable) stays rejected,
+//! so preemption never evicts pods for a node the plugin refuses. A pod the
+//! plugin rejected as a whole is rejected on every node, and when the
+//! plugin was never asked in the cycle (an earlier PreFilter rejected the
+//! pod) every node is rejected too, since its answer is not known.
 
+use crate::answers::{Answers, FilterMemo, FilterTable, Judged, ScoreMemo};
 use crate::args::FailurePolicy;
 use crate::client::{CallError, Conn, Declared, block, run, size, timed};
 use crate::convert::{node_set, pod as pod_msg};
 use crate::{Point, pb};
+use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use strata_scheduler::cluster::{EventKind, PodEvent};
 use strata_scheduler::framework::{
@@ -30,19 +42,22 @@ use strata_scheduler::sdk::{
 };
 
 /// The most distinct rejection reasons one Filter answer may carry.
-const MAX_REASONS: usize = 1024;
+pub(crate) const MAX_REASONS: usize = 1024;
 
 /// One cycle's answers of every remote plugin, by plugin name.
 #[derive(Clone, Default)]
 struct RemoteCycle {
-    filters: Vec<(&'static str, Arc<FilterTable>)>,
-    scores: Vec<(&'static str, Arc<Vec<i64>>)>,
+    filters: Vec<(&'static str, FilterView)>,
+    scores: Vec<(&'static str, Arc<Vec<u8>>)>,
 }
 
-/// Per node slot: 0 passes, `k` fails with `statuses[k - 1]`.
-struct FilterTable {
-    verdict: Vec<u16>,
-    statuses: Vec<Status>,
+/// A remote Filter's word on this cycle's pod.
+#[derive(Clone)]
+enum FilterView {
+    /// Verdicts by node slot.
+    Table(Arc<FilterTable>),
+    /// The pod is rejected as a whole (every node, for what-ifs).
+    Whole(Status),
 }
 
 /// A remote plugin in a profile.
@@ -52,12 +67,16 @@ pub struct RemotePlugin {
     handle: Handle,
     /// Whether the PermitDecisions stream was opened.
     listening: std::sync::atomic::AtomicBool,
+    /// A node-local plugin's answers per pod template.
+    answers: Mutex<Answers>,
 }
 
-enum FilterOutcome {
-    Skip,
+/// What PreFilter learnt.
+enum Filtered {
+    /// Verdicts for every node, and how many reject.
+    Table(Arc<FilterTable>, usize),
+    /// The pod is rejected as a whole.
     Whole(Status),
-    Table(FilterTable),
 }
 
 fn code(c: i32) -> Result<pb::Code, CallError> {
@@ -83,7 +102,13 @@ impl RemotePlugin {
             declared,
             handle,
             listening: std::sync::atomic::AtomicBool::new(false),
+            answers: Mutex::new(Answers::default()),
         }
+    }
+
+    /// Whether answers for `pod` may be kept across cycles.
+    fn memo_key(&self, pod: &PodInfo) -> Option<u64> {
+        (self.declared.node_local && pod.equivalence != 0).then_some(pod.equivalence)
     }
 
     fn serves(&self, p: Point) -> bool {
@@ -126,8 +151,59 @@ impl RemotePlugin {
         }
     }
 
-    fn call_filter(&self, pod: &PodInfo, snap: &Snapshot) -> Result<FilterOutcome, CallError> {
-        let (set, order) = node_set(snap.node_ids());
+    /// The Filter verdicts on every node of `snap` for `pod`: asked of
+    /// the plugin for the nodes without a remembered answer (all of them
+    /// unless the plugin is node-local).
+    fn filter_answers(&self, pod: &PodInfo, snap: &Snapshot) -> Result<Filtered, CallError> {
+        let Some(key) = self.memo_key(pod) else {
+            let mut memo = FilterMemo::default();
+            return self.fill_filter(&mut memo, pod, snap);
+        };
+        let mut answers = self.answers.lock();
+        for _ in 0..2 {
+            let session = self.conn.session();
+            let memo = answers.filter(session, key);
+            let r = self.fill_filter(memo, pod, snap)?;
+            if self.conn.session() == session {
+                return Ok(r);
+            }
+            // The plugin resynchronised during the call: what it answered
+            // before belongs to its old session. Ask again about every node.
+        }
+        Err(CallError::Protocol(
+            "the plugin resynchronised twice in one cycle".into(),
+        ))
+    }
+
+    /// Asks about `memo`'s stale nodes and records the answer.
+    fn fill_filter(
+        &self,
+        memo: &mut FilterMemo,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> Result<Filtered, CallError> {
+        let asked = memo.stale(snap);
+        if !asked.ask.is_empty() {
+            let judged = self.call_filter(pod, snap, &asked.ask)?;
+            if let Judged::Whole(s) = judged {
+                return Ok(Filtered::Whole(s));
+            }
+            memo.commit(snap, &asked, &judged);
+        } else {
+            memo.commit(snap, &asked, &Judged::Skip);
+        }
+        Ok(Filtered::Table(memo.table(), memo.rejected()))
+    }
+
+    /// One Filter call about `ask` (ascending node ids).
+    fn call_filter(
+        &self,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        ask: &[NodeId],
+    ) -> Result<Judged, CallError> {
+        let start = Instant::now();
+        let (set, order) = node_set(ask);
         let pod_m = pod_msg(pod);
         let resp = self.conn.cycle_call(snap, |client, delta, d| {
             let req = pb::FilterRequest {
@@ -137,25 +213,79 @@ impl RemotePlugin {
             };
             let n = size(&req);
             self.conn.count_sent(Point::Filter, n);
-            self.conn
-                .stats
-                .last_filter_bytes
-                .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            self.conn.stats.last_filter_bytes.store(n as u64, Relaxed);
             let mut c = client.clone();
             let resp = block(async move { timed(d, c.filter(req)).await })?;
             let resync = resp.resync;
             Ok((resp, resync))
-        })?;
-        judge_filter(self.conn.name, resp, &order, snap.node_capacity())
+        });
+        self.conn.observe(Point::Filter, start);
+        self.conn
+            .stats
+            .filter_nodes_asked
+            .fetch_add(order.len() as u64, Relaxed);
+        judge_filter(self.conn.name, resp?, &order)
     }
 
-    fn call_score(
+    /// The scores of `feasible` for `pod` by node slot, or `None` when the
+    /// plugin has none for this pod (SKIP).
+    fn score_answers(
         &self,
         pod: &PodInfo,
         snap: &Snapshot,
         feasible: &[NodeId],
-    ) -> Result<Option<Vec<i64>>, CallError> {
-        let (set, order) = node_set(feasible);
+    ) -> Result<Option<Arc<Vec<u8>>>, CallError> {
+        let Some(key) = self.memo_key(pod) else {
+            let mut memo = ScoreMemo::default();
+            return self.fill_score(&mut memo, pod, snap, feasible);
+        };
+        let mut answers = self.answers.lock();
+        for _ in 0..2 {
+            let session = self.conn.session();
+            let memo = answers.score(session, key);
+            let r = self.fill_score(memo, pod, snap, feasible)?;
+            if self.conn.session() == session {
+                return Ok(r);
+            }
+        }
+        Err(CallError::Protocol(
+            "the plugin resynchronised twice in one cycle".into(),
+        ))
+    }
+
+    fn fill_score(
+        &self,
+        memo: &mut ScoreMemo,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        feasible: &[NodeId],
+    ) -> Result<Option<Arc<Vec<u8>>>, CallError> {
+        if memo.skip {
+            return Ok(None);
+        }
+        let ask = memo.stale(snap, feasible);
+        if !ask.is_empty() {
+            match self.call_score(pod, snap, &ask)? {
+                None => {
+                    memo.skip = true;
+                    return Ok(None);
+                }
+                Some(scores) => memo.commit(snap, &ask, &scores),
+            }
+        }
+        Ok(Some(memo.table()))
+    }
+
+    /// One Score call about `ask` (ascending node ids): the scores in that
+    /// order.
+    fn call_score(
+        &self,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        ask: &[NodeId],
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let start = Instant::now();
+        let (set, order) = node_set(ask);
         let pod_m = pod_msg(pod);
         let resp = self.conn.cycle_call(snap, |client, delta, d| {
             let req = pb::ScoreRequest {
@@ -165,52 +295,18 @@ impl RemotePlugin {
             };
             let n = size(&req);
             self.conn.count_sent(Point::Score, n);
-            self.conn
-                .stats
-                .last_score_bytes
-                .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+            self.conn.stats.last_score_bytes.store(n as u64, Relaxed);
             let mut c = client.clone();
             let resp = block(async move { timed(d, c.score(req)).await })?;
             let resync = resp.resync;
             Ok((resp, resync))
-        })?;
-        let status = resp.status.unwrap_or_default();
-        match code(status.code)? {
-            pb::Code::Success => {}
-            pb::Code::Skip => return Ok(None),
-            pb::Code::Error => return Err(CallError::Plugin(status.reason)),
-            c => {
-                return Err(CallError::Invalid(format!("Score answered {c:?}")));
-            }
-        }
-        let mut scores = vec![0i64; snap.node_capacity()];
-        let mut at = 0usize;
-        for run in &resp.runs {
-            if !(0..=strata_scheduler::framework::MAX_NODE_SCORE).contains(&run.score) {
-                return Err(CallError::Invalid(format!(
-                    "score {} is outside 0..=100",
-                    run.score
-                )));
-            }
-            let end = at.saturating_add(run.count as usize);
-            if end > order.len() {
-                return Err(CallError::Invalid(format!(
-                    "scores for more than the {} nodes asked",
-                    order.len()
-                )));
-            }
-            for id in &order[at..end] {
-                scores[id.index()] = run.score;
-            }
-            at = end;
-        }
-        if at != order.len() {
-            return Err(CallError::Invalid(format!(
-                "scores for {at} of the {} nodes asked",
-                order.len()
-            )));
-        }
-        Ok(Some(scores))
+        });
+        self.conn.observe(Point::Score, start);
+        self.conn
+            .stats
+            .score_nodes_asked
+            .fetch_add(order.len() as u64, Relaxed);
+        judge_score(resp?, order.len())
     }
 
     fn on_node(&self, pod: &PodInfo, node: NodeRef) -> pb::PodOnNode {
@@ -298,32 +394,28 @@ fn reason(plugin: &str, r: &str) -> String {
     }
 }
 
-/// Checks a Filter answer against the candidates (`order`, node slots below
-/// `cap`) and turns it into the cycle's verdicts. Outside input: anything
-/// that does not make sense is an error, never a panic.
+/// Checks a Filter answer against the nodes asked (`order`, ascending)
+/// and reads what it says about them. Outside input: anything that does
+/// not make sense is an error, never a panic.
 fn judge_filter(
     name: &str,
     resp: pb::FilterResponse,
     order: &[NodeId],
-    cap: usize,
-) -> Result<FilterOutcome, CallError> {
+) -> Result<Judged, CallError> {
     let status = resp.status.unwrap_or_default();
     match code(status.code)? {
         pb::Code::Success => {}
-        pb::Code::Skip => return Ok(FilterOutcome::Skip),
+        pb::Code::Skip => return Ok(Judged::Skip),
         pb::Code::Error => return Err(CallError::Plugin(status.reason)),
         pb::Code::Wait => {
             return Err(CallError::Invalid("Filter answered CODE_WAIT".into()));
         }
         c => {
-            return Ok(FilterOutcome::Whole(Status::new(
+            return Ok(Judged::Whole(Status::new(
                 engine_code(c),
                 reason(name, &status.reason),
             )));
         }
-    }
-    if resp.rejections.is_empty() {
-        return Ok(FilterOutcome::Skip);
     }
     if resp.rejections.len() > MAX_REASONS {
         return Err(CallError::Invalid(format!(
@@ -331,14 +423,7 @@ fn judge_filter(
             resp.rejections.len()
         )));
     }
-    let mut candidate = vec![false; cap];
-    for id in order {
-        if let Some(c) = candidate.get_mut(id.index()) {
-            *c = true;
-        }
-    }
-    let mut verdict = vec![0u16; cap];
-    let mut statuses = Vec::with_capacity(resp.rejections.len());
+    let mut out = Vec::with_capacity(resp.rejections.len());
     for r in resp.rejections {
         let c = match code(r.code)? {
             c @ (pb::Code::Unschedulable | pb::Code::UnschedulableAndUnresolvable) => c,
@@ -348,18 +433,61 @@ fn judge_filter(
                 )));
             }
         };
-        statuses.push(Status::new(engine_code(c), reason(name, &r.reason)));
-        let k = statuses.len() as u16;
-        for id in r.node_ids {
-            if !candidate.get(id as usize).copied().unwrap_or(false) {
-                return Err(CallError::Invalid(format!(
-                    "node id {id} was not a candidate"
-                )));
-            }
-            verdict[id as usize] = k;
+        if let Some(id) = r
+            .node_ids
+            .iter()
+            .find(|&&id| order.binary_search(&NodeId(id)).is_err())
+        {
+            return Err(CallError::Invalid(format!(
+                "node id {id} was not a candidate"
+            )));
+        }
+        if !r.node_ids.is_empty() {
+            out.push((
+                Status::new(engine_code(c), reason(name, &r.reason)),
+                r.node_ids,
+            ));
         }
     }
-    Ok(FilterOutcome::Table(FilterTable { verdict, statuses }))
+    Ok(if out.is_empty() {
+        Judged::Skip
+    } else {
+        Judged::Rejected(out)
+    })
+}
+
+/// Checks a Score answer for `asked` nodes: the scores in the order asked,
+/// or `None` for SKIP.
+fn judge_score(resp: pb::ScoreResponse, asked: usize) -> Result<Option<Vec<u8>>, CallError> {
+    let status = resp.status.unwrap_or_default();
+    match code(status.code)? {
+        pb::Code::Success => {}
+        pb::Code::Skip => return Ok(None),
+        pb::Code::Error => return Err(CallError::Plugin(status.reason)),
+        c => {
+            return Err(CallError::Invalid(format!("Score answered {c:?}")));
+        }
+    }
+    let mut scores = Vec::with_capacity(asked);
+    for run in &resp.runs {
+        let score = u8::try_from(run.score)
+            .ok()
+            .filter(|s| i64::from(*s) <= strata_scheduler::framework::MAX_NODE_SCORE)
+            .ok_or_else(|| CallError::Invalid(format!("score {} is outside 0..=100", run.score)))?;
+        if scores.len().saturating_add(run.count as usize) > asked {
+            return Err(CallError::Invalid(format!(
+                "scores for more than the {asked} nodes asked"
+            )));
+        }
+        scores.extend(std::iter::repeat_n(score, run.count as usize));
+    }
+    if scores.len() != asked {
+        return Err(CallError::Invalid(format!(
+            "scores for {} of the {asked} nodes asked",
+            scores.len()
+        )));
+    }
+    Ok(Some(scores))
 }
 
 impl Plugin for RemotePlugin {
@@ -398,6 +526,22 @@ impl Plugin for RemotePlugin {
     }
 }
 
+impl RemotePlugin {
+    fn keep_filter(&self, state: &mut CycleState, view: FilterView) {
+        let name = self.conn.name;
+        match state.get_mut::<RemoteCycle>() {
+            Some(c) => {
+                c.filters.retain(|(n, _)| *n != name);
+                c.filters.push((name, view));
+            }
+            None => state.insert(RemoteCycle {
+                filters: vec![(name, view)],
+                scores: Vec::new(),
+            }),
+        }
+    }
+}
+
 impl PreFilterPlugin for RemotePlugin {
     fn pre_filter(
         &self,
@@ -405,26 +549,15 @@ impl PreFilterPlugin for RemotePlugin {
         pod: &PodInfo,
         snap: &Snapshot,
     ) -> PreFilterResult {
-        let start = Instant::now();
-        let r = self.call_filter(pod, snap);
-        self.conn.observe(Point::Filter, start);
-        match r {
-            Ok(FilterOutcome::Skip) => PreFilterResult::skip(),
-            Ok(FilterOutcome::Whole(s)) => PreFilterResult::status(s),
-            Ok(FilterOutcome::Table(t)) => {
-                let name = self.conn.name;
-                let t = Arc::new(t);
-                match state.get_mut::<RemoteCycle>() {
-                    Some(c) => {
-                        c.filters.retain(|(n, _)| *n != name);
-                        c.filters.push((name, t));
-                    }
-                    None => state.insert(RemoteCycle {
-                        filters: vec![(name, t)],
-                        scores: Vec::new(),
-                    }),
-                }
+        match self.filter_answers(pod, snap) {
+            Ok(Filtered::Table(_, 0)) => PreFilterResult::skip(),
+            Ok(Filtered::Table(t, _)) => {
+                self.keep_filter(state, FilterView::Table(t));
                 PreFilterResult::ok()
+            }
+            Ok(Filtered::Whole(s)) => {
+                self.keep_filter(state, FilterView::Whole(s.clone()));
+                PreFilterResult::status(s)
             }
             Err(e) => match self.failed(Point::Filter, pod, &e) {
                 Some(msg) => PreFilterResult::status(Status::error(msg)),
@@ -436,15 +569,22 @@ impl PreFilterPlugin for RemotePlugin {
 
 impl FilterPlugin for RemotePlugin {
     fn filter(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Status {
-        let Some(c) = state.get::<RemoteCycle>() else {
-            return Status::success();
-        };
-        let Some((_, t)) = c.filters.iter().find(|(n, _)| *n == self.conn.name) else {
-            return Status::success();
-        };
-        match t.verdict.get(node.id.index()) {
-            Some(&k) if k > 0 => t.statuses[k as usize - 1].clone(),
-            _ => Status::success(),
+        let view = state
+            .get::<RemoteCycle>()
+            .and_then(|c| c.filters.iter().find(|(n, _)| *n == self.conn.name));
+        match view {
+            Some((_, FilterView::Table(t))) => t
+                .get(node.id.index())
+                .cloned()
+                .unwrap_or_else(Status::success),
+            Some((_, FilterView::Whole(s))) => s.clone(),
+            // PreFilter did not run in this cycle (an earlier PreFilter
+            // rejected the pod): only a what-if gets here, and the plugin's
+            // answer is not known.
+            None => Status::unschedulable(format!(
+                "{} was not asked about this pod in this cycle",
+                self.conn.name
+            )),
         }
     }
 
@@ -464,14 +604,10 @@ impl PreScorePlugin for RemotePlugin {
         if !self.serves(Point::Score) {
             return Status::skip();
         }
-        let start = Instant::now();
-        let r = self.call_score(pod, snap, feasible);
-        self.conn.observe(Point::Score, start);
-        match r {
+        match self.score_answers(pod, snap, feasible) {
             Ok(None) => Status::skip(),
-            Ok(Some(scores)) => {
+            Ok(Some(s)) => {
                 let name = self.conn.name;
-                let s = Arc::new(scores);
                 match state.get_mut::<RemoteCycle>() {
                     Some(c) => {
                         c.scores.retain(|(n, _)| *n != name);
@@ -498,7 +634,7 @@ impl ScorePlugin for RemotePlugin {
             .get::<RemoteCycle>()
             .and_then(|c| c.scores.iter().find(|(n, _)| *n == self.conn.name))
             .and_then(|(_, s)| s.get(node.id.index()).copied())
-            .unwrap_or(0))
+            .map_or(0, i64::from))
     }
 
     fn is_node_local(&self) -> bool {
@@ -705,16 +841,15 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever a plugin answers, judging it never panics, and a table
-        /// rejects exactly the candidates the answer names.
+        /// Whatever a plugin answers, judging it never panics, and what it
+        /// accepts rejects exactly the nodes asked that the answer names.
         #[test]
         fn any_filter_answer_is_judged_without_panic(
-            cap in 1usize..64,
             picks in proptest::collection::btree_set(0u32..64, 0..40),
             status in -1i32..6,
             rejections in proptest::collection::vec(rejection(), 0..5),
         ) {
-            let order: Vec<NodeId> = picks.into_iter().filter(|i| (*i as usize) < cap).map(NodeId).collect();
+            let order: Vec<NodeId> = picks.into_iter().map(NodeId).collect();
             let named: std::collections::BTreeSet<u32> =
                 rejections.iter().flat_map(|r| r.node_ids.iter().copied()).collect();
             let resp = pb::FilterResponse {
@@ -722,15 +857,46 @@ mod tests {
                 status: Some(pb::Result { code: status, ..Default::default() }),
                 rejections,
             };
-            if let Ok(FilterOutcome::Table(t)) = judge_filter("P", resp, &order, cap) {
-                for (i, &k) in t.verdict.iter().enumerate() {
-                    if k > 0 {
-                        prop_assert!(order.contains(&NodeId(i as u32)));
-                        prop_assert!((k as usize) <= t.statuses.len());
-                        prop_assert!(!t.statuses[k as usize - 1].is_success());
+            match judge_filter("P", resp, &order) {
+                Ok(Judged::Rejected(list)) => {
+                    let got: std::collections::BTreeSet<u32> =
+                        list.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+                    prop_assert_eq!(&got, &named);
+                    for (s, _) in &list {
+                        prop_assert!(s.is_rejected());
                     }
-                    prop_assert_eq!(k > 0, named.contains(&(i as u32)));
+                    for id in got {
+                        prop_assert!(order.contains(&NodeId(id)));
+                    }
                 }
+                Ok(Judged::Skip) => prop_assert!(status == 4 || named.is_empty()),
+                Ok(Judged::Whole(s)) => prop_assert!(s.is_rejected()),
+                Err(_) => {}
+            }
+        }
+
+        /// A Score answer is accepted only when its runs cover exactly the
+        /// nodes asked with scores in 0..=100.
+        #[test]
+        fn any_score_answer_is_judged_without_panic(
+            asked in 0usize..50,
+            runs in proptest::collection::vec((-5i64..110, 0u32..30), 0..6),
+        ) {
+            let resp = pb::ScoreResponse {
+                resync: false,
+                status: Some(pb::Result::default()),
+                runs: runs.iter().map(|&(score, count)| pb::ScoreRun { score, count }).collect(),
+            };
+            let covered: u64 = runs.iter().map(|r| u64::from(r.1)).sum();
+            let in_range = runs.iter().all(|r| (0..=100).contains(&r.0));
+            match judge_score(resp, asked) {
+                Ok(Some(v)) => {
+                    prop_assert_eq!(v.len(), asked);
+                    prop_assert_eq!(covered, asked as u64);
+                    prop_assert!(v.iter().all(|s| *s <= 100));
+                }
+                Ok(None) => prop_assert!(false, "not a SKIP"),
+                Err(_) => prop_assert!(covered != asked as u64 || !in_range),
             }
         }
     }
@@ -746,7 +912,7 @@ mod tests {
                 node_ids: vec![5],
             }],
         };
-        let e = judge_filter("P", resp, &[NodeId(1)], 10).err().unwrap();
+        let e = judge_filter("P", resp, &[NodeId(1)]).err().unwrap();
         assert_eq!(e.kind(), "invalid_response");
     }
 }

@@ -422,7 +422,284 @@ fn a_node_local_plugin_places_the_same_through_the_equivalence_cache() {
     assert_eq!(e.binds_to("failed"), 0);
     assert_eq!(e.binds_to("ok"), 8);
     assert_eq!(e.binds_to("degraded"), 4);
-    // Still one Filter call per cycle.
-    assert_eq!(server.health.counters.filters.load(Ordering::SeqCst), 12);
+    // Every node once, then only the node the previous pod landed on.
+    let c = &server.health.counters;
+    assert!(c.filters.load(Ordering::SeqCst) <= 12);
+    let asked = c.filter_nodes.load(Ordering::SeqCst);
+    assert!((6..=6 + 11).contains(&asked), "{asked} nodes asked");
+    server.kill();
+}
+
+/// Nodes the plugin judged (Filter) and scored so far.
+fn judged(server: &Server) -> (u64, u64) {
+    let c = &server.health.counters;
+    (
+        c.filter_nodes.load(Ordering::SeqCst),
+        c.score_nodes.load(Ordering::SeqCst),
+    )
+}
+
+fn web(e: &mut Env, prefix: &str, n: usize) {
+    for i in 0..n {
+        e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(&format!("{prefix}-{i}"))
+                .label("app", "web")
+                .req("cpu", "1")
+                .build(),
+        )));
+    }
+}
+
+#[test]
+fn a_node_local_plugin_is_asked_only_about_nodes_that_changed() {
+    let sock = socket("changed");
+    let server = Server::start(&sock);
+    server.health.node_local.store(true, Ordering::SeqCst);
+    let name = "RemoteChanged";
+    let mut e = env(name, &sock, "Fail", "2s");
+    e.nodes("ok", 20, "ok");
+    e.nodes("failed", 4, "failed");
+    // The first pod of a template: every node once.
+    web(&mut e, "a", 1);
+    e.drain();
+    assert_eq!(judged(&server), (24, 20));
+    // Each later pod: the node the one before landed on.
+    web(&mut e, "b", 5);
+    e.drain();
+    let (f, s) = judged(&server);
+    assert!(f - 24 <= 5 * 2 && s - 20 <= 5 * 2, "{f} judged, {s} scored");
+    assert_eq!(e.binds_to("failed"), 0);
+
+    // A cycle in which nothing changed makes no call at all.
+    let stats = strata_remote::stats(name).unwrap();
+    e.pods("big", 1, "64");
+    e.drain();
+    let calls = stats.calls.load(Ordering::SeqCst);
+    let bytes = stats.sent_bytes.load(Ordering::SeqCst);
+    e.pods("bigger", 2, "64");
+    assert_eq!(e.drain().len(), 2);
+    assert_eq!(stats.calls.load(Ordering::SeqCst), calls, "no call");
+    assert_eq!(stats.sent_bytes.load(Ordering::SeqCst), bytes);
+
+    // A node that turns failed is asked about again, and rejected; the
+    // answers for the others still hold.
+    let before = judged(&server);
+    e.sched.handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+        node("ok-0")
+            .alloc("cpu", "4")
+            .alloc("memory", "16Gi")
+            .alloc("pods", "110")
+            .annotation("vendor.example.com/health", "failed")
+            .build(),
+    )));
+    web(&mut e, "c", 30);
+    e.drain();
+    let after = judged(&server);
+    assert!(after.0 - before.0 <= 30 * 2, "{before:?} {after:?}");
+    let on_ok0 = e
+        .cluster
+        .binds
+        .lock()
+        .iter()
+        .filter(|(p, n)| n == "ok-0" && p.contains("/c-"))
+        .count();
+    assert_eq!(on_ok0, 0);
+    assert_eq!(e.binds_to("failed"), 0);
+    assert_eq!(e.cluster.binds.lock().len(), 36);
+    let c = &server.health.counters;
+    assert_eq!(c.full_syncs.load(Ordering::SeqCst), 1);
+    assert_eq!(c.resyncs.load(Ordering::SeqCst), 0);
+    server.kill();
+}
+
+/// A high-priority pod filling `ok-0` and a low-priority one on each
+/// other node listed, every node 4 cpus.
+fn preemption_env(tag: &str, node_local: bool, low_on: &[(&str, &str)]) -> (Server, Env) {
+    let sock = socket(tag);
+    let server = Server::start(&sock);
+    server.health.node_local.store(node_local, Ordering::SeqCst);
+    let mut e = env(&format!("RemotePreempt{tag}"), &sock, "Fail", "2s");
+    e.nodes("ok", 1, "ok");
+    for (name, health) in low_on {
+        e.sched.handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+            node(name)
+                .alloc("cpu", "4")
+                .alloc("memory", "16Gi")
+                .alloc("pods", "110")
+                .annotation("vendor.example.com/health", health)
+                .build(),
+        )));
+    }
+    let mut placed = vec![("high", "ok-0", 1000)];
+    placed.extend(low_on.iter().map(|(n, _)| ("low", *n, 0)));
+    for (i, (what, on, prio)) in placed.into_iter().enumerate() {
+        e.sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(&format!("{what}-{i}"))
+                .priority(prio)
+                .req("cpu", "4")
+                .on(on)
+                .build(),
+        )));
+    }
+    (server, e)
+}
+
+fn preemptor(e: &mut Env, labels: &[(&str, &str)]) -> CycleResult {
+    let mut p = pod("preemptor").priority(500).req("cpu", "2");
+    for (k, v) in labels {
+        p = p.label(k, v);
+    }
+    e.sched
+        .handle_update(ClusterUpdate::PodUpserted(Arc::new(p.build())));
+    let r = e.drain();
+    assert_eq!(r.len(), 1, "{r:?}");
+    r.into_iter().next().unwrap()
+}
+
+#[test]
+fn preemption_never_picks_a_node_the_remote_filter_rejects() {
+    for node_local in [false, true] {
+        for health in ["failed", "retired"] {
+            // Evicting the low-priority pod on `vendor-0` would make room,
+            // but the plugin rejects that node (Unschedulable for
+            // `failed`, UnschedulableAndUnresolvable for `retired`): no
+            // victim, no nomination.
+            let tag = format!("pre{health}{node_local}");
+            let (server, mut e) = preemption_env(&tag, node_local, &[("vendor-0", health)]);
+            let r = preemptor(&mut e, &[]);
+            assert!(matches!(r, CycleResult::Unschedulable { .. }), "{r:?}");
+            assert_eq!(
+                e.sched.counters().preemptions,
+                0,
+                "{health}, node-local {node_local}"
+            );
+            assert_eq!(e.sched.counters().victims, 0);
+            server.kill();
+        }
+    }
+    // The same with a healthy node holding a low-priority pod: preemption
+    // evicts there, never on the rejected node.
+    let (server, mut e) =
+        preemption_env("preok", true, &[("vendor-0", "failed"), ("vendor-1", "ok")]);
+    let r = preemptor(&mut e, &[]);
+    assert!(matches!(r, CycleResult::Unschedulable { .. }), "{r:?}");
+    assert_eq!(e.sched.counters().preemptions, 1);
+    // Victims are deleted by a task of the engine's runtime.
+    for _ in 0..500 {
+        if !e.cluster.deleted.lock().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(*e.cluster.deleted.lock(), vec!["default/low-2".to_owned()]);
+    server.kill();
+}
+
+#[test]
+fn preemption_respects_a_remote_rejection_of_the_whole_pod() {
+    // The plugin refuses the pod itself: no node is worth evicting for.
+    let (server, mut e) = preemption_env("prewhole", false, &[("vendor-1", "ok")]);
+    let r = preemptor(&mut e, &[("vendor.example.com/reject-pod", "true")]);
+    match r {
+        CycleResult::Unschedulable { message } => {
+            assert!(message.contains("the vendor refuses this pod"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.sched.counters().preemptions, 0);
+    assert_eq!(e.sched.counters().victims, 0);
+    server.kill();
+}
+
+/// A PreFilter that rejects pods named `gated-*` (Unschedulable, so
+/// preemption still runs) before the remote plugin is asked.
+struct GateFirst;
+
+impl strata_scheduler::sdk::PreFilterPlugin for GateFirst {
+    fn pre_filter(
+        &self,
+        _state: &mut strata_scheduler::sdk::CycleState,
+        pod: &strata_scheduler::sdk::PodInfo,
+        _snap: &strata_scheduler::sdk::Snapshot,
+    ) -> strata_scheduler::framework::PreFilterResult {
+        if pod.name.starts_with("gated") {
+            strata_scheduler::framework::PreFilterResult::status(
+                strata_scheduler::sdk::Status::unschedulable("gated by the test"),
+            )
+        } else {
+            strata_scheduler::framework::PreFilterResult::skip()
+        }
+    }
+}
+
+strata_scheduler::plugin!(GateFirst: "GateFirst" => [PreFilter]);
+
+#[test]
+fn preemption_does_not_guess_a_remote_filter_that_was_not_asked() {
+    // An earlier PreFilter rejects the pod, so the remote plugin is not
+    // asked in the cycle; its Filter then rejects every node of the
+    // what-ifs instead of passing them unasked.
+    let sock = socket("notasked");
+    let server = Server::start(&sock);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = Arc::new(RecordingCluster::default());
+    let mut reg = strata_plugins::registry();
+    reg.register("GateFirst", |_, _| Ok(Arc::new(GateFirst)));
+    strata_remote::register(&mut reg, "RemoteNotAsked");
+    let yaml = format!(
+        r#"
+parallelism: 1
+seed: 7
+profiles:
+  - schedulerName: strata-scheduler
+    plugins:
+      multiPoint:
+        enabled: [{{name: GateFirst}}, {{name: RemoteNotAsked, weight: 2}}]
+    pluginConfig:
+      - name: RemoteNotAsked
+        args:
+          remote: {{endpoint: "unix://{}", timeout: 2s}}
+"#,
+        sock.display()
+    );
+    let mut sched = Scheduler::new(
+        SchedulerConfig::from_yaml(&yaml).unwrap(),
+        &reg,
+        &strata_plugins::default_plugins(),
+        cluster.clone(),
+        Arc::new(ManualClock::default()),
+        rt.handle().clone(),
+    )
+    .unwrap();
+    for name in ["ok-0", "ok-1"] {
+        sched.handle_update(ClusterUpdate::NodeUpserted(Arc::new(
+            node(name)
+                .alloc("cpu", "4")
+                .alloc("pods", "110")
+                .annotation("vendor.example.com/health", "ok")
+                .build(),
+        )));
+    }
+    for (p, prio, on) in [("high", 1000, "ok-0"), ("low", 0, "ok-1")] {
+        sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+            pod(p).priority(prio).req("cpu", "4").on(on).build(),
+        )));
+    }
+    sched.handle_update(ClusterUpdate::PodUpserted(Arc::new(
+        pod("gated-0").priority(500).req("cpu", "2").build(),
+    )));
+    let o = sched.schedule_one().expect("a pod");
+    match &o.result {
+        CycleResult::Unschedulable { message } => {
+            assert!(message.contains("gated by the test"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sched.counters().preemptions, 0);
+    assert_eq!(server.health.counters.filters.load(Ordering::SeqCst), 0);
     server.kill();
 }

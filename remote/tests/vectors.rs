@@ -95,6 +95,25 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             runs: vec![0, 1, 3, 1],
         }),
     };
+    // A node-local plugin's steady state: the one node that changed, in the
+    // delta and as the only candidate.
+    let changed = pb::FilterRequest {
+        delta: Some(pb::SnapshotDelta {
+            session: SESSION,
+            base_version: 1,
+            version: 2,
+            full: false,
+            nodes: vec![pb::Node {
+                id: 3,
+                name: "n3".into(),
+                annotations: one("vendor.example.com/health", "ok"),
+                ..Default::default()
+            }],
+            removed_nodes: vec![],
+        }),
+        pod: Some(pod()),
+        candidates: Some(pb::NodeSet { runs: vec![3, 1] }),
+    };
     let filter_resp = pb::FilterResponse {
         resync: false,
         status: Some(pb::Result::default()),
@@ -121,6 +140,7 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("handshake_request", handshake.encode_to_vec()),
         ("filter_request_full", full.encode_to_vec()),
         ("filter_request_idle", idle.encode_to_vec()),
+        ("filter_request_changed", changed.encode_to_vec()),
         ("filter_response", filter_resp.encode_to_vec()),
         ("score_request", score_req.encode_to_vec()),
         ("score_response", score_resp.encode_to_vec()),
@@ -162,4 +182,12 @@ fn the_vectors_decode_to_what_they_say() {
     );
     // The idle request is what an unchanged cluster costs per cycle.
     assert!(read("filter_request_idle").len() < 80);
+    let c = pb::FilterRequest::decode(read("filter_request_changed").as_slice()).unwrap();
+    let d = c.delta.unwrap();
+    assert_eq!((d.base_version, d.version, d.full), (1, 2, false));
+    assert_eq!(d.nodes[0].id, 3);
+    assert_eq!(
+        strata_remote::convert::expand(&c.candidates.unwrap(), 10).unwrap(),
+        vec![3]
+    );
 }

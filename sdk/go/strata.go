@@ -75,7 +75,9 @@ type Plugin struct {
 	PostBind func(ctx context.Context, pod *pb.Pod, node string)
 	// NodeLocal declares that Filter and Score depend only on the pod and
 	// the node they are given: the scheduler may then reuse an answer for
-	// pods of the same template while the node is unchanged.
+	// pods of the same template while the node is unchanged. Strata keeps
+	// the answers and asks only about nodes that changed since; the
+	// server's own memo serves schedulers that ask about every node.
 	NodeLocal bool
 	// RequeueOn lists the cluster events after which a pod this plugin
 	// rejected is worth retrying. Empty: nodes added or updated.

@@ -110,4 +110,15 @@ func TestVectorsDecodeAndAnswer(t *testing.T) {
 	if !bytes.Equal(sgot, swantBytes) {
 		t.Fatalf("score answer:\n got %v\nwant %v", sresp, &swant)
 	}
+
+	// A node-local plugin's steady state: one changed node, asked alone.
+	var changed pb.FilterRequest
+	vector(t, "filter_request_changed", &changed)
+	if ids, err := Expand(changed.GetCandidates(), 10); err != nil || len(ids) != 1 || ids[0] != 3 {
+		t.Fatalf("changed candidates %v %v", ids, err)
+	}
+	resp, err = s.Filter(ctx, &changed)
+	if err != nil || resp.GetResync() || len(resp.GetRejections()) != 0 || resp.GetStatus().GetCode() != pb.Code_CODE_SUCCESS {
+		t.Fatalf("changed answer: %v %v", resp, err)
+	}
 }

@@ -1,5 +1,7 @@
 //! An in-process remote plugin server for the tests: the vendor health
-//! rule (Filter out `vendor.example.com/health: failed`, Score `ok` 100 and
+//! rule (Filter out `vendor.example.com/health: failed` as Unschedulable
+//! and `retired` as UnschedulableAndUnresolvable, reject a pod labelled
+//! `vendor.example.com/reject-pod: "true"` as a whole, Score `ok` 100 and
 //! `degraded` the configured `degradedScore`) over protocol v1, with a
 //! per-session node view kept from deltas, and switchable bad behaviour.
 
@@ -47,6 +49,9 @@ pub struct Counters {
     pub resyncs: AtomicU64,
     pub filters: AtomicU64,
     pub scores: AtomicU64,
+    /// Nodes judged by Filter and scored by Score calls, total.
+    pub filter_nodes: AtomicU64,
+    pub score_nodes: AtomicU64,
     pub reserves: AtomicU64,
     pub unreserves: AtomicU64,
     pub permits: AtomicU64,
@@ -245,21 +250,55 @@ impl Service for Svc {
         }
         let ids = expand(&r.candidates.unwrap_or_default(), 1 << 20)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let pod = r.pod.unwrap_or_default();
+        if pod
+            .labels
+            .get("vendor.example.com/reject-pod")
+            .map(String::as_str)
+            == Some("true")
+        {
+            return Ok(Response::new(pb::FilterResponse {
+                status: Some(pb::Result {
+                    code: pb::Code::Unschedulable as i32,
+                    reason: "the vendor refuses this pod".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
+        }
+        self.counters
+            .filter_nodes
+            .fetch_add(ids.len() as u64, Ordering::SeqCst);
         let s = self.sessions.lock();
         let v = &s[&delta.session];
-        let failed: Vec<u32> = ids
-            .into_iter()
-            .filter(|id| self.health(v, *id) == Some("failed"))
-            .collect();
-        let rejections = if failed.is_empty() {
-            Vec::new()
-        } else {
-            vec![pb::Rejection {
-                code: pb::Code::Unschedulable as i32,
-                reason: "node(s) reported failed by the vendor agent".into(),
-                node_ids: failed,
-            }]
+        let with = |health: &str| -> Vec<u32> {
+            ids.iter()
+                .copied()
+                .filter(|id| self.health(v, *id) == Some(health))
+                .collect()
         };
+        let mut rejections = Vec::new();
+        for (health, code, reason) in [
+            (
+                "failed",
+                pb::Code::Unschedulable,
+                "node(s) reported failed by the vendor agent",
+            ),
+            (
+                "retired",
+                pb::Code::UnschedulableAndUnresolvable,
+                "node(s) retired by the vendor",
+            ),
+        ] {
+            let node_ids = with(health);
+            if !node_ids.is_empty() {
+                rejections.push(pb::Rejection {
+                    code: code as i32,
+                    reason: reason.into(),
+                    node_ids,
+                });
+            }
+        }
         Ok(Response::new(pb::FilterResponse {
             resync: false,
             status: ok(),
@@ -284,6 +323,9 @@ impl Service for Svc {
         }
         let ids = expand(&r.nodes.unwrap_or_default(), 1 << 20)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.counters
+            .score_nodes
+            .fetch_add(ids.len() as u64, Ordering::SeqCst);
         let s = self.sessions.lock();
         let v = &s[&delta.session];
         let mut runs: Vec<pb::ScoreRun> = Vec::new();

@@ -10,7 +10,8 @@
 //   2. Per scheduling cycle, at most one Filter call (PreFilter and Filter of
 //      every candidate node together) and one Score call (PreScore, Score and
 //      NormalizeScore of every feasible node together). Never one call per
-//      node.
+//      node. A node-local plugin (HandshakeResponse.node_local) is asked
+//      only about the nodes whose answer the scheduler does not hold yet.
 //   3. Each Filter or Score call carries a SnapshotDelta: the nodes changed
 //      since the version the plugin already holds. The first call of a
 //      session (and any call after the plugin answered `resync`) carries a
@@ -619,10 +620,15 @@ type HandshakeResponse struct {
 	// Non-empty when the plugin refuses its configuration.
 	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	// The plugin's Filter and Score answers for a node depend only on the pod
-	// and on that node as the snapshot sends it. The scheduler may then reuse
-	// an answer for pods of the same template while the node is unchanged
-	// (its equivalence fast path), as it does for in-tree node-local plugins.
-	// The plugin is still asked once per cycle.
+	// and on that node as the snapshot sends it (not on the pod's name or
+	// uid, nor on other nodes, nor on anything outside the snapshot). The
+	// scheduler then keeps the answers per pod template (pods alike but for
+	// name and uid) within the session, and asks a Filter or Score call only
+	// about the nodes that changed since the plugin answered for that
+	// template: every node the first time, then usually the one node the
+	// previous pod landed on. A cycle in which no such node is left makes no
+	// call (its snapshot delta goes with the next call). A new session
+	// (handshake) drops the answers kept.
 	NodeLocal     bool `protobuf:"varint,5,opt,name=node_local,json=nodeLocal,proto3" json:"node_local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1232,7 +1238,8 @@ type FilterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Delta *SnapshotDelta         `protobuf:"bytes,1,opt,name=delta,proto3" json:"delta,omitempty"`
 	Pod   *Pod                   `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
-	// The nodes to judge.
+	// The nodes to judge: every candidate, or for a node-local plugin the
+	// candidates without a kept answer.
 	Candidates    *NodeSet `protobuf:"bytes,3,opt,name=candidates,proto3" json:"candidates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1422,7 +1429,8 @@ type ScoreRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Delta *SnapshotDelta         `protobuf:"bytes,1,opt,name=delta,proto3" json:"delta,omitempty"`
 	Pod   *Pod                   `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
-	// The feasible nodes to score.
+	// The feasible nodes to score: all of them, or for a node-local plugin
+	// those without a kept answer.
 	Nodes         *NodeSet `protobuf:"bytes,3,opt,name=nodes,proto3" json:"nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

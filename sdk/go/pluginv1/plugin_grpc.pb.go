@@ -10,7 +10,8 @@
 //   2. Per scheduling cycle, at most one Filter call (PreFilter and Filter of
 //      every candidate node together) and one Score call (PreScore, Score and
 //      NormalizeScore of every feasible node together). Never one call per
-//      node.
+//      node. A node-local plugin (HandshakeResponse.node_local) is asked
+//      only about the nodes whose answer the scheduler does not hold yet.
 //   3. Each Filter or Score call carries a SnapshotDelta: the nodes changed
 //      since the version the plugin already holds. The first call of a
 //      session (and any call after the plugin answered `resync`) carries a
