@@ -267,6 +267,13 @@ impl<'a> Walker<'a> {
             && self.want_score == c.want_score
     }
 
+    /// Whether the walk matches every pod against the incoming pod's own
+    /// terms (it has some), not only pods with terms of their own.
+    #[inline]
+    pub(super) fn looks_at_every_pod(&self) -> bool {
+        self.all
+    }
+
     /// Whether anything on `node` can contribute; decided from the node's
     /// counters without touching its pods.
     #[inline]

@@ -39,7 +39,7 @@ use crate::common::topology_domains::{EMPTY, NONE, NodeSlots};
 /// Matching pods per domain of one soft constraint.
 #[derive(Debug)]
 enum Counts {
-    /// By domain id (the memo's totals; an absent domain counts as 0). Every node
+    /// By domain id (the memo's sums; an absent domain counts as 0). Every node
     /// Score sees is feasible and not ignored, so its domain is one PreScore
     /// found among those nodes.
     ByDomain(Arc<Vec<i64>>),
@@ -167,7 +167,7 @@ impl PreScorePlugin for PodTopologySpread {
                                 }
                                 (scored_nodes, Counts::ByNode(counts))
                             } else {
-                                (distinct[i], Counts::ByDomain(e.totals(i).clone()))
+                                (distinct[i], Counts::ByDomain(e.sums(i).clone()))
                             };
                             ScoreConstraint {
                                 of_node: v.of_node.clone(),

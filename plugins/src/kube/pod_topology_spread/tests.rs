@@ -1181,18 +1181,21 @@ fn memo_step() -> impl Strategy<Value = Step> {
         2 => (0..NODES + 2, prop::option::of(0..3usize), prop::bool::weighted(0.7), prop::bool::weighted(0.2))
             .prop_map(|(n, z, s, t)| Step::Relabel(n, z, s, t)),
         1 => (0..NODES + 2).prop_map(Step::RemoveNode),
-        4 => (0..4usize).prop_map(Step::Check),
+        4 => (0..5usize).prop_map(Step::Check),
     ]
 }
 
 /// Incoming pods of several kinds: hard zone (taints honored, minDomains)
 /// and hostname with a nodeSelector; soft zone and hostname; an owned pod
 /// under the System defaults (nodes without a zone still scored); a hard
-/// constraint with another selector and node affinity ignored.
+/// constraint with another selector and node affinity ignored; one whose
+/// selector has no `In` requirement.
 fn memo_kinds() -> Vec<PodInfo> {
     let mut other = hard(1, "zone");
     other["labelSelector"] = json!({"matchLabels": {"foo": "baz"}});
     other["nodeAffinityPolicy"] = json!("Ignore");
+    let mut exists = hard(1, "zone");
+    exists["labelSelector"] = json!({"matchExpressions": [{"key": "foo", "operator": "Exists"}]});
     vec![
         prop_incoming(),
         mypod(
@@ -1204,6 +1207,8 @@ fn memo_kinds() -> Vec<PodInfo> {
             vec![other, soft(1, "zone")],
             json!({"nodeSelector": {"disk": "hdd"}}),
         ),
+        // No `In` requirement: a new entry walks every node.
+        mypod(vec![exists, soft(1, "zone")], json!({})),
     ]
 }
 
@@ -1308,9 +1313,13 @@ proptest! {
                         continue;
                     }
                     let require_all = hard || !pod.spec.spread_constraints.is_empty();
-                    let (fresh, fresh_views) = memo::Entry::fresh(pod, &cs, require_all, snap);
-                    prop_assert!(
-                        pl.memo.with(pod, &cs, require_all, snap, |e, v| e.same_counts(v, &fresh, &fresh_views)),
+                    // A memo that never saw the history, so its entry is
+                    // new (counted from the label index's candidates, or
+                    // by the walk).
+                    let fresh = memo::Memo::default().with(pod, &cs, require_all, snap, |e, v| e.by_value(v));
+                    prop_assert_eq!(
+                        pl.memo.with(pod, &cs, require_all, snap, |e, v| e.by_value(v)),
+                        fresh,
                         "step {} kind {} hard {}", i, k, hard
                     );
                     if hard {
@@ -1356,6 +1365,29 @@ fn memo_never_crosses_snapshots() {
         let _ = pl.pre_filter(&mut state, &q, cache.snapshot());
     }
     assert_eq!(pl.memo.len(), memo::CAPACITY);
+    assert_eq!(pl.memo.shapes(), memo::SHAPE_CAPACITY);
+}
+
+/// Workloads that differ only in their selector (one Deployment each)
+/// share the memo's per-node shape; each keeps its own counts.
+#[test]
+fn selectors_share_one_shape() {
+    let pl = system();
+    let cache = testing::cache_with(
+        vec![zone_node("n1", "A"), zone_node("n2", "B")],
+        vec![foo_pod("x", "n1")],
+    );
+    for i in 0..20 {
+        let mut c = hard(1, "zone");
+        c["labelSelector"] = json!({"matchLabels": {"app": format!("svc-{i}")}});
+        let q = mypod(vec![c], json!({}));
+        let mut state = CycleState::new();
+        let _ = pl.pre_filter(&mut state, &q, cache.snapshot());
+    }
+    assert_eq!(pl.memo.shapes(), 1);
+    assert_eq!(pl.memo.len(), memo::CAPACITY);
+    let pod = mypod(vec![hard(1, "zone")], json!({}));
+    assert_eq!(feasible(&pl, &pod, &cache), names(&["n2"]));
 }
 
 // ---- The dense-domain Filter and Score equal a from-scratch reference ----
