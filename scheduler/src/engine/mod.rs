@@ -20,6 +20,7 @@ mod extend;
 mod fast_path;
 mod profile;
 mod run;
+mod soft_scores;
 
 pub use cycle::{CycleOutcome, CycleResult, PhaseTimes};
 pub use run::{NoObserver, RunControl, RunObserver, RunSummary};

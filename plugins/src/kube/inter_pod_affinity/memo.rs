@@ -28,7 +28,7 @@
 //! part remembers the domain each contribution went to; the entry starts
 //! over when a key's index is renumbered (its epoch changes).
 
-use super::scan::{Class, Counts, Dense, Target, Walker};
+use super::scan::{Class, Counts, Target, Walker};
 use crate::common::pod_label_index::PodLabelIndex;
 use crate::common::topology_domains::{DomainIndex, KeyView};
 use parking_lot::Mutex;
@@ -137,6 +137,10 @@ impl Memo {
             views.get(k, domains, snap, *tick);
         }
         e.refresh(w, snap, domains, labels, &mut views, *tick);
+        // The domains of every key a dense total is kept for.
+        for d in &e.counts.dense {
+            views.get(d.key(), domains, snap, *tick);
+        }
         (e.counts.clone(), views)
     }
 
@@ -249,7 +253,7 @@ impl Entry {
             // domain is the node's.
             let view = views.get(e.1, domains, snap, tick);
             e.4 = view.of(node.id);
-            if Dense::wanted(e.0) {
+            {
                 let epoch = view.epoch;
                 let len = view.len;
                 if !self.epochs.iter().any(|(k, _)| *k == e.1) {

@@ -886,6 +886,7 @@ proptest! {
             incoming.iter().enumerate().map(|(i, s)| build(&format!("in{i}"), s, false)).collect();
         let mut cache = cache_with(prop_nodes(), vec![]);
         let mut uids: Vec<Arc<str>> = Vec::new();
+        let mut signatures = vec![rustc_hash::FxHashMap::default(); incoming.len()];
         for (i, st) in steps.iter().enumerate() {
             match st {
                 Step::AddPod(s) => {
@@ -915,6 +916,10 @@ proptest! {
                 Step::Check(k) => {
                     let p = &incoming[*k];
                     let snap = cache.snapshot();
+                    // What the engine's fast path relies on to keep scores.
+                    let checked = crate::common::testkit::check_domain_scores(&pl, p, snap, &signatures[*k]);
+                    prop_assert!(checked.is_ok(), "step {}: {:?}", i, checked.err());
+                    signatures[*k] = checked.unwrap_or_default();
                     let w = pl.walker(p, snap);
                     prop_assert!(same_counts(&pl.memo.counts(&w, snap, &[]).0, &Counts::scan(&w, snap)), "step {}", i);
                     // Filter by dense domain ids answers as the checks by

@@ -596,10 +596,7 @@ impl Counted<'_> {
     /// with their sums and holders, and per node its matching pods per
     /// constraint; checks the eligible counts on the way.
     #[cfg(test)]
-    pub(super) fn by_value(
-        &self,
-        views: &[KeyView],
-    ) -> ByValue {
+    pub(super) fn by_value(&self, views: &[KeyView]) -> ByValue {
         let n = views.len();
         let totals = (0..n)
             .map(|i| {

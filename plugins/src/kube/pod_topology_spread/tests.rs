@@ -613,8 +613,9 @@ fn scoring_ignores_nodes_missing_a_key() {
     );
     let pod = mypod(vec![soft(1, "zone")], json!({}));
     let (raw, norm) = score_all(&system(), &pod, &cache);
-    // Two domains (bare is ignored): a1 = round(ln 4) = 1, b1 = 0.
-    assert_eq!(raw, pairs(&[("a1", 1), ("b1", 0), ("bare", 0)]));
+    // Two domains (bare is ignored, raw -1): a1 = round(ln 4) = 1, b1 = 0.
+    // b1 and bare normalize differently, so their raw scores differ too.
+    assert_eq!(raw, pairs(&[("a1", 1), ("b1", 0), ("bare", -1)]));
     assert_eq!(norm, pairs(&[("a1", 0), ("b1", 100), ("bare", 0)]));
 }
 
@@ -681,7 +682,8 @@ fn list_defaults_require_every_key_when_scoring() {
     let (raw, norm) = score_all(&pl, &pod, &cache);
     // c1 lacks the zone key and is ignored: hostname ln(3 + 2), zone ln(2 + 2).
     // a1: 3.219+2 + 2.773+4 = 11.99; a2: 2 + 6.77 = 8.77; b1: 3.609 + 5.386 = 9.00.
-    assert_eq!(raw, pairs(&[("a1", 12), ("a2", 9), ("b1", 9), ("c1", 0)]));
+    // Ignored c1 scores -1 raw (see `score.rs`), 0 normalized.
+    assert_eq!(raw, pairs(&[("a1", 12), ("a2", 9), ("b1", 9), ("c1", -1)]));
     assert_eq!(
         norm,
         pairs(&[("a1", 75), ("a2", 100), ("b1", 100), ("c1", 0)])
@@ -1303,10 +1305,15 @@ proptest! {
         let kinds = memo_kinds();
         let mut cache = testing::cache_with(prop_nodes(), vec![]);
         let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
+        let mut signatures = vec![rustc_hash::FxHashMap::default(); kinds.len()];
         for (i, st) in steps.iter().enumerate() {
             if let Some(k) = apply_step(&mut cache, &mut uids, i, st) {
                 let pod = &kinds[k];
                 let snap = cache.snapshot();
+                // What the engine's fast path relies on to keep scores.
+                let checked = crate::common::testkit::check_domain_scores(&pl, pod, snap, &signatures[k]);
+                prop_assert!(checked.is_ok(), "step {}: {:?}", i, checked.err());
+                signatures[k] = checked.unwrap_or_default();
                 for hard in [true, false] {
                     let cs = pl.defaults.constraints(pod, hard);
                     if cs.is_empty() {
@@ -1457,7 +1464,7 @@ fn reference_scores(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> (Na
     let mut raw: Vec<(String, i64, bool)> = Vec::new();
     for n in snap.nodes() {
         if !takes_part(n) {
-            raw.push((n.name.to_string(), 0, true));
+            raw.push((n.name.to_string(), -1, true));
             continue;
         }
         let mut score = 0.0f64;
