@@ -122,7 +122,19 @@ impl PreScorePlugin for PodTopologySpread {
                         .map(|(v, h)| if *h { Vec::new() } else { vec![false; v.len] })
                         .collect();
                     let mut distinct = vec![0usize; views.len()];
+                    // When every node has every key and no constraint is by
+                    // hostname, no feasible node is ignored and only the
+                    // number of distinct domains matters: stop once every
+                    // domain some node holds was seen (a few nodes, not
+                    // every feasible one).
+                    let every_key = views.iter().all(|v| v.with_key == snap.num_nodes());
+                    let shortcut = every_key && !any_host;
+                    let all_seen =
+                        |distinct: &[usize]| views.iter().zip(distinct).all(|(v, d)| *d >= v.held);
                     for &id in feasible {
+                        if shortcut && all_seen(&distinct) {
+                            break;
+                        }
                         if require_all && views.iter().any(|v| v.of(id) == NONE) {
                             if ignored.is_empty() {
                                 ignored = vec![false; snap.node_capacity()];
@@ -151,6 +163,17 @@ impl PreScorePlugin for PodTopologySpread {
                                 *s = true;
                                 distinct[i] += 1;
                             }
+                        }
+                    }
+                    #[cfg(debug_assertions)]
+                    if shortcut {
+                        debug_assert_eq!(n_ignored, 0);
+                        for (i, v) in views.iter().enumerate() {
+                            let mut all: Vec<u32> = feasible.iter().map(|id| v.of(*id)).collect();
+                            all.sort_unstable();
+                            all.dedup();
+                            debug_assert!(!all.contains(&NONE));
+                            debug_assert_eq!(distinct[i], all.len(), "distinct domains");
                         }
                     }
                     let scored_nodes = feasible.len() - n_ignored;
