@@ -152,14 +152,14 @@ pub use crate::clock::Clock;
 pub use crate::cluster::{ClusterError, ClusterPort};
 pub use crate::framework::{
     ActionType, BindPlugin, ClusterEvent, ClusterEventKind, Code, CycleState, Diagnosis,
-    DomainVerdict, EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle,
+    DomainScores, DomainVerdict, EventObject, EventResource, FilterEvaluator, FilterPlugin, Handle,
     MAX_NODE_SCORE, NO_PREEMPTION_EXTENDERS, NoPreemptionExtenders, NodeObserver, NodeRef,
     NodeScore, PermitDecision, PermitPlugin, PermitResult, Plugin, PluginArgsError, PluginFactory,
     PodsToActivate, PostBindPlugin, PostFilterContext, PostFilterPlugin, PostFilterResult,
     PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin, PreFilterResult, PreScorePlugin,
     PreemptionCandidate, PreemptionClaimant, PreemptionClaims, PreemptionExtenders,
-    QueueSortPlugin, QueueingHint, Reason, Registry, ReservePlugin, ScorePlugin, SortKey,
-    StateData, Status, WaitingPods,
+    QueueSortPlugin, QueueingHint, Reason, Registry, ReservePlugin, ScoreLayer, ScorePlugin,
+    SortKey, StateData, Status, WaitingPods,
 };
 pub use crate::intern::Sym;
 pub use crate::labels::Labels;

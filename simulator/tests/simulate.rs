@@ -370,7 +370,8 @@ fn topology_mix() -> Scenario {
     Scenario::parse(&text, "topology-mix").expect("topology-mix parses")
 }
 
-/// The fast path's per-domain verdicts (spread, inter-pod affinity) pick
+/// The fast path's per-domain verdicts (spread, inter-pod affinity) and
+/// per-domain soft scores (preferred terms, `ScheduleAnyway` spread) pick
 /// the same node as the full scan on every pod, and some pods are left
 /// unschedulable by the hard rules.
 #[test]

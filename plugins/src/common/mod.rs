@@ -4,6 +4,7 @@
 pub mod args;
 pub mod device_domains;
 pub mod memory_borrow;
+pub(crate) mod pod_label_index;
 pub mod preemption;
 pub mod resources;
 pub mod scoring;

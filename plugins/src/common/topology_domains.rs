@@ -64,6 +64,8 @@ pub(crate) struct KeyDomains {
     holders: Vec<u32>,
     /// Ids with at least one holder.
     held: usize,
+    /// Slots holding some id (present nodes with the key).
+    with_key: usize,
     pub(crate) last_used: u64,
 }
 
@@ -80,6 +82,7 @@ impl KeyDomains {
             values: Vec::new(),
             holders: Vec::new(),
             held: 0,
+            with_key: 0,
             last_used: 0,
         };
         k.reset();
@@ -95,6 +98,7 @@ impl KeyDomains {
         self.values.clear();
         self.holders.clear();
         self.held = 0;
+        self.with_key = 0;
         self.intern(Sym::EMPTY);
     }
 
@@ -115,6 +119,8 @@ impl KeyDomains {
         KeyView {
             epoch: self.epoch,
             len: self.values.len(),
+            held: self.held,
+            with_key: self.with_key,
             of_node: self.of_node.clone(),
             #[cfg(test)]
             values: self.values.clone(),
@@ -142,12 +148,14 @@ impl KeyDomains {
         let old = std::mem::replace(&mut of[slot], d);
         if let Some(h) = self.holders.get_mut(old as usize) {
             *h -= 1;
+            self.with_key -= 1;
             if *h == 0 {
                 self.held -= 1;
             }
         }
         if let Some(h) = self.holders.get_mut(d as usize) {
             *h += 1;
+            self.with_key += 1;
             if *h == 1 {
                 self.held += 1;
             }
@@ -186,6 +194,10 @@ pub(crate) struct KeyView {
     pub epoch: u64,
     /// One past the largest domain id.
     pub len: usize,
+    /// How many ids some node holds.
+    pub held: usize,
+    /// How many present nodes have the key.
+    pub with_key: usize,
     /// Node slot -> domain id.
     pub of_node: Arc<Vec<u32>>,
     /// Domain id -> value.

@@ -48,6 +48,15 @@ impl ChangeTracker {
         self.seen.is_empty()
     }
 
+    /// Records every slot's current generation without reporting any: for
+    /// a reader that brought its memo up to date some other way (it knew
+    /// which few slots could matter). O(slots), a copy.
+    pub fn catch_up(&mut self, snap: &Snapshot) {
+        self.seen.clear();
+        self.seen.extend_from_slice(snap.generations());
+        self.seq = snap.change_seq();
+    }
+
     /// The node slots whose generation moved since the last call, each
     /// once; records their new generations. Costs O(changes) when the
     /// snapshot's change log reaches back far enough, O(slots) otherwise.
@@ -114,6 +123,10 @@ mod tests {
         assert_eq!(t.changed(c.snapshot()).len(), 1, "a new slot");
         t.reset();
         assert_eq!(t.changed(c.snapshot()).len(), 4);
+        t.catch_up(c.snapshot());
+        assert!(t.changed(c.snapshot()).is_empty(), "caught up");
+        c.add_pod(Arc::new(pod("r").on("b").build()));
+        assert_eq!(t.changed(c.snapshot()).as_slice(), &[b.0]);
     }
 
     #[test]

@@ -300,6 +300,9 @@ pub(crate) struct FastIndex {
     /// The per-domain verdicts of the filters that are not node-local (see
     /// [`DomainLayers`]); inactive when every filter is node-local.
     pub domains: DomainLayers,
+    /// The scores kept by domain when some score is not node-local
+    /// (`soft_scores.rs`); `tree` above is then not kept.
+    pub soft: super::soft_scores::SoftIndex,
 }
 
 /// The fast path's memory of the per-domain filter verdicts

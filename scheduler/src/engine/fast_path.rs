@@ -15,6 +15,7 @@
 use super::Scheduler;
 use super::cycle::{FilterOutcome, filter_node};
 use super::profile::Profile;
+use super::soft_scores::{self, DomainScored};
 use crate::framework::{CycleState, Diagnosis, FilterPlugin, Status};
 use crate::model::{NodeId, PodInfo};
 
@@ -167,12 +168,16 @@ fn sync_domains(
             // The tree's leaves were masked by the layers.
             fast.domains.clear();
             fast.tree_valid = false;
+            fast.soft.valid = false;
         }
         return;
     }
     let mut touched = touched;
     match fast.domains.sync(layers, snap.node_capacity()) {
-        None => fast.tree_valid = false,
+        None => {
+            fast.tree_valid = false;
+            fast.soft.valid = false;
+        }
         Some(flipped) if !flipped.is_empty() => {
             // A few nodes (a hostname domain): update the list in place;
             // many (a zone): rebuild it.
@@ -271,6 +276,7 @@ impl Scheduler {
                 cc.fast.valid = true;
                 cc.fast.layout = snap.layout_version();
                 cc.fast.tree_valid = false;
+                cc.fast.soft.valid = false;
                 cc.fast.pending.clear();
             }
             Some(ch) => {
@@ -326,6 +332,61 @@ impl Scheduler {
             refresh_scores(cc, id, gens[id.index()], snap, &cached, st, pod)
         };
         if uncached {
+            // Scores that are not node-local: kept by domain when every one
+            // of them can say what it depends on.
+            let mut domain: Vec<DomainScored<'_>> = Vec::new();
+            let mut answers = Vec::new();
+            let mut sig = score_mask ^ key_sig.rotate_left(17);
+            let mut by_domain = true;
+            for (i, (p, w)) in profile.score.iter().enumerate() {
+                if st.skips_score(p.name()) {
+                    continue;
+                }
+                let Some(sp) = p.as_score() else { continue };
+                if sp.node_local_key(st).is_some() {
+                    continue;
+                }
+                match sp.domain_scores(st) {
+                    Some(a) => {
+                        sig =
+                            sig.rotate_left(7) ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                        domain.push((p.name(), sp, *w));
+                        answers.push(a);
+                    }
+                    None => {
+                        by_domain = false;
+                        break;
+                    }
+                }
+            }
+            if by_domain {
+                let inputs = soft_scores::Inputs {
+                    snap,
+                    cached: &cached,
+                    domain: &domain,
+                    answers,
+                    sig,
+                    state: st,
+                    pod,
+                };
+                match soft_scores::update(cc, inputs) {
+                    Err(e) => return Fast::Error(e),
+                    Ok(true) => {
+                        let tree = &cc.fast.soft.tree;
+                        let (best, count) = tree.root();
+                        if best != i64::MIN && count > 0 {
+                            let pick = if count > 1 {
+                                self.rng.below(u64::from(count)) as u32
+                            } else {
+                                0
+                            };
+                            return Fast::Chosen(snap.node_ids()[tree.kth_best(pick)]);
+                        }
+                    }
+                    // A node-local score that normalizes varies: scan.
+                    Ok(false) => {}
+                }
+            }
             // Some score needs every node each cycle: scan the scores over
             // the feasible set we maintained.
             let feasible = cc.fast.candidates().to_vec();
@@ -336,6 +397,8 @@ impl Scheduler {
             };
         }
         let live_len = snap.num_nodes();
+        // This tree takes the pending nodes; the domain-scored one does not.
+        cc.fast.soft.valid = false;
         if !cc.fast.tree_valid || cc.fast.tree.len() < live_len {
             let feasible = std::mem::take(cc.fast.candidates_mut());
             for &id in &feasible {

@@ -21,6 +21,7 @@ mod fast_path;
 mod parallel;
 mod profile;
 mod run;
+mod soft_scores;
 
 pub use cycle::{CycleOutcome, CycleResult, PhaseTimes};
 pub use parallel::PoolUse;

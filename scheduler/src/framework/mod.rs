@@ -13,12 +13,12 @@ pub use events::{
     ActionType, ClusterEvent, ClusterEventKind, EventObject, EventResource, QueueingHint,
 };
 pub use plugin::{
-    BindPlugin, DomainVerdict, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE,
+    BindPlugin, DomainScores, DomainVerdict, FilterEvaluator, FilterPlugin, Handle, MAX_NODE_SCORE,
     NO_PREEMPTION_EXTENDERS, NoPreemptionExtenders, NodeObserver, NodeRef, NodeScore, PermitPlugin,
     PermitResult, Plugin, PluginArgsError, PluginFactory, PostBindPlugin, PostFilterContext,
     PostFilterPlugin, PostFilterResult, PreBindPlugin, PreEnqueuePlugin, PreFilterPlugin,
     PreFilterResult, PreScorePlugin, PreemptionCandidate, PreemptionExtenders, QueueSortPlugin,
-    Registry, ReservePlugin, ScorePlugin, SortKey,
+    Registry, ReservePlugin, ScoreLayer, ScorePlugin, SortKey,
 };
 pub use preemption::{Claims, PreemptionClaimant, PreemptionClaims};
 pub use status::{Code, Diagnosis, Reason, Status};

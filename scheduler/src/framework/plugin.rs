@@ -452,6 +452,51 @@ pub trait ScorePlugin: Send + Sync {
     fn node_local_key(&self, _state: &CycleState) -> Option<u64> {
         if self.is_node_local() { Some(0) } else { None }
     }
+
+    /// For a score that is not node-local but whose raw score in this
+    /// cycle depends only on the node and on which topology domain it is in
+    /// (spread and inter-pod preferences after PreScore counted the
+    /// domains): what it depends on, so the engine's fast path keeps the
+    /// scores across cycles of a pod class and calls
+    /// [`ScorePlugin::score`] again only on nodes that changed or whose
+    /// domain's value changed, instead of on every feasible node.
+    ///
+    /// `None` (the default): the engine scores every feasible node. An
+    /// answer promises, for equivalent pods:
+    /// - on a node whose generation did not move, `score` returns what it
+    ///   returned in an earlier cycle when `salt` is the same and, in every
+    ///   layer, the node's domain and that domain's value are the same;
+    /// - with `has_normalize`, `normalize` gives each score a value that
+    ///   depends only on that score and on the set of distinct scores it was
+    ///   given (not on node ids, order or repeats), so the engine may
+    ///   normalize one score per distinct value.
+    fn domain_scores(&self, _state: &CycleState) -> Option<DomainScores> {
+        None
+    }
+}
+
+/// What a score depends on besides the node itself (see
+/// [`ScorePlugin::domain_scores`]).
+#[derive(Clone, Debug, Default)]
+pub struct DomainScores {
+    /// Everything else the scores depend on (weights, say), hashed: any
+    /// change makes the engine score every node again.
+    pub salt: u64,
+    /// The topology layers the scores read.
+    pub layers: Vec<ScoreLayer>,
+}
+
+/// One topology layer a score reads: a domain per node and a value per
+/// domain.
+#[derive(Clone, Debug)]
+pub struct ScoreLayer {
+    /// Node slot to domain id ([`DomainVerdict::NO_DOMAIN`] or beyond the
+    /// end: none). Recognised unchanged by the `Arc`'s address, as in
+    /// [`DomainVerdict`].
+    pub of_node: Arc<Vec<u32>>,
+    /// Domain id to the value the score reads (ids beyond the end: 0).
+    /// Compared by content; an unchanged `Arc` is not compared.
+    pub values: Arc<Vec<i64>>,
 }
 
 /// Reserve and Unreserve: claim and give back plugin-held resources.

@@ -28,7 +28,8 @@
 //! part remembers the domain each contribution went to; the entry starts
 //! over when a key's index is renumbered (its epoch changes).
 
-use super::scan::{Class, Counts, Dense, Target, Walker};
+use super::scan::{Class, Counts, Target, Walker};
+use crate::common::pod_label_index::PodLabelIndex;
 use crate::common::topology_domains::{DomainIndex, KeyView};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -57,11 +58,24 @@ impl std::fmt::Debug for Memo {
     }
 }
 
-#[derive(Default)]
 struct Inner {
     entries: Vec<Entry>,
+    /// Which nodes hold pods with each label or with terms naming it (a
+    /// new entry's candidates).
+    labels: PodLabelIndex,
     domains: DomainIndex,
     tick: u64,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            entries: Vec::new(),
+            labels: PodLabelIndex::new(true),
+            domains: DomainIndex::default(),
+            tick: 0,
+        }
+    }
 }
 
 struct Entry {
@@ -85,6 +99,7 @@ impl Memo {
         let mut inner = self.inner.lock();
         let Inner {
             entries,
+            labels,
             domains,
             tick,
         } = &mut *inner;
@@ -121,7 +136,11 @@ impl Memo {
         for &k in keys {
             views.get(k, domains, snap, *tick);
         }
-        e.refresh(w, snap, domains, &mut views, *tick);
+        e.refresh(w, snap, domains, labels, &mut views, *tick);
+        // The domains of every key a dense total is kept for.
+        for d in &e.counts.dense {
+            views.get(d.key(), domains, snap, *tick);
+        }
         (e.counts.clone(), views)
     }
 
@@ -162,6 +181,7 @@ impl Entry {
         w: &Walker<'_>,
         snap: &Snapshot,
         domains: &mut DomainIndex,
+        labels: &mut PodLabelIndex,
         views: &mut Views,
         tick: u64,
     ) {
@@ -175,6 +195,20 @@ impl Entry {
             self.parts.clear();
             self.counts = Counts::default();
             self.epochs.clear();
+        }
+        if self.changes.is_empty() {
+            // A new entry: walk only the nodes that may hold a pod the
+            // incoming pod's terms match or a pod with a term that may
+            // refer to it, when the label index can name them. Every
+            // other node's part is empty.
+            labels.refresh(snap);
+            if let Some(slots) = candidates(w, labels) {
+                for slot in slots {
+                    self.recompute(slot, w, snap, domains, views, tick);
+                }
+                self.changes.catch_up(snap);
+                return;
+            }
         }
         // Only slots whose generation moved are re-walked (found through
         // the snapshot's change log when it reaches back far enough).
@@ -219,7 +253,7 @@ impl Entry {
             // domain is the node's.
             let view = views.get(e.1, domains, snap, tick);
             e.4 = view.of(node.id);
-            if Dense::wanted(e.0) {
+            {
                 let epoch = view.epoch;
                 let len = view.len;
                 if !self.epochs.iter().any(|(k, _)| *k == e.1) {
@@ -236,4 +270,34 @@ impl Entry {
             self.parts.insert(slot, part);
         }
     }
+}
+
+/// The node slots whose part may be non-empty for the walker's pod, sorted
+/// and without repeats: those holding a pod that one of the pod's terms
+/// (the ones the walk looks at) may match, and those holding a pod with a
+/// term that may refer to the pod. `None` when a term's selector has no
+/// `In` requirement (any node may hold a match).
+fn candidates(w: &Walker<'_>, labels: &PodLabelIndex) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    if w.looks_at_every_pod() {
+        let aff = &w.pod.spec.affinity;
+        let mut terms: SmallVec<[&strata_scheduler::model::AffinityTerm; 4]> =
+            aff.required.iter().chain(&aff.required_anti).collect();
+        if w.want_score {
+            terms.extend(aff.preferred.iter().map(|t| &t.term));
+            terms.extend(aff.preferred_anti.iter().map(|t| &t.term));
+        }
+        for t in terms {
+            // A term without a selector matches no pod.
+            if let Some(sel) = &t.selector
+                && !labels.candidates(sel, &mut out)
+            {
+                return None;
+            }
+        }
+    }
+    labels.term_candidates(&w.pod.labels, &mut out);
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
 }

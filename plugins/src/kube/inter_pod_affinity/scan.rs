@@ -31,7 +31,7 @@ use crate::common::topology_domains::{NONE, NodeSlots};
 use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::model::{NamespaceLabels, PodAffinity, PodSpecInfo};
-use strata_scheduler::sdk::{DomainVerdict, Labels, NodeInfo, PodInfo, Sym};
+use strata_scheduler::sdk::{DomainVerdict, Labels, NodeInfo, PodInfo, ScoreLayer, Sym};
 
 /// Which total a contribution goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,12 +50,12 @@ pub(super) struct Counts {
     pub(super) affinity: Arc<TopoCounts>,
     pub(super) anti: Arc<TopoCounts>,
     pub(super) score: Arc<TopoCounts>,
-    /// The filter totals again, per (total, key) as arrays by domain id
-    /// (kept by the memo only; empty from [`Counts::scan`]).
+    /// The totals again, per (total, key) as arrays by domain id (kept by
+    /// the memo only; empty from [`Counts::scan`]).
     pub(super) dense: SmallVec<[Dense; 4]>,
 }
 
-/// One filter total of one key, by domain id (ids beyond the end count 0).
+/// One total of one key, by domain id (ids beyond the end count 0).
 #[derive(Clone, Debug)]
 pub(super) struct Dense {
     target: Target,
@@ -64,10 +64,10 @@ pub(super) struct Dense {
 }
 
 impl Dense {
-    /// Whether `target` is kept dense (the three Filter reads).
+    /// The key the total is over.
     #[inline]
-    pub(super) fn wanted(target: Target) -> bool {
-        target != Target::Score
+    pub(super) fn key(&self) -> Sym {
+        self.key
     }
 }
 
@@ -96,7 +96,7 @@ impl Counts {
     /// Adds `delta` to domain `dom` of the dense total of (`target`, `key`),
     /// if kept.
     pub(super) fn add_dense(&mut self, target: Target, key: Sym, dom: u32, delta: i64) {
-        if dom == NONE || delta == 0 || !Dense::wanted(target) {
+        if dom == NONE || delta == 0 {
             return;
         }
         if let Some(d) = self
@@ -111,6 +111,22 @@ impl Counts {
             }
             c[i] += delta;
         }
+    }
+
+    /// The score total as layers by domain, one per key it holds (what
+    /// the engine's fast path compares across cycles); `None` if a key's
+    /// dense total or domains are missing.
+    pub(super) fn score_layers(&self, views: &Views) -> Option<Vec<ScoreLayer>> {
+        self.score
+            .keys()
+            .iter()
+            .map(|&k| {
+                Some(ScoreLayer {
+                    of_node: views.find(k)?.of_node.clone(),
+                    values: self.dense_of(Target::Score, k)?.clone(),
+                })
+            })
+            .collect()
     }
 
     /// The dense total of (`target`, `key`), if kept.
@@ -265,6 +281,13 @@ impl<'a> Walker<'a> {
             && self.own_ns_labels == c.own_ns_labels
             && self.args == c.args
             && self.want_score == c.want_score
+    }
+
+    /// Whether the walk matches every pod against the incoming pod's own
+    /// terms (it has some), not only pods with terms of their own.
+    #[inline]
+    pub(super) fn looks_at_every_pod(&self) -> bool {
+        self.all
     }
 
     /// Whether anything on `node` can contribute; decided from the node's

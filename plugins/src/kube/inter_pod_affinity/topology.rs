@@ -119,6 +119,12 @@ impl TopoCounts {
         }
     }
 
+    /// Every key that has held a count.
+    #[inline]
+    pub(super) fn keys(&self) -> &[Sym] {
+        &self.keys
+    }
+
     /// The count of a pair (0 when absent).
     #[inline]
     pub(super) fn get(&self, key: Sym, value: Sym) -> i64 {

@@ -262,6 +262,11 @@ impl SelectorIndex {
         idx
     }
 
+    /// The distinct selectors.
+    pub fn selectors(&self) -> &[Selector] {
+        &self.selectors
+    }
+
     /// The selector index of constraint `i`.
     #[inline]
     pub fn of(&self, i: usize) -> Option<usize> {

@@ -39,7 +39,6 @@ use strata_scheduler::sdk::{NodeInfo, PodInfo};
 
 use super::PodTopologySpread;
 use super::common::{Constraint, InclusionChecks, countable, has_all_keys};
-use super::memo::ABSENT;
 use crate::common::topology_domains::{KeyView, NONE, NodeSlots};
 
 /// Filter's reason when the skew would exceed `maxSkew`.
@@ -48,12 +47,15 @@ pub const ERR_CONSTRAINTS_NOT_MATCH: &str = "node(s) didn't match pod topology s
 pub const ERR_NODE_LABEL_NOT_MATCH: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 
-/// Counts per domain id as PreFilter found them ([`ABSENT`]: not an
-/// eligible domain); shared by every clone (and with the memo until its
-/// next change).
+/// Counts per domain id as PreFilter found them, shared by every clone (and
+/// with the memo until its next change).
 #[derive(Debug)]
 struct BaseCounts {
-    counts: Arc<Vec<i64>>,
+    /// Matching pods per domain id (0 where no node counts).
+    sums: Arc<Vec<i64>>,
+    /// Nodes counting toward each domain id: a domain is eligible while
+    /// positive.
+    holders: Arc<Vec<u32>>,
     min: i64,
     /// Distinct counts ascending with how many domains hold each; built on
     /// the first what-if update only.
@@ -61,33 +63,45 @@ struct BaseCounts {
 }
 
 impl BaseCounts {
-    fn new(counts: Arc<Vec<i64>>) -> BaseCounts {
-        let min = counts
-            .iter()
-            .copied()
-            .filter(|c| *c != ABSENT)
-            .min()
-            .unwrap_or(i64::MAX);
-        BaseCounts {
-            counts,
-            min,
+    fn new(sums: Arc<Vec<i64>>, holders: Arc<Vec<u32>>) -> BaseCounts {
+        let mut b = BaseCounts {
+            sums,
+            holders,
+            min: i64::MAX,
             histogram: OnceLock::new(),
-        }
+        };
+        b.min = b.eligible().min().unwrap_or(i64::MAX);
+        b
+    }
+
+    /// The counts of the eligible domains.
+    fn eligible(&self) -> impl Iterator<Item = i64> + '_ {
+        self.holders
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h > 0)
+            .map(|(d, _)| self.sums.get(d).copied().unwrap_or(0))
     }
 
     /// The count of domain `d`, `None` when it is not eligible.
     #[inline]
     fn get(&self, d: u32) -> Option<i64> {
-        self.counts
-            .get(d as usize)
-            .copied()
-            .filter(|c| *c != ABSENT)
+        let d = d as usize;
+        match self.holders.get(d) {
+            Some(h) if *h > 0 => Some(self.sums.get(d).copied().unwrap_or(0)),
+            _ => None,
+        }
+    }
+
+    /// One past the largest domain id either array covers.
+    fn len(&self) -> usize {
+        self.sums.len().max(self.holders.len())
     }
 
     fn histogram(&self) -> &[(i64, u32)] {
         self.histogram.get_or_init(|| {
             let mut h: FxHashMap<i64, u32> = FxHashMap::default();
-            for &c in self.counts.iter().filter(|c| **c != ABSENT) {
+            for c in self.eligible() {
                 *h.entry(c).or_default() += 1;
             }
             let mut v: Vec<(i64, u32)> = h.into_iter().collect();
@@ -121,19 +135,11 @@ struct Domains {
 }
 
 impl Domains {
-    fn new(
-        view: &KeyView,
-        counts: Arc<Vec<i64>>,
-        eligible: usize,
-        c: &Constraint,
-        me: i64,
-    ) -> Domains {
-        let base = BaseCounts::new(counts);
-        let counts_len = |b: &BaseCounts| b.counts.len();
+    fn new(view: &KeyView, base: BaseCounts, eligible: usize, c: &Constraint, me: i64) -> Domains {
         let mut d = Domains {
             of_node: view.of_node.clone(),
             len: eligible,
-            ids: view.len.max(counts_len(&base)),
+            ids: view.len.max(base.len()),
             min: base.min,
             base: Arc::new(base),
             changed: SmallVec::new(),
@@ -254,7 +260,8 @@ impl PreFilterPlugin for PodTopologySpread {
                 .zip(views)
                 .enumerate()
                 .map(|(i, (c, v))| {
-                    Domains::new(v, e.totals(i).clone(), e.eligible(i), c, self_match[i])
+                    let base = BaseCounts::new(e.sums(i).clone(), e.holders(i).clone());
+                    Domains::new(v, base, e.eligible(i), c, self_match[i])
                 })
                 .collect()
         });
@@ -413,7 +420,7 @@ pub(super) mod inspect {
     pub fn all(state: &CycleState, i: usize) -> Vec<(String, i64)> {
         let s = state.get::<PreFilterState>().expect("PreFilter state");
         let d = &s.domains[i];
-        let mut ids: Vec<u32> = (0..d.base.counts.len() as u32)
+        let mut ids: Vec<u32> = (0..d.base.len() as u32)
             .filter(|k| d.base.get(*k).is_some())
             .collect();
         ids.extend(d.changed.iter().map(|(k, _)| *k));

@@ -3,32 +3,49 @@
 //! Counting walks every pod of every node, milliseconds at 16,000 nodes, and
 //! consecutive pods are usually replicas of one workload: same namespace,
 //! constraints and node affinity/tolerations (one [`Class`]), so every node
-//! that has not changed in between contributes the same to their counts. The
-//! memo keeps, per class, each node's part (its matching pods per selector
-//! and, per constraint, the domain it counts toward when it passes the
-//! inclusion policies) and the per-domain totals of those parts. A cycle
-//! re-counts only the nodes that changed since the class was last used,
+//! that has not changed in between contributes the same to their counts.
+//! What a class needs splits in two, kept apart so that many workloads
+//! (each its own selector) share the part that does not depend on the
+//! selector:
+//!
+//! * a [`Shape`] (the class less its namespace and selectors: the
+//!   constraints' keys and inclusion policies, the pod's node affinity and
+//!   tolerations) says, per node, which domain of each constraint the node
+//!   counts toward, and keeps per domain how many nodes do (`holders`): a
+//!   domain is eligible exactly while it has one. Every Deployment with a
+//!   zone spread and no node affinity shares one shape;
+//! * an [`Entry`] (per class) keeps, per node holding any matching pod, its
+//!   matching pods per selector and the domains it counted toward, and per
+//!   domain the sums of those (`sums`).
+//!
+//! Both re-count only the nodes that changed since they were last used,
 //! found through the snapshot's change log (O(changes)), or by comparing the
 //! dense generation array (8 bytes per node) when the log no longer reaches
-//! back that far.
+//! back that far. A new entry (a new workload's first pod) does not walk
+//! every node: the plugin's [`PodLabelIndex`] names the nodes holding a pod
+//! with one of the values of an `In` requirement of each selector
+//! (`matchLabels` gives one), and only those can hold a matching pod; a
+//! selector without an `In` requirement falls back to the walk.
 //!
 //! Invariants:
-//! * an entry is used only on the snapshot it was built from
+//! * shapes and entries are used only on the snapshot they were built from
 //!   ([`Snapshot::id`]), and a node's part only while the node's generation
 //!   is the one it was computed at; generations never repeat for a node slot,
 //!   so a stale part is never taken for a fresh one;
-//! * an entry's totals equal the sum of its parts, and a domain is in the
-//!   totals exactly while at least one node counts toward it (`holders`), so
-//!   the totals equal what a walk over every node gives (the tests check
-//!   this against random cluster histories);
+//! * after [`Memo::with`] brought a shape and an entry up to date, the
+//!   entry's sums equal the sum of its parts, every part's domains are the
+//!   shape's for that node, and a domain is eligible exactly while some node
+//!   counts toward it, so the totals equal what a walk over every node gives
+//!   (the tests check this against random cluster histories);
 //! * the lock is taken once in PreFilter and once in PreScore, never on the
-//!   per-node path; entries are few (least recently used ones are dropped).
+//!   per-node path; shapes and entries are few (least recently used ones are
+//!   dropped, and rebuilt cheaply if needed again).
 //!
 //! Domains are dense ids from the per-key [`DomainIndex`] kept next to the
-//! entries (`domains.rs`), so the totals are arrays indexed by domain id
-//! ([`ABSENT`] where no node counts toward the domain) and Filter and Score
-//! read `totals[domain_of[node]]`. An entry remembers the epoch of each
-//! key's index and starts over when it changes (ids renumbered).
+//! entries (`domains.rs`), so the totals are arrays indexed by domain id and
+//! Filter and Score read `sums[domain_of[node]]`. Shapes and entries
+//! remember the epoch of each key's index and start over when it changes
+//! (ids renumbered).
 
 use parking_lot::Mutex;
 #[cfg(test)]
@@ -40,22 +57,24 @@ use strata_scheduler::labels::{NodeSelector, Selector};
 use strata_scheduler::model::Toleration;
 use strata_scheduler::sdk::{NodeId, NodeInfo, PodInfo, Snapshot, Sym};
 
-use super::common::{
-    Constraint, InclusionChecks, SelectorCounts, SelectorIndex, SelectorMask, has_all_keys,
-};
+use super::common::{Constraint, InclusionChecks, SelectorCounts, SelectorIndex, SelectorMask};
+use crate::common::pod_label_index::PodLabelIndex;
 use crate::common::topology_domains::{DomainIndex, EMPTY, KeyView, NONE};
 
-/// The total of a domain no node counts toward (not an eligible domain).
-pub(super) const ABSENT: i64 = -1;
+/// Classes remembered at once. Each costs 8 bytes per node plus a part per
+/// node holding a matching pod.
+pub(super) const CAPACITY: usize = 16;
 
-/// Classes remembered at once. Each costs about 100 bytes per node.
-pub(super) const CAPACITY: usize = 8;
+/// Shapes remembered at once. Each costs about 40 bytes per node.
+pub(super) const SHAPE_CAPACITY: usize = 8;
 
-/// What decides every node's contribution to an incoming pod's counts.
+/// What decides which domains each node counts toward: a class less its
+/// namespace and selectors.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Class {
-    namespace: Sym,
-    constraints: Vec<Constraint>,
+pub(super) struct ShapeKey {
+    /// Per constraint: topology key, `nodeAffinityPolicy: Honor`,
+    /// `nodeTaintsPolicy: Honor`.
+    keys: SmallVec<[(Sym, bool, bool); 4]>,
     /// Nodes lacking a topology key count for nothing.
     require_all: bool,
     checks: InclusionChecks,
@@ -67,6 +86,15 @@ pub(super) struct Class {
     tolerations: Vec<Toleration>,
 }
 
+/// What decides every node's contribution to an incoming pod's counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Class {
+    namespace: Sym,
+    /// Per constraint, its selector.
+    selectors: SmallVec<[Option<Selector>; 4]>,
+    shape: ShapeKey,
+}
+
 impl Class {
     /// The class of `pod` counted under `constraints`.
     pub(super) fn new(pod: &PodInfo, constraints: &[Constraint], require_all: bool) -> Class {
@@ -74,57 +102,102 @@ impl Class {
         let spec = &pod.spec;
         Class {
             namespace: pod.namespace,
-            constraints: constraints.to_vec(),
-            require_all,
-            checks,
-            node_selector: if checks.affinity() {
-                spec.node_selector.clone()
-            } else {
-                None
-            },
-            node_affinity: if checks.affinity() {
-                spec.required_node_affinity.clone()
-            } else {
-                None
-            },
-            tolerations: if checks.taints() {
-                spec.tolerations.clone()
-            } else {
-                Vec::new()
+            selectors: constraints.iter().map(|c| c.selector.clone()).collect(),
+            shape: ShapeKey {
+                keys: constraints
+                    .iter()
+                    .map(|c| (c.key, c.honor_affinity, c.honor_taints))
+                    .collect(),
+                require_all,
+                checks,
+                node_selector: if checks.affinity() {
+                    spec.node_selector.clone()
+                } else {
+                    None
+                },
+                node_affinity: if checks.affinity() {
+                    spec.required_node_affinity.clone()
+                } else {
+                    None
+                },
+                tolerations: if checks.taints() {
+                    spec.tolerations.clone()
+                } else {
+                    Vec::new()
+                },
             },
         }
     }
 }
 
-/// One node's contribution.
+/// Per constraint, the domain id a node counts toward (`None`: the node
+/// does not pass the constraint's inclusion policies).
+type Vals = SmallVec<[Option<u32>; 4]>;
+
+/// One node's contribution to an entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Part {
     /// Matching pods per selector.
     sel: SelectorCounts,
-    /// Per constraint, the domain id the node counts toward (`None`: the
-    /// node does not pass the constraint's inclusion policies).
-    vals: SmallVec<[Option<u32>; 4]>,
+    /// The domains the node counted toward (its shape's, when counted).
+    vals: Vals,
 }
 
-/// The remembered classes.
-#[derive(Default)]
+/// The remembered shapes and classes.
 pub(super) struct Memo {
     inner: Mutex<Inner>,
 }
 
+impl Default for Memo {
+    fn default() -> Memo {
+        Memo {
+            inner: Mutex::new(Inner {
+                shapes: Vec::new(),
+                entries: Vec::new(),
+                labels: PodLabelIndex::new(false),
+                domains: DomainIndex::default(),
+                tick: 0,
+            }),
+        }
+    }
+}
+
 impl std::fmt::Debug for Memo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock();
         f.debug_struct("Memo")
-            .field("entries", &self.inner.lock().entries.len())
+            .field("shapes", &inner.shapes.len())
+            .field("entries", &inner.entries.len())
             .finish()
     }
 }
 
-#[derive(Default)]
 struct Inner {
+    shapes: Vec<Shape>,
     entries: Vec<Entry>,
+    /// Which nodes hold pods with each label (a new entry's candidates).
+    labels: PodLabelIndex,
     domains: DomainIndex,
     tick: u64,
+}
+
+/// Which domains each node counts toward, for one shape on one snapshot.
+#[derive(Debug)]
+pub(super) struct Shape {
+    key: ShapeKey,
+    snapshot: u64,
+    changes: ChangeTracker,
+    /// Per constraint: the epoch of its key's domain index the ids are from.
+    epochs: SmallVec<[u64; 4]>,
+    /// Per node slot: `None` when the node counts for nothing, else the
+    /// domains it counts toward.
+    vals: Vec<Option<Vals>>,
+    /// Per constraint, by domain id: how many nodes count toward it.
+    /// Shared with the cycle states built from it.
+    holders: Vec<Arc<Vec<u32>>>,
+    /// Per constraint: how many domains some node counts toward.
+    eligible: Vec<usize>,
+    last_used: u64,
 }
 
 /// The counts of one class on one snapshot.
@@ -139,17 +212,20 @@ pub(super) struct Entry {
     /// Per constraint: the epoch of its key's domain index the ids are
     /// from.
     epochs: SmallVec<[u64; 4]>,
-    /// Each node slot's part (`None`: the node counts for nothing).
-    parts: Vec<Option<Part>>,
+    /// The parts of counting nodes holding a matching pod, by slot.
+    parts: rustc_hash::FxHashMap<u32, Part>,
     /// Per constraint, by domain id: matching pods over the nodes counting
-    /// toward the domain, [`ABSENT`] when none does. Shared with the cycle
-    /// states built from it.
-    totals: Vec<Arc<Vec<i64>>>,
-    /// Per constraint, by domain id: how many nodes count toward it.
-    holders: Vec<Vec<u32>>,
-    /// Per constraint: how many domains some node counts toward.
-    eligible: Vec<usize>,
+    /// toward the domain (0 for domains no node counts toward). Shared with
+    /// the cycle states built from it.
+    sums: Vec<Arc<Vec<i64>>>,
     last_used: u64,
+}
+
+/// An entry with its shape, both brought up to date: what
+/// [`Memo::with`] hands out.
+pub(super) struct Counted<'a> {
+    entry: &'a Entry,
+    shape: &'a Shape,
 }
 
 impl Memo {
@@ -161,39 +237,45 @@ impl Memo {
         constraints: &[Constraint],
         require_all: bool,
         snap: &Snapshot,
-        f: impl FnOnce(&Entry, &[KeyView]) -> R,
+        f: impl FnOnce(&Counted<'_>, &[KeyView]) -> R,
     ) -> R {
         let class = Class::new(pod, constraints, require_all);
         let mut inner = self.inner.lock();
         let Inner {
+            shapes,
             entries,
+            labels,
             domains,
             tick,
         } = &mut *inner;
         *tick += 1;
         let views = key_views(domains, constraints, snap, *tick);
-        // Entries of another snapshot can never be used again.
+        // Shapes and entries of another snapshot can never be used again.
+        shapes.retain(|e| e.snapshot == snap.id());
         entries.retain(|e| e.snapshot == snap.id());
+        let si = match shapes.iter().position(|s| s.key == class.shape) {
+            Some(i) => i,
+            None => {
+                evict_lru(shapes, SHAPE_CAPACITY, |s| s.last_used);
+                shapes.push(Shape::new(class.shape.clone(), snap));
+                shapes.len() - 1
+            }
+        };
+        let shape = &mut shapes[si];
+        shape.last_used = *tick;
+        shape.refresh(pod, snap, &views);
         let idx = match entries.iter().position(|e| e.class == class) {
             Some(i) => i,
             None => {
-                if entries.len() >= CAPACITY
-                    && let Some(lru) = entries
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, e)| e.last_used)
-                        .map(|(i, _)| i)
-                {
-                    entries.swap_remove(lru);
-                }
-                entries.push(Entry::new(class, snap));
+                evict_lru(entries, CAPACITY, |e| e.last_used);
+                entries.push(Entry::new(class, constraints, snap));
                 entries.len() - 1
             }
         };
         let e = &mut entries[idx];
         e.last_used = *tick;
-        e.refresh(pod, snap, &views);
-        f(e, &views)
+        e.refresh(snap, &views, shape, labels);
+        f(&Counted { entry: e, shape }, &views)
     }
 
     /// How many keys are indexed.
@@ -206,6 +288,25 @@ impl Memo {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.inner.lock().entries.len()
+    }
+
+    /// How many shapes are remembered.
+    #[cfg(test)]
+    pub(super) fn shapes(&self) -> usize {
+        self.inner.lock().shapes.len()
+    }
+}
+
+/// Drops the least recently used element when `v` is full.
+fn evict_lru<T>(v: &mut Vec<T>, capacity: usize, used: impl Fn(&T) -> u64) {
+    if v.len() >= capacity
+        && let Some(lru) = v
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| used(e))
+            .map(|(i, _)| i)
+    {
+        v.swap_remove(lru);
     }
 }
 
@@ -227,246 +328,311 @@ fn key_views(
     views
 }
 
-impl Entry {
-    fn new(class: Class, snap: &Snapshot) -> Entry {
-        let n = class.constraints.len();
-        Entry {
-            index: SelectorIndex::new(&class.constraints),
-            class,
+/// Whether `epochs` are the epochs of `views`.
+fn same_epochs(epochs: &[u64], views: &[KeyView]) -> bool {
+    epochs.len() == views.len() && epochs.iter().zip(views).all(|(e, v)| *e == v.epoch)
+}
+
+impl Shape {
+    fn new(key: ShapeKey, snap: &Snapshot) -> Shape {
+        let n = key.keys.len();
+        Shape {
+            key,
             snapshot: snap.id(),
             changes: ChangeTracker::new(),
             epochs: SmallVec::new(),
-            parts: Vec::new(),
-            totals: vec![Arc::default(); n],
-            holders: vec![Vec::new(); n],
+            vals: Vec::new(),
+            holders: vec![Arc::default(); n],
             eligible: vec![0; n],
             last_used: 0,
         }
     }
 
-    /// Forgets every part (the domain ids changed).
-    fn reset(&mut self) {
-        let n = self.class.constraints.len();
-        self.changes.reset();
-        self.parts.clear();
-        self.totals = vec![Arc::default(); n];
-        self.holders = vec![Vec::new(); n];
-        self.eligible = vec![0; n];
+    /// Re-reads the nodes whose generation moved since the last call.
+    fn refresh(&mut self, pod: &PodInfo, snap: &Snapshot, views: &[KeyView]) {
+        if !same_epochs(&self.epochs, views) {
+            let n = self.key.keys.len();
+            self.changes.reset();
+            self.vals.clear();
+            self.holders = vec![Arc::default(); n];
+            self.eligible = vec![0; n];
+            self.epochs = views.iter().map(|v| v.epoch).collect();
+        }
+        for (i, v) in views.iter().enumerate() {
+            if self.holders[i].len() < v.len {
+                Arc::make_mut(&mut self.holders[i]).resize(v.len, 0);
+            }
+        }
+        let slots = snap.generations().len();
+        if self.vals.len() < slots {
+            self.vals.resize(slots, None);
+        }
+        for slot in self.changes.changed(snap) {
+            let s = slot as usize;
+            if let Some(old) = self.vals[s].take() {
+                self.apply(&old, false);
+            }
+            let new = self.vals_of(snap.node(NodeId(slot)), pod, views);
+            if let Some(v) = &new {
+                self.apply(v, true);
+            }
+            self.vals[s] = new;
+        }
     }
 
-    /// A fresh entry counted from every node with its own domain index
-    /// (for tests).
-    #[cfg(test)]
-    pub(super) fn fresh(
-        pod: &PodInfo,
-        constraints: &[Constraint],
-        require_all: bool,
-        snap: &Snapshot,
-    ) -> (Entry, SmallVec<[KeyView; 4]>) {
-        let mut domains = DomainIndex::default();
-        let views = key_views(&mut domains, constraints, snap, 1);
-        let mut e = Entry::new(Class::new(pod, constraints, require_all), snap);
-        e.refresh(pod, snap, &views);
-        (e, views)
-    }
-
-    /// Whether two entries hold the same counts, domains compared by value
-    /// (for tests).
-    #[cfg(test)]
-    pub(super) fn same_counts(&self, views: &[KeyView], other: &Entry, others: &[KeyView]) -> bool {
-        type Named = (
-            Vec<(usize, SelectorCounts, Vec<Option<Sym>>)>,
-            Vec<Vec<(Sym, i64, u32)>>,
-        );
-        let named = |e: &Entry, vs: &[KeyView]| -> Named {
-            let parts = e
-                .parts
+    /// The domains `node` counts toward, `None` when it counts for nothing.
+    fn vals_of(&self, node: &NodeInfo, pod: &PodInfo, views: &[KeyView]) -> Option<Vals> {
+        let k = &self.key;
+        // Only nodes that exist take part (as in `Snapshot::nodes`).
+        if !node.present || (k.require_all && !k.keys.iter().all(|c| node.labels.has(c.0))) {
+            return None;
+        }
+        let inc = k.checks.of(pod, node);
+        Some(
+            k.keys
                 .iter()
-                .enumerate()
-                .filter_map(|(i, p)| {
-                    p.as_ref().map(|p| {
-                        let vals = p
-                            .vals
-                            .iter()
-                            .zip(vs)
-                            .map(|(d, v)| d.map(|d| v.value(d)))
-                            .collect();
-                        (i, p.sel.clone(), vals)
+                .zip(views)
+                .map(|(&(_, affinity, taints), v)| {
+                    let included = (!affinity || inc.affinity) && (!taints || inc.taints);
+                    // A missing key counts as the empty value (only
+                    // possible without `require_all`).
+                    included.then(|| match v.of(node.id) {
+                        NONE => EMPTY,
+                        d => d,
                     })
                 })
-                .collect();
-            let totals = (0..e.totals.len())
-                .map(|i| {
-                    let mut t: Vec<(Sym, i64, u32)> = e.totals[i]
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, n)| **n != ABSENT)
-                        .map(|(d, n)| (vs[i].value(d as u32), *n, e.holders[i][d]))
-                        .collect();
-                    t.sort_unstable_by_key(|x| x.0.as_str());
-                    t
-                })
-                .collect();
-            (parts, totals)
-        };
-        let consistent = |e: &Entry| {
-            (0..e.totals.len()).all(|i| {
-                e.eligible[i] == e.holders[i].iter().filter(|h| **h > 0).count()
-                    && e.totals[i]
-                        .iter()
-                        .zip(&e.holders[i])
-                        .all(|(t, h)| (*t == ABSENT) == (*h == 0))
-            })
-        };
-        consistent(self) && consistent(other) && named(self, views) == named(other, others)
+                .collect(),
+        )
     }
 
-    /// Matching pods per domain of constraint `i` by value, over the nodes
-    /// counting toward it; a domain is present exactly when some node counts
-    /// toward it (for tests).
-    #[cfg(test)]
-    pub(super) fn totals_by_value(&self, i: usize, view: &KeyView) -> FxHashMap<Sym, i64> {
-        self.totals[i]
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n != ABSENT)
-            .map(|(d, n)| (view.value(d as u32), *n))
-            .collect()
+    /// Counts a node toward (`add`) or away from its domains.
+    fn apply(&mut self, vals: &Vals, add: bool) {
+        for (i, d) in vals.iter().enumerate() {
+            let Some(d) = *d else { continue };
+            let d = d as usize;
+            let holders = Arc::make_mut(&mut self.holders[i]);
+            if holders.len() <= d {
+                holders.resize(d + 1, 0);
+            }
+            let h = &mut holders[d];
+            if add {
+                *h += 1;
+                if *h == 1 {
+                    self.eligible[i] += 1;
+                }
+            } else if *h > 0 {
+                *h -= 1;
+                if *h == 0 {
+                    self.eligible[i] -= 1;
+                }
+            }
+        }
+    }
+}
+
+impl Entry {
+    fn new(class: Class, constraints: &[Constraint], snap: &Snapshot) -> Entry {
+        let n = constraints.len();
+        Entry {
+            index: SelectorIndex::new(constraints),
+            class,
+            snapshot: snap.id(),
+            changes: ChangeTracker::new(),
+            epochs: SmallVec::new(),
+            parts: rustc_hash::FxHashMap::default(),
+            sums: vec![Arc::default(); n],
+            last_used: 0,
+        }
     }
 
-    /// Matching pods of constraint `i` by domain id, [`ABSENT`] for domains
-    /// no node counts toward (ids beyond the end are absent too).
+    /// Re-counts the nodes whose generation moved since the last call; a
+    /// new entry counts only the nodes `labels` names, when it can.
+    fn refresh(
+        &mut self,
+        snap: &Snapshot,
+        views: &[KeyView],
+        shape: &Shape,
+        labels: &mut PodLabelIndex,
+    ) {
+        if !same_epochs(&self.epochs, views) {
+            // Domain ids renumbered: start over.
+            self.changes.reset();
+            self.parts.clear();
+            self.sums = vec![Arc::default(); views.len()];
+            self.epochs = views.iter().map(|v| v.epoch).collect();
+        }
+        for (i, v) in views.iter().enumerate() {
+            if self.sums[i].len() < v.len {
+                Arc::make_mut(&mut self.sums[i]).resize(v.len, 0);
+            }
+        }
+        let (mut mask, mut scratch) = self.index.scratch();
+        mask.iter_mut().for_each(|m| *m = true);
+        if self.changes.is_empty() {
+            labels.refresh(snap);
+            let mut candidates = Vec::new();
+            let all_indexed = self
+                .index
+                .selectors()
+                .iter()
+                .all(|s| labels.candidates(s, &mut candidates));
+            if all_indexed {
+                // Only these nodes may hold a matching pod; every other
+                // node's part is empty.
+                candidates.sort_unstable();
+                candidates.dedup();
+                for slot in candidates {
+                    self.recount(slot, snap, shape, &mask, &mut scratch);
+                }
+                self.changes.catch_up(snap);
+                return;
+            }
+        }
+        for slot in self.changes.changed(snap) {
+            self.recount(slot, snap, shape, &mask, &mut scratch);
+        }
+    }
+
+    /// Replaces one node's part of the sums.
+    fn recount(
+        &mut self,
+        slot: u32,
+        snap: &Snapshot,
+        shape: &Shape,
+        mask: &SelectorMask,
+        scratch: &mut SelectorCounts,
+    ) {
+        if let Some(old) = self.parts.remove(&slot) {
+            self.apply(&old, -1);
+        }
+        let Some(Some(vals)) = shape.vals.get(slot as usize) else {
+            return;
+        };
+        let node = snap.node(NodeId(slot));
+        self.index
+            .count(&node.pods, self.class.namespace, mask, scratch);
+        if scratch.iter().all(|c| *c == 0) {
+            return;
+        }
+        let part = Part {
+            sel: scratch.clone(),
+            vals: vals.clone(),
+        };
+        self.apply(&part, 1);
+        self.parts.insert(slot, part);
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) a part from the sums.
+    fn apply(&mut self, part: &Part, sign: i64) {
+        for (i, d) in part.vals.iter().enumerate() {
+            let (Some(d), Some(j)) = (*d, self.index.of(i)) else {
+                continue;
+            };
+            let d = d as usize;
+            let sums = Arc::make_mut(&mut self.sums[i]);
+            if sums.len() <= d {
+                sums.resize(d + 1, 0);
+            }
+            sums[d] += part.sel[j] * sign;
+        }
+    }
+}
+
+/// Per constraint, the eligible domains by value with their sums and
+/// holders; per node slot with matching pods, its counts per constraint.
+#[cfg(test)]
+pub(super) type ByValue = (Vec<Vec<(Sym, i64, u32)>>, Vec<(u32, Vec<i64>)>);
+
+impl Counted<'_> {
+    /// Matching pods of constraint `i` by domain id, over the nodes
+    /// counting toward the domain (0 where none does; ids beyond the end
+    /// count 0).
     #[inline]
-    pub(super) fn totals(&self, i: usize) -> &Arc<Vec<i64>> {
-        &self.totals[i]
+    pub(super) fn sums(&self, i: usize) -> &Arc<Vec<i64>> {
+        &self.entry.sums[i]
+    }
+
+    /// How many nodes count toward each domain of constraint `i`, by
+    /// domain id (ids beyond the end: none). A domain is eligible exactly
+    /// when this is positive.
+    #[inline]
+    pub(super) fn holders(&self, i: usize) -> &Arc<Vec<u32>> {
+        &self.shape.holders[i]
     }
 
     /// How many domains of constraint `i` some node counts toward.
     #[inline]
     pub(super) fn eligible(&self, i: usize) -> usize {
-        self.eligible[i]
+        self.shape.eligible[i]
     }
 
     /// The matching pods of constraint `i`'s selector on node `id` (0 when
     /// the node counts for nothing).
     #[inline]
     pub(super) fn on_node(&self, id: NodeId, i: usize) -> i64 {
-        match (self.index.of(i), self.parts.get(id.index())) {
-            (Some(j), Some(Some(p))) => p.sel[j],
+        match (self.entry.index.of(i), self.entry.parts.get(&id.0)) {
+            (Some(j), Some(p)) => p.sel[j],
             _ => 0,
         }
     }
 
-    /// Re-counts the nodes whose generation moved since the last call.
-    fn refresh(&mut self, pod: &PodInfo, snap: &Snapshot, views: &[KeyView]) {
-        if self.epochs.len() != views.len()
-            || self.epochs.iter().zip(views).any(|(e, v)| *e != v.epoch)
-        {
-            self.reset();
-            self.epochs = views.iter().map(|v| v.epoch).collect();
-        }
-        for (i, v) in views.iter().enumerate() {
-            if self.holders[i].len() < v.len {
-                self.holders[i].resize(v.len, 0);
-                Arc::make_mut(&mut self.totals[i]).resize(v.len, ABSENT);
-            }
-        }
-        let slots = snap.generations().len();
-        if self.parts.len() < slots {
-            self.parts.resize(slots, None);
-        }
-        let (mut mask, mut scratch) = self.index.scratch();
-        mask.iter_mut().for_each(|m| *m = true);
-        let changed = self.changes.changed(snap);
-        for slot in changed {
-            self.recount(slot, pod, snap, views, &mask, &mut scratch);
-        }
+    /// Matching pods per eligible domain of constraint `i` by value (for
+    /// tests).
+    #[cfg(test)]
+    pub(super) fn totals_by_value(&self, i: usize, view: &KeyView) -> FxHashMap<Sym, i64> {
+        self.holders(i)
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h > 0)
+            .map(|(d, _)| {
+                let n = self.sums(i).get(d).copied().unwrap_or(0);
+                (view.value(d as u32), n)
+            })
+            .collect()
     }
 
-    /// Replaces one node's part of the totals.
-    fn recount(
-        &mut self,
-        slot: u32,
-        pod: &PodInfo,
-        snap: &Snapshot,
-        views: &[KeyView],
-        mask: &SelectorMask,
-        scratch: &mut SelectorCounts,
-    ) {
-        let s = slot as usize;
-        if let Some(old) = self.parts[s].take() {
-            self.apply(&old, -1);
-        }
-        let node = snap.node(NodeId(slot));
-        if let Some(part) = self.part_of(node, pod, views, mask, scratch) {
-            self.apply(&part, 1);
-            self.parts[s] = Some(part);
-        }
-    }
-
-    /// A node's contribution, `None` when it counts for nothing.
-    fn part_of(
-        &self,
-        node: &NodeInfo,
-        pod: &PodInfo,
-        views: &[KeyView],
-        mask: &SelectorMask,
-        scratch: &mut SelectorCounts,
-    ) -> Option<Part> {
-        let c = &self.class;
-        // Only nodes that exist take part (as in `Snapshot::nodes`).
-        if !node.present || (c.require_all && !has_all_keys(node, &c.constraints)) {
-            return None;
-        }
-        let inc = c.checks.of(pod, node);
-        self.index.count(&node.pods, c.namespace, mask, scratch);
-        Some(Part {
-            sel: scratch.clone(),
-            // A missing key counts as the empty value (only possible
-            // without `require_all`).
-            vals: c
-                .constraints
-                .iter()
-                .zip(views)
-                .map(|(k, v)| {
-                    k.includes(inc).then(|| match v.of(node.id) {
-                        NONE => EMPTY,
-                        d => d,
+    /// Everything the counts say, domains by value, for comparing a memo
+    /// with a fresh one (for tests): per constraint, the eligible domains
+    /// with their sums and holders, and per node its matching pods per
+    /// constraint; checks the eligible counts on the way.
+    #[cfg(test)]
+    pub(super) fn by_value(&self, views: &[KeyView]) -> ByValue {
+        let n = views.len();
+        let totals = (0..n)
+            .map(|i| {
+                let h = self.holders(i);
+                assert_eq!(
+                    self.eligible(i),
+                    h.iter().filter(|x| **x > 0).count(),
+                    "eligible count"
+                );
+                for (d, s) in self.sums(i).iter().enumerate() {
+                    assert!(
+                        *s == 0 || h.get(d).is_some_and(|x| *x > 0),
+                        "sum without holder"
+                    );
+                }
+                let mut t: Vec<(Sym, i64, u32)> = h
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x > 0)
+                    .map(|(d, x)| {
+                        let s = self.sums(i).get(d).copied().unwrap_or(0);
+                        (views[i].value(d as u32), s, *x)
                     })
-                })
-                .collect(),
-        })
-    }
-
-    /// Adds (`sign` 1) or takes away (-1) a part from the totals.
-    fn apply(&mut self, part: &Part, sign: i64) {
-        for (i, d) in part.vals.iter().enumerate() {
-            let Some(d) = *d else { continue };
-            let d = d as usize;
-            let n = self.index.of(i).map_or(0, |j| part.sel[j]) * sign;
-            let totals = Arc::make_mut(&mut self.totals[i]);
-            if totals.len() <= d {
-                totals.resize(d + 1, ABSENT);
-                self.holders[i].resize(d + 1, 0);
-            }
-            let holders = &mut self.holders[i][d];
-            if sign > 0 {
-                *holders += 1;
-                if *holders == 1 {
-                    self.eligible[i] += 1;
-                    totals[d] = n;
-                } else {
-                    totals[d] += n;
-                }
-            } else if *holders > 0 {
-                *holders -= 1;
-                if *holders == 0 {
-                    self.eligible[i] -= 1;
-                    totals[d] = ABSENT;
-                } else {
-                    totals[d] += n;
-                }
-            }
-        }
+                    .collect();
+                t.sort_unstable_by_key(|x| x.0.as_str());
+                t
+            })
+            .collect();
+        let mut nodes: Vec<(u32, Vec<i64>)> = self
+            .entry
+            .parts
+            .keys()
+            .map(|s| (*s, (0..n).map(|i| self.on_node(NodeId(*s), i)).collect()))
+            .filter(|(_, c): &(u32, Vec<i64>)| c.iter().any(|x| *x != 0))
+            .collect();
+        nodes.sort_unstable();
+        (totals, nodes)
     }
 }

@@ -13,7 +13,10 @@
 //!   are not node-local.
 //! - The counts are remembered per kind of incoming pod and re-counted only
 //!   on the nodes changed since (`memo.rs`), so a cycle of a replica costs
-//!   O(changed nodes) plus, in PreScore, O(feasible nodes).
+//!   O(changed nodes) plus, in PreScore, O(feasible nodes). Which domains
+//!   each node counts toward is shared by workloads that differ only in
+//!   their selector, and a new workload counts only the nodes holding a pod
+//!   its selector may match (`common/pod_label_index.rs`).
 //! - PreFilter extensions keep the counts right under preemption's what-if
 //!   additions and removals.
 //!

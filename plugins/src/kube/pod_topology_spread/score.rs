@@ -19,7 +19,11 @@
 //! `count(node's domain) * weight + (maxSkew - 1)`, rounded; the node's
 //! domain is its dense id (`domains.rs`) and its count an array read.
 //!
-//! NormalizeScore turns "fewer matching pods" into "higher score":
+//! Score gives an ignored node -1 (kube-scheduler's raw score is 0; only the
+//! normalized score counts), so NormalizeScore depends on the raw scores
+//! alone and the engine's fast path may normalize one score per distinct
+//! value (`domain_scores`). NormalizeScore turns "fewer matching pods" into
+//! "higher score":
 //! with `min`/`max` the smallest and largest raw scores of non-ignored nodes,
 //! each node gets `100 * (max + min - s) / max` (integer division), every
 //! node gets 100 when `max` is 0, and ignored nodes get 0. This is
@@ -29,17 +33,21 @@
 use smallvec::SmallVec;
 use std::sync::Arc;
 use strata_scheduler::sdk::{
-    CycleState, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, PodInfo, PreScorePlugin, ScorePlugin,
-    Snapshot, Status,
+    CycleState, DomainScores, MAX_NODE_SCORE, NodeId, NodeInfo, NodeScore, PodInfo, PreScorePlugin,
+    ScoreLayer, ScorePlugin, Snapshot, Status,
 };
 
 use super::PodTopologySpread;
 use crate::common::topology_domains::{EMPTY, NONE, NodeSlots};
 
+/// The raw score of an ignored node (a scored node's is never negative), so
+/// that normalization can tell them apart by score alone.
+const IGNORED: i64 = -1;
+
 /// Matching pods per domain of one soft constraint.
 #[derive(Debug)]
 enum Counts {
-    /// By domain id (the memo's totals; an absent domain counts as 0). Every node
+    /// By domain id (the memo's sums; an absent domain counts as 0). Every node
     /// Score sees is feasible and not ignored, so its domain is one PreScore
     /// found among those nodes.
     ByDomain(Arc<Vec<i64>>),
@@ -66,13 +74,6 @@ struct ScoreData {
     /// Where the snapshot's nodes are, to find a node's slot without
     /// reading it.
     slots: NodeSlots,
-}
-
-impl ScoreData {
-    #[inline]
-    fn is_ignored(&self, id: NodeId) -> bool {
-        self.ignored.get(id.index()).copied().unwrap_or(false)
-    }
 }
 
 /// What PreScore leaves for Score and NormalizeScore. Read-only, so clones
@@ -121,7 +122,19 @@ impl PreScorePlugin for PodTopologySpread {
                         .map(|(v, h)| if *h { Vec::new() } else { vec![false; v.len] })
                         .collect();
                     let mut distinct = vec![0usize; views.len()];
+                    // When every node has every key and no constraint is by
+                    // hostname, no feasible node is ignored and only the
+                    // number of distinct domains matters: stop once every
+                    // domain some node holds was seen (a few nodes, not
+                    // every feasible one).
+                    let every_key = views.iter().all(|v| v.with_key == snap.num_nodes());
+                    let shortcut = every_key && !any_host;
+                    let all_seen =
+                        |distinct: &[usize]| views.iter().zip(distinct).all(|(v, d)| *d >= v.held);
                     for &id in feasible {
+                        if shortcut && all_seen(&distinct) {
+                            break;
+                        }
                         if require_all && views.iter().any(|v| v.of(id) == NONE) {
                             if ignored.is_empty() {
                                 ignored = vec![false; snap.node_capacity()];
@@ -152,6 +165,17 @@ impl PreScorePlugin for PodTopologySpread {
                             }
                         }
                     }
+                    #[cfg(debug_assertions)]
+                    if shortcut {
+                        debug_assert_eq!(n_ignored, 0);
+                        for (i, v) in views.iter().enumerate() {
+                            let mut all: Vec<u32> = feasible.iter().map(|id| v.of(*id)).collect();
+                            all.sort_unstable();
+                            all.dedup();
+                            debug_assert!(!all.contains(&NONE));
+                            debug_assert_eq!(distinct[i], all.len(), "distinct domains");
+                        }
+                    }
                     let scored_nodes = feasible.len() - n_ignored;
                     let constraints: Vec<ScoreConstraint> = constraints
                         .iter()
@@ -167,7 +191,7 @@ impl PreScorePlugin for PodTopologySpread {
                                 }
                                 (scored_nodes, Counts::ByNode(counts))
                             } else {
-                                (distinct[i], Counts::ByDomain(e.totals(i).clone()))
+                                (distinct[i], Counts::ByDomain(e.sums(i).clone()))
                             };
                             ScoreConstraint {
                                 of_node: v.of_node.clone(),
@@ -197,7 +221,7 @@ impl ScorePlugin for PodTopologySpread {
         };
         let slot = s.slots.id(node);
         if s.ignored.get(slot).copied().unwrap_or(false) {
-            return Ok(0);
+            return Ok(IGNORED);
         }
         let mut score = 0.0f64;
         for c in &s.constraints {
@@ -218,18 +242,45 @@ impl ScorePlugin for PodTopologySpread {
         true
     }
 
+    /// One layer per constraint counted by domain (its matching pods per
+    /// domain); a hostname constraint reads the node's own pods. The
+    /// weights and bonuses are the salt. Normalization reads the raw
+    /// scores only ([`IGNORED`] marks ignored nodes).
+    fn domain_scores(&self, state: &CycleState) -> Option<DomainScores> {
+        let PreScoreState(s) = state.get::<PreScoreState>()?;
+        let mut salt = s.constraints.len() as u64;
+        let mut layers = Vec::new();
+        for c in &s.constraints {
+            let by_domain = match &c.counts {
+                Counts::ByDomain(t) => {
+                    layers.push(ScoreLayer {
+                        of_node: c.of_node.clone(),
+                        values: t.clone(),
+                    });
+                    1
+                }
+                Counts::ByNode(_) => 2,
+            };
+            for x in [c.weight.to_bits(), c.skew_bonus.to_bits(), by_domain] {
+                salt = (salt.rotate_left(13) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            }
+        }
+        Some(DomainScores { salt, layers })
+    }
+
     fn normalize(&self, state: &CycleState, _pod: &PodInfo, scores: &mut [NodeScore]) -> Status {
-        let Some(PreScoreState(s)) = state.get::<PreScoreState>() else {
+        if state.get::<PreScoreState>().is_none() {
             return Status::error("PodTopologySpread: no PreScore state for this cycle");
-        };
+        }
+        let ignored = |ns: &NodeScore| ns.score == IGNORED;
         let mut min = i64::MAX;
         let mut max = 0i64;
-        for ns in scores.iter().filter(|ns| !s.is_ignored(ns.node)) {
+        for ns in scores.iter().filter(|ns| !ignored(ns)) {
             min = min.min(ns.score);
             max = max.max(ns.score);
         }
         for ns in scores.iter_mut() {
-            ns.score = if s.is_ignored(ns.node) {
+            ns.score = if ignored(ns) {
                 0
             } else if max == 0 {
                 MAX_NODE_SCORE

@@ -613,8 +613,9 @@ fn scoring_ignores_nodes_missing_a_key() {
     );
     let pod = mypod(vec![soft(1, "zone")], json!({}));
     let (raw, norm) = score_all(&system(), &pod, &cache);
-    // Two domains (bare is ignored): a1 = round(ln 4) = 1, b1 = 0.
-    assert_eq!(raw, pairs(&[("a1", 1), ("b1", 0), ("bare", 0)]));
+    // Two domains (bare is ignored, raw -1): a1 = round(ln 4) = 1, b1 = 0.
+    // b1 and bare normalize differently, so their raw scores differ too.
+    assert_eq!(raw, pairs(&[("a1", 1), ("b1", 0), ("bare", -1)]));
     assert_eq!(norm, pairs(&[("a1", 0), ("b1", 100), ("bare", 0)]));
 }
 
@@ -681,7 +682,8 @@ fn list_defaults_require_every_key_when_scoring() {
     let (raw, norm) = score_all(&pl, &pod, &cache);
     // c1 lacks the zone key and is ignored: hostname ln(3 + 2), zone ln(2 + 2).
     // a1: 3.219+2 + 2.773+4 = 11.99; a2: 2 + 6.77 = 8.77; b1: 3.609 + 5.386 = 9.00.
-    assert_eq!(raw, pairs(&[("a1", 12), ("a2", 9), ("b1", 9), ("c1", 0)]));
+    // Ignored c1 scores -1 raw (see `score.rs`), 0 normalized.
+    assert_eq!(raw, pairs(&[("a1", 12), ("a2", 9), ("b1", 9), ("c1", -1)]));
     assert_eq!(
         norm,
         pairs(&[("a1", 75), ("a2", 100), ("b1", 100), ("c1", 0)])
@@ -1181,18 +1183,21 @@ fn memo_step() -> impl Strategy<Value = Step> {
         2 => (0..NODES + 2, prop::option::of(0..3usize), prop::bool::weighted(0.7), prop::bool::weighted(0.2))
             .prop_map(|(n, z, s, t)| Step::Relabel(n, z, s, t)),
         1 => (0..NODES + 2).prop_map(Step::RemoveNode),
-        4 => (0..4usize).prop_map(Step::Check),
+        4 => (0..5usize).prop_map(Step::Check),
     ]
 }
 
 /// Incoming pods of several kinds: hard zone (taints honored, minDomains)
 /// and hostname with a nodeSelector; soft zone and hostname; an owned pod
 /// under the System defaults (nodes without a zone still scored); a hard
-/// constraint with another selector and node affinity ignored.
+/// constraint with another selector and node affinity ignored; one whose
+/// selector has no `In` requirement.
 fn memo_kinds() -> Vec<PodInfo> {
     let mut other = hard(1, "zone");
     other["labelSelector"] = json!({"matchLabels": {"foo": "baz"}});
     other["nodeAffinityPolicy"] = json!("Ignore");
+    let mut exists = hard(1, "zone");
+    exists["labelSelector"] = json!({"matchExpressions": [{"key": "foo", "operator": "Exists"}]});
     vec![
         prop_incoming(),
         mypod(
@@ -1204,6 +1209,8 @@ fn memo_kinds() -> Vec<PodInfo> {
             vec![other, soft(1, "zone")],
             json!({"nodeSelector": {"disk": "hdd"}}),
         ),
+        // No `In` requirement: a new entry walks every node.
+        mypod(vec![exists, soft(1, "zone")], json!({})),
     ]
 }
 
@@ -1298,19 +1305,28 @@ proptest! {
         let kinds = memo_kinds();
         let mut cache = testing::cache_with(prop_nodes(), vec![]);
         let mut uids: Vec<std::sync::Arc<str>> = Vec::new();
+        let mut signatures = vec![rustc_hash::FxHashMap::default(); kinds.len()];
         for (i, st) in steps.iter().enumerate() {
             if let Some(k) = apply_step(&mut cache, &mut uids, i, st) {
                 let pod = &kinds[k];
                 let snap = cache.snapshot();
+                // What the engine's fast path relies on to keep scores.
+                let checked = crate::common::testkit::check_domain_scores(&pl, pod, snap, &signatures[k]);
+                prop_assert!(checked.is_ok(), "step {}: {:?}", i, checked.err());
+                signatures[k] = checked.unwrap_or_default();
                 for hard in [true, false] {
                     let cs = pl.defaults.constraints(pod, hard);
                     if cs.is_empty() {
                         continue;
                     }
                     let require_all = hard || !pod.spec.spread_constraints.is_empty();
-                    let (fresh, fresh_views) = memo::Entry::fresh(pod, &cs, require_all, snap);
-                    prop_assert!(
-                        pl.memo.with(pod, &cs, require_all, snap, |e, v| e.same_counts(v, &fresh, &fresh_views)),
+                    // A memo that never saw the history, so its entry is
+                    // new (counted from the label index's candidates, or
+                    // by the walk).
+                    let fresh = memo::Memo::default().with(pod, &cs, require_all, snap, |e, v| e.by_value(v));
+                    prop_assert_eq!(
+                        pl.memo.with(pod, &cs, require_all, snap, |e, v| e.by_value(v)),
+                        fresh,
                         "step {} kind {} hard {}", i, k, hard
                     );
                     if hard {
@@ -1356,6 +1372,29 @@ fn memo_never_crosses_snapshots() {
         let _ = pl.pre_filter(&mut state, &q, cache.snapshot());
     }
     assert_eq!(pl.memo.len(), memo::CAPACITY);
+    assert_eq!(pl.memo.shapes(), memo::SHAPE_CAPACITY);
+}
+
+/// Workloads that differ only in their selector (one Deployment each)
+/// share the memo's per-node shape; each keeps its own counts.
+#[test]
+fn selectors_share_one_shape() {
+    let pl = system();
+    let cache = testing::cache_with(
+        vec![zone_node("n1", "A"), zone_node("n2", "B")],
+        vec![foo_pod("x", "n1")],
+    );
+    for i in 0..20 {
+        let mut c = hard(1, "zone");
+        c["labelSelector"] = json!({"matchLabels": {"app": format!("svc-{i}")}});
+        let q = mypod(vec![c], json!({}));
+        let mut state = CycleState::new();
+        let _ = pl.pre_filter(&mut state, &q, cache.snapshot());
+    }
+    assert_eq!(pl.memo.shapes(), 1);
+    assert_eq!(pl.memo.len(), memo::CAPACITY);
+    let pod = mypod(vec![hard(1, "zone")], json!({}));
+    assert_eq!(feasible(&pl, &pod, &cache), names(&["n2"]));
 }
 
 // ---- The dense-domain Filter and Score equal a from-scratch reference ----
@@ -1425,7 +1464,7 @@ fn reference_scores(pl: &PodTopologySpread, pod: &PodInfo, cache: &Cache) -> (Na
     let mut raw: Vec<(String, i64, bool)> = Vec::new();
     for n in snap.nodes() {
         if !takes_part(n) {
-            raw.push((n.name.to_string(), 0, true));
+            raw.push((n.name.to_string(), -1, true));
             continue;
         }
         let mut score = 0.0f64;
