@@ -52,6 +52,7 @@ pub mod index;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 
 use crate::common::device_domains::{DeviceDomains, DriverCount};
 use alloc::{Alt, Chosen, ClaimPlan, Constraint, InUse, Mode, Slot, allocate, node_devices};
@@ -62,13 +63,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 pub use store::DraStore;
 use strata_scheduler::labels::NodeSelector;
 use strata_scheduler::sdk::{
-    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeInfo,
-    NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin, PreFilterPlugin,
-    PreFilterResult, Registry, ReservePlugin, Snapshot, Status, Sym,
+    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeId,
+    NodeInfo, NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin,
+    PreFilterPlugin, PreFilterResult, Registry, ReservePlugin, Snapshot, Status, Sym,
 };
 
 /// The plugin's configuration name (kube-scheduler's).
@@ -119,6 +121,9 @@ struct DraCycle {
     node: Option<String>,
     /// Claims PreBind wrote, for Unreserve (PreBind only reads the state).
     written: Arc<Mutex<Vec<Written>>>,
+    /// The key under which Filter's answers are node-local, when they are
+    /// ([`FilterPlugin::node_local_verdict_key`]).
+    key: Option<u64>,
 }
 
 /// A claim status PreBind wrote for the cycle's pod.
@@ -148,7 +153,7 @@ struct Caches {
     index: Arc<Index>,
     env: cel::Env,
     sets: HashMap<String, Result<Arc<Bits>, String>>,
-    used: Option<(u64, u64, Arc<InUse>)>,
+    usage: usage::Usage,
 }
 
 /// The plugin.
@@ -163,14 +168,16 @@ pub struct DynamicResources {
     domains: Option<Arc<DeviceDomains>>,
     /// What the domains were last fed from.
     synced: Mutex<Synced>,
+    /// The snapshot's node ids by name (from [`NodeObserver::node_changed`]),
+    /// to report nodes whose answers moved.
+    node_ids: Mutex<FxHashMap<Sym, NodeId>>,
 }
 
-/// What [`DeviceDomains`] was last fed from: the index, the use, and the
-/// (store, in-flight) versions the use was computed for.
+/// What [`DeviceDomains`] was last fed from: the index and the (store,
+/// in-flight) versions the use was computed for.
 #[derive(Default)]
 struct Synced {
     index: Option<Arc<Index>>,
-    used: Option<Arc<InUse>>,
     versions: (u64, u64),
 }
 
@@ -182,9 +189,7 @@ fn claim_key(c: &resv1::ResourceClaim) -> String {
     )
 }
 
-fn claim_uid(c: &resv1::ResourceClaim) -> String {
-    c.metadata.uid.clone().unwrap_or_else(|| claim_key(c))
-}
+use usage::claim_uid;
 
 fn milli_text(m: i128) -> String {
     if m % 1000 == 0 {
@@ -204,12 +209,13 @@ impl DynamicResources {
                 index: Arc::new(Index::default()),
                 env: cel::Env::new(),
                 sets: HashMap::new(),
-                used: None,
+                usage: usage::Usage::default(),
             }),
             inflight: Mutex::new((0, FxHashMap::default())),
             pending_undo: Arc::new(Mutex::new((0, FxHashMap::default()))),
             domains: None,
             synced: Mutex::new(Synced::default()),
+            node_ids: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -233,7 +239,6 @@ impl DynamicResources {
         {
             c.index = Arc::new(Index::build(&self.store));
             c.sets.clear();
-            c.used = None;
         }
     }
 
@@ -254,28 +259,17 @@ impl DynamicResources {
         if sy.versions == versions && sy.index.is_some() {
             return;
         }
-        let (index, used) = {
+        let (index, used, changes) = {
             let mut c = self.caches.lock();
             self.refresh_index(&mut c);
             let used = self.in_use(&mut c);
-            (c.index.clone(), used)
+            let changes = std::mem::take(&mut c.usage.for_domains);
+            (c.index.clone(), used, changes)
         };
         let same_index = sy.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &index));
         let mut nodes: Vec<&str> = Vec::new();
-        if same_index {
-            let old = sy.used.clone().unwrap_or_default();
-            let changed = used
-                .map
-                .iter()
-                .filter(|(d, u)| old.map.get(*d) != Some(*u))
-                .map(|(d, _)| *d)
-                .chain(
-                    old.map
-                        .keys()
-                        .filter(|d| !used.map.contains_key(*d))
-                        .copied(),
-                );
-            for d in changed {
+        if same_index && !changes.all {
+            for d in changes.devices {
                 if let Some(dev) = index.devices.get(d as usize)
                     && let index::Scope::Node(n) = &dev.scope
                     && !nodes.contains(&n.as_str())
@@ -319,7 +313,7 @@ impl DynamicResources {
                     }
                 };
                 counts[i].devices += 1;
-                if used.map.contains_key(&d) {
+                if used.get(d).is_some() {
                     counts[i].used += 1;
                 }
             }
@@ -327,7 +321,6 @@ impl DynamicResources {
         }
         *sy = Synced {
             index: Some(index),
-            used: Some(used),
             versions,
         };
     }
@@ -688,78 +681,17 @@ impl DynamicResources {
     }
 
     /// What is in use: allocated claims in the store and in-flight
-    /// reservations (cached while neither changes).
+    /// reservations, brought up to date with what changed since the last
+    /// call ([`usage::Usage`]).
     fn in_use(&self, c: &mut Caches) -> Arc<InUse> {
-        let sv = self.store.version();
         let fl = self.inflight.lock();
-        if let Some((a, b, u)) = &c.used
-            && *a == sv
-            && *b == fl.0
-        {
-            return u.clone();
-        }
-        let mut used = InUse::default();
-        let mut seen: Vec<String> = Vec::new();
-        for cl in self.store.allocated_claims() {
-            seen.push(claim_uid(&cl));
-            let Some(res) = cl
-                .status
-                .as_ref()
-                .and_then(|s| s.allocation.as_ref())
-                .and_then(|a| a.devices.as_ref())
-            else {
-                continue;
-            };
-            for r in res.results.iter().flatten() {
-                let Some(&d) =
-                    c.index
-                        .by_key
-                        .get(&(r.driver.clone(), r.pool.clone(), r.device.clone()))
-                else {
-                    continue;
-                };
-                let dev = &c.index.devices[d as usize];
-                let consumed = r
-                    .consumed_capacity
-                    .iter()
-                    .flatten()
-                    .filter_map(|(k, q)| {
-                        let name = if k.contains('/') {
-                            k.clone()
-                        } else {
-                            format!("{}/{k}", dev.driver)
-                        };
-                        Some((name, cel::quantity_milli(&q.0)?))
-                    })
-                    .collect();
-                used.add(
-                    &Chosen {
-                        request: r.request.clone(),
-                        device: d,
-                        admin: r.admin_access == Some(true),
-                        consumed,
-                        tolerations: Vec::new(),
-                    },
-                    dev.allow_multiple,
-                );
-            }
-        }
-        for (uid, f) in fl.1.iter() {
-            if seen.contains(uid) {
-                continue;
-            }
-            for ch in &f.devices {
-                let shared = c
-                    .index
-                    .devices
-                    .get(ch.device as usize)
-                    .is_some_and(|d| d.allow_multiple);
-                used.add(ch, shared);
-            }
-        }
-        let used = Arc::new(used);
-        c.used = Some((sv, fl.0, used.clone()));
-        used
+        let index = c.index.clone();
+        c.usage.sync(
+            &index,
+            &self.store,
+            || fl.1.iter().map(|(u, f)| (u.as_str(), f.devices.as_slice())),
+            fl.0,
+        )
     }
 
     fn allocate_on(&self, cd: &DraCycle, node: &NodeInfo, out: &mut Vec<Vec<Chosen>>) -> Status {
@@ -911,7 +843,7 @@ impl DynamicResources {
 
 strata_scheduler::plugin!(DynamicResources: NAME => [PreFilter, Filter, Reserve, PreBind] {
     fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        self.domains.as_ref().map(|_| self as &dyn NodeObserver)
+        Some(self)
     }
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -1046,6 +978,22 @@ impl PreFilterPlugin for DynamicResources {
             }
         }
         let used = self.in_use(&mut c);
+        let key = works
+            .iter()
+            .all(|w| matches!(w, Work::ToAllocate { .. }))
+            .then(|| {
+                let mut h = rustc_hash::FxHasher::default();
+                c.index.version.hash(&mut h);
+                // Which index object: a rebuilt one numbers devices anew.
+                (Arc::as_ptr(&c.index) as usize).hash(&mut h);
+                c.usage.shared_epoch().hash(&mut h);
+                for w in &works {
+                    if let Work::ToAllocate { plan, .. } = w {
+                        plan.signature(&mut h);
+                    }
+                }
+                h.finish()
+            });
         state.insert(DraCycle {
             works,
             index: c.index.clone(),
@@ -1053,6 +1001,7 @@ impl PreFilterPlugin for DynamicResources {
             reserved: Vec::new(),
             node: None,
             written: Arc::new(Mutex::new(Vec::new())),
+            key,
         });
         PreFilterResult::ok()
     }
@@ -1061,8 +1010,55 @@ impl PreFilterPlugin for DynamicResources {
 /// Keeps the domain aggregates current: a pod placed, bound or deleted may
 /// come with claims allocated or released (the versions tell).
 impl NodeObserver for DynamicResources {
-    fn node_changed(&self, _node: &NodeInfo, snap: &Snapshot) {
+    fn node_changed(&self, node: &NodeInfo, snap: &Snapshot) {
+        {
+            let mut ids = self.node_ids.lock();
+            if node.present {
+                ids.insert(node.name, node.id);
+            } else {
+                ids.remove(&node.name);
+            }
+        }
         self.sync_domains(snap);
+    }
+
+    /// The nodes whose devices' use changed since the last call: Filter's
+    /// answers there moved although the nodes may not have (a claim
+    /// allocated or released elsewhere than through a pod placed there).
+    /// Devices usable on several nodes are covered by the cycle's key
+    /// instead ([`FilterPlugin::node_local_verdict_key`]).
+    fn take_stale_nodes(&self, out: &mut Vec<NodeId>) {
+        if self.store.inventory_version() == 0 {
+            return;
+        }
+        let (index, changes) = {
+            let mut c = self.caches.lock();
+            self.refresh_index(&mut c);
+            self.in_use(&mut c);
+            (c.index.clone(), std::mem::take(&mut c.usage.for_engine))
+        };
+        if !changes.all && changes.devices.is_empty() {
+            return;
+        }
+        let ids = self.node_ids.lock();
+        if changes.all {
+            out.extend(ids.values().copied());
+            return;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for d in changes.devices {
+            if let Some(dev) = index.devices.get(d as usize)
+                && let index::Scope::Node(n) = &dev.scope
+                && !names.contains(&n.as_str())
+            {
+                names.push(n);
+            }
+        }
+        out.extend(
+            names
+                .into_iter()
+                .filter_map(|n| Sym::lookup(n).and_then(|s| ids.get(&s)).copied()),
+        );
     }
 }
 
@@ -1073,6 +1069,16 @@ impl FilterPlugin for DynamicResources {
         };
         let mut out = Vec::new();
         self.allocate_on(cd, node, &mut out)
+    }
+
+    /// Node-local when every claim of the pod is still to allocate: the
+    /// answer then depends only on the claims' plans, the node's devices
+    /// and what is in use there, and the nodes whose use changes are
+    /// reported ([`NodeObserver::take_stale_nodes`]). A claim allocated
+    /// already, or being allocated for another pod, ties the pod to a node
+    /// the plans do not show: not node-local.
+    fn node_local_verdict_key(&self, state: &CycleState) -> Option<u64> {
+        state.get::<DraCycle>().and_then(|cd| cd.key)
     }
 }
 
