@@ -41,9 +41,28 @@
 //! UnschedulableAndUnresolvable with a message naming the claim, the
 //! request and the selector; the pod is retried when a DRA object changes.
 //!
+//! ## Cost
+//!
+//! A device's answer to a class's and a request's selectors changes only
+//! with the device or the selectors: each selector is compiled once and the
+//! devices matching a (class, selectors) set are computed once per device
+//! index (rebuilt when slices or classes change). What is in use is kept
+//! current from the claims written and the reservations made or dropped
+//! since the last look ([`usage`]), not summed again each cycle. When every
+//! claim of a pod is still to allocate, Filter's answer on a node depends
+//! only on the claims' plans, the node's devices and their use: the plugin
+//! then gives the engine a key for the cycle
+//! ([`FilterPlugin::node_local_verdict_key`]: the plans, the index, and the
+//! use of devices shared by several nodes) and reports the nodes whose
+//! devices' use changed ([`NodeObserver::take_stale_nodes`]), so pods from
+//! one template share the engine's cached verdicts and its incremental fast
+//! path, and a cycle allocates on the few nodes that changed. A claim
+//! allocated already or being allocated for another pod ties the pod to one
+//! node: such a cycle filters every node, as before.
+//!
 //! Approximations: a CEL runtime error does not select the device (and is
 //! reported if no device is left) instead of aborting the allocation;
-//! per-node allocation in Filter allocates small vectors (DRA pods are few).
+//! per-node allocation in Filter allocates small vectors.
 
 pub mod alloc;
 pub mod cel;
