@@ -158,6 +158,31 @@ struct Written {
 /// Undo writes not yet acknowledged, by claim uid: (generation, done).
 type PendingUndo = FxHashMap<String, (u64, tokio::sync::watch::Receiver<bool>)>;
 
+/// The in-flight reservations by claim uid.
+#[derive(Default)]
+struct InFlights {
+    /// Bumped on every change.
+    version: u64,
+    map: FxHashMap<String, InFlight>,
+    /// Claims whose reservation changed since [`usage::Usage`] last looked.
+    changed: Vec<String>,
+}
+
+impl InFlights {
+    fn insert(&mut self, uid: String, f: InFlight) {
+        self.changed.push(uid.clone());
+        self.map.insert(uid, f);
+        self.version += 1;
+    }
+
+    fn remove(&mut self, uid: &str) -> Option<InFlight> {
+        let f = self.map.remove(uid)?;
+        self.changed.push(uid.to_owned());
+        self.version += 1;
+        Some(f)
+    }
+}
+
 struct InFlight {
     pod: Arc<str>,
     devices: Vec<Chosen>,
@@ -180,7 +205,7 @@ pub struct DynamicResources {
     store: Arc<DraStore>,
     handle: Handle,
     caches: Mutex<Caches>,
-    inflight: Mutex<(u64, FxHashMap<String, InFlight>)>,
+    inflight: Mutex<InFlights>,
     pending_undo: Arc<Mutex<(u64, PendingUndo)>>,
     /// Free devices per topology domain (shared with Devices), fed with the
     /// node-local devices of ResourceSlices.
@@ -230,7 +255,7 @@ impl DynamicResources {
                 sets: HashMap::new(),
                 usage: usage::Usage::default(),
             }),
-            inflight: Mutex::new((0, FxHashMap::default())),
+            inflight: Mutex::new(InFlights::default()),
             pending_undo: Arc::new(Mutex::new((0, FxHashMap::default()))),
             domains: None,
             synced: Mutex::new(Synced::default()),
@@ -273,7 +298,7 @@ impl DynamicResources {
         if self.store.inventory_version() == 0 {
             return;
         }
-        let versions = (self.store.version(), self.inflight.lock().0);
+        let versions = (self.store.version(), self.inflight.lock().version);
         let mut sy = self.synced.lock();
         if sy.versions == versions && sy.index.is_some() {
             return;
@@ -703,13 +728,16 @@ impl DynamicResources {
     /// reservations, brought up to date with what changed since the last
     /// call ([`usage::Usage`]).
     fn in_use(&self, c: &mut Caches) -> Arc<InUse> {
-        let fl = self.inflight.lock();
+        let mut fl = self.inflight.lock();
         let index = c.index.clone();
+        let changed = std::mem::take(&mut fl.changed);
+        let map = &fl.map;
         c.usage.sync(
             &index,
             &self.store,
-            || fl.1.iter().map(|(u, f)| (u.as_str(), f.devices.as_slice())),
-            fl.0,
+            || map.iter().map(|(u, f)| (u.as_str(), f.devices.as_slice())),
+            changed,
+            |uid| map.get(uid).map(|f| f.devices.as_slice()),
         )
     }
 
@@ -973,7 +1001,7 @@ impl PreFilterPlugin for DynamicResources {
             // yet: this pod shares that allocation on the same node, as it
             // would once the write lands, instead of waiting for it (so the
             // outcome does not depend on how fast the write is).
-            if let Some(f) = self.inflight.lock().1.get(&claim_uid(&claim))
+            if let Some(f) = self.inflight.lock().map.get(&claim_uid(&claim))
                 && f.pod != pod.uid
             {
                 works.push(Work::Pending {
@@ -1131,7 +1159,7 @@ impl ReservePlugin for DynamicResources {
                 let uid = claim_uid(claim);
                 let ns = claim.metadata.namespace.as_deref().unwrap_or("default");
                 let name = claim.metadata.name.as_deref().unwrap_or("");
-                let in_flight = self.inflight.lock().1.contains_key(&uid);
+                let in_flight = self.inflight.lock().map.contains_key(&uid);
                 let written = self
                     .store
                     .claim(ns, name)
@@ -1151,7 +1179,7 @@ impl ReservePlugin for DynamicResources {
             for (i, w) in cd.works.iter().enumerate() {
                 if let Work::ToAllocate { claim, .. } = w {
                     let devices = it.next().unwrap_or_default();
-                    fl.1.insert(
+                    fl.insert(
                         claim_uid(claim),
                         InFlight {
                             pod: pod.uid.clone(),
@@ -1163,7 +1191,6 @@ impl ReservePlugin for DynamicResources {
                     reserved.push((i, devices));
                 }
             }
-            fl.0 += 1;
         }
         if let Some(st) = state.get_mut::<DraCycle>() {
             st.reserved = reserved;
@@ -1175,17 +1202,17 @@ impl ReservePlugin for DynamicResources {
 
     fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, _node: NodeRef) {
         let mut fl = self.inflight.lock();
-        let before = fl.1.len();
-        fl.1.retain(|_, f| {
-            let keep = f.pod != pod.uid;
-            if !keep {
+        let mine: Vec<String> = fl
+            .map
+            .iter()
+            .filter(|(_, f)| f.pod == pod.uid)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for uid in mine {
+            if let Some(f) = fl.remove(&uid) {
                 // Pods sharing the claim stop waiting (and find it unallocated).
                 f.done.send_replace(true);
             }
-            keep
-        });
-        if fl.1.len() != before {
-            fl.0 += 1;
         }
         drop(fl);
         let written = match state.get_mut::<DraCycle>() {
@@ -1310,11 +1337,10 @@ impl PreBindPlugin for DynamicResources {
             });
             self.store.assume_claim(claim);
             let mut fl = self.inflight.lock();
-            if fl.1.get(&uid).is_some_and(|f| f.pod == pod.uid)
-                && let Some(f) = fl.1.remove(&uid)
+            if fl.map.get(&uid).is_some_and(|f| f.pod == pod.uid)
+                && let Some(f) = fl.remove(&uid)
             {
                 f.done.send_replace(true);
-                fl.0 += 1;
             }
         }
         Status::success()

@@ -636,7 +636,7 @@ proptest! {
                     }
                 }
             }
-            for f in rig.plugin.inflight.lock().1.values() {
+            for f in rig.plugin.inflight.lock().map.values() {
                 for c in &f.devices {
                     let dev = &rig.plugin.caches.lock().index.devices[c.device as usize];
                     if dev.name != "shared" {
@@ -950,7 +950,9 @@ impl Rig {
         let fresh = usage::by_value(
             &c.index,
             &self.store.allocated_claims(),
-            fl.1.iter().map(|(u, f)| (u.as_str(), f.devices.as_slice())),
+            fl.map
+                .iter()
+                .map(|(u, f)| (u.as_str(), f.devices.as_slice())),
         )
         .entries();
         (kept, fresh)

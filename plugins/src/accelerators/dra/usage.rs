@@ -172,13 +172,9 @@ pub struct Usage {
     index: Option<Arc<Index>>,
     /// The store's claim writes applied.
     log_pos: u64,
-    /// The in-flight version applied.
-    inflight_version: u64,
     held: FxHashMap<String, Held>,
     /// Claim (namespace, name) → uid, for claims counted through the store.
     uid_of: FxHashMap<(String, String), String>,
-    /// Uids with an in-flight part.
-    inflight_uids: FxHashSet<String>,
     live: InUse,
     snapshot: Option<Arc<InUse>>,
     /// Bumped whenever a device usable on more than one node changes use.
@@ -289,7 +285,6 @@ impl Usage {
             self.held.entry(uid).or_default().store = Some(devs);
         }
         for (uid, devs) in inflight {
-            self.inflight_uids.insert(uid.to_owned());
             self.held.entry(uid.to_owned()).or_default().inflight = Some(devs.to_vec());
         }
         for h in self.held.values() {
@@ -300,14 +295,17 @@ impl Usage {
     }
 
     /// Brings the use up to date with `index`, the store's claims and the
-    /// in-flight reservations (`inflight` at `inflight_version`), and
-    /// returns it.
+    /// in-flight reservations, and returns it. `inflight` lists every
+    /// reservation (read when everything is summed again), `changed` the
+    /// claims whose reservation changed since the last call, and `lookup`
+    /// gives a claim's reservation now.
     pub fn sync<'a, I>(
         &mut self,
         index: &Arc<Index>,
         store: &DraStore,
         inflight: impl Fn() -> I,
-        inflight_version: u64,
+        changed: Vec<String>,
+        lookup: impl Fn(&str) -> Option<&'a [Chosen]>,
     ) -> Arc<InUse>
     where
         I: Iterator<Item = (&'a str, &'a [Chosen])>,
@@ -321,7 +319,6 @@ impl Usage {
         match log {
             None => {
                 self.rebuild(index, store, inflight());
-                self.inflight_version = inflight_version;
                 self.snapshot = None;
             }
             Some((keys, pos)) => {
@@ -332,30 +329,10 @@ impl Usage {
                         self.apply_claim(store, k);
                     }
                 }
-                if self.inflight_version != inflight_version {
-                    self.inflight_version = inflight_version;
-                    let mut now: FxHashSet<&str> = FxHashSet::default();
-                    for (uid, devs) in inflight() {
-                        now.insert(uid);
-                        let same = self
-                            .held
-                            .get(uid)
-                            .and_then(|h| h.inflight.as_deref())
-                            .is_some_and(|d| d == devs);
-                        if !same {
-                            self.set(uid, Part::InFlight, Some(devs.to_vec()));
-                            self.inflight_uids.insert(uid.to_owned());
-                        }
-                    }
-                    let gone: Vec<String> = self
-                        .inflight_uids
-                        .iter()
-                        .filter(|u| !now.contains(u.as_str()))
-                        .cloned()
-                        .collect();
-                    for uid in gone {
-                        self.inflight_uids.remove(&uid);
-                        self.set(&uid, Part::InFlight, None);
+                let mut done: FxHashSet<&str> = FxHashSet::default();
+                for uid in &changed {
+                    if done.insert(uid) {
+                        self.set(uid, Part::InFlight, lookup(uid).map(<[Chosen]>::to_vec));
                     }
                 }
             }
