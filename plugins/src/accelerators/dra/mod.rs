@@ -198,6 +198,9 @@ struct Caches {
     env: cel::Env,
     sets: HashMap<String, Result<Arc<Bits>, String>>,
     usage: usage::Usage,
+    /// Whether a selector's answer for a device is reused for its twins
+    /// (off only in tests, as the reference).
+    share_twins: bool,
 }
 
 /// The plugin.
@@ -254,6 +257,7 @@ impl DynamicResources {
                 env: cel::Env::new(),
                 sets: HashMap::new(),
                 usage: usage::Usage::default(),
+                share_twins: true,
             }),
             inflight: Mutex::new(InFlights::default()),
             pending_undo: Arc::new(Mutex::new((0, FxHashMap::default()))),
@@ -539,11 +543,42 @@ impl DynamicResources {
         let mut over: Option<(String, bool)> = None;
         'sels: for (sel, whose) in &compiled {
             let mut left = 0;
+            // Per twin (devices of equal CEL input): the answer and its
+            // cost, reused while the budget could pay for evaluating it
+            // again, so charges and answers are those of evaluating every
+            // device.
+            let mut memo: Vec<Option<(Result<bool, String>, u64)>> =
+                vec![None; c.index.twins as usize];
             for (i, d) in c.index.devices.iter().enumerate() {
                 if !alive[i] {
                     continue;
                 }
-                match c.env.matches(sel, &d.value, budget) {
+                let t = d.twin as usize;
+                let reuse = if c.share_twins {
+                    memo.get(t).cloned().flatten()
+                } else {
+                    None
+                };
+                let outcome = match reuse {
+                    Some((r, used)) if used <= cost::MAX_EXPRESSION_COST.min(budget.left()) => {
+                        budget.charge(used);
+                        r.map_err(cel::MatchError::Eval)
+                    }
+                    _ => {
+                        let before = budget.left();
+                        let r = c.env.matches(sel, &d.value, budget);
+                        let used = before - budget.left();
+                        match &r {
+                            Ok(b) => memo[t] = Some((Ok(*b), used)),
+                            Err(cel::MatchError::Eval(e)) => {
+                                memo[t] = Some((Err(e.clone()), used));
+                            }
+                            Err(_) => {}
+                        }
+                        r
+                    }
+                };
+                match outcome {
                     Ok(true) => left += 1,
                     Ok(false) => alive[i] = false,
                     Err(cel::MatchError::Eval(e)) => {

@@ -1065,3 +1065,56 @@ fn node_local_only_while_every_claim_is_to_allocate() {
     assert!(rig.bind(&st, &p, "n1").is_success());
     assert_eq!(key(&["a"]), None, "allocated");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Reusing a selector's answer for devices of equal CEL input (twins)
+    /// gives the same candidates, the same errors and the same budget
+    /// charges as evaluating every device, also when the cycle's budget
+    /// runs out part way.
+    #[test]
+    fn twins_share_answers_as_if_each_was_evaluated(
+        models in proptest::collection::vec(0u8..3, 1..40),
+        pick in proptest::collection::vec(0usize..5, 1..3),
+        budget in prop_oneof![Just(cost::MAX_CYCLE_COST), 1_000u64..400_000],
+    ) {
+        let l: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+        let l = format!("[{}]", l.join(", "));
+        let exprs = [
+            r#"device.attributes["gpu.example.com"].model == "H100""#.to_owned(),
+            r#"device.capacity["gpu.example.com"].memory.compareTo(quantity("64Gi")) >= 0"#.to_owned(),
+            format!("{l}.all(a, {l}.all(b, a + b >= 0))"),
+            r#"device.attributes["gpu.example.com"].missing == 1"#.to_owned(),
+            "device.allowMultipleAllocations || true".to_owned(),
+        ];
+        let rig = Rig::new(&["n1"]);
+        let devs: Vec<Value> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (model, mem) = [("H100", "80Gi"), ("A100", "40Gi"), ("H100", "40Gi")][*m as usize];
+                json!({"name": format!("gpu-{i}"),
+                       "attributes": {"model": {"string": model}},
+                       "capacity": {"memory": {"value": mem}}})
+            })
+            .collect();
+        rig.store.upsert_slice(slice("n1", Value::Array(devs)));
+        let class = rig.store.class("gpu.example.com").unwrap();
+        let sels: Vec<resv1::DeviceSelector> = pick
+            .iter()
+            .map(|p| serde_json::from_value(json!({"cel": {"expression": exprs[*p]}})).unwrap())
+            .collect();
+        let run = |share: bool| {
+            let mut c = rig.plugin.caches.lock();
+            rig.plugin.refresh_index(&mut c);
+            c.sets.clear();
+            c.share_twins = share;
+            let mut b = cost::Budget::new(budget);
+            let r = rig.plugin.candidates(&mut c, &class, &sels, "request", &mut b);
+            c.share_twins = true;
+            (r, b.left())
+        };
+        prop_assert_eq!(run(true), run(false));
+    }
+}
