@@ -76,6 +76,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("basic-16k", include_str!("../scenarios/basic-16k.yaml")),
     ("gangs-small", include_str!("../scenarios/gangs-small.yaml")),
     ("dra-small", include_str!("../scenarios/dra-small.yaml")),
+    ("dra-8k", include_str!("../scenarios/dra-8k.yaml")),
     (
         "supernode-16k",
         include_str!("../scenarios/supernode-16k.yaml"),

@@ -154,3 +154,66 @@ fn bad_dra_input_is_a_scenario_error_with_its_place() {
         assert!(e.contains(want), "want {want:?} in {e:?}");
     }
 }
+
+/// `dra-48` (dra-8k's shape on 48 nodes): every pod is placed, each claim
+/// holds what its request asks (an H100 of 80Gi for `one-device`, two
+/// devices of one NUMA node for `numa-pair`), no device is held twice, and
+/// the engine's per-template caches, which DynamicResources joins for pods
+/// whose claims are all to allocate, change no node and no device.
+#[test]
+fn dra_at_scale_shape_places_alike_with_the_cache_off_and_on() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/dra-48.yaml");
+    let run = |classes: usize| {
+        let opts = RunOptions {
+            equivalence_cache: Some(classes),
+            ..Default::default()
+        };
+        let sc = Scenario::load(path).expect("dra-48 parses");
+        let mut sim = Simulation::new(sc, &opts).expect("simulation starts");
+        let report = sim.run();
+        (sim, report)
+    };
+    let (off, off_report) = run(0);
+    let (on, report) = run(32);
+    for r in [&off_report, &report] {
+        assert_eq!(r.double_binds, 0);
+        assert!(r.cache_inconsistency.is_none());
+        let by_workload: BTreeMap<&str, (usize, usize)> = r
+            .workloads
+            .iter()
+            .map(|w| (w.name.as_str(), (w.scheduled, w.unschedulable)))
+            .collect();
+        assert_eq!(by_workload["one-device"], (48, 0), "{by_workload:?}");
+        assert_eq!(by_workload["numa-pair"], (24, 0), "{by_workload:?}");
+    }
+    assert_eq!(off.placements(), on.placements());
+    let holders = dra::device_holders(on.dra_store());
+    assert_eq!(holders, dra::device_holders(off.dra_store()));
+    for (dev, h) in &holders {
+        assert_eq!(h.len(), 1, "{dev:?} is held by {h:?}");
+    }
+    assert_eq!(holders.len(), 48 + 2 * 24);
+    let placements = on.placements();
+    for c in on.dra_store().allocated_claims() {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        let results = c.status.as_ref().unwrap().allocation.as_ref().unwrap();
+        let results = results.devices.as_ref().unwrap().results.as_ref().unwrap();
+        let pod = c.metadata.owner_references.as_ref().unwrap()[0]
+            .name
+            .clone();
+        let node = placements[&format!("default/{pod}")].clone().unwrap();
+        assert!(results.iter().all(|r| r.pool == node), "{name} on {node}");
+        if name.starts_with("one-device-") {
+            assert_eq!(results.len(), 1);
+            assert!(node.starts_with("h100-"), "{name} on {node}");
+        } else {
+            assert!(name.starts_with("numa-pair-"), "{name}");
+            assert_eq!(results.len(), 2);
+            assert_eq!(
+                results[0].device[..5],
+                results[1].device[..5],
+                "{results:?}"
+            );
+        }
+    }
+}

@@ -86,8 +86,8 @@ pub struct PhaseTimes {
 pub(super) struct FilterOutcome {
     pub feasible: Vec<NodeId>,
     pub diagnosis: Diagnosis,
-    /// With the equivalence cache: the class's node-local filter mask.
-    pub class_mask: Option<u64>,
+    /// With the equivalence cache: the class's node-local filter key.
+    pub class_mask: Option<super::equiv::ClassKey>,
 }
 
 fn active_filters<'a>(
@@ -403,7 +403,7 @@ impl Scheduler {
         state: &mut CycleState,
         pod: &PodInfo,
         feasible: &[NodeId],
-        class_mask: Option<u64>,
+        class_mask: Option<super::equiv::ClassKey>,
         extra: &[i64],
     ) -> Result<NodeId, String> {
         self.run_pre_score(pi, state, pod, feasible)?;
@@ -442,7 +442,7 @@ impl Scheduler {
         state: &CycleState,
         pod: &PodInfo,
         feasible: &[NodeId],
-        class_mask: Option<u64>,
+        class_mask: Option<super::equiv::ClassKey>,
         extra: &[i64],
     ) -> Result<NodeId, String> {
         let profile = &self.profiles[pi];

@@ -20,12 +20,22 @@ pub(crate) const PASS: u32 = u32::MAX;
 /// A generation no node has (entries start invalid).
 const NEVER: u64 = u64::MAX;
 
+/// Which filters of a profile are node-local in a cycle, and the signature
+/// of their keys ([`FilterPlugin::node_local_verdict_key`](crate::framework::FilterPlugin)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) struct ClassKey {
+    /// Bit per profile filter.
+    pub mask: u64,
+    /// The node-local filters' keys, combined.
+    pub sig: u64,
+}
+
 /// Cached node-local results of one equivalence class under one profile.
 pub(crate) struct ClassCache {
     pub profile: usize,
     pub equivalence: u64,
-    /// Which filter plugins are the node-local ones (bit per profile filter).
-    pub filter_mask: u64,
+    /// Which filter plugins are the node-local ones, with their keys.
+    pub filter_mask: ClassKey,
     /// Which score plugins are cached (bit per profile score plugin).
     pub score_mask: u64,
     /// Combined `node_local_key`s of the cached score plugins.
@@ -49,7 +59,7 @@ pub(crate) struct ClassCache {
 }
 
 impl ClassCache {
-    fn new(profile: usize, equivalence: u64, filter_mask: u64, n: usize) -> ClassCache {
+    fn new(profile: usize, equivalence: u64, filter_mask: ClassKey, n: usize) -> ClassCache {
         ClassCache {
             profile,
             equivalence,
@@ -124,7 +134,7 @@ impl EquivCaches {
         &mut self,
         profile: usize,
         equivalence: u64,
-        filter_mask: u64,
+        filter_mask: ClassKey,
         n: usize,
     ) -> &mut ClassCache {
         self.clock += 1;

@@ -14,6 +14,7 @@
 
 use super::Scheduler;
 use super::cycle::{FilterOutcome, filter_node};
+use super::equiv::ClassKey;
 use super::profile::Profile;
 use super::soft_scores::{self, DomainScored};
 use crate::framework::{CycleState, Diagnosis, FilterPlugin, Status};
@@ -33,28 +34,32 @@ pub(super) enum Fast {
 type NamedFilter<'a> = (&'static str, &'a dyn FilterPlugin);
 
 /// The profile's active (not skipped) filters, split into node-local and
-/// other ones, with the bit mask of the node-local ones' positions (the
-/// equivalence class key).
+/// other ones, with the bit mask of the node-local ones' positions and a
+/// signature of their keys
+/// ([`FilterPlugin::node_local_verdict_key`]): with the pod's equivalence,
+/// the class cache's key.
 fn split_filters<'a>(
     profile: &'a Profile,
     state: &CycleState,
-) -> (Vec<NamedFilter<'a>>, Vec<NamedFilter<'a>>, u64) {
+) -> (Vec<NamedFilter<'a>>, Vec<NamedFilter<'a>>, ClassKey) {
     let mut local = Vec::new();
     let mut global = Vec::new();
-    let mut mask = 0u64;
+    let (mut mask, mut sig) = (0u64, 0u64);
     for (i, p) in profile.filter.iter().enumerate() {
         if state.skips_filter(p.name()) {
             continue;
         }
         let Some(f) = p.as_filter() else { continue };
-        if f.is_node_local() {
-            mask |= 1 << i;
-            local.push((p.name(), f));
-        } else {
-            global.push((p.name(), f));
+        match f.node_local_verdict_key(state) {
+            Some(k) => {
+                mask |= 1 << i;
+                sig = sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                local.push((p.name(), f));
+            }
+            None => global.push((p.name(), f)),
         }
     }
-    (local, global, mask)
+    (local, global, ClassKey { mask, sig })
 }
 
 /// Recomputes node `id`'s node-local filter verdict in a class cache if it

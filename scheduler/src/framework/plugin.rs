@@ -237,6 +237,19 @@ pub trait FilterPlugin: Send + Sync {
         false
     }
 
+    /// Whether this cycle's verdicts are node-local, per cycle: `Some(key)`
+    /// when they depend only on the pod's equivalence class, this node's
+    /// [`NodeInfo`] and `key` (state the plugin holds or derived in
+    /// PreFilter, which it summarizes in `key`; a plugin whose held state
+    /// moves an answer without the node changing reports the node through
+    /// [`NodeObserver::take_stale_nodes`]). Equivalent pods whose cycles
+    /// give the same key share cached verdicts; `None` runs `filter` on
+    /// every node this cycle. Default: `Some(0)` when
+    /// [`FilterPlugin::is_node_local`], else `None`.
+    fn node_local_verdict_key(&self, _state: &CycleState) -> Option<u64> {
+        if self.is_node_local() { Some(0) } else { None }
+    }
+
     /// For a filter that is not node-local but whose verdict in this cycle
     /// depends only on which topology domain each node is in (spread and
     /// inter-pod constraints after PreFilter counted the domains): that

@@ -16,8 +16,8 @@
 
 use super::index::{Bits, Capacity, Index};
 use k8s_openapi::api::resource::v1 as resv1;
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Steps of the search per node before giving up.
@@ -79,38 +79,154 @@ pub struct ClaimPlan {
     pub constraints: Vec<Constraint>,
 }
 
+impl ClaimPlan {
+    /// Feeds `h` with what the allocation of this plan depends on: two
+    /// plans with equal signatures over one index allocate alike. The
+    /// candidate sets count by identity (the plugin caches one per class
+    /// and selectors for the life of an index).
+    pub fn signature(&self, h: &mut impl Hasher) {
+        self.slots.len().hash(h);
+        for s in &self.slots {
+            s.name.hash(h);
+            s.alts.len().hash(h);
+            for a in &s.alts {
+                a.result_name.hash(h);
+                (Arc::as_ptr(&a.cands) as usize).hash(h);
+                match a.mode {
+                    Mode::Count(n) => (0u8, n).hash(h),
+                    Mode::All => (1u8, 0u32).hash(h),
+                }
+                a.admin.hash(h);
+                a.capacity.hash(h);
+                a.tolerations.len().hash(h);
+                for t in &a.tolerations {
+                    t.key.hash(h);
+                    t.operator.hash(h);
+                    t.value.hash(h);
+                    t.effect.hash(h);
+                    t.toleration_seconds.hash(h);
+                }
+            }
+        }
+        self.constraints.len().hash(h);
+        for c in &self.constraints {
+            c.requests.hash(h);
+            c.match_attr.hash(h);
+            c.distinct_attr.hash(h);
+        }
+    }
+}
+
 /// What is in use of one device.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DevUse {
-    /// Held by an allocation that does not share it.
-    pub exclusive: bool,
-    /// Consumed capacity by allocations that share it.
-    pub consumed: Vec<(String, i128)>,
+    /// Allocations holding it without sharing it.
+    pub exclusive: u32,
+    /// Capacity consumed by allocations that share it: qualified name,
+    /// milli-units, and how many allocations consume some of it.
+    pub consumed: Vec<(String, i128, u32)>,
 }
 
-/// In-use devices (allocated claims and in-flight reservations).
+impl DevUse {
+    /// Whether nothing holds the device.
+    pub fn is_free(&self) -> bool {
+        self.exclusive == 0 && self.consumed.is_empty()
+    }
+
+    /// What allocations sharing the device consume of capacity `name`.
+    pub fn consumed_of(&self, name: &str) -> i128 {
+        self.consumed
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map_or(0, |(_, v, _)| *v)
+    }
+}
+
+/// Devices per chunk of [`InUse`].
+const CHUNK: usize = 64;
+
+/// In-use devices (allocated claims and in-flight reservations), by device
+/// index. Stored in shared chunks, so a copy (one per scheduling cycle)
+/// costs a pointer per 64 devices and a change copies only its chunk.
 #[derive(Clone, Debug, Default)]
 pub struct InUse {
-    /// By device index.
-    pub map: FxHashMap<u32, DevUse>,
+    chunks: Vec<Arc<Vec<DevUse>>>,
 }
 
 impl InUse {
-    /// Records `c`.
+    /// What is in use of device `d`, if anything.
+    #[inline]
+    pub fn get(&self, d: u32) -> Option<&DevUse> {
+        let d = d as usize;
+        self.chunks
+            .get(d / CHUNK)
+            .map(|c| &c[d % CHUNK])
+            .filter(|u| !u.is_free())
+    }
+
+    fn slot(&mut self, d: u32) -> &mut DevUse {
+        let d = d as usize;
+        while self.chunks.len() <= d / CHUNK {
+            self.chunks.push(Arc::new(vec![DevUse::default(); CHUNK]));
+        }
+        &mut Arc::make_mut(&mut self.chunks[d / CHUNK])[d % CHUNK]
+    }
+
+    /// Records `c` (`shared`: the device allows multiple allocations).
     pub fn add(&mut self, c: &Chosen, shared: bool) {
         if c.admin {
             return;
         }
-        let u = self.map.entry(c.device).or_default();
+        let u = self.slot(c.device);
         if !shared {
-            u.exclusive = true;
+            u.exclusive += 1;
         }
         for (n, v) in &c.consumed {
-            match u.consumed.iter_mut().find(|(k, _)| k == n) {
-                Some(e) => e.1 += v,
-                None => u.consumed.push((n.clone(), *v)),
+            match u.consumed.iter_mut().find(|(k, _, _)| k == n) {
+                Some(e) => {
+                    e.1 += v;
+                    e.2 += 1;
+                }
+                None => u.consumed.push((n.clone(), *v, 1)),
             }
         }
+    }
+
+    /// Takes back `c`, recorded before with the same `shared`.
+    pub fn remove(&mut self, c: &Chosen, shared: bool) {
+        if c.admin || self.get(c.device).is_none() {
+            return;
+        }
+        let u = self.slot(c.device);
+        if !shared {
+            u.exclusive = u.exclusive.saturating_sub(1);
+        }
+        for (n, v) in &c.consumed {
+            if let Some(i) = u.consumed.iter().position(|(k, _, _)| k == n) {
+                let e = &mut u.consumed[i];
+                e.1 -= v;
+                e.2 -= 1;
+                if e.2 == 0 {
+                    u.consumed.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// The devices in use, in index order, with their use (consumed
+    /// capacities sorted by name): a form two equal uses share.
+    pub fn entries(&self) -> Vec<(u32, DevUse)> {
+        let mut out = Vec::new();
+        for (ci, c) in self.chunks.iter().enumerate() {
+            for (i, u) in c.iter().enumerate() {
+                if !u.is_free() {
+                    let mut u = u.clone();
+                    u.consumed.sort_by(|a, b| a.0.cmp(&b.0));
+                    out.push(((ci * CHUNK + i) as u32, u));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -267,14 +383,14 @@ impl Search<'_> {
                 .chain(self.prior.iter())
                 .filter(move |c| c.device == d && !c.admin)
         };
-        let u = used.map.get(&d);
+        let u = used.get(d);
         if !dev.allow_multiple {
-            if u.is_some_and(|u| u.exclusive || !u.consumed.is_empty()) || mine().next().is_some() {
+            if u.is_some() || mine().next().is_some() {
                 return None;
             }
             return Some(Vec::new());
         }
-        if u.is_some_and(|u| u.exclusive) {
+        if u.is_some_and(|u| u.exclusive > 0) {
             return None;
         }
         // Asked capacities must exist on the device.
@@ -291,10 +407,7 @@ impl Search<'_> {
                 .find(|(n, _)| cap_named(c, n))
                 .map(|(_, v)| *v);
             let amount = consumption(c, asked)?;
-            let mut already = u
-                .and_then(|u| u.consumed.iter().find(|(k, _)| *k == c.name))
-                .map(|(_, v)| *v)
-                .unwrap_or(0);
+            let mut already = u.map_or(0, |u| u.consumed_of(&c.name));
             for o in mine() {
                 already += o
                     .consumed

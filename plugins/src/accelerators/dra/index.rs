@@ -56,6 +56,9 @@ pub struct DraDevice {
     pub taints: Vec<resv1::DeviceTaint>,
     /// The CEL `device` input.
     pub value: cel::objects::Value,
+    /// Devices whose CEL input is equal share this number (a selector gives
+    /// them the same answer at the same cost).
+    pub twin: u32,
 }
 
 impl DraDevice {
@@ -90,6 +93,9 @@ pub struct Index {
     pub shared: Vec<u32>,
     /// `(driver, pool, device)` → index.
     pub by_key: FxHashMap<(String, String, String), u32>,
+    /// How many distinct CEL inputs the devices have ([`DraDevice::twin`]
+    /// is below it).
+    pub twins: u32,
 }
 
 fn qualify(name: &str, driver: &str) -> String {
@@ -132,6 +138,7 @@ impl Index {
             version,
             ..Index::default()
         };
+        let mut twins: FxHashMap<String, u32> = FxHashMap::default();
         for s in &slices {
             let sp = &s.spec;
             if newest
@@ -194,6 +201,14 @@ impl Index {
                 let cap_pairs: Vec<(String, i128)> =
                     capacity.iter().map(|c| (c.name.clone(), c.value)).collect();
                 let value = device_value(&sp.driver, &attrs, &cap_pairs, allow_multiple);
+                // What `value` is built from, spelled out: equal spellings,
+                // equal inputs.
+                let spelled = format!(
+                    "{}\u{0}{attrs:?}\u{0}{cap_pairs:?}\u{0}{allow_multiple}",
+                    sp.driver
+                );
+                let next = twins.len() as u32;
+                let twin = *twins.entry(spelled).or_insert(next);
                 let i = idx.devices.len() as u32;
                 idx.by_key
                     .insert((sp.driver.clone(), sp.pool.name.clone(), d.name.clone()), i);
@@ -211,9 +226,11 @@ impl Index {
                     allow_multiple,
                     taints: d.taints.clone().unwrap_or_default(),
                     value,
+                    twin,
                 });
             }
         }
+        idx.twins = twins.len() as u32;
         idx
     }
 

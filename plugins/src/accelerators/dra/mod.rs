@@ -41,9 +41,28 @@
 //! UnschedulableAndUnresolvable with a message naming the claim, the
 //! request and the selector; the pod is retried when a DRA object changes.
 //!
+//! ## Cost
+//!
+//! A device's answer to a class's and a request's selectors changes only
+//! with the device or the selectors: each selector is compiled once and the
+//! devices matching a (class, selectors) set are computed once per device
+//! index (rebuilt when slices or classes change). What is in use is kept
+//! current from the claims written and the reservations made or dropped
+//! since the last look ([`usage`]), not summed again each cycle. When every
+//! claim of a pod is still to allocate, Filter's answer on a node depends
+//! only on the claims' plans, the node's devices and their use: the plugin
+//! then gives the engine a key for the cycle
+//! ([`FilterPlugin::node_local_verdict_key`]: the plans, the index, and the
+//! use of devices shared by several nodes) and reports the nodes whose
+//! devices' use changed ([`NodeObserver::take_stale_nodes`]), so pods from
+//! one template share the engine's cached verdicts and its incremental fast
+//! path, and a cycle allocates on the few nodes that changed. A claim
+//! allocated already or being allocated for another pod ties the pod to one
+//! node: such a cycle filters every node, as before.
+//!
 //! Approximations: a CEL runtime error does not select the device (and is
 //! reported if no device is left) instead of aborting the allocation;
-//! per-node allocation in Filter allocates small vectors (DRA pods are few).
+//! per-node allocation in Filter allocates small vectors.
 
 pub mod alloc;
 pub mod cel;
@@ -52,6 +71,7 @@ pub mod index;
 pub mod store;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 
 use crate::common::device_domains::{DeviceDomains, DriverCount};
 use alloc::{Alt, Chosen, ClaimPlan, Constraint, InUse, Mode, Slot, allocate, node_devices};
@@ -62,13 +82,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 pub use store::DraStore;
 use strata_scheduler::labels::NodeSelector;
 use strata_scheduler::sdk::{
-    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeInfo,
-    NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin, PreFilterPlugin,
-    PreFilterResult, Registry, ReservePlugin, Snapshot, Status, Sym,
+    ActionType, ClusterEventKind, CycleState, EventResource, FilterPlugin, Handle, NodeId,
+    NodeInfo, NodeObserver, NodeRef, Plugin, PluginArgsError, PodInfo, PreBindPlugin,
+    PreFilterPlugin, PreFilterResult, Registry, ReservePlugin, Snapshot, Status, Sym,
 };
 
 /// The plugin's configuration name (kube-scheduler's).
@@ -119,6 +140,9 @@ struct DraCycle {
     node: Option<String>,
     /// Claims PreBind wrote, for Unreserve (PreBind only reads the state).
     written: Arc<Mutex<Vec<Written>>>,
+    /// The key under which Filter's answers are node-local, when they are
+    /// ([`FilterPlugin::node_local_verdict_key`]).
+    key: Option<u64>,
 }
 
 /// A claim status PreBind wrote for the cycle's pod.
@@ -134,6 +158,31 @@ struct Written {
 /// Undo writes not yet acknowledged, by claim uid: (generation, done).
 type PendingUndo = FxHashMap<String, (u64, tokio::sync::watch::Receiver<bool>)>;
 
+/// The in-flight reservations by claim uid.
+#[derive(Default)]
+struct InFlights {
+    /// Bumped on every change.
+    version: u64,
+    map: FxHashMap<String, InFlight>,
+    /// Claims whose reservation changed since [`usage::Usage`] last looked.
+    changed: Vec<String>,
+}
+
+impl InFlights {
+    fn insert(&mut self, uid: String, f: InFlight) {
+        self.changed.push(uid.clone());
+        self.map.insert(uid, f);
+        self.version += 1;
+    }
+
+    fn remove(&mut self, uid: &str) -> Option<InFlight> {
+        let f = self.map.remove(uid)?;
+        self.changed.push(uid.to_owned());
+        self.version += 1;
+        Some(f)
+    }
+}
+
 struct InFlight {
     pod: Arc<str>,
     devices: Vec<Chosen>,
@@ -148,7 +197,10 @@ struct Caches {
     index: Arc<Index>,
     env: cel::Env,
     sets: HashMap<String, Result<Arc<Bits>, String>>,
-    used: Option<(u64, u64, Arc<InUse>)>,
+    usage: usage::Usage,
+    /// Whether a selector's answer for a device is reused for its twins
+    /// (off only in tests, as the reference).
+    share_twins: bool,
 }
 
 /// The plugin.
@@ -156,21 +208,23 @@ pub struct DynamicResources {
     store: Arc<DraStore>,
     handle: Handle,
     caches: Mutex<Caches>,
-    inflight: Mutex<(u64, FxHashMap<String, InFlight>)>,
+    inflight: Mutex<InFlights>,
     pending_undo: Arc<Mutex<(u64, PendingUndo)>>,
     /// Free devices per topology domain (shared with Devices), fed with the
     /// node-local devices of ResourceSlices.
     domains: Option<Arc<DeviceDomains>>,
     /// What the domains were last fed from.
     synced: Mutex<Synced>,
+    /// The snapshot's node ids by name (from [`NodeObserver::node_changed`]),
+    /// to report nodes whose answers moved.
+    node_ids: Mutex<FxHashMap<Sym, NodeId>>,
 }
 
-/// What [`DeviceDomains`] was last fed from: the index, the use, and the
-/// (store, in-flight) versions the use was computed for.
+/// What [`DeviceDomains`] was last fed from: the index and the (store,
+/// in-flight) versions the use was computed for.
 #[derive(Default)]
 struct Synced {
     index: Option<Arc<Index>>,
-    used: Option<Arc<InUse>>,
     versions: (u64, u64),
 }
 
@@ -182,9 +236,7 @@ fn claim_key(c: &resv1::ResourceClaim) -> String {
     )
 }
 
-fn claim_uid(c: &resv1::ResourceClaim) -> String {
-    c.metadata.uid.clone().unwrap_or_else(|| claim_key(c))
-}
+use usage::claim_uid;
 
 fn milli_text(m: i128) -> String {
     if m % 1000 == 0 {
@@ -204,12 +256,14 @@ impl DynamicResources {
                 index: Arc::new(Index::default()),
                 env: cel::Env::new(),
                 sets: HashMap::new(),
-                used: None,
+                usage: usage::Usage::default(),
+                share_twins: true,
             }),
-            inflight: Mutex::new((0, FxHashMap::default())),
+            inflight: Mutex::new(InFlights::default()),
             pending_undo: Arc::new(Mutex::new((0, FxHashMap::default()))),
             domains: None,
             synced: Mutex::new(Synced::default()),
+            node_ids: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -233,7 +287,6 @@ impl DynamicResources {
         {
             c.index = Arc::new(Index::build(&self.store));
             c.sets.clear();
-            c.used = None;
         }
     }
 
@@ -249,33 +302,22 @@ impl DynamicResources {
         if self.store.inventory_version() == 0 {
             return;
         }
-        let versions = (self.store.version(), self.inflight.lock().0);
+        let versions = (self.store.version(), self.inflight.lock().version);
         let mut sy = self.synced.lock();
         if sy.versions == versions && sy.index.is_some() {
             return;
         }
-        let (index, used) = {
+        let (index, used, changes) = {
             let mut c = self.caches.lock();
             self.refresh_index(&mut c);
             let used = self.in_use(&mut c);
-            (c.index.clone(), used)
+            let changes = std::mem::take(&mut c.usage.for_domains);
+            (c.index.clone(), used, changes)
         };
         let same_index = sy.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &index));
         let mut nodes: Vec<&str> = Vec::new();
-        if same_index {
-            let old = sy.used.clone().unwrap_or_default();
-            let changed = used
-                .map
-                .iter()
-                .filter(|(d, u)| old.map.get(*d) != Some(*u))
-                .map(|(d, _)| *d)
-                .chain(
-                    old.map
-                        .keys()
-                        .filter(|d| !used.map.contains_key(*d))
-                        .copied(),
-                );
-            for d in changed {
+        if same_index && !changes.all {
+            for d in changes.devices {
                 if let Some(dev) = index.devices.get(d as usize)
                     && let index::Scope::Node(n) = &dev.scope
                     && !nodes.contains(&n.as_str())
@@ -319,7 +361,7 @@ impl DynamicResources {
                     }
                 };
                 counts[i].devices += 1;
-                if used.map.contains_key(&d) {
+                if used.get(d).is_some() {
                     counts[i].used += 1;
                 }
             }
@@ -327,7 +369,6 @@ impl DynamicResources {
         }
         *sy = Synced {
             index: Some(index),
-            used: Some(used),
             versions,
         };
     }
@@ -502,11 +543,42 @@ impl DynamicResources {
         let mut over: Option<(String, bool)> = None;
         'sels: for (sel, whose) in &compiled {
             let mut left = 0;
+            // Per twin (devices of equal CEL input): the answer and its
+            // cost, reused while the budget could pay for evaluating it
+            // again, so charges and answers are those of evaluating every
+            // device.
+            let mut memo: Vec<Option<(Result<bool, String>, u64)>> =
+                vec![None; c.index.twins as usize];
             for (i, d) in c.index.devices.iter().enumerate() {
                 if !alive[i] {
                     continue;
                 }
-                match c.env.matches(sel, &d.value, budget) {
+                let t = d.twin as usize;
+                let reuse = if c.share_twins {
+                    memo.get(t).cloned().flatten()
+                } else {
+                    None
+                };
+                let outcome = match reuse {
+                    Some((r, used)) if used <= cost::MAX_EXPRESSION_COST.min(budget.left()) => {
+                        budget.charge(used);
+                        r.map_err(cel::MatchError::Eval)
+                    }
+                    _ => {
+                        let before = budget.left();
+                        let r = c.env.matches(sel, &d.value, budget);
+                        let used = before - budget.left();
+                        match &r {
+                            Ok(b) => memo[t] = Some((Ok(*b), used)),
+                            Err(cel::MatchError::Eval(e)) => {
+                                memo[t] = Some((Err(e.clone()), used));
+                            }
+                            Err(_) => {}
+                        }
+                        r
+                    }
+                };
+                match outcome {
                     Ok(true) => left += 1,
                     Ok(false) => alive[i] = false,
                     Err(cel::MatchError::Eval(e)) => {
@@ -688,78 +760,20 @@ impl DynamicResources {
     }
 
     /// What is in use: allocated claims in the store and in-flight
-    /// reservations (cached while neither changes).
+    /// reservations, brought up to date with what changed since the last
+    /// call ([`usage::Usage`]).
     fn in_use(&self, c: &mut Caches) -> Arc<InUse> {
-        let sv = self.store.version();
-        let fl = self.inflight.lock();
-        if let Some((a, b, u)) = &c.used
-            && *a == sv
-            && *b == fl.0
-        {
-            return u.clone();
-        }
-        let mut used = InUse::default();
-        let mut seen: Vec<String> = Vec::new();
-        for cl in self.store.allocated_claims() {
-            seen.push(claim_uid(&cl));
-            let Some(res) = cl
-                .status
-                .as_ref()
-                .and_then(|s| s.allocation.as_ref())
-                .and_then(|a| a.devices.as_ref())
-            else {
-                continue;
-            };
-            for r in res.results.iter().flatten() {
-                let Some(&d) =
-                    c.index
-                        .by_key
-                        .get(&(r.driver.clone(), r.pool.clone(), r.device.clone()))
-                else {
-                    continue;
-                };
-                let dev = &c.index.devices[d as usize];
-                let consumed = r
-                    .consumed_capacity
-                    .iter()
-                    .flatten()
-                    .filter_map(|(k, q)| {
-                        let name = if k.contains('/') {
-                            k.clone()
-                        } else {
-                            format!("{}/{k}", dev.driver)
-                        };
-                        Some((name, cel::quantity_milli(&q.0)?))
-                    })
-                    .collect();
-                used.add(
-                    &Chosen {
-                        request: r.request.clone(),
-                        device: d,
-                        admin: r.admin_access == Some(true),
-                        consumed,
-                        tolerations: Vec::new(),
-                    },
-                    dev.allow_multiple,
-                );
-            }
-        }
-        for (uid, f) in fl.1.iter() {
-            if seen.contains(uid) {
-                continue;
-            }
-            for ch in &f.devices {
-                let shared = c
-                    .index
-                    .devices
-                    .get(ch.device as usize)
-                    .is_some_and(|d| d.allow_multiple);
-                used.add(ch, shared);
-            }
-        }
-        let used = Arc::new(used);
-        c.used = Some((sv, fl.0, used.clone()));
-        used
+        let mut fl = self.inflight.lock();
+        let index = c.index.clone();
+        let changed = std::mem::take(&mut fl.changed);
+        let map = &fl.map;
+        c.usage.sync(
+            &index,
+            &self.store,
+            || map.iter().map(|(u, f)| (u.as_str(), f.devices.as_slice())),
+            changed,
+            |uid| map.get(uid).map(|f| f.devices.as_slice()),
+        )
     }
 
     fn allocate_on(&self, cd: &DraCycle, node: &NodeInfo, out: &mut Vec<Vec<Chosen>>) -> Status {
@@ -911,7 +925,7 @@ impl DynamicResources {
 
 strata_scheduler::plugin!(DynamicResources: NAME => [PreFilter, Filter, Reserve, PreBind] {
     fn as_node_observer(&self) -> Option<&dyn NodeObserver> {
-        self.domains.as_ref().map(|_| self as &dyn NodeObserver)
+        Some(self)
     }
     fn events_to_register(&self) -> Vec<ClusterEventKind> {
         vec![
@@ -1022,7 +1036,7 @@ impl PreFilterPlugin for DynamicResources {
             // yet: this pod shares that allocation on the same node, as it
             // would once the write lands, instead of waiting for it (so the
             // outcome does not depend on how fast the write is).
-            if let Some(f) = self.inflight.lock().1.get(&claim_uid(&claim))
+            if let Some(f) = self.inflight.lock().map.get(&claim_uid(&claim))
                 && f.pod != pod.uid
             {
                 works.push(Work::Pending {
@@ -1046,6 +1060,22 @@ impl PreFilterPlugin for DynamicResources {
             }
         }
         let used = self.in_use(&mut c);
+        let key = works
+            .iter()
+            .all(|w| matches!(w, Work::ToAllocate { .. }))
+            .then(|| {
+                let mut h = rustc_hash::FxHasher::default();
+                c.index.version.hash(&mut h);
+                // Which index object: a rebuilt one numbers devices anew.
+                (Arc::as_ptr(&c.index) as usize).hash(&mut h);
+                c.usage.shared_epoch().hash(&mut h);
+                for w in &works {
+                    if let Work::ToAllocate { plan, .. } = w {
+                        plan.signature(&mut h);
+                    }
+                }
+                h.finish()
+            });
         state.insert(DraCycle {
             works,
             index: c.index.clone(),
@@ -1053,6 +1083,7 @@ impl PreFilterPlugin for DynamicResources {
             reserved: Vec::new(),
             node: None,
             written: Arc::new(Mutex::new(Vec::new())),
+            key,
         });
         PreFilterResult::ok()
     }
@@ -1061,8 +1092,55 @@ impl PreFilterPlugin for DynamicResources {
 /// Keeps the domain aggregates current: a pod placed, bound or deleted may
 /// come with claims allocated or released (the versions tell).
 impl NodeObserver for DynamicResources {
-    fn node_changed(&self, _node: &NodeInfo, snap: &Snapshot) {
+    fn node_changed(&self, node: &NodeInfo, snap: &Snapshot) {
+        {
+            let mut ids = self.node_ids.lock();
+            if node.present {
+                ids.insert(node.name, node.id);
+            } else {
+                ids.remove(&node.name);
+            }
+        }
         self.sync_domains(snap);
+    }
+
+    /// The nodes whose devices' use changed since the last call: Filter's
+    /// answers there moved although the nodes may not have (a claim
+    /// allocated or released elsewhere than through a pod placed there).
+    /// Devices usable on several nodes are covered by the cycle's key
+    /// instead ([`FilterPlugin::node_local_verdict_key`]).
+    fn take_stale_nodes(&self, out: &mut Vec<NodeId>) {
+        if self.store.inventory_version() == 0 {
+            return;
+        }
+        let (index, changes) = {
+            let mut c = self.caches.lock();
+            self.refresh_index(&mut c);
+            self.in_use(&mut c);
+            (c.index.clone(), std::mem::take(&mut c.usage.for_engine))
+        };
+        if !changes.all && changes.devices.is_empty() {
+            return;
+        }
+        let ids = self.node_ids.lock();
+        if changes.all {
+            out.extend(ids.values().copied());
+            return;
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for d in changes.devices {
+            if let Some(dev) = index.devices.get(d as usize)
+                && let index::Scope::Node(n) = &dev.scope
+                && !names.contains(&n.as_str())
+            {
+                names.push(n);
+            }
+        }
+        out.extend(
+            names
+                .into_iter()
+                .filter_map(|n| Sym::lookup(n).and_then(|s| ids.get(&s)).copied()),
+        );
     }
 }
 
@@ -1073,6 +1151,16 @@ impl FilterPlugin for DynamicResources {
         };
         let mut out = Vec::new();
         self.allocate_on(cd, node, &mut out)
+    }
+
+    /// Node-local when every claim of the pod is still to allocate: the
+    /// answer then depends only on the claims' plans, the node's devices
+    /// and what is in use there, and the nodes whose use changes are
+    /// reported ([`NodeObserver::take_stale_nodes`]). A claim allocated
+    /// already, or being allocated for another pod, ties the pod to a node
+    /// the plans do not show: not node-local.
+    fn node_local_verdict_key(&self, state: &CycleState) -> Option<u64> {
+        state.get::<DraCycle>().and_then(|cd| cd.key)
     }
 }
 
@@ -1106,7 +1194,7 @@ impl ReservePlugin for DynamicResources {
                 let uid = claim_uid(claim);
                 let ns = claim.metadata.namespace.as_deref().unwrap_or("default");
                 let name = claim.metadata.name.as_deref().unwrap_or("");
-                let in_flight = self.inflight.lock().1.contains_key(&uid);
+                let in_flight = self.inflight.lock().map.contains_key(&uid);
                 let written = self
                     .store
                     .claim(ns, name)
@@ -1126,7 +1214,7 @@ impl ReservePlugin for DynamicResources {
             for (i, w) in cd.works.iter().enumerate() {
                 if let Work::ToAllocate { claim, .. } = w {
                     let devices = it.next().unwrap_or_default();
-                    fl.1.insert(
+                    fl.insert(
                         claim_uid(claim),
                         InFlight {
                             pod: pod.uid.clone(),
@@ -1138,7 +1226,6 @@ impl ReservePlugin for DynamicResources {
                     reserved.push((i, devices));
                 }
             }
-            fl.0 += 1;
         }
         if let Some(st) = state.get_mut::<DraCycle>() {
             st.reserved = reserved;
@@ -1150,17 +1237,17 @@ impl ReservePlugin for DynamicResources {
 
     fn unreserve(&self, state: &mut CycleState, pod: &PodInfo, _node: NodeRef) {
         let mut fl = self.inflight.lock();
-        let before = fl.1.len();
-        fl.1.retain(|_, f| {
-            let keep = f.pod != pod.uid;
-            if !keep {
+        let mine: Vec<String> = fl
+            .map
+            .iter()
+            .filter(|(_, f)| f.pod == pod.uid)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for uid in mine {
+            if let Some(f) = fl.remove(&uid) {
                 // Pods sharing the claim stop waiting (and find it unallocated).
                 f.done.send_replace(true);
             }
-            keep
-        });
-        if fl.1.len() != before {
-            fl.0 += 1;
         }
         drop(fl);
         let written = match state.get_mut::<DraCycle>() {
@@ -1285,11 +1372,10 @@ impl PreBindPlugin for DynamicResources {
             });
             self.store.assume_claim(claim);
             let mut fl = self.inflight.lock();
-            if fl.1.get(&uid).is_some_and(|f| f.pod == pod.uid)
-                && let Some(f) = fl.1.remove(&uid)
+            if fl.map.get(&uid).is_some_and(|f| f.pod == pod.uid)
+                && let Some(f) = fl.remove(&uid)
             {
                 f.done.send_replace(true);
-                fl.0 += 1;
             }
         }
         Status::success()

@@ -16,7 +16,11 @@
 //! plays that controller for the simulator.
 //!
 //! Invariant: `version` changes on every write, so readers can cache what
-//! they derive (the device index, CEL results) per version.
+//! they derive (the device index, CEL results) per version. Every claim
+//! write is also appended to a bounded change log
+//! ([`DraStore::claims_changed_since`]), so a reader keeping a sum over the
+//! claims (what is in use) applies the claims that changed instead of
+//! reading them all.
 
 use k8s_openapi::api::resource::v1 as resv1;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -46,6 +50,23 @@ struct Inner {
     generated: FxHashMap<(String, String), (String, String)>,
     version: u64,
     slice_version: u64,
+    /// Claims written, oldest first: `claim_log[i]` is write number
+    /// `claim_log_base + i + 1`.
+    claim_log: std::collections::VecDeque<(String, String)>,
+    claim_log_base: u64,
+}
+
+/// Claim writes the log keeps; a reader further behind reads every claim.
+const CLAIM_LOG_LEN: usize = 4096;
+
+impl Inner {
+    fn log_claim(&mut self, k: (String, String)) {
+        if self.claim_log.len() == CLAIM_LOG_LEN {
+            self.claim_log.pop_front();
+            self.claim_log_base += 1;
+        }
+        self.claim_log.push_back(k);
+    }
 }
 
 /// The shared DRA store.
@@ -134,7 +155,8 @@ impl DraStore {
         if let Some(gk) = generated_key(&c) {
             g.generated.insert(gk, k.clone());
         }
-        g.claims.insert(k, Arc::new(c));
+        g.claims.insert(k.clone(), Arc::new(c));
+        g.log_claim(k);
         g.version += 1;
     }
 
@@ -147,6 +169,7 @@ impl DraStore {
         {
             g.generated.remove(&gk);
         }
+        g.log_claim(k);
         g.version += 1;
     }
 
@@ -196,6 +219,26 @@ impl DraStore {
             .templates
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
+    }
+
+    /// The number of claim writes so far (a position in the change log).
+    pub fn claim_writes(&self) -> u64 {
+        let g = self.inner.read();
+        g.claim_log_base + g.claim_log.len() as u64
+    }
+
+    /// The claims (namespace, name) written after write number `since`, in
+    /// order (a claim written twice is listed twice), and the current
+    /// position; `None` when the log no longer reaches back that far.
+    #[allow(clippy::type_complexity)]
+    pub fn claims_changed_since(&self, since: u64) -> Option<(Vec<(String, String)>, u64)> {
+        let g = self.inner.read();
+        let now = g.claim_log_base + g.claim_log.len() as u64;
+        if since < g.claim_log_base || since > now {
+            return None;
+        }
+        let skip = (since - g.claim_log_base) as usize;
+        Some((g.claim_log.iter().skip(skip).cloned().collect(), now))
     }
 
     /// Every ResourceSlice.

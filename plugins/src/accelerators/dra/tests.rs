@@ -636,7 +636,7 @@ proptest! {
                     }
                 }
             }
-            for f in rig.plugin.inflight.lock().1.values() {
+            for f in rig.plugin.inflight.lock().map.values() {
                 for c in &f.devices {
                     let dev = &rig.plugin.caches.lock().index.devices[c.device as usize];
                     if dev.name != "shared" {
@@ -885,4 +885,236 @@ fn selector_cost_is_bounded_per_cycle_and_named() {
     let pod = pod_using("r", &["plain"]);
     let st = rig.schedule(&pod, "n1").unwrap();
     assert!(rig.bind(&st, &pod, "n1").is_success());
+}
+
+/// Claim specs the usage and cached-verdict properties draw from: one
+/// device by CEL on model, two on one NUMA node, capacity of the shared
+/// device, admin access to any device, and `firstAvailable`.
+fn usage_spec(k: u8) -> Value {
+    match k % 5 {
+        0 => json!({"requests": [{"name": "g", "exactly": {"deviceClassName": "gpu.example.com",
+            "selectors": [{"cel": {"expression": r#"device.attributes["gpu.example.com"].model == "H100""#}}]}}]}),
+        1 => {
+            json!({"requests": [{"name": "g", "exactly": {"deviceClassName": "gpu.example.com", "count": 2,
+            "selectors": [{"cel": {"expression": "!device.allowMultipleAllocations"}}]}}],
+            "constraints": [{"matchAttribute": "gpu.example.com/numa"}]})
+        }
+        2 => json!({"requests": [{"name": "m", "exactly": {"deviceClassName": "gpu.example.com",
+            "selectors": [{"cel": {"expression": "device.allowMultipleAllocations"}}],
+            "capacity": {"requests": {"memory": "4Gi"}}}}]}),
+        3 => {
+            json!({"requests": [{"name": "a", "exactly": {"deviceClassName": "gpu.example.com", "adminAccess": true}}]})
+        }
+        _ => json!({"requests": [{"name": "f", "firstAvailable": [
+            {"name": "two", "deviceClassName": "gpu.example.com", "count": 2,
+             "selectors": [{"cel": {"expression": r#"device.attributes["gpu.example.com"].model == "A100""#}}]},
+            {"name": "one", "deviceClassName": "gpu.example.com",
+             "selectors": [{"cel": {"expression": "!device.allowMultipleAllocations"}}]}]}]}),
+    }
+}
+
+/// A rig of three nodes with four GPUs each and a device every node may
+/// share (10Gi of memory), its node ids known to the plugin.
+fn usage_rig() -> Rig {
+    let nodes = ["n0", "n1", "n2"];
+    let rig = Rig::new(&nodes);
+    for n in nodes {
+        rig.store.upsert_slice(gpus(n, 4));
+    }
+    rig.store.upsert_slice(
+        serde_json::from_value(json!({
+            "metadata": {"name": "everywhere"},
+            "spec": {"driver": "gpu.example.com", "allNodes": true,
+                     "pool": {"name": "everywhere", "generation": 1, "resourceSliceCount": 1},
+                     "devices": [{"name": "pooled", "allowMultipleAllocations": true,
+                                  "capacity": {"memory": {"value": "10Gi"}}}]}
+        }))
+        .unwrap(),
+    );
+    for n in nodes {
+        rig.plugin.node_changed(rig.node(n), rig.cache.snapshot());
+    }
+    rig
+}
+
+/// Devices in use with their use, in index order.
+type UseEntries = Vec<(u32, alloc::DevUse)>;
+
+impl Rig {
+    /// The plugin's kept use, and the use summed from scratch.
+    fn usage_both(&self) -> (UseEntries, UseEntries) {
+        let mut c = self.plugin.caches.lock();
+        self.plugin.refresh_index(&mut c);
+        let kept = self.plugin.in_use(&mut c).entries();
+        let fl = self.plugin.inflight.lock();
+        let fresh = usage::by_value(
+            &c.index,
+            &self.store.allocated_claims(),
+            fl.map
+                .iter()
+                .map(|(u, f)| (u.as_str(), f.devices.as_slice())),
+        )
+        .entries();
+        (kept, fresh)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Through pods reserved, bound, given up and deleted, and claims
+    /// allocated from outside: the use the plugin keeps from what changed
+    /// equals the use summed from scratch; and a Filter verdict kept for a
+    /// node under its cycle's key (as the engine's equivalence cache keeps
+    /// it) until the plugin reports the node stale equals a fresh verdict.
+    #[test]
+    fn kept_use_and_cached_verdicts_equal_fresh_ones(
+        ops in proptest::collection::vec((0u8..4, 0u8..5, 0usize..3, 0u8..3), 1..20),
+    ) {
+        let rig = usage_rig();
+        let nodes = ["n0", "n1", "n2"];
+        let mut live: Vec<String> = Vec::new();
+        // (spec, node) → (key, verdict).
+        let mut kept: FxHashMap<(u8, usize), (u64, Status)> = FxHashMap::default();
+        let mut probe = 0;
+        for (i, (op, spec, node, how)) in ops.iter().enumerate() {
+            let name = format!("c{i}");
+            match op {
+                // A pod with its own claim: reserved, then bound, left in
+                // flight, or given up.
+                0 | 1 => {
+                    rig.store.upsert_claim(claim("default", &name, usage_spec(*spec)));
+                    let p = pod_using(&format!("p{i}"), &[&name]);
+                    if let Ok(mut st) = rig.schedule(&p, nodes[*node]) {
+                        match how {
+                            0 => prop_assert!(rig.bind(&st, &p, nodes[*node]).is_success()),
+                            1 => {}
+                            _ => rig.plugin.unreserve(&mut st, &p, rig.node_ref(nodes[*node])),
+                        }
+                    }
+                    live.push(name);
+                }
+                // A claim deleted (its pod gone).
+                2 if !live.is_empty() => {
+                    let gone = live.remove(*node % live.len());
+                    rig.store.remove_claim("default", &gone);
+                }
+                // An allocation written from outside the scheduler.
+                _ => {
+                    let mut c = claim("default", &name, usage_spec(0));
+                    let dev = format!("gpu-{}", how);
+                    c.status = Some(serde_json::from_value(json!({"allocation": {"devices": {"results": [
+                        {"request": "g", "driver": "gpu.example.com", "pool": nodes[*node], "device": dev}]}}})).unwrap());
+                    rig.store.upsert_claim(c);
+                    live.push(name);
+                }
+            }
+            let (kept_use, fresh_use) = rig.usage_both();
+            prop_assert_eq!(&kept_use, &fresh_use, "op {}", i);
+
+            let mut stale = Vec::new();
+            rig.plugin.take_stale_nodes(&mut stale);
+            kept.retain(|(_, n), _| !stale.contains(&rig.node(nodes[*n]).id));
+            for s in 0..5u8 {
+                probe += 1;
+                let pname = format!("probe{probe}");
+                rig.store.upsert_claim(claim("default", &pname, usage_spec(s)));
+                let p = pod_using(&pname, &[&pname]);
+                let (st, pf) = rig.pre_filter(&p);
+                if pf.is_success() {
+                    let key = rig.plugin.node_local_verdict_key(&st);
+                    prop_assert!(key.is_some());
+                    let key = key.unwrap();
+                    for (n, nn) in nodes.iter().enumerate() {
+                        let v = rig.filter(&st, &p, nn);
+                        if let Some((k, old)) = kept.get(&(s, n)) && *k == key {
+                            prop_assert_eq!(old, &v, "op {} spec {} node {}", i, s, nn);
+                        }
+                        kept.insert((s, n), (key, v));
+                    }
+                }
+                rig.store.remove_claim("default", &pname);
+            }
+        }
+    }
+}
+
+/// A pod whose claim is allocated already, or being allocated for another
+/// pod, is not node-local for the engine's cache; one whose claims are all
+/// to allocate is, with a key that changes with the claim's request.
+#[test]
+fn node_local_only_while_every_claim_is_to_allocate() {
+    let rig = usage_rig();
+    rig.store.upsert_claim(claim("default", "a", usage_spec(0)));
+    rig.store.upsert_claim(claim("default", "b", usage_spec(0)));
+    rig.store.upsert_claim(claim("default", "c", usage_spec(1)));
+    let key = |claims: &[&str]| {
+        let p = pod_using(&format!("q-{}", claims.join("-")), claims);
+        let (st, s) = rig.pre_filter(&p);
+        assert!(s.is_success(), "{s:?}");
+        rig.plugin.node_local_verdict_key(&st)
+    };
+    let ka = key(&["a"]);
+    assert!(ka.is_some());
+    assert_eq!(key(&["b"]), ka, "same request, same key");
+    assert_ne!(key(&["c"]), ka);
+    // `a` reserved for one pod: a second pod sharing it follows it.
+    let p = pod_using("p", &["a"]);
+    let st = rig.schedule(&p, "n1").unwrap();
+    assert_eq!(key(&["a"]), None);
+    assert!(rig.bind(&st, &p, "n1").is_success());
+    assert_eq!(key(&["a"]), None, "allocated");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Reusing a selector's answer for devices of equal CEL input (twins)
+    /// gives the same candidates, the same errors and the same budget
+    /// charges as evaluating every device, also when the cycle's budget
+    /// runs out part way.
+    #[test]
+    fn twins_share_answers_as_if_each_was_evaluated(
+        models in proptest::collection::vec(0u8..3, 1..40),
+        pick in proptest::collection::vec(0usize..5, 1..3),
+        budget in prop_oneof![Just(cost::MAX_CYCLE_COST), 1_000u64..400_000],
+    ) {
+        let l: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+        let l = format!("[{}]", l.join(", "));
+        let exprs = [
+            r#"device.attributes["gpu.example.com"].model == "H100""#.to_owned(),
+            r#"device.capacity["gpu.example.com"].memory.compareTo(quantity("64Gi")) >= 0"#.to_owned(),
+            format!("{l}.all(a, {l}.all(b, a + b >= 0))"),
+            r#"device.attributes["gpu.example.com"].missing == 1"#.to_owned(),
+            "device.allowMultipleAllocations || true".to_owned(),
+        ];
+        let rig = Rig::new(&["n1"]);
+        let devs: Vec<Value> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (model, mem) = [("H100", "80Gi"), ("A100", "40Gi"), ("H100", "40Gi")][*m as usize];
+                json!({"name": format!("gpu-{i}"),
+                       "attributes": {"model": {"string": model}},
+                       "capacity": {"memory": {"value": mem}}})
+            })
+            .collect();
+        rig.store.upsert_slice(slice("n1", Value::Array(devs)));
+        let class = rig.store.class("gpu.example.com").unwrap();
+        let sels: Vec<resv1::DeviceSelector> = pick
+            .iter()
+            .map(|p| serde_json::from_value(json!({"cel": {"expression": exprs[*p]}})).unwrap())
+            .collect();
+        let run = |share: bool| {
+            let mut c = rig.plugin.caches.lock();
+            rig.plugin.refresh_index(&mut c);
+            c.sets.clear();
+            c.share_twins = share;
+            let mut b = cost::Budget::new(budget);
+            let r = rig.plugin.candidates(&mut c, &class, &sels, "request", &mut b);
+            c.share_twins = true;
+            (r, b.left())
+        };
+        prop_assert_eq!(run(true), run(false));
+    }
 }
