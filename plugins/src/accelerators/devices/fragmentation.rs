@@ -12,7 +12,11 @@
 //!   devices than it needs);
 //! - otherwise the free capacity of the devices it cannot use (a device too
 //!   full for its share; for whole-device classes, every partly used
-//!   device).
+//!   device), plus the share of the usable capacity the node's cpu and
+//!   memory cannot serve: when the usable devices could take `g` pods of the
+//!   class but cpu and memory leave room for `k < g`, only `k/g` of the
+//!   usable capacity counts as usable (a GPU whose node has no cpu left is
+//!   a fragment for every class).
 //!
 //! The node's fragmentation for the expected workload mix `M` is the
 //! weighted sum over classes, `F_n(M) = Σ p_m F_n(m)`, in percent of one
@@ -90,29 +94,11 @@ pub fn class_fragment(
     cpu_free: i64,
     mem_free: i64,
 ) -> u32 {
-    let mut total = 0u32;
-    let mut unusable = 0u32;
-    let mut usable_n = 0u32;
+    let mut s = ClassStat::default();
     for (d, u) in devices.iter().zip(used) {
-        if d.kind != m.kind {
-            continue;
-        }
-        let f = d.free_percent(u);
-        total += f;
-        if usable(d, u, m) {
-            usable_n += 1;
-        } else {
-            unusable += f;
-        }
+        s.add(contribution(m, d, u));
     }
-    if total == 0 {
-        return 0;
-    }
-    if m.cpu_milli > cpu_free || m.mem_bytes > mem_free || usable_n < m.count {
-        total
-    } else {
-        unusable
-    }
+    fragment_of(m, &s, cpu_free, mem_free)
 }
 
 /// `F_n(M)`: the node's expected fragmentation for the mix, in percent of a
@@ -139,6 +125,27 @@ pub struct ClassStat {
     pub unusable: u32,
     /// All free capacity of the class's kind.
     pub total: u32,
+    /// Pods of the class the usable devices could take, counting device
+    /// capacity only (one per device for whole-device classes).
+    pub pods: u32,
+}
+
+impl ClassStat {
+    #[inline]
+    fn add(&mut self, c: ClassStat) {
+        self.usable += c.usable;
+        self.unusable += c.unusable;
+        self.total += c.total;
+        self.pods += c.pods;
+    }
+
+    #[inline]
+    fn sub(&mut self, c: ClassStat) {
+        self.usable -= c.usable;
+        self.unusable -= c.unusable;
+        self.total -= c.total;
+        self.pods -= c.pods;
+    }
 }
 
 /// Class statistics, one per class of the mix.
@@ -156,14 +163,32 @@ fn contribution(m: &Class, d: &Device, u: &Usage) -> ClassStat {
             usable: 1,
             unusable: 0,
             total: f,
+            pods: pods_on(m, d, u),
         }
     } else {
         ClassStat {
             usable: 0,
             unusable: f,
             total: f,
+            pods: 0,
         }
     }
+}
+
+/// How many pods of class `m` device `d` with use `u` could still take
+/// (at least one: it is called for usable devices only).
+#[inline]
+fn pods_on(m: &Class, d: &Device, u: &Usage) -> u32 {
+    if m.exclusive {
+        return 1;
+    }
+    let mem = m.memory.units(d.memory, d.memory_known).unwrap_or(0);
+    let by_mem = d.memory.saturating_sub(u.memory).checked_div(mem);
+    let by_cores = d.cores.saturating_sub(u.cores).checked_div(m.cores);
+    let by_shares = d.shares.saturating_sub(u.tasks);
+    let n = by_shares.min(by_cores.unwrap_or(u32::MAX));
+    let n = by_mem.map_or(n, |b| n.min(b.min(u64::from(u32::MAX)) as u32));
+    n.max(1)
 }
 
 /// Computes the statistics of every class of `mix` on a node.
@@ -172,24 +197,46 @@ pub fn stats(mix: &[Class], devices: &[Device], used: &[Usage], out: &mut Stats)
     for m in mix {
         let mut s = ClassStat::default();
         for (d, u) in devices.iter().zip(used) {
-            let c = contribution(m, d, u);
-            s.usable += c.usable;
-            s.unusable += c.unusable;
-            s.total += c.total;
+            s.add(contribution(m, d, u));
         }
         out.push(s);
     }
 }
 
+/// The fragment of class `m` from its statistics on a node with
+/// `cpu_free` millicores and `mem_free` bytes left.
 #[inline]
 fn fragment_of(m: &Class, s: &ClassStat, cpu_free: i64, mem_free: i64) -> u32 {
     if s.total == 0 {
-        0
-    } else if m.cpu_milli > cpu_free || m.mem_bytes > mem_free || s.usable < m.count {
-        s.total
-    } else {
-        s.unusable
+        return 0;
     }
+    if m.cpu_milli > cpu_free || m.mem_bytes > mem_free || s.usable < m.count {
+        return s.total;
+    }
+    // Pods of the class the devices could take, and those cpu and memory
+    // leave room for: past the latter, usable capacity is stranded.
+    let by_devices = if m.count <= 1 {
+        s.pods
+    } else {
+        s.usable / m.count
+    };
+    let by_cpu = if m.cpu_milli > 0 {
+        cpu_free / m.cpu_milli
+    } else {
+        i64::MAX
+    };
+    let by_mem = if m.mem_bytes > 0 {
+        mem_free / m.mem_bytes
+    } else {
+        i64::MAX
+    };
+    let k = by_cpu.min(by_mem);
+    if k >= i64::from(by_devices) || by_devices == 0 {
+        return s.unusable;
+    }
+    let usable_free = u64::from(s.total - s.unusable);
+    let reachable = usable_free * k as u64 / u64::from(by_devices);
+    s.total - reachable as u32
 }
 
 /// `F_n(M)` from cached statistics and the node's free cpu and memory.
@@ -214,13 +261,9 @@ pub fn fragmentation_after_change(
     mix.iter()
         .zip(stats)
         .map(|(m, s)| {
-            let b = contribution(m, d, before);
-            let a = contribution(m, d, after);
-            let s2 = ClassStat {
-                usable: s.usable - b.usable + a.usable,
-                unusable: s.unusable - b.unusable + a.unusable,
-                total: s.total - b.total + a.total,
-            };
+            let mut s2 = *s;
+            s2.sub(contribution(m, d, before));
+            s2.add(contribution(m, d, after));
             m.weight * fragment_of(m, &s2, cpu_free, mem_free) as f64
         })
         .sum()
@@ -452,10 +495,39 @@ mod tests {
         );
     }
 
+    /// Usable devices the node's cpu cannot serve are fragments too: 4
+    /// empty GPUs and cpu for two 10-core 1-GPU pods leave two GPUs
+    /// stranded; a 50% share of 10 cores on 2 empty GPUs (room for 4 pods)
+    /// with cpu for 3 strands a quarter of the 200.
+    #[test]
+    fn cpu_strands_usable_devices() {
+        let devs = [gpu("a", 10), gpu("b", 10), gpu("c", 10), gpu("d", 10)];
+        let u = [used(0); 4];
+        let mut one = whole(1, 1.0);
+        one.cpu_milli = 10_000;
+        assert_eq!(class_fragment(&one, &devs, &u, 45_000, 1000), 0);
+        assert_eq!(class_fragment(&one, &devs, &u, 25_000, 1000), 200);
+        assert_eq!(class_fragment(&one, &devs, &u, 5_000, 1000), 400);
+        let mut half = share(50, 1.0);
+        half.cpu_milli = 10_000;
+        let devs = [gpu("a", 10), gpu("b", 10)];
+        let u = [used(0); 2];
+        assert_eq!(class_fragment(&half, &devs, &u, 30_000, 1000), 50);
+        assert_eq!(class_fragment(&half, &devs, &u, 40_000, 1000), 0);
+        // A device 70% used takes no 50% share: its 30 are a fragment
+        // whatever the cpu.
+        let u = [used(70), used(0)];
+        assert_eq!(class_fragment(&half, &devs, &u, 40_000, 1000), 30);
+        assert_eq!(class_fragment(&half, &devs, &u, 10_000, 1000), 80);
+    }
+
     #[test]
     fn incremental_matches_full_computation() {
         let devs = [gpu("a", 10), gpu("b", 10), gpu("c", 2)];
-        let mix = [share(50, 0.3), share(20, 0.3), whole(1, 0.2), whole(2, 0.2)];
+        let mut mix = [share(50, 0.3), share(20, 0.3), whole(1, 0.2), whole(2, 0.2)];
+        for (i, m) in mix.iter_mut().enumerate() {
+            m.cpu_milli = 60 + 40 * i as i64;
+        }
         let before = [used(70), used(0), used(40)];
         let mut st = Stats::new();
         stats(&mix, &devs, &before, &mut st);

@@ -384,7 +384,13 @@ impl Devices {
         match cd.node_policy {
             NodePolicy::None => 0,
             NodePolicy::Fragmentation => {
-                let Some(e) = entry else { return 0 };
+                let Some(e) = entry else {
+                    // No devices: nothing to fragment, and no device
+                    // capacity left, so the tie-break sees a tight node. A
+                    // cpu-only pod then prefers it to the cpu GPU pods need.
+                    let cpu_frac = cpu_free_per_mille(node, cpu_after);
+                    return FIT_RANGE - cpu_frac.clamp(0, FIT_RANGE);
+                };
                 if cd.mix.is_empty() {
                     return 0;
                 }

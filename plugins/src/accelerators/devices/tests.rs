@@ -551,6 +551,82 @@ fn fragmentation_ties_go_to_the_tighter_node() {
     assert!(scores[1].score < MAX_NODE_SCORE, "{scores:?}");
 }
 
+/// A node of `cpu` cores and 512 GiB with `gpus` anonymous-model GPUs.
+fn node_with_cpu(name: &str, cpu: &str, gpus: usize) -> k8s_openapi::api::core::v1::Node {
+    let devs: Vec<Value> = (0..gpus)
+        .map(|i| gpu(&format!("{name}-g{i}"), "A100", 1000, "x"))
+        .collect();
+    let mut n = gpu_node(name, &devs);
+    if let Some(st) = n.status.as_mut() {
+        for m in [&mut st.allocatable, &mut st.capacity]
+            .into_iter()
+            .flatten()
+        {
+            m.insert(
+                "cpu".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(cpu.into()),
+            );
+        }
+    }
+    n
+}
+
+#[test]
+fn cpu_only_pods_prefer_nodes_without_devices() {
+    // A cpu-only pod changes no GPU's usability on either node, but the
+    // cpu of the GPU node is what its GPUs' pods will need: the plain
+    // node wins.
+    let args =
+        json!({"scoreAllPods": true, "workload": [{"devices": 1, "cpu": "10", "weight": 1}]});
+    let plain = testing::node("plain")
+        .alloc("cpu", "64")
+        .alloc("memory", "512Gi")
+        .build();
+    let rig = Rig::new(vec![node_with_cpu("gpu", "64", 2), plain], vec![], args);
+    let web = testing::pod("web")
+        .req("cpu", "4")
+        .req("memory", "1Gi")
+        .build();
+    let scores = rig.normalized_scores(&web, &["gpu", "plain"]);
+    assert_eq!(scores[1].score, MAX_NODE_SCORE, "{scores:?}");
+    assert!(scores[0].score < MAX_NODE_SCORE, "{scores:?}");
+}
+
+#[test]
+fn cpu_only_pods_keep_off_cpu_that_gpus_need() {
+    // Expected: 1-GPU pods of 10 cores. "tight" has 2 GPUs and 24 cores:
+    // both GPUs are usable (2 pods × 10 cores). An 8-core pod there leaves
+    // 16 cores, room for one such pod: one GPU stranded. On "roomy" (100
+    // cores) it strands nothing. Before cpu bounded the usable devices both
+    // nodes scored alike and the tighter one won.
+    let args =
+        json!({"scoreAllPods": true, "workload": [{"devices": 1, "cpu": "10", "weight": 1}]});
+    let rig = Rig::new(
+        vec![
+            node_with_cpu("tight", "24", 2),
+            node_with_cpu("roomy", "100", 2),
+        ],
+        vec![],
+        args,
+    );
+    let batch = testing::pod("batch")
+        .req("cpu", "8")
+        .req("memory", "1Gi")
+        .build();
+    let scores = rig.normalized_scores(&batch, &["tight", "roomy"]);
+    assert_eq!(scores[1].score, MAX_NODE_SCORE, "{scores:?}");
+    assert_eq!(scores[0].score, 0, "{scores:?}");
+    // A 1-GPU pod of 10 cores strands nothing on either: the tighter node
+    // (its cpu matches its GPUs) takes it.
+    let train = testing::pod("train")
+        .spec(json!({"containers": [{"name": "main", "resources": {
+            "requests": {"cpu": "10", "memory": "1Gi"},
+            "limits": {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "100"}}}]}))
+        .build();
+    let scores = rig.normalized_scores(&train, &["tight", "roomy"]);
+    assert_eq!(scores[0].score, MAX_NODE_SCORE, "{scores:?}");
+}
+
 #[test]
 fn preemption_what_if_sees_devices_freed() {
     let victim = testing::pod("victim")
