@@ -42,6 +42,13 @@ profiles:
 }
 
 fn env(name: &str, sock: &std::path::Path, policy: &str, timeout: &str) -> Env {
+    let mut reg = strata_plugins::registry();
+    strata_remote::register(&mut reg, name);
+    env_with(&reg, &config(name, sock, policy, timeout))
+}
+
+/// A scheduler of the plugins in `reg` with the configuration `yaml`.
+fn env_with(reg: &strata_scheduler::sdk::Registry, yaml: &str) -> Env {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -49,12 +56,10 @@ fn env(name: &str, sock: &std::path::Path, policy: &str, timeout: &str) -> Env {
         .unwrap();
     let cluster = Arc::new(RecordingCluster::default());
     let clock = Arc::new(ManualClock::default());
-    let mut reg = strata_plugins::registry();
-    strata_remote::register(&mut reg, name);
-    let cfg = SchedulerConfig::from_yaml(&config(name, sock, policy, timeout)).unwrap();
+    let cfg = SchedulerConfig::from_yaml(yaml).unwrap();
     let sched = Scheduler::new(
         cfg,
-        &reg,
+        reg,
         &strata_plugins::default_plugins(),
         cluster.clone(),
         clock.clone(),
@@ -641,12 +646,6 @@ fn preemption_does_not_guess_a_remote_filter_that_was_not_asked() {
     // what-ifs instead of passing them unasked.
     let sock = socket("notasked");
     let server = Server::start(&sock);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cluster = Arc::new(RecordingCluster::default());
     let mut reg = strata_plugins::registry();
     reg.register("GateFirst", |_, _| Ok(Arc::new(GateFirst)));
     strata_remote::register(&mut reg, "RemoteNotAsked");
@@ -666,15 +665,8 @@ profiles:
 "#,
         sock.display()
     );
-    let mut sched = Scheduler::new(
-        SchedulerConfig::from_yaml(&yaml).unwrap(),
-        &reg,
-        &strata_plugins::default_plugins(),
-        cluster.clone(),
-        Arc::new(ManualClock::default()),
-        rt.handle().clone(),
-    )
-    .unwrap();
+    let mut e = env_with(&reg, &yaml);
+    let sched = &mut e.sched;
     for name in ["ok-0", "ok-1"] {
         sched.handle_update(ClusterUpdate::NodeUpserted(Arc::new(
             node(name)
