@@ -460,10 +460,20 @@ impl Scheduler {
                     .iter()
                     .filter(|(_, sp, _)| sp.has_normalize())
                     .count();
-                let cc = self
-                    .equiv
-                    .get(pi, pod.equivalence, fmask, snap.node_capacity());
-                cc.set_score_mask(cached_mask, key_sig, normalizing, snap.node_capacity());
+                let cc = self.equiv.get(
+                    pi,
+                    pod.equivalence,
+                    pod.placement,
+                    fmask,
+                    snap.node_capacity(),
+                );
+                cc.set_score_mask(
+                    cached_mask,
+                    key_sig,
+                    normalizing,
+                    snap.node_capacity(),
+                    super::fast_path::scores_shareable(&cached),
+                );
                 let stale: Vec<NodeId> = {
                     let sg = &cc.score_gen[..];
                     feasible

@@ -28,18 +28,29 @@ pub(crate) struct ClassKey {
     pub mask: u64,
     /// The node-local filters' keys, combined.
     pub sig: u64,
+    /// Whether none of those filters reads the pod's identity
+    /// ([`FilterPlugin::node_local_reads_pod_identity`](crate::framework::FilterPlugin::node_local_reads_pod_identity)):
+    /// the verdicts then hold for every pod of the same
+    /// [`PodInfo::placement`](crate::model::PodInfo::placement).
+    pub shared: bool,
 }
 
 /// Cached node-local results of one equivalence class under one profile.
 pub(crate) struct ClassCache {
     pub profile: usize,
     pub equivalence: u64,
+    /// The pods' placement hash: classes of one placement share their
+    /// node-local answers when the plugins allow it.
+    pub placement: u64,
     /// Which filter plugins are the node-local ones, with their keys.
     pub filter_mask: ClassKey,
     /// Which score plugins are cached (bit per profile score plugin).
     pub score_mask: u64,
     /// Combined `node_local_key`s of the cached score plugins.
     pub score_key: u64,
+    /// Whether none of the cached score plugins reads the pod's identity:
+    /// the scores then hold for every class of the same placement.
+    pub scores_shared: bool,
     /// Generation each node's filter result was computed at.
     pub filter_gen: Vec<u64>,
     /// `PASS` or an index into `statuses`.
@@ -59,13 +70,21 @@ pub(crate) struct ClassCache {
 }
 
 impl ClassCache {
-    fn new(profile: usize, equivalence: u64, filter_mask: ClassKey, n: usize) -> ClassCache {
+    fn new(
+        profile: usize,
+        equivalence: u64,
+        placement: u64,
+        filter_mask: ClassKey,
+        n: usize,
+    ) -> ClassCache {
         ClassCache {
             profile,
             equivalence,
+            placement,
             filter_mask,
             score_mask: 0,
             score_key: 0,
+            scores_shared: false,
             filter_gen: vec![NEVER; n],
             verdict: vec![PASS; n],
             statuses: Vec::new(),
@@ -91,8 +110,16 @@ impl ClassCache {
     }
 
     /// Switches the set of cached score plugins, dropping scores if it
-    /// changed.
-    pub fn set_score_mask(&mut self, mask: u64, key: u64, normalizing: usize, n: usize) {
+    /// changed. `shared`: none of them reads the pod's identity.
+    pub fn set_score_mask(
+        &mut self,
+        mask: u64,
+        key: u64,
+        normalizing: usize,
+        n: usize,
+        shared: bool,
+    ) {
+        self.scores_shared = shared;
         if self.score_mask != mask || self.score_key != key || self.raw.len() != normalizing {
             self.score_mask = mask;
             self.score_key = key;
@@ -100,6 +127,34 @@ impl ClassCache {
             self.raw = vec![vec![0; n]; normalizing];
             self.fast.tree_valid = false;
         }
+    }
+
+    /// A new class of `donor`'s placement (same profile and node-local
+    /// filters, which allow sharing): it starts from the donor's verdicts,
+    /// and from its scores when those are shareable too. Every entry keeps
+    /// the node generation it was computed at, so stale ones are recomputed
+    /// as usual; the class's incremental index starts empty.
+    fn seeded(donor: &ClassCache, equivalence: u64, n: usize) -> ClassCache {
+        let mut c = ClassCache::new(
+            donor.profile,
+            equivalence,
+            donor.placement,
+            donor.filter_mask,
+            n,
+        );
+        c.filter_gen.clone_from(&donor.filter_gen);
+        c.verdict.clone_from(&donor.verdict);
+        c.statuses.clone_from(&donor.statuses);
+        if donor.scores_shared {
+            c.score_mask = donor.score_mask;
+            c.score_key = donor.score_key;
+            c.scores_shared = true;
+            c.score_gen.clone_from(&donor.score_gen);
+            c.plain_total.clone_from(&donor.plain_total);
+            c.raw.clone_from(&donor.raw);
+        }
+        c.fit(n);
+        c
     }
 
     /// Stores a rejection, returning its index.
@@ -129,11 +184,15 @@ impl EquivCaches {
     }
 
     /// The cache of a class, created (evicting the least recently used) if
-    /// absent. `n` is the node capacity of the snapshot.
+    /// absent. `n` is the node capacity of the snapshot. A new class whose
+    /// node-local filters allow sharing (`filter_mask.shared`) starts from
+    /// the answers of the most recently used class of the same profile,
+    /// filters and `placement`, if there is one.
     pub fn get(
         &mut self,
         profile: usize,
         equivalence: u64,
+        placement: u64,
         filter_mask: ClassKey,
         n: usize,
     ) -> &mut ClassCache {
@@ -144,7 +203,22 @@ impl EquivCaches {
         let idx = match pos {
             Some(i) => i,
             None => {
-                let c = ClassCache::new(profile, equivalence, filter_mask, n);
+                let donor = if filter_mask.shared {
+                    self.classes
+                        .iter()
+                        .filter(|c| {
+                            c.profile == profile
+                                && c.filter_mask == filter_mask
+                                && c.placement == placement
+                        })
+                        .max_by_key(|c| c.last_used)
+                } else {
+                    None
+                };
+                let c = match donor {
+                    Some(d) => ClassCache::seeded(d, equivalence, n),
+                    None => ClassCache::new(profile, equivalence, placement, filter_mask, n),
+                };
                 if self.classes.len() < self.capacity {
                     self.classes.push(c);
                     self.classes.len() - 1
@@ -534,6 +608,85 @@ mod tests {
         assert_eq!(t.root(), (5, 1));
         t.set(0, i64::MIN);
         assert_eq!(t.root(), (3 - 1, 1));
+    }
+}
+
+#[cfg(test)]
+mod sharing_tests {
+    use super::*;
+
+    fn key(shared: bool) -> ClassKey {
+        ClassKey {
+            mask: 0b11,
+            sig: 7,
+            shared,
+        }
+    }
+
+    /// Fills a class's answers as if every node had been evaluated at
+    /// generation 1.
+    fn fill(c: &mut ClassCache, shared_scores: bool) {
+        c.set_score_mask(0b1, 5, 1, 4, shared_scores);
+        for i in 0..4 {
+            c.filter_gen[i] = 1;
+            c.score_gen[i] = 1;
+            c.plain_total[i] = 10 + i as i64;
+            c.raw[0][i] = i as i64;
+        }
+        c.verdict[2] = c.intern_status(Status::unschedulable("full"));
+    }
+
+    #[test]
+    fn a_new_class_of_the_same_placement_starts_from_the_shared_answers() {
+        let mut caches = EquivCaches::new(4);
+        fill(caches.get(0, 100, 9, key(true), 4), true);
+        let c = caches.get(0, 200, 9, key(true), 4);
+        assert_eq!(c.equivalence, 200);
+        assert_eq!(c.filter_gen, vec![1; 4]);
+        assert_eq!(c.verdict[2], 0);
+        assert_eq!(c.statuses, vec![Status::unschedulable("full")]);
+        assert_eq!((c.score_mask, c.score_key), (0b1, 5));
+        assert_eq!(c.score_gen, vec![1; 4]);
+        assert_eq!(c.plain_total, vec![10, 11, 12, 13]);
+        // The same score plugins keep the seeded scores; others drop them.
+        c.set_score_mask(0b1, 5, 1, 4, true);
+        assert_eq!(c.score_gen, vec![1; 4]);
+        c.set_score_mask(0b11, 5, 1, 4, true);
+        assert_eq!(c.score_gen, vec![NEVER; 4]);
+        // The incremental index is the new class's own.
+        assert!(!c.fast.valid);
+    }
+
+    #[test]
+    fn answers_are_not_shared_across_placements_filters_or_identity_readers() {
+        let mut caches = EquivCaches::new(8);
+        fill(caches.get(0, 100, 9, key(true), 4), true);
+        // Another placement, another profile, other filters.
+        assert_eq!(
+            caches.get(0, 201, 8, key(true), 4).filter_gen,
+            vec![NEVER; 4]
+        );
+        assert_eq!(
+            caches.get(1, 202, 9, key(true), 4).filter_gen,
+            vec![NEVER; 4]
+        );
+        let other = ClassKey {
+            sig: 8,
+            ..key(true)
+        };
+        assert_eq!(caches.get(0, 203, 9, other, 4).filter_gen, vec![NEVER; 4]);
+        // Filters that read the pod's identity.
+        fill(caches.get(0, 300, 9, key(false), 4), true);
+        assert_eq!(
+            caches.get(0, 301, 9, key(false), 4).filter_gen,
+            vec![NEVER; 4]
+        );
+        // Verdicts shared, scores not when a score plugin reads identity.
+        fill(caches.get(0, 400, 7, key(true), 4), false);
+        let c = caches.get(0, 401, 7, key(true), 4);
+        assert_eq!(c.filter_gen, vec![1; 4]);
+        assert_eq!(c.score_gen, vec![NEVER; 4]);
+        assert_eq!(c.score_mask, 0);
     }
 }
 

@@ -44,7 +44,7 @@ fn split_filters<'a>(
 ) -> (Vec<NamedFilter<'a>>, Vec<NamedFilter<'a>>, ClassKey) {
     let mut local = Vec::new();
     let mut global = Vec::new();
-    let (mut mask, mut sig) = (0u64, 0u64);
+    let (mut mask, mut sig, mut shared) = (0u64, 0u64, true);
     for (i, p) in profile.filter.iter().enumerate() {
         if state.skips_filter(p.name()) {
             continue;
@@ -54,12 +54,13 @@ fn split_filters<'a>(
             Some(k) => {
                 mask |= 1 << i;
                 sig = sig.rotate_left(7) ^ k ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                shared &= !f.node_local_reads_pod_identity();
                 local.push((p.name(), f));
             }
             None => global.push((p.name(), f)),
         }
     }
-    (local, global, ClassKey { mask, sig })
+    (local, global, ClassKey { mask, sig, shared })
 }
 
 /// Recomputes node `id`'s node-local filter verdict in a class cache if it
@@ -119,6 +120,14 @@ pub(super) fn cached_scores<'a>(
         }
     }
     (cached, mask, key_sig, uncached)
+}
+
+/// Whether no cached score plugin reads the pod's identity, so the scores
+/// may be handed to another class of the same placement.
+pub(super) fn scores_shareable(cached: &[CachedScore<'_>]) -> bool {
+    cached
+        .iter()
+        .all(|(_, sp, _)| !sp.node_local_reads_pod_identity())
 }
 
 /// Recomputes node `id`'s cached scores in a class cache if they were
@@ -254,9 +263,13 @@ impl Scheduler {
                 None => return Fast::Fallback,
             }
         }
-        let cc = self
-            .equiv
-            .get(pi, pod.equivalence, mask, snap.node_capacity());
+        let cc = self.equiv.get(
+            pi,
+            pod.equivalence,
+            pod.placement,
+            mask,
+            snap.node_capacity(),
+        );
         let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
             refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
         };
@@ -319,9 +332,13 @@ impl Scheduler {
         // PreScore, then the scores: cached ones only, or scan.
         let feasible = std::mem::take(cc.fast.candidates_mut());
         let pre = self.run_pre_score(pi, state, pod, &feasible);
-        let cc = self
-            .equiv
-            .get(pi, pod.equivalence, mask, snap.node_capacity());
+        let cc = self.equiv.get(
+            pi,
+            pod.equivalence,
+            pod.placement,
+            mask,
+            snap.node_capacity(),
+        );
         *cc.fast.candidates_mut() = feasible;
         if let Err(e) = pre {
             return Fast::Error(e);
@@ -332,7 +349,13 @@ impl Scheduler {
             .iter()
             .filter(|(_, sp, _)| sp.has_normalize())
             .count();
-        cc.set_score_mask(score_mask, key_sig, normalizing, snap.node_capacity());
+        cc.set_score_mask(
+            score_mask,
+            key_sig,
+            normalizing,
+            snap.node_capacity(),
+            scores_shareable(&cached),
+        );
         let rescore = |cc: &mut super::equiv::ClassCache, id: NodeId| {
             refresh_scores(cc, id, gens[id.index()], snap, &cached, st, pod)
         };
@@ -511,9 +534,13 @@ impl Scheduler {
         let snap = self.cache.snapshot();
         let gens = snap.generations();
         let (local, global, mask) = split_filters(profile, state);
-        let cc = self
-            .equiv
-            .get(pi, pod.equivalence, mask, snap.node_capacity());
+        let cc = self.equiv.get(
+            pi,
+            pod.equivalence,
+            pod.placement,
+            mask,
+            snap.node_capacity(),
+        );
         let all = candidates.unwrap_or_else(|| snap.node_ids());
         let mut feasible = Vec::with_capacity(all.len());
         let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();

@@ -370,6 +370,7 @@ impl Scheduler {
                     terminal: false,
                     running: false,
                     equivalence: 0,
+                    placement: 0,
                     spec: Arc::new(crate::model::PodSpecInfo::empty()),
                 });
                 self.publish_condition(

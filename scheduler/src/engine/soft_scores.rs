@@ -171,6 +171,9 @@ pub(crate) struct SoftIndex {
     group_of: Vec<u32>,
     groups: Vec<Group>,
     by_tuple: FxHashMap<Tuple, u32>,
+    /// The group a node was last placed in (neighbours often share a
+    /// tuple: a full build looks most nodes up here, not in `by_tuple`).
+    last: Option<u32>,
     free: Vec<u32>,
     /// Per live position: the node's total, `i64::MIN` if not feasible.
     pub tree: MaxTree,
@@ -219,8 +222,11 @@ impl SoftIndex {
             t.push(cc.raw[k][slot]);
         }
         t.extend_from_slice(&self.raw[slot * nd..(slot + 1) * nd]);
-        let gi = match self.by_tuple.get(&t) {
-            Some(&gi) => gi,
+        let last = self
+            .last
+            .filter(|&gi| self.groups.get(gi as usize).is_some_and(|g| g.tuple == t));
+        let gi = match last.or_else(|| self.by_tuple.get(&t).copied()) {
+            Some(gi) => gi,
             None => {
                 let group = Group {
                     tuple: t.clone(),
@@ -243,6 +249,7 @@ impl SoftIndex {
         };
         self.groups[gi as usize].count += 1;
         self.group_of[slot] = gi;
+        self.last = Some(gi);
         Ok(())
     }
 
@@ -324,6 +331,7 @@ impl SoftIndex {
 
     /// Drops empty groups.
     fn sweep(&mut self) {
+        self.last = None;
         for (gi, g) in self.groups.iter_mut().enumerate() {
             if g.count == 0 && !g.tuple.is_empty() {
                 self.by_tuple.remove(&g.tuple);

@@ -250,6 +250,19 @@ pub trait FilterPlugin: Send + Sync {
         if self.is_node_local() { Some(0) } else { None }
     }
 
+    /// Whether the node-local verdicts may read the pod's identity: its
+    /// labels, annotations or namespace, or its inter-pod rules (pod
+    /// affinity and anti-affinity, topology spread constraints). `false`
+    /// promises that two pods whose specs are otherwise equal
+    /// ([`PodInfo::placement`]) get the same verdict on a node (given the
+    /// same [`FilterPlugin::node_local_verdict_key`]), so the engine may
+    /// hand one class's cached verdicts to a new class: every Deployment
+    /// has its own labels and selectors, but its first pod then costs no
+    /// pass over the nodes. Default `true` (answers are never shared).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        true
+    }
+
     /// For a filter that is not node-local but whose verdict in this cycle
     /// depends only on which topology domain each node is in (spread and
     /// inter-pod constraints after PreFilter counted the domains): that
@@ -464,6 +477,12 @@ pub trait ScorePlugin: Send + Sync {
     /// The default is `Some(0)` for node-local scores and `None` otherwise.
     fn node_local_key(&self, _state: &CycleState) -> Option<u64> {
         if self.is_node_local() { Some(0) } else { None }
+    }
+
+    /// As [`FilterPlugin::node_local_reads_pod_identity`], for the scores
+    /// kept under [`ScorePlugin::node_local_key`].
+    fn node_local_reads_pod_identity(&self) -> bool {
+        true
     }
 
     /// For a score that is not node-local but whose raw score in this

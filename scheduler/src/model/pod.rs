@@ -224,6 +224,13 @@ pub struct PodInfo {
     /// annotations and namespace. Pods with equal hashes are equivalent for
     /// per-node filtering and scoring.
     pub equivalence: u64,
+    /// Hash of the spec without the pod's inter-pod rules (pod affinity and
+    /// anti-affinity, topology spread constraints); labels, annotations and
+    /// namespace left out too. Pods of different Deployments with the same
+    /// resources and node rules share it, and with it the cached answers of
+    /// plugins that do not read the pod's identity
+    /// ([`FilterPlugin::node_local_reads_pod_identity`](crate::framework::FilterPlugin::node_local_reads_pod_identity)).
+    pub placement: u64,
     /// The compiled spec.
     pub spec: Arc<PodSpecInfo>,
 }
@@ -280,7 +287,7 @@ impl PodInfo {
             });
         let status = pod.status.as_ref();
         let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
-        let equivalence = equivalence_hash(raw_spec, &labels, &annotations, namespace);
+        let (equivalence, placement) = equivalence_hash(raw_spec, &labels, &annotations, namespace);
         Ok(PodInfo {
             uid: md.uid.as_deref().unwrap_or(&key).into(),
             namespace: Sym::new(namespace),
@@ -313,6 +320,7 @@ impl PodInfo {
             terminal: matches!(phase, "Succeeded" | "Failed"),
             running: phase == "Running",
             equivalence,
+            placement,
             spec: Arc::new(spec),
         })
     }
@@ -328,21 +336,49 @@ impl PodInfo {
     }
 }
 
+/// The pod's equivalence hash and its placement hash
+/// ([`PodInfo::placement`]): the spec is serialized once, without its
+/// inter-pod rules, for the placement hash; the equivalence hash adds the
+/// rules, labels, annotations and namespace to it.
 fn equivalence_hash(
     spec: &corev1::PodSpec,
     labels: &Labels,
     annotations: &BTreeMap<String, String>,
     namespace: &str,
-) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+) -> (u64, u64) {
     // Serialization of API types is deterministic (maps are BTreeMaps).
-    if let Ok(bytes) = serde_json::to_vec(spec) {
+    let rules = (
+        spec.affinity
+            .as_ref()
+            .map(|a| (&a.pod_affinity, &a.pod_anti_affinity)),
+        &spec.topology_spread_constraints,
+    );
+    let has_rules = matches!(rules.0, Some((Some(_), _)) | Some((_, Some(_)))) || rules.1.is_some();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let bytes = if has_rules {
+        let mut bare = spec.clone();
+        if let Some(a) = &mut bare.affinity {
+            a.pod_affinity = None;
+            a.pod_anti_affinity = None;
+        }
+        bare.topology_spread_constraints = None;
+        serde_json::to_vec(&bare)
+    } else {
+        serde_json::to_vec(spec)
+    };
+    if let Ok(bytes) = bytes {
+        bytes.hash(&mut h);
+    }
+    let placement = h.finish();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    placement.hash(&mut h);
+    if let Ok(bytes) = serde_json::to_vec(&rules) {
         bytes.hash(&mut h);
     }
     labels.hash(&mut h);
     annotations.hash(&mut h);
     namespace.hash(&mut h);
-    h.finish()
+    (h.finish(), placement)
 }
 
 struct Ctx<'a> {
@@ -828,6 +864,52 @@ mod tests {
 
     fn pod_from_json(v: serde_json::Value) -> corev1::Pod {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// Pods of two Deployments (own labels, annotations, namespace and
+    /// selectors in their inter-pod rules) share a placement hash but not
+    /// an equivalence; a difference in resources or node rules separates
+    /// them.
+    #[test]
+    fn placement_hash_leaves_out_identity_and_inter_pod_rules() {
+        let pod = |app: &str, ns: &str, cpu: &str, zone: Option<&str>| {
+            let mut spec = serde_json::json!({
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": app}}}
+                ]}},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": app}}}]
+            });
+            if let Some(z) = zone {
+                spec["nodeSelector"] = serde_json::json!({"zone": z});
+            }
+            let p = pod_from_json(serde_json::json!({
+                "metadata": {"name": app, "namespace": ns, "labels": {"app": app},
+                             "annotations": {"rev": app}},
+                "spec": spec
+            }));
+            PodInfo::compile(&p).unwrap()
+        };
+        let a = pod("a", "ns1", "100m", None);
+        let b = pod("b", "ns2", "100m", None);
+        assert_eq!(a.placement, b.placement);
+        assert_ne!(a.equivalence, b.equivalence);
+        let again = pod("a", "ns1", "100m", None);
+        assert_eq!(a.equivalence, again.equivalence);
+        assert_ne!(a.placement, pod("a", "ns1", "200m", None).placement);
+        assert_ne!(a.placement, pod("a", "ns1", "100m", Some("z1")).placement);
+        // Without inter-pod rules the placement hash is the spec's alone.
+        let bare = |app: &str| {
+            PodInfo::compile(&pod_from_json(serde_json::json!({
+                "metadata": {"name": app, "labels": {"app": app}},
+                "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}}}]}
+            })))
+            .unwrap()
+        };
+        assert_eq!(bare("x").placement, bare("y").placement);
+        assert_ne!(bare("x").equivalence, bare("y").equivalence);
+        assert_ne!(bare("x").placement, a.placement);
     }
 
     #[test]

@@ -155,6 +155,11 @@ impl ScorePlugin for BalancedAllocation {
     fn is_node_local(&self) -> bool {
         true
     }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

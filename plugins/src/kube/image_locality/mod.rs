@@ -144,6 +144,11 @@ impl ScorePlugin for ImageLocality {
         Some(h)
     }
 
+    /// Reads the pod's container images only.
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
+    }
+
     fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         let Some(st) = state.get::<ImageState>() else {
             return Err(Status::error("ImageLocality: PreScore state is missing"));

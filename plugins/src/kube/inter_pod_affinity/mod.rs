@@ -145,8 +145,11 @@ pub fn factory(
 #[derive(Clone)]
 struct ScoreState {
     scores: Arc<TopoCounts>,
-    /// The scores as layers by domain (for the engine's fast path).
+    /// The scores as layers by domain (for the engine's fast path, and
+    /// for Score: a node's score is the sum of its domains' values).
     layers: Option<Vec<ScoreLayer>>,
+    /// The snapshot's node slots, which index the layers.
+    slots: NodeSlots,
 }
 
 strata_scheduler::plugin!(InterPodAffinity: NAME => [PreFilter, Filter, PreScore, Score] {
@@ -327,6 +330,7 @@ impl PreScorePlugin for InterPodAffinity {
         state.insert(ScoreState {
             layers: counts.score_layers(&views),
             scores: counts.score,
+            slots: NodeSlots::of(snap),
         });
         Status::success()
     }
@@ -335,7 +339,20 @@ impl PreScorePlugin for InterPodAffinity {
 impl ScorePlugin for InterPodAffinity {
     fn score(&self, state: &CycleState, _pod: &PodInfo, node: &NodeInfo) -> Result<i64, Status> {
         match state.get::<ScoreState>() {
-            Some(s) => Ok(s.scores.sum_on(&node.labels)),
+            Some(s) => Ok(match &s.layers {
+                // The same sum by domain id, without a label lookup per key.
+                Some(layers) => {
+                    let slot = s.slots.id(node);
+                    layers
+                        .iter()
+                        .map(|l| match l.of_node.get(slot).copied() {
+                            None | Some(DomainVerdict::NO_DOMAIN) => 0,
+                            Some(d) => l.values.get(d as usize).copied().unwrap_or(0),
+                        })
+                        .sum()
+                }
+                None => s.scores.sum_on(&node.labels),
+            }),
             None => Err(Status::error(
                 "InterPodAffinity: Score ran without PreScore state",
             )),

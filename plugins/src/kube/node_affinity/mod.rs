@@ -171,6 +171,11 @@ impl FilterPlugin for NodeAffinity {
     fn is_node_local(&self) -> bool {
         true
     }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
+    }
 }
 
 impl PreScorePlugin for NodeAffinity {
@@ -206,6 +211,11 @@ impl ScorePlugin for NodeAffinity {
 
     fn is_node_local(&self) -> bool {
         true
+    }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
     }
 }
 

@@ -88,6 +88,11 @@ impl FilterPlugin for NodePorts {
     fn is_node_local(&self) -> bool {
         true
     }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the plugin. NodePorts takes no arguments.

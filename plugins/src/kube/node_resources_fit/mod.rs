@@ -340,6 +340,11 @@ impl FilterPlugin for NodeResourcesFit {
     fn is_node_local(&self) -> bool {
         true
     }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
+    }
 }
 
 impl ScorePlugin for NodeResourcesFit {
@@ -349,6 +354,11 @@ impl ScorePlugin for NodeResourcesFit {
 
     fn is_node_local(&self) -> bool {
         true
+    }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
     }
 }
 

@@ -82,6 +82,11 @@ impl FilterPlugin for TaintToleration {
     fn is_node_local(&self) -> bool {
         true
     }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
+    }
 }
 
 impl PreScorePlugin for TaintToleration {
@@ -125,6 +130,11 @@ impl ScorePlugin for TaintToleration {
 
     fn is_node_local(&self) -> bool {
         true
+    }
+
+    /// Reads the pod's spec only (requests, node rules, tolerations, ports).
+    fn node_local_reads_pod_identity(&self) -> bool {
+        false
     }
 }
 
