@@ -24,7 +24,7 @@
 
 use crate::answers::{Answers, FilterMemo, FilterTable, Judged, ScoreMemo};
 use crate::args::FailurePolicy;
-use crate::client::{CallError, Conn, Declared, block, run, size, timed};
+use crate::client::{CallError, Conn, Declared, run, size, timed};
 use crate::convert::{node_set, pod as pod_msg};
 use crate::{Point, pb};
 use parking_lot::Mutex;
@@ -205,7 +205,7 @@ impl RemotePlugin {
         let start = Instant::now();
         let (set, order) = node_set(ask);
         let pod_m = pod_msg(pod);
-        let resp = self.conn.cycle_call(snap, |client, delta, d| {
+        let resp = self.conn.cycle_call(snap, |delta, d| {
             let req = pb::FilterRequest {
                 delta: Some(delta),
                 pod: Some(pod_m.clone()),
@@ -214,8 +214,9 @@ impl RemotePlugin {
             let n = size(&req);
             self.conn.count_sent(Point::Filter, n);
             self.conn.stats.last_filter_bytes.store(n as u64, Relaxed);
-            let mut c = client.clone();
-            let resp = block(async move { timed(d, c.filter(req)).await })?;
+            let resp = self
+                .conn
+                .blocking(|mut c| async move { timed(d, c.filter(req)).await })?;
             let resync = resp.resync;
             Ok((resp, resync))
         });
@@ -287,7 +288,7 @@ impl RemotePlugin {
         let start = Instant::now();
         let (set, order) = node_set(ask);
         let pod_m = pod_msg(pod);
-        let resp = self.conn.cycle_call(snap, |client, delta, d| {
+        let resp = self.conn.cycle_call(snap, |delta, d| {
             let req = pb::ScoreRequest {
                 delta: Some(delta),
                 pod: Some(pod_m.clone()),
@@ -296,8 +297,9 @@ impl RemotePlugin {
             let n = size(&req);
             self.conn.count_sent(Point::Score, n);
             self.conn.stats.last_score_bytes.store(n as u64, Relaxed);
-            let mut c = client.clone();
-            let resp = block(async move { timed(d, c.score(req)).await })?;
+            let resp = self
+                .conn
+                .blocking(|mut c| async move { timed(d, c.score(req)).await })?;
             let resync = resp.resync;
             Ok((resp, resync))
         });
@@ -321,10 +323,9 @@ impl RemotePlugin {
     /// A blocking call at a scheduling-cycle point.
     fn unary(&self, point: Point, req: pb::PodOnNode) -> Result<pb::Result, CallError> {
         self.conn.count_sent(point, size(&req));
-        let mut c = self.conn.client();
         let d = self.conn.args.timeout;
         let start = Instant::now();
-        let r = block(async move {
+        let r = self.conn.blocking(|mut c| async move {
             match point {
                 Point::Reserve => timed(d, c.reserve(req)).await,
                 Point::Permit => timed(d, c.permit(req)).await,
@@ -657,10 +658,11 @@ impl ReservePlugin for RemotePlugin {
     fn unreserve(&self, _state: &mut CycleState, pod: &PodInfo, node: NodeRef) {
         let req = self.on_node(pod, node);
         self.conn.count_sent(Point::Reserve, size(&req));
-        let mut c = self.conn.client();
         let d = self.conn.args.timeout;
         let start = Instant::now();
-        let r = block(async move { timed(d, c.unreserve(req)).await.map(|_| ()) });
+        let r = self
+            .conn
+            .blocking(|mut c| async move { timed(d, c.unreserve(req)).await.map(|_| ()) });
         self.conn.observe(Point::Reserve, start);
         if let Err(e) = r {
             crate::client::count_error(self.conn.name, Point::Reserve, &e);
