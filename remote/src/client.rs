@@ -281,6 +281,8 @@ pub struct Stats {
     pub filter_nodes_asked: AtomicU64,
     /// Nodes asked about in Score calls, total.
     pub score_nodes_asked: AtomicU64,
+    /// Nodes scored in Filter calls (`with_scores`), total.
+    pub filter_scored_nodes: AtomicU64,
 }
 
 /// The traffic counters of the remote plugin called `name` (the latest one
@@ -301,6 +303,8 @@ pub(crate) struct Declared {
     pub points: Vec<Point>,
     pub events: Vec<ClusterEventKind>,
     pub node_local: bool,
+    /// The plugin scores the nodes it passes in a Filter call when asked.
+    pub scores_with_filter: bool,
 }
 
 struct SyncState {
