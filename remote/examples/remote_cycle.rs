@@ -96,16 +96,18 @@ fn main() {
     let before = call_times();
     let stats = strata_remote::stats("RemoteHealth").unwrap();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::SeqCst);
-    let (bytes0, asked_f0, asked_s0) = (
+    let (bytes0, asked_f0, asked_s0, with_f0) = (
         load(&stats.sent_bytes),
         load(&stats.filter_nodes_asked),
         load(&stats.score_nodes_asked),
+        load(&stats.filter_scored_nodes),
     );
     let remote = run(&mut s, "p", pods, "1");
     let per_cycle = |now: u64, then: u64| (now - then) as f64 / pods as f64;
     let cycle_bytes = per_cycle(load(&stats.sent_bytes), bytes0);
     let asked_f = per_cycle(load(&stats.filter_nodes_asked), asked_f0);
     let asked_s = per_cycle(load(&stats.score_nodes_asked), asked_s0);
+    let with_f = per_cycle(load(&stats.filter_scored_nodes), with_f0);
     let changed_filter = stats.last_filter_bytes.load(Ordering::SeqCst);
     let changed_score = stats.last_score_bytes.load(Ordering::SeqCst);
     // Pods that fit nowhere: after the first (a new template), the cycles
@@ -140,7 +142,9 @@ fn main() {
     println!(
         "request bytes per cycle: {cycle_bytes:.0} (last Filter {changed_filter}, last Score {changed_score}) when the previous pod changed a node; {idle_bytes:.0} when none changed"
     );
-    println!("nodes asked per cycle: Filter {asked_f:.1}, Score {asked_s:.1}");
+    println!(
+        "nodes asked per cycle: Filter {asked_f:.1}, Score {asked_s:.1}; scored in the Filter call {with_f:.1}"
+    );
     println!(
         "remote plugin: {}",
         external

@@ -301,8 +301,15 @@ impl Answers {
     }
 
     /// A template's Filter answers in `session`.
+    #[cfg(test)]
     pub fn filter(&mut self, session: u64, equivalence: u64) -> &mut FilterMemo {
         &mut self.template(session, equivalence).filter
+    }
+
+    /// A template's Filter and Score answers in `session`.
+    pub fn both(&mut self, session: u64, equivalence: u64) -> (&mut FilterMemo, &mut ScoreMemo) {
+        let t = self.template(session, equivalence);
+        (&mut t.filter, &mut t.score)
     }
 
     /// A template's Score answers in `session`.

@@ -1,9 +1,14 @@
 //! One remote plugin's connection: the gRPC channel, the session, and the
 //! plugin's view of the snapshot as this side knows it.
 //!
-//! Every call runs on one small tokio runtime owned by this crate, so the
-//! scheduling thread (which has no runtime of its own) can wait on it, and
-//! an engine runtime that blocks never starves the calls.
+//! The calls a scheduling thread waits on (Handshake, Filter, Score,
+//! Reserve, Unreserve, Permit) go over a connection of their own that the
+//! waiting thread drives itself (a current-thread runtime per plugin), so a
+//! round trip costs the wake-up of the plugin and of the caller and nothing
+//! else. The binding-cycle calls, PostBind and the PermitDecisions stream,
+//! and any blocking call made from inside a tokio runtime, run on one small
+//! multi-thread runtime owned by this crate, so an engine runtime that
+//! blocks never starves them.
 //!
 //! Snapshot sync: the session holds `version`, the last version the plugin
 //! acknowledged. A cycle's first call sends the nodes changed since (read
@@ -96,6 +101,25 @@ pub(crate) async fn run<T: Send + 'static>(
         .spawn(fut)
         .await
         .map_err(|e| CallError::Protocol(format!("call task ended: {e}")))?
+}
+
+/// A connection of its own for the calls a scheduling thread waits on,
+/// driven by that thread: its tasks run on a current-thread runtime that
+/// only the waiting caller polls, so a call wakes no other thread of this
+/// process (the shared runtime costs a wake-up of one of its workers to
+/// start the call and one of the caller to end it).
+struct Local {
+    rt: Option<tokio::runtime::Runtime>,
+    client: RemotePluginClient<Channel>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which an async context forbids.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Runs `fut` on the crate's runtime without waiting for it.
@@ -205,8 +229,9 @@ fn tls_channel(
     )
 }
 
-fn channel(args: &RemoteArgs) -> Result<Channel, String> {
-    let _g = runtime().enter();
+/// A channel to the plugin whose connection tasks run on `rt`.
+fn channel(args: &RemoteArgs, rt: &tokio::runtime::Handle) -> Result<Channel, String> {
+    let _g = rt.enter();
     if let (crate::args::Endpoint::Tcp(uri), Some(tls)) = (&args.endpoint, &args.tls) {
         return tls_channel(uri, tls, args.timeout.max(Duration::from_millis(500)));
     }
@@ -256,6 +281,8 @@ pub struct Stats {
     pub filter_nodes_asked: AtomicU64,
     /// Nodes asked about in Score calls, total.
     pub score_nodes_asked: AtomicU64,
+    /// Nodes scored in Filter calls (`with_scores`), total.
+    pub filter_scored_nodes: AtomicU64,
 }
 
 /// The traffic counters of the remote plugin called `name` (the latest one
@@ -276,6 +303,8 @@ pub(crate) struct Declared {
     pub points: Vec<Point>,
     pub events: Vec<ClusterEventKind>,
     pub node_local: bool,
+    /// The plugin scores the nodes it passes in a Filter call when asked.
+    pub scores_with_filter: bool,
 }
 
 struct SyncState {
@@ -297,6 +326,9 @@ pub(crate) struct Conn {
     pub profile: String,
     pub args: RemoteArgs,
     client: RemotePluginClient<Channel>,
+    /// The connection of blocking calls; `None` when no current-thread
+    /// runtime could be built (the shared runtime then serves them).
+    local: Option<Local>,
     sync: Mutex<SyncState>,
     pub stats: Arc<Stats>,
 }
@@ -318,17 +350,36 @@ fn new_session() -> u64 {
 
 impl Conn {
     pub fn new(name: &'static str, profile: String, args: RemoteArgs) -> Result<Conn, String> {
-        let ch = channel(&args)?;
-        let client = RemotePluginClient::new(ch)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(512 << 20);
+        let client = |ch: Channel| {
+            RemotePluginClient::new(ch)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(512 << 20)
+        };
+        let shared = client(channel(&args, runtime().handle())?);
+        let local = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let c = client(channel(&args, rt.handle())?);
+                Some(Local {
+                    rt: Some(rt),
+                    client: c,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(plugin = name, error = %e, "no runtime of its own for the blocking calls; they share the crate's");
+                None
+            }
+        };
         let stats = Arc::new(Stats::default());
         stats_table().lock().insert(name.to_owned(), stats.clone());
         Ok(Conn {
             name,
             profile,
             args,
-            client,
+            client: shared,
+            local,
             sync: Mutex::new(SyncState {
                 session: 0,
                 handshaken: false,
@@ -387,9 +438,8 @@ impl Conn {
             session,
         };
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let mut c = self.client.clone();
         let d = self.args.timeout;
-        let resp = block(async move { timed(d, c.handshake(req)).await })?;
+        let resp = self.blocking(|mut c| async move { timed(d, c.handshake(req)).await })?;
         if !resp.error.is_empty() {
             return Err(CallError::Protocol(format!(
                 "the plugin refused its configuration: {}",
@@ -457,11 +507,7 @@ impl Conn {
     pub fn cycle_call<R>(
         &self,
         snap: &Snapshot,
-        mut call: impl FnMut(
-            &RemotePluginClient<Channel>,
-            pb::SnapshotDelta,
-            Duration,
-        ) -> Result<(R, bool), CallError>,
+        mut call: impl FnMut(pb::SnapshotDelta, Duration) -> Result<(R, bool), CallError>,
     ) -> Result<R, CallError> {
         let mut st = self.sync.lock();
         for _ in 0..2 {
@@ -489,7 +535,7 @@ impl Conn {
             if full {
                 self.stats.full_syncs.fetch_add(1, Ordering::Relaxed);
             }
-            match call(&self.client, delta, deadline) {
+            match call(delta, deadline) {
                 Ok((r, false)) => {
                     st.version = version;
                     st.full_needed = false;
@@ -515,8 +561,31 @@ impl Conn {
         ))
     }
 
+    /// The shared runtime's client, for the calls awaited from async code
+    /// or not waited for.
     pub fn client(&self) -> RemotePluginClient<Channel> {
         self.client.clone()
+    }
+
+    /// Makes the call `f` builds and waits for it, from a thread that may
+    /// block: on the connection this thread drives when it is outside any
+    /// tokio runtime (the scheduling thread), else on the shared runtime.
+    pub fn blocking<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    where
+        T: Send + 'static,
+        F: FnOnce(RemotePluginClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, CallError>> + Send + 'static,
+    {
+        match (&self.local, tokio::runtime::Handle::try_current()) {
+            (
+                Some(Local {
+                    rt: Some(rt),
+                    client,
+                }),
+                Err(_),
+            ) => rt.block_on(f(client.clone())),
+            _ => block(f(self.client.clone())),
+        }
     }
 }
 

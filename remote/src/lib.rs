@@ -130,6 +130,7 @@ const ALL_POINTS: [Point; 9] = [
 pub(crate) fn declared(resp: &pb::HandshakeResponse) -> Result<client::Declared, String> {
     let mut d = client::Declared {
         node_local: resp.node_local,
+        scores_with_filter: resp.scores_with_filter,
         ..Default::default()
     };
     for &p in &resp.extension_points {
@@ -214,6 +215,7 @@ pub fn build(
                     points,
                     events: Vec::new(),
                     node_local: false,
+                    scores_with_filter: false,
                 }
             }
             None => {

@@ -14,6 +14,13 @@
 //! and no call at all when there are none. The tables then hold the
 //! remembered answers for the other nodes.
 //!
+//! A node-local plugin that declared `scores_with_filter` is asked in the
+//! Filter call for the scores of the nodes it passes too (once the profile
+//! ran its PreScore): they go into the template's Score answers, so the
+//! PreScore that follows finds every feasible node scored and makes no
+//! call. Scores it could not use (missing, ERROR, not covering the nodes)
+//! leave those nodes to a Score call, as for a plugin that never offered.
+//!
 //! In preemption's what-if evaluation the table answers for the node as the
 //! plugin judged it, with the victims still on it: a node the plugin
 //! rejected (Unschedulable or UnschedulableAndUnresolvable) stays rejected,
@@ -24,7 +31,7 @@
 
 use crate::answers::{Answers, FilterMemo, FilterTable, Judged, ScoreMemo};
 use crate::args::FailurePolicy;
-use crate::client::{CallError, Conn, Declared, block, run, size, timed};
+use crate::client::{CallError, Conn, Declared, run, size, timed};
 use crate::convert::{node_set, pod as pod_msg};
 use crate::{Point, pb};
 use parking_lot::Mutex;
@@ -69,6 +76,9 @@ pub struct RemotePlugin {
     listening: std::sync::atomic::AtomicBool,
     /// A node-local plugin's answers per pod template.
     answers: Mutex<Answers>,
+    /// Whether the profile ran this plugin's PreScore (so scores asked for
+    /// with Filter are used).
+    scoring: std::sync::atomic::AtomicBool,
 }
 
 /// What PreFilter learnt.
@@ -103,7 +113,18 @@ impl RemotePlugin {
             handle,
             listening: std::sync::atomic::AtomicBool::new(false),
             answers: Mutex::new(Answers::default()),
+            scoring: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether a Filter call asks for the scores of the nodes that pass:
+    /// for a node-local plugin that offered it, serves Score, and whose
+    /// Score the profile runs (known from its first PreScore).
+    fn scores_with_filter(&self) -> bool {
+        self.declared.node_local
+            && self.declared.scores_with_filter
+            && self.serves(Point::Score)
+            && self.scoring.load(Relaxed)
     }
 
     /// Whether answers for `pod` may be kept across cycles.
@@ -157,13 +178,15 @@ impl RemotePlugin {
     fn filter_answers(&self, pod: &PodInfo, snap: &Snapshot) -> Result<Filtered, CallError> {
         let Some(key) = self.memo_key(pod) else {
             let mut memo = FilterMemo::default();
-            return self.fill_filter(&mut memo, pod, snap);
+            return self.fill_filter(&mut memo, None, pod, snap);
         };
+        let with_scores = self.scores_with_filter();
         let mut answers = self.answers.lock();
         for _ in 0..2 {
             let session = self.conn.session();
-            let memo = answers.filter(session, key);
-            let r = self.fill_filter(memo, pod, snap)?;
+            let (memo, scores) = answers.both(session, key);
+            let scores = (with_scores && !scores.skip).then_some(scores);
+            let r = self.fill_filter(memo, scores, pod, snap)?;
             if self.conn.session() == session {
                 return Ok(r);
             }
@@ -175,47 +198,102 @@ impl RemotePlugin {
         ))
     }
 
-    /// Asks about `memo`'s stale nodes and records the answer.
+    /// Asks about `memo`'s stale nodes and records the answer; with
+    /// `scores`, asks for the scores of the nodes that pass too, and keeps
+    /// them there.
     fn fill_filter(
         &self,
         memo: &mut FilterMemo,
+        scores: Option<&mut ScoreMemo>,
         pod: &PodInfo,
         snap: &Snapshot,
     ) -> Result<Filtered, CallError> {
         let asked = memo.stale(snap);
         if !asked.ask.is_empty() {
-            let judged = self.call_filter(pod, snap, &asked.ask)?;
+            let (judged, scored) = self.call_filter(pod, snap, &asked.ask, scores.is_some())?;
             if let Judged::Whole(s) = judged {
                 return Ok(Filtered::Whole(s));
             }
             memo.commit(snap, &asked, &judged);
+            if let (Some(memo), Some(scored)) = (scores, scored) {
+                self.keep_filter_scores(memo, snap, &asked.ask, &judged, scored);
+            }
         } else {
             memo.commit(snap, &asked, &Judged::Skip);
         }
         Ok(Filtered::Table(memo.table(), memo.rejected()))
     }
 
-    /// One Filter call about `ask` (ascending node ids).
+    /// Keeps the scores a Filter call gave for the nodes of `ask`
+    /// (ascending) that `judged` passed. Scores that are not usable are
+    /// dropped: the Score call then asks about those nodes.
+    fn keep_filter_scores(
+        &self,
+        memo: &mut ScoreMemo,
+        snap: &Snapshot,
+        ask: &[NodeId],
+        judged: &Judged,
+        scored: pb::FilterScores,
+    ) {
+        let passed: Vec<NodeId> = match judged {
+            Judged::Rejected(list) => {
+                let mut rejected: Vec<u32> = list
+                    .iter()
+                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .collect();
+                rejected.sort_unstable();
+                ask.iter()
+                    .copied()
+                    .filter(|id| rejected.binary_search(&id.0).is_err())
+                    .collect()
+            }
+            Judged::Skip | Judged::Whole(_) => ask.to_vec(),
+        };
+        let resp = pb::ScoreResponse {
+            resync: false,
+            status: scored.status,
+            runs: scored.runs,
+        };
+        match judge_score(resp, passed.len()) {
+            Ok(Some(v)) => {
+                memo.commit(snap, &passed, &v);
+                self.conn
+                    .stats
+                    .filter_scored_nodes
+                    .fetch_add(passed.len() as u64, Relaxed);
+            }
+            Ok(None) => memo.skip = true,
+            Err(e) => {
+                tracing::debug!(plugin = self.conn.name, error = %e, "scores given with Filter not used; a Score call asks for them");
+            }
+        }
+    }
+
+    /// One Filter call about `ask` (ascending node ids), with the scores of
+    /// the nodes that pass when `with_scores`.
     fn call_filter(
         &self,
         pod: &PodInfo,
         snap: &Snapshot,
         ask: &[NodeId],
-    ) -> Result<Judged, CallError> {
+        with_scores: bool,
+    ) -> Result<(Judged, Option<pb::FilterScores>), CallError> {
         let start = Instant::now();
         let (set, order) = node_set(ask);
         let pod_m = pod_msg(pod);
-        let resp = self.conn.cycle_call(snap, |client, delta, d| {
+        let resp = self.conn.cycle_call(snap, |delta, d| {
             let req = pb::FilterRequest {
                 delta: Some(delta),
                 pod: Some(pod_m.clone()),
                 candidates: Some(set.clone()),
+                with_scores,
             };
             let n = size(&req);
             self.conn.count_sent(Point::Filter, n);
             self.conn.stats.last_filter_bytes.store(n as u64, Relaxed);
-            let mut c = client.clone();
-            let resp = block(async move { timed(d, c.filter(req)).await })?;
+            let resp = self
+                .conn
+                .blocking(|mut c| async move { timed(d, c.filter(req)).await })?;
             let resync = resp.resync;
             Ok((resp, resync))
         });
@@ -224,7 +302,9 @@ impl RemotePlugin {
             .stats
             .filter_nodes_asked
             .fetch_add(order.len() as u64, Relaxed);
-        judge_filter(self.conn.name, resp?, &order)
+        let mut resp = resp?;
+        let scored = resp.scores.take();
+        Ok((judge_filter(self.conn.name, resp, &order)?, scored))
     }
 
     /// The scores of `feasible` for `pod` by node slot, or `None` when the
@@ -287,7 +367,7 @@ impl RemotePlugin {
         let start = Instant::now();
         let (set, order) = node_set(ask);
         let pod_m = pod_msg(pod);
-        let resp = self.conn.cycle_call(snap, |client, delta, d| {
+        let resp = self.conn.cycle_call(snap, |delta, d| {
             let req = pb::ScoreRequest {
                 delta: Some(delta),
                 pod: Some(pod_m.clone()),
@@ -296,8 +376,9 @@ impl RemotePlugin {
             let n = size(&req);
             self.conn.count_sent(Point::Score, n);
             self.conn.stats.last_score_bytes.store(n as u64, Relaxed);
-            let mut c = client.clone();
-            let resp = block(async move { timed(d, c.score(req)).await })?;
+            let resp = self
+                .conn
+                .blocking(|mut c| async move { timed(d, c.score(req)).await })?;
             let resync = resp.resync;
             Ok((resp, resync))
         });
@@ -321,10 +402,9 @@ impl RemotePlugin {
     /// A blocking call at a scheduling-cycle point.
     fn unary(&self, point: Point, req: pb::PodOnNode) -> Result<pb::Result, CallError> {
         self.conn.count_sent(point, size(&req));
-        let mut c = self.conn.client();
         let d = self.conn.args.timeout;
         let start = Instant::now();
-        let r = block(async move {
+        let r = self.conn.blocking(|mut c| async move {
             match point {
                 Point::Reserve => timed(d, c.reserve(req)).await,
                 Point::Permit => timed(d, c.permit(req)).await,
@@ -604,6 +684,7 @@ impl PreScorePlugin for RemotePlugin {
         if !self.serves(Point::Score) {
             return Status::skip();
         }
+        self.scoring.store(true, Relaxed);
         match self.score_answers(pod, snap, feasible) {
             Ok(None) => Status::skip(),
             Ok(Some(s)) => {
@@ -657,10 +738,11 @@ impl ReservePlugin for RemotePlugin {
     fn unreserve(&self, _state: &mut CycleState, pod: &PodInfo, node: NodeRef) {
         let req = self.on_node(pod, node);
         self.conn.count_sent(Point::Reserve, size(&req));
-        let mut c = self.conn.client();
         let d = self.conn.args.timeout;
         let start = Instant::now();
-        let r = block(async move { timed(d, c.unreserve(req)).await.map(|_| ()) });
+        let r = self
+            .conn
+            .blocking(|mut c| async move { timed(d, c.unreserve(req)).await.map(|_| ()) });
         self.conn.observe(Point::Reserve, start);
         if let Err(e) = r {
             crate::client::count_error(self.conn.name, Point::Reserve, &e);
@@ -856,6 +938,7 @@ mod tests {
                 resync: false,
                 status: Some(pb::Result { code: status, ..Default::default() }),
                 rejections,
+                scores: None,
             };
             match judge_filter("P", resp, &order) {
                 Ok(Judged::Rejected(list)) => {
@@ -911,6 +994,7 @@ mod tests {
                 reason: String::new(),
                 node_ids: vec![5],
             }],
+            scores: None,
         };
         let e = judge_filter("P", resp, &[NodeId(1)]).err().unwrap();
         assert_eq!(e.kind(), "invalid_response");

@@ -695,3 +695,53 @@ profiles:
     assert_eq!(server.health.counters.filters.load(Ordering::SeqCst), 0);
     server.kill();
 }
+
+/// A node-local plugin that offers scores with Filter gets one call per
+/// cycle (Filter) in steady state and places exactly as one that does not
+/// (a plugin written before the field), which gets a Score call as well.
+#[test]
+fn scores_with_filter_save_the_score_call_and_place_the_same() {
+    let mut placed = Vec::new();
+    let mut score_calls = Vec::new();
+    for with in [true, false] {
+        let sock = socket(if with { "withscores" } else { "withoutscores" });
+        let server = Server::start(&sock);
+        server.health.node_local.store(true, Ordering::SeqCst);
+        server
+            .health
+            .scores_with_filter
+            .store(with, Ordering::SeqCst);
+        let name = if with {
+            "RemoteWithScores"
+        } else {
+            "RemoteWithoutScores"
+        };
+        let mut e = env(name, &sock, "Fail", "2s");
+        e.nodes("ok", 4, "ok");
+        e.nodes("degraded", 4, "degraded");
+        e.nodes("failed", 2, "failed");
+        web(&mut e, "a", 1);
+        e.drain();
+        let c = &server.health.counters;
+        let first = c.scores.load(Ordering::SeqCst);
+        web(&mut e, "b", 12);
+        let r = e.drain();
+        assert_eq!(r.len(), 12, "{r:?}");
+        assert_eq!(e.binds_to("failed"), 0);
+        score_calls.push(c.scores.load(Ordering::SeqCst) - first);
+        let stats = strata_remote::stats(name).unwrap();
+        let by_filter = stats.filter_scored_nodes.load(Ordering::SeqCst);
+        assert_eq!(by_filter > 0, with, "{by_filter} nodes scored with Filter");
+        let mut binds = e.cluster.binds.lock().clone();
+        binds.sort();
+        placed.push(binds);
+        assert_eq!(c.resyncs.load(Ordering::SeqCst), 0);
+        server.kill();
+    }
+    assert_eq!(
+        score_calls[0], 0,
+        "no Score call once scores come with Filter"
+    );
+    assert!(score_calls[1] >= 11, "{} Score calls", score_calls[1]);
+    assert_eq!(placed[0], placed[1]);
+}

@@ -82,6 +82,7 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         candidates: Some(pb::NodeSet {
             runs: vec![0, 1, 3, 1],
         }),
+        with_scores: false,
     };
     let idle = pb::FilterRequest {
         delta: Some(pb::SnapshotDelta {
@@ -94,6 +95,7 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         candidates: Some(pb::NodeSet {
             runs: vec![0, 1, 3, 1],
         }),
+        with_scores: false,
     };
     // A node-local plugin's steady state: the one node that changed, in the
     // delta and as the only candidate.
@@ -113,6 +115,61 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         }),
         pod: Some(pod()),
         candidates: Some(pb::NodeSet { runs: vec![3, 1] }),
+        with_scores: false,
+    };
+    // A node-local plugin that scores with Filter: node 3 failed again, and
+    // the answer scores the candidate that passes (node 0) only.
+    let with_scores = pb::FilterRequest {
+        delta: Some(pb::SnapshotDelta {
+            session: SESSION,
+            base_version: 2,
+            version: 3,
+            full: false,
+            nodes: vec![pb::Node {
+                id: 3,
+                name: "n3".into(),
+                annotations: one("vendor.example.com/health", "failed"),
+                ..Default::default()
+            }],
+            removed_nodes: vec![],
+        }),
+        pod: Some(pod()),
+        candidates: Some(pb::NodeSet {
+            runs: vec![0, 1, 3, 1],
+        }),
+        with_scores: true,
+    };
+    let with_scores_resp = pb::FilterResponse {
+        resync: false,
+        status: Some(pb::Result::default()),
+        rejections: vec![pb::Rejection {
+            code: pb::Code::Unschedulable as i32,
+            reason: "node(s) reported failed by the vendor agent".into(),
+            node_ids: vec![3],
+        }],
+        scores: Some(pb::FilterScores {
+            status: Some(pb::Result::default()),
+            runs: vec![pb::ScoreRun {
+                score: 100,
+                count: 1,
+            }],
+        }),
+    };
+    // What a plugin serving Filter and Score answers the handshake with
+    // (the Go SDK's default requeue events).
+    let handshake_resp = pb::HandshakeResponse {
+        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+        extension_points: vec![
+            pb::ExtensionPoint::Filter as i32,
+            pb::ExtensionPoint::Score as i32,
+        ],
+        requeue_events: vec![pb::RequeueEvent {
+            resource: pb::EventResource::Node as i32,
+            actions: vec![pb::EventAction::Add as i32, pb::EventAction::Update as i32],
+        }],
+        error: String::new(),
+        node_local: false,
+        scores_with_filter: true,
     };
     let filter_resp = pb::FilterResponse {
         resync: false,
@@ -122,6 +179,7 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
             reason: "node(s) reported failed by the vendor agent".into(),
             node_ids: vec![3],
         }],
+        scores: None,
     };
     let score_req = pb::ScoreRequest {
         delta: idle.delta.clone(),
@@ -144,6 +202,9 @@ fn vectors() -> Vec<(&'static str, Vec<u8>)> {
         ("filter_response", filter_resp.encode_to_vec()),
         ("score_request", score_req.encode_to_vec()),
         ("score_response", score_resp.encode_to_vec()),
+        ("handshake_response", handshake_resp.encode_to_vec()),
+        ("filter_request_scores", with_scores.encode_to_vec()),
+        ("filter_response_scores", with_scores_resp.encode_to_vec()),
     ]
 }
 
@@ -190,4 +251,12 @@ fn the_vectors_decode_to_what_they_say() {
         strata_remote::convert::expand(&c.candidates.unwrap(), 10).unwrap(),
         vec![3]
     );
+    assert!(!c.with_scores);
+    let h = pb::HandshakeResponse::decode(read("handshake_response").as_slice()).unwrap();
+    assert!(h.scores_with_filter && !h.node_local);
+    let w = pb::FilterRequest::decode(read("filter_request_scores").as_slice()).unwrap();
+    assert!(w.with_scores);
+    let r = pb::FilterResponse::decode(read("filter_response_scores").as_slice()).unwrap();
+    let s = r.scores.unwrap();
+    assert_eq!((s.runs[0].score, s.runs[0].count), (100, 1));
 }

@@ -77,7 +77,10 @@ type Plugin struct {
 	// the node they are given: the scheduler may then reuse an answer for
 	// pods of the same template while the node is unchanged. Strata keeps
 	// the answers and asks only about nodes that changed since; the
-	// server's own memo serves schedulers that ask about every node.
+	// server's own memo serves schedulers that ask about every node. With
+	// both Filter and Score set, Strata also asks for the scores of the
+	// nodes that pass in the Filter call itself (one round trip per cycle
+	// instead of two); the SDK answers that on its own.
 	NodeLocal bool
 	// RequeueOn lists the cluster events after which a pod this plugin
 	// rejected is worth retrying. Empty: nodes added or updated.
@@ -312,6 +315,7 @@ func (s *Server) Handshake(_ context.Context, r *pb.HandshakeRequest) (*pb.Hands
 	}
 	resp.ExtensionPoints = s.points()
 	resp.NodeLocal = s.p.NodeLocal
+	resp.ScoresWithFilter = s.p.Filter != nil && s.p.Score != nil
 	resp.RequeueEvents = s.p.RequeueOn
 	if len(resp.RequeueEvents) == 0 {
 		resp.RequeueEvents = []*pb.RequeueEvent{{
@@ -366,6 +370,8 @@ func (s *Server) Filter(_ context.Context, r *pb.FilterRequest) (*pb.FilterRespo
 		return &pb.FilterResponse{Status: &pb.Result{Code: pb.Code_CODE_ERROR, Reason: err.Error()}}, nil
 	}
 	byReason := map[string][]uint32{}
+	withScores := r.GetWithScores() && s.p.Score != nil
+	var passed []uint32
 	var m *memo
 	if s.p.NodeLocal {
 		m = v.memoFor(r.GetPod())
@@ -377,6 +383,8 @@ func (s *Server) Filter(_ context.Context, r *pb.FilterRequest) (*pb.FilterRespo
 			if k := m.verdict[id]; k > 0 {
 				reason := m.reasons[k-1]
 				byReason[reason] = append(byReason[reason], id)
+			} else if withScores {
+				passed = append(passed, id)
 			}
 			continue
 		}
@@ -388,6 +396,8 @@ func (s *Server) Filter(_ context.Context, r *pb.FilterRequest) (*pb.FilterRespo
 		if m == nil {
 			if reason := s.p.Filter(r.GetPod(), n); reason != "" {
 				byReason[reason] = append(byReason[reason], id)
+			} else if withScores {
+				passed = append(passed, id)
 			}
 			continue
 		}
@@ -406,6 +416,8 @@ func (s *Server) Filter(_ context.Context, r *pb.FilterRequest) (*pb.FilterRespo
 		if k := m.verdict[id]; k > 0 {
 			reason := m.reasons[k-1]
 			byReason[reason] = append(byReason[reason], id)
+		} else if withScores {
+			passed = append(passed, id)
 		}
 	}
 	reasons := make([]string, 0, len(byReason))
@@ -419,7 +431,49 @@ func (s *Server) Filter(_ context.Context, r *pb.FilterRequest) (*pb.FilterRespo
 			Code: pb.Code_CODE_UNSCHEDULABLE, Reason: k, NodeIds: byReason[k],
 		})
 	}
+	if withScores {
+		runs, ok := s.scoreRuns(v, r.GetPod(), passed)
+		if !ok {
+			return &pb.FilterResponse{Resync: true}, nil
+		}
+		resp.Scores = &pb.FilterScores{Status: &pb.Result{}, Runs: runs}
+	}
 	return resp, nil
+}
+
+// scoreRuns scores ids (in the view v, s.mu held) and encodes the scores
+// as runs in that order; false when a node is not in the view.
+func (s *Server) scoreRuns(v *View, pod *pb.Pod, ids []uint32) ([]*pb.ScoreRun, bool) {
+	var runs []*pb.ScoreRun
+	var last *pb.ScoreRun
+	var m *memo
+	if s.p.NodeLocal {
+		m = v.memoFor(pod)
+		m.scoreGen = grow(m.scoreGen, len(v.gen))
+		m.score = grow(m.score, len(v.gen))
+	}
+	for _, id := range ids {
+		var sc int64
+		if m != nil && int(id) < len(v.gen) && m.scoreGen[id] == v.gen[id] && v.gen[id] != 0 {
+			sc = m.score[id]
+		} else {
+			n, ok := v.Nodes[id]
+			if !ok {
+				return nil, false
+			}
+			sc = min(max(s.p.Score(pod, n), 0), MaxNodeScore)
+			if m != nil && int(id) < len(v.gen) {
+				m.score[id], m.scoreGen[id] = sc, v.gen[id]
+			}
+		}
+		if last != nil && last.Score == sc {
+			last.Count++
+			continue
+		}
+		last = &pb.ScoreRun{Score: sc, Count: 1}
+		runs = append(runs, last)
+	}
+	return runs, true
 }
 
 // Score scores every feasible node of one cycle.
@@ -436,36 +490,11 @@ func (s *Server) Score(_ context.Context, r *pb.ScoreRequest) (*pb.ScoreResponse
 	if err != nil {
 		return &pb.ScoreResponse{Status: &pb.Result{Code: pb.Code_CODE_ERROR, Reason: err.Error()}}, nil
 	}
-	resp := &pb.ScoreResponse{Status: &pb.Result{}}
-	var last *pb.ScoreRun
-	var m *memo
-	if s.p.NodeLocal {
-		m = v.memoFor(r.GetPod())
-		m.scoreGen = grow(m.scoreGen, len(v.gen))
-		m.score = grow(m.score, len(v.gen))
+	runs, ok := s.scoreRuns(v, r.GetPod(), ids)
+	if !ok {
+		return &pb.ScoreResponse{Resync: true}, nil
 	}
-	for _, id := range ids {
-		var sc int64
-		if m != nil && int(id) < len(v.gen) && m.scoreGen[id] == v.gen[id] && v.gen[id] != 0 {
-			sc = m.score[id]
-		} else {
-			n, ok := v.Nodes[id]
-			if !ok {
-				return &pb.ScoreResponse{Resync: true}, nil
-			}
-			sc = min(max(s.p.Score(r.GetPod(), n), 0), MaxNodeScore)
-			if m != nil {
-				m.score[id], m.scoreGen[id] = sc, v.gen[id]
-			}
-		}
-		if last != nil && last.Score == sc {
-			last.Count++
-			continue
-		}
-		last = &pb.ScoreRun{Score: sc, Count: 1}
-		resp.Runs = append(resp.Runs, last)
-	}
-	return resp, nil
+	return &pb.ScoreResponse{Status: &pb.Result{}, Runs: runs}, nil
 }
 
 func reject(code pb.Code, reason string) *pb.Result {

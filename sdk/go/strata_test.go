@@ -139,6 +139,52 @@ func TestNodeLocalAnswersAreReusedUntilTheNodeChanges(t *testing.T) {
 	}
 }
 
+// A node-local plugin asked for scores with Filter scores exactly the
+// candidates that pass, as a Score call would, from the same memo.
+func TestScoresWithFilterCoverThePassingCandidates(t *testing.T) {
+	scored := 0
+	p := vendorRule()
+	inner := p.Score
+	p.Score = func(pod *pb.Pod, n *pb.Node) int64 { scored++; return inner(pod, n) }
+	p.NodeLocal = true
+	s := NewServer(p)
+	ctx := context.Background()
+	h, _ := s.Handshake(ctx, &pb.HandshakeRequest{ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1, Session: 1})
+	if !h.GetScoresWithFilter() {
+		t.Fatal("a plugin with Filter and Score must offer scores with Filter")
+	}
+	pod := &pb.Pod{Name: "a", Labels: map[string]string{"app": "web"}}
+	all := &pb.NodeSet{Runs: []uint32{0, 4}}
+	full := &pb.SnapshotDelta{Session: 1, Version: 1, Full: true, Nodes: []*pb.Node{node(0, "ok"), node(1, "degraded"), node(2, "failed"), node(3, "ok")}}
+	r, _ := s.Filter(ctx, &pb.FilterRequest{Delta: full, Pod: pod, Candidates: all, WithScores: true})
+	want := []struct{ score, count int64 }{{100, 1}, {20, 1}, {100, 1}}
+	runs := r.GetScores().GetRuns()
+	if len(runs) != len(want) || scored != 3 || r.GetScores().GetStatus().GetCode() != pb.Code_CODE_SUCCESS {
+		t.Fatalf("scores: %d scored, %v", scored, r)
+	}
+	for i, w := range want {
+		if runs[i].GetScore() != w.score || int64(runs[i].GetCount()) != w.count {
+			t.Fatalf("run %d: %v", i, runs[i])
+		}
+	}
+	// A Score call for the same pod kind reads the memo.
+	idle := &pb.SnapshotDelta{Session: 1, BaseVersion: 1, Version: 1}
+	sr, _ := s.Score(ctx, &pb.ScoreRequest{Delta: idle, Pod: pod, Nodes: &pb.NodeSet{Runs: []uint32{0, 2, 3, 1}}})
+	if scored != 3 || len(sr.GetRuns()) != 3 {
+		t.Fatalf("score after filter: %d scored, %v", scored, sr)
+	}
+	// Without with_scores, no scores.
+	r, _ = s.Filter(ctx, &pb.FilterRequest{Delta: idle, Pod: pod, Candidates: all})
+	if r.GetScores() != nil {
+		t.Fatalf("unasked scores: %v", r)
+	}
+	// A plugin without Score does not offer them.
+	h, _ = NewServer(&Plugin{Filter: p.Filter}).Handshake(ctx, &pb.HandshakeRequest{ProtocolVersion: pb.ProtocolVersion_PROTOCOL_VERSION_1, Session: 2})
+	if h.GetScoresWithFilter() {
+		t.Fatal("a plugin without Score offers scores")
+	}
+}
+
 // A PermitWait hold answers CODE_WAIT (capped at MaxPermitWait), and Allow
 // and Reject reach a scheduler's PermitDecisions stream over real gRPC.
 func TestPermitWaitAndDecisionsOverGRPC(t *testing.T) {

@@ -80,8 +80,15 @@ func TestVectorsDecodeAndAnswer(t *testing.T) {
 
 	s := NewServer(vendorRule())
 	ctx := context.Background()
-	if _, err := s.Handshake(ctx, &h); err != nil {
+	hresp, err := s.Handshake(ctx, &h)
+	if err != nil {
 		t.Fatal(err)
+	}
+	var hwant pb.HandshakeResponse
+	hwantBytes := vector(t, "handshake_response", &hwant)
+	hgot, _ := proto.MarshalOptions{Deterministic: true}.Marshal(hresp)
+	if !bytes.Equal(hgot, hwantBytes) {
+		t.Fatalf("handshake answer:\n got %v\nwant %v", hresp, &hwant)
 	}
 	resp, err := s.Filter(ctx, &full)
 	if err != nil {
@@ -120,5 +127,26 @@ func TestVectorsDecodeAndAnswer(t *testing.T) {
 	resp, err = s.Filter(ctx, &changed)
 	if err != nil || resp.GetResync() || len(resp.GetRejections()) != 0 || resp.GetStatus().GetCode() != pb.Code_CODE_SUCCESS {
 		t.Fatalf("changed answer: %v %v", resp, err)
+	}
+	if resp.GetScores() != nil {
+		t.Fatalf("scores not asked for: %v", resp)
+	}
+
+	// Scores with Filter: node 3 failed again; only node 0 passes and is
+	// scored.
+	var ws pb.FilterRequest
+	vector(t, "filter_request_scores", &ws)
+	if !ws.GetWithScores() {
+		t.Fatal("with_scores not set")
+	}
+	resp, err = s.Filter(ctx, &ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wswant pb.FilterResponse
+	wswantBytes := vector(t, "filter_response_scores", &wswant)
+	wsgot, _ := proto.MarshalOptions{Deterministic: true}.Marshal(resp)
+	if !bytes.Equal(wsgot, wswantBytes) {
+		t.Fatalf("filter answer with scores:\n got %v\nwant %v", resp, &wswant)
 	}
 }

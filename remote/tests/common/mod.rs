@@ -65,6 +65,9 @@ pub struct Health {
     pub config: Mutex<Option<serde_json::Value>>,
     /// Declared in the handshake.
     pub node_local: std::sync::atomic::AtomicBool,
+    /// Declared in the handshake (set by `Server::start`; a test clears it
+    /// to act as a plugin written before the field).
+    pub scores_with_filter: std::sync::atomic::AtomicBool,
     pub profile: Mutex<String>,
     /// Open PermitDecisions streams.
     deciders: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<pb::PermitDecision>>>,
@@ -133,6 +136,27 @@ impl Health {
         }
         v.version = d.version;
         true
+    }
+
+    fn score(&self, v: &View, id: u32) -> i64 {
+        match self.health(v, id) {
+            Some("degraded") => v.degraded_score,
+            Some("failed") => 0,
+            _ => 100,
+        }
+    }
+
+    /// Run-length encoded scores of `ids`, in order.
+    fn score_runs(&self, v: &View, ids: impl Iterator<Item = u32>) -> Vec<pb::ScoreRun> {
+        let mut runs: Vec<pb::ScoreRun> = Vec::new();
+        for id in ids {
+            let score = self.score(v, id);
+            match runs.last_mut() {
+                Some(last) if last.score == score => last.count += 1,
+                _ => runs.push(pb::ScoreRun { score, count: 1 }),
+            }
+        }
+        runs
     }
 
     fn health<'a>(&self, v: &'a View, id: u32) -> Option<&'a str> {
@@ -206,6 +230,7 @@ impl Service for Svc {
             }],
             error: String::new(),
             node_local: self.node_local.load(Ordering::SeqCst),
+            scores_with_filter: self.scores_with_filter.load(Ordering::SeqCst),
         }))
     }
 
@@ -248,6 +273,7 @@ impl Service for Svc {
             }
             _ => {}
         }
+        let with_scores = r.with_scores && self.scores_with_filter.load(Ordering::SeqCst);
         let ids = expand(&r.candidates.unwrap_or_default(), 1 << 20)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let pod = r.pod.unwrap_or_default();
@@ -299,10 +325,29 @@ impl Service for Svc {
                 });
             }
         }
+        let scores = with_scores.then(|| {
+            let rejected: std::collections::HashSet<u32> = rejections
+                .iter()
+                .flat_map(|r| r.node_ids.iter().copied())
+                .collect();
+            let passed: Vec<u32> = ids
+                .iter()
+                .copied()
+                .filter(|id| !rejected.contains(id))
+                .collect();
+            self.counters
+                .score_nodes
+                .fetch_add(passed.len() as u64, Ordering::SeqCst);
+            pb::FilterScores {
+                status: ok(),
+                runs: self.score_runs(v, passed.into_iter()),
+            }
+        });
         Ok(Response::new(pb::FilterResponse {
             resync: false,
             status: ok(),
             rejections,
+            scores,
         }))
     }
 
@@ -328,18 +373,7 @@ impl Service for Svc {
             .fetch_add(ids.len() as u64, Ordering::SeqCst);
         let s = self.sessions.lock();
         let v = &s[&delta.session];
-        let mut runs: Vec<pb::ScoreRun> = Vec::new();
-        for id in ids {
-            let score = match self.health(v, id) {
-                Some("degraded") => v.degraded_score,
-                Some("failed") => 0,
-                _ => 100,
-            };
-            match runs.last_mut() {
-                Some(last) if last.score == score => last.count += 1,
-                _ => runs.push(pb::ScoreRun { score, count: 1 }),
-            }
-        }
+        let runs = self.score_runs(v, ids.into_iter());
         Ok(Response::new(pb::ScoreResponse {
             resync: false,
             status: ok(),
@@ -425,6 +459,7 @@ impl Server {
             .unwrap();
         let _ = std::fs::remove_file(path);
         let health = Arc::new(Health::default());
+        health.scores_with_filter.store(true, Ordering::SeqCst);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let listener = {
             let _g = rt.enter();

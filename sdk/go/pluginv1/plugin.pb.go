@@ -12,6 +12,11 @@
 //      NormalizeScore of every feasible node together). Never one call per
 //      node. A node-local plugin (HandshakeResponse.node_local) is asked
 //      only about the nodes whose answer the scheduler does not hold yet.
+//      A node-local plugin that serves both and declares
+//      HandshakeResponse.scores_with_filter is asked for the scores of the
+//      nodes it passes in the Filter call itself (FilterRequest.with_scores):
+//      a cycle then costs it one round trip, and a Score call is made only
+//      for feasible nodes whose score the scheduler still lacks.
 //   3. Each Filter or Score call carries a SnapshotDelta: the nodes changed
 //      since the version the plugin already holds. The first call of a
 //      session (and any call after the plugin answered `resync`) carries a
@@ -629,9 +634,14 @@ type HandshakeResponse struct {
 	// previous pod landed on. A cycle in which no such node is left makes no
 	// call (its snapshot delta goes with the next call). A new session
 	// (handshake) drops the answers kept.
-	NodeLocal     bool `protobuf:"varint,5,opt,name=node_local,json=nodeLocal,proto3" json:"node_local,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NodeLocal bool `protobuf:"varint,5,opt,name=node_local,json=nodeLocal,proto3" json:"node_local,omitempty"`
+	// The plugin serves Filter and Score and answers a FilterRequest with
+	// `with_scores` set: its FilterResponse then carries `scores`. A plugin
+	// that does not set it (any plugin written before this field) is never
+	// sent `with_scores`, and gets Score calls as before.
+	ScoresWithFilter bool `protobuf:"varint,6,opt,name=scores_with_filter,json=scoresWithFilter,proto3" json:"scores_with_filter,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *HandshakeResponse) Reset() {
@@ -695,6 +705,13 @@ func (x *HandshakeResponse) GetError() string {
 func (x *HandshakeResponse) GetNodeLocal() bool {
 	if x != nil {
 		return x.NodeLocal
+	}
+	return false
+}
+
+func (x *HandshakeResponse) GetScoresWithFilter() bool {
+	if x != nil {
+		return x.ScoresWithFilter
 	}
 	return false
 }
@@ -1240,7 +1257,13 @@ type FilterRequest struct {
 	Pod   *Pod                   `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
 	// The nodes to judge: every candidate, or for a node-local plugin the
 	// candidates without a kept answer.
-	Candidates    *NodeSet `protobuf:"bytes,3,opt,name=candidates,proto3" json:"candidates,omitempty"`
+	Candidates *NodeSet `protobuf:"bytes,3,opt,name=candidates,proto3" json:"candidates,omitempty"`
+	// Also score (PreScore + Score) the candidates that pass, into
+	// FilterResponse.scores. Set only for a node-local plugin that declared
+	// HandshakeResponse.scores_with_filter: its scores depend on the pod and
+	// the node alone, so they can be given before the other plugins' filters
+	// ran; the scheduler uses the scores of the nodes that end up feasible.
+	WithScores    bool `protobuf:"varint,4,opt,name=with_scores,json=withScores,proto3" json:"with_scores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1296,6 +1319,13 @@ func (x *FilterRequest) GetCandidates() *NodeSet {
 	return nil
 }
 
+func (x *FilterRequest) GetWithScores() bool {
+	if x != nil {
+		return x.WithScores
+	}
+	return false
+}
+
 type FilterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The plugin's view is not at delta.base_version (or the session is not
@@ -1308,7 +1338,13 @@ type FilterResponse struct {
 	Status *Result `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// The candidates that do not fit, grouped by reason. A node not listed
 	// passes. A node that is not a candidate is an error of the plugin.
-	Rejections    []*Rejection `protobuf:"bytes,3,rep,name=rejections,proto3" json:"rejections,omitempty"`
+	Rejections []*Rejection `protobuf:"bytes,3,rep,name=rejections,proto3" json:"rejections,omitempty"`
+	// With FilterRequest.with_scores and a status of SUCCESS or SKIP: the
+	// scores of the candidates that pass (those not named in `rejections`;
+	// every candidate after SKIP), as a Score call about those nodes would
+	// give them. When it is absent, says ERROR or does not cover those nodes,
+	// the scheduler asks a Score call about them instead.
+	Scores        *FilterScores `protobuf:"bytes,4,opt,name=scores,proto3" json:"scores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1364,6 +1400,71 @@ func (x *FilterResponse) GetRejections() []*Rejection {
 	return nil
 }
 
+func (x *FilterResponse) GetScores() *FilterScores {
+	if x != nil {
+		return x.Scores
+	}
+	return nil
+}
+
+// The scores of the candidates a Filter call passed.
+type FilterScores struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SUCCESS, SKIP (no score for this pod: pods of its template get no
+	// Score call) or ERROR.
+	Status *Result `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// Scores in 0..=100 (already normalized), run-length encoded over the
+	// passing candidates in ascending order of id: the counts add up to
+	// their number.
+	Runs          []*ScoreRun `protobuf:"bytes,2,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FilterScores) Reset() {
+	*x = FilterScores{}
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FilterScores) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FilterScores) ProtoMessage() {}
+
+func (x *FilterScores) ProtoReflect() protoreflect.Message {
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FilterScores.ProtoReflect.Descriptor instead.
+func (*FilterScores) Descriptor() ([]byte, []int) {
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FilterScores) GetStatus() *Result {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *FilterScores) GetRuns() []*ScoreRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
 type Rejection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UNSCHEDULABLE or UNSCHEDULABLE_AND_UNRESOLVABLE.
@@ -1376,7 +1477,7 @@ type Rejection struct {
 
 func (x *Rejection) Reset() {
 	*x = Rejection{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1489,7 @@ func (x *Rejection) String() string {
 func (*Rejection) ProtoMessage() {}
 
 func (x *Rejection) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1502,7 @@ func (x *Rejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
 func (*Rejection) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Rejection) GetCode() Code {
@@ -1438,7 +1539,7 @@ type ScoreRequest struct {
 
 func (x *ScoreRequest) Reset() {
 	*x = ScoreRequest{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1551,7 @@ func (x *ScoreRequest) String() string {
 func (*ScoreRequest) ProtoMessage() {}
 
 func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1564,7 @@ func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreRequest.ProtoReflect.Descriptor instead.
 func (*ScoreRequest) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ScoreRequest) GetDelta() *SnapshotDelta {
@@ -1503,7 +1604,7 @@ type ScoreResponse struct {
 
 func (x *ScoreResponse) Reset() {
 	*x = ScoreResponse{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1616,7 @@ func (x *ScoreResponse) String() string {
 func (*ScoreResponse) ProtoMessage() {}
 
 func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1629,7 @@ func (x *ScoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreResponse.ProtoReflect.Descriptor instead.
 func (*ScoreResponse) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScoreResponse) GetResync() bool {
@@ -1562,7 +1663,7 @@ type ScoreRun struct {
 
 func (x *ScoreRun) Reset() {
 	*x = ScoreRun{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1675,7 @@ func (x *ScoreRun) String() string {
 func (*ScoreRun) ProtoMessage() {}
 
 func (x *ScoreRun) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1688,7 @@ func (x *ScoreRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScoreRun.ProtoReflect.Descriptor instead.
 func (*ScoreRun) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ScoreRun) GetScore() int64 {
@@ -1618,7 +1719,7 @@ type PodOnNode struct {
 
 func (x *PodOnNode) Reset() {
 	*x = PodOnNode{}
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1731,7 @@ func (x *PodOnNode) String() string {
 func (*PodOnNode) ProtoMessage() {}
 
 func (x *PodOnNode) ProtoReflect() protoreflect.Message {
-	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_strata_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1744,7 @@ func (x *PodOnNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodOnNode.ProtoReflect.Descriptor instead.
 func (*PodOnNode) Descriptor() ([]byte, []int) {
-	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_strata_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PodOnNode) GetPod() *Pod {
@@ -1695,14 +1796,15 @@ const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"pluginName\x12\x18\n" +
 	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
 	"\x12plugin_config_json\x18\x04 \x01(\tR\x10pluginConfigJson\x12\x18\n" +
-	"\asession\x18\x05 \x01(\x06R\asession\"\xaa\x02\n" +
+	"\asession\x18\x05 \x01(\x06R\asession\"\xd8\x02\n" +
 	"\x11HandshakeResponse\x12L\n" +
 	"\x10protocol_version\x18\x01 \x01(\x0e2!.strata.plugin.v1.ProtocolVersionR\x0fprotocolVersion\x12K\n" +
 	"\x10extension_points\x18\x02 \x03(\x0e2 .strata.plugin.v1.ExtensionPointR\x0fextensionPoints\x12E\n" +
 	"\x0erequeue_events\x18\x03 \x03(\v2\x1e.strata.plugin.v1.RequeueEventR\rrequeueEvents\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1d\n" +
 	"\n" +
-	"node_local\x18\x05 \x01(\bR\tnodeLocal\"\x84\x01\n" +
+	"node_local\x18\x05 \x01(\bR\tnodeLocal\x12,\n" +
+	"\x12scores_with_filter\x18\x06 \x01(\bR\x10scoresWithFilter\"\x84\x01\n" +
 	"\fRequeueEvent\x12;\n" +
 	"\bresource\x18\x01 \x01(\x0e2\x1f.strata.plugin.v1.EventResourceR\bresource\x127\n" +
 	"\aactions\x18\x02 \x03(\x0e2\x1d.strata.plugin.v1.EventActionR\aactions\"\xcd\x01\n" +
@@ -1766,19 +1868,25 @@ const file_strata_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x1d\n" +
 	"\aNodeSet\x12\x12\n" +
-	"\x04runs\x18\x01 \x03(\rR\x04runs\"\xaa\x01\n" +
+	"\x04runs\x18\x01 \x03(\rR\x04runs\"\xcb\x01\n" +
 	"\rFilterRequest\x125\n" +
 	"\x05delta\x18\x01 \x01(\v2\x1f.strata.plugin.v1.SnapshotDeltaR\x05delta\x12'\n" +
 	"\x03pod\x18\x02 \x01(\v2\x15.strata.plugin.v1.PodR\x03pod\x129\n" +
 	"\n" +
 	"candidates\x18\x03 \x01(\v2\x19.strata.plugin.v1.NodeSetR\n" +
-	"candidates\"\x97\x01\n" +
+	"candidates\x12\x1f\n" +
+	"\vwith_scores\x18\x04 \x01(\bR\n" +
+	"withScores\"\xcf\x01\n" +
 	"\x0eFilterResponse\x12\x16\n" +
 	"\x06resync\x18\x01 \x01(\bR\x06resync\x120\n" +
 	"\x06status\x18\x02 \x01(\v2\x18.strata.plugin.v1.ResultR\x06status\x12;\n" +
 	"\n" +
 	"rejections\x18\x03 \x03(\v2\x1b.strata.plugin.v1.RejectionR\n" +
-	"rejections\"j\n" +
+	"rejections\x126\n" +
+	"\x06scores\x18\x04 \x01(\v2\x1e.strata.plugin.v1.FilterScoresR\x06scores\"p\n" +
+	"\fFilterScores\x120\n" +
+	"\x06status\x18\x01 \x01(\v2\x18.strata.plugin.v1.ResultR\x06status\x12.\n" +
+	"\x04runs\x18\x02 \x03(\v2\x1a.strata.plugin.v1.ScoreRunR\x04runs\"j\n" +
 	"\tRejection\x12*\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x16.strata.plugin.v1.CodeR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x19\n" +
@@ -1863,7 +1971,7 @@ func file_strata_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_strata_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_strata_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_strata_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_strata_plugin_v1_plugin_proto_goTypes = []any{
 	(ProtocolVersion)(0),      // 0: strata.plugin.v1.ProtocolVersion
 	(ExtensionPoint)(0),       // 1: strata.plugin.v1.ExtensionPoint
@@ -1884,19 +1992,20 @@ var file_strata_plugin_v1_plugin_proto_goTypes = []any{
 	(*NodeSet)(nil),           // 16: strata.plugin.v1.NodeSet
 	(*FilterRequest)(nil),     // 17: strata.plugin.v1.FilterRequest
 	(*FilterResponse)(nil),    // 18: strata.plugin.v1.FilterResponse
-	(*Rejection)(nil),         // 19: strata.plugin.v1.Rejection
-	(*ScoreRequest)(nil),      // 20: strata.plugin.v1.ScoreRequest
-	(*ScoreResponse)(nil),     // 21: strata.plugin.v1.ScoreResponse
-	(*ScoreRun)(nil),          // 22: strata.plugin.v1.ScoreRun
-	(*PodOnNode)(nil),         // 23: strata.plugin.v1.PodOnNode
-	nil,                       // 24: strata.plugin.v1.Node.LabelsEntry
-	nil,                       // 25: strata.plugin.v1.Node.AnnotationsEntry
-	nil,                       // 26: strata.plugin.v1.Node.AllocatableEntry
-	nil,                       // 27: strata.plugin.v1.Node.RequestedEntry
-	nil,                       // 28: strata.plugin.v1.PodRef.RequestsEntry
-	nil,                       // 29: strata.plugin.v1.Pod.LabelsEntry
-	nil,                       // 30: strata.plugin.v1.Pod.AnnotationsEntry
-	nil,                       // 31: strata.plugin.v1.Pod.RequestsEntry
+	(*FilterScores)(nil),      // 19: strata.plugin.v1.FilterScores
+	(*Rejection)(nil),         // 20: strata.plugin.v1.Rejection
+	(*ScoreRequest)(nil),      // 21: strata.plugin.v1.ScoreRequest
+	(*ScoreResponse)(nil),     // 22: strata.plugin.v1.ScoreResponse
+	(*ScoreRun)(nil),          // 23: strata.plugin.v1.ScoreRun
+	(*PodOnNode)(nil),         // 24: strata.plugin.v1.PodOnNode
+	nil,                       // 25: strata.plugin.v1.Node.LabelsEntry
+	nil,                       // 26: strata.plugin.v1.Node.AnnotationsEntry
+	nil,                       // 27: strata.plugin.v1.Node.AllocatableEntry
+	nil,                       // 28: strata.plugin.v1.Node.RequestedEntry
+	nil,                       // 29: strata.plugin.v1.PodRef.RequestsEntry
+	nil,                       // 30: strata.plugin.v1.Pod.LabelsEntry
+	nil,                       // 31: strata.plugin.v1.Pod.AnnotationsEntry
+	nil,                       // 32: strata.plugin.v1.Pod.RequestsEntry
 }
 var file_strata_plugin_v1_plugin_proto_depIdxs = []int32{
 	2,  // 0: strata.plugin.v1.Result.code:type_name -> strata.plugin.v1.Code
@@ -1907,53 +2016,56 @@ var file_strata_plugin_v1_plugin_proto_depIdxs = []int32{
 	3,  // 5: strata.plugin.v1.RequeueEvent.resource:type_name -> strata.plugin.v1.EventResource
 	4,  // 6: strata.plugin.v1.RequeueEvent.actions:type_name -> strata.plugin.v1.EventAction
 	12, // 7: strata.plugin.v1.SnapshotDelta.nodes:type_name -> strata.plugin.v1.Node
-	24, // 8: strata.plugin.v1.Node.labels:type_name -> strata.plugin.v1.Node.LabelsEntry
-	25, // 9: strata.plugin.v1.Node.annotations:type_name -> strata.plugin.v1.Node.AnnotationsEntry
+	25, // 8: strata.plugin.v1.Node.labels:type_name -> strata.plugin.v1.Node.LabelsEntry
+	26, // 9: strata.plugin.v1.Node.annotations:type_name -> strata.plugin.v1.Node.AnnotationsEntry
 	13, // 10: strata.plugin.v1.Node.taints:type_name -> strata.plugin.v1.Taint
-	26, // 11: strata.plugin.v1.Node.allocatable:type_name -> strata.plugin.v1.Node.AllocatableEntry
-	27, // 12: strata.plugin.v1.Node.requested:type_name -> strata.plugin.v1.Node.RequestedEntry
+	27, // 11: strata.plugin.v1.Node.allocatable:type_name -> strata.plugin.v1.Node.AllocatableEntry
+	28, // 12: strata.plugin.v1.Node.requested:type_name -> strata.plugin.v1.Node.RequestedEntry
 	14, // 13: strata.plugin.v1.Node.pods:type_name -> strata.plugin.v1.PodRef
-	28, // 14: strata.plugin.v1.PodRef.requests:type_name -> strata.plugin.v1.PodRef.RequestsEntry
-	29, // 15: strata.plugin.v1.Pod.labels:type_name -> strata.plugin.v1.Pod.LabelsEntry
-	30, // 16: strata.plugin.v1.Pod.annotations:type_name -> strata.plugin.v1.Pod.AnnotationsEntry
-	31, // 17: strata.plugin.v1.Pod.requests:type_name -> strata.plugin.v1.Pod.RequestsEntry
+	29, // 14: strata.plugin.v1.PodRef.requests:type_name -> strata.plugin.v1.PodRef.RequestsEntry
+	30, // 15: strata.plugin.v1.Pod.labels:type_name -> strata.plugin.v1.Pod.LabelsEntry
+	31, // 16: strata.plugin.v1.Pod.annotations:type_name -> strata.plugin.v1.Pod.AnnotationsEntry
+	32, // 17: strata.plugin.v1.Pod.requests:type_name -> strata.plugin.v1.Pod.RequestsEntry
 	11, // 18: strata.plugin.v1.FilterRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
 	15, // 19: strata.plugin.v1.FilterRequest.pod:type_name -> strata.plugin.v1.Pod
 	16, // 20: strata.plugin.v1.FilterRequest.candidates:type_name -> strata.plugin.v1.NodeSet
 	6,  // 21: strata.plugin.v1.FilterResponse.status:type_name -> strata.plugin.v1.Result
-	19, // 22: strata.plugin.v1.FilterResponse.rejections:type_name -> strata.plugin.v1.Rejection
-	2,  // 23: strata.plugin.v1.Rejection.code:type_name -> strata.plugin.v1.Code
-	11, // 24: strata.plugin.v1.ScoreRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
-	15, // 25: strata.plugin.v1.ScoreRequest.pod:type_name -> strata.plugin.v1.Pod
-	16, // 26: strata.plugin.v1.ScoreRequest.nodes:type_name -> strata.plugin.v1.NodeSet
-	6,  // 27: strata.plugin.v1.ScoreResponse.status:type_name -> strata.plugin.v1.Result
-	22, // 28: strata.plugin.v1.ScoreResponse.runs:type_name -> strata.plugin.v1.ScoreRun
-	15, // 29: strata.plugin.v1.PodOnNode.pod:type_name -> strata.plugin.v1.Pod
-	8,  // 30: strata.plugin.v1.RemotePlugin.Handshake:input_type -> strata.plugin.v1.HandshakeRequest
-	17, // 31: strata.plugin.v1.RemotePlugin.Filter:input_type -> strata.plugin.v1.FilterRequest
-	20, // 32: strata.plugin.v1.RemotePlugin.Score:input_type -> strata.plugin.v1.ScoreRequest
-	23, // 33: strata.plugin.v1.RemotePlugin.Reserve:input_type -> strata.plugin.v1.PodOnNode
-	23, // 34: strata.plugin.v1.RemotePlugin.Unreserve:input_type -> strata.plugin.v1.PodOnNode
-	23, // 35: strata.plugin.v1.RemotePlugin.Permit:input_type -> strata.plugin.v1.PodOnNode
-	23, // 36: strata.plugin.v1.RemotePlugin.PreBind:input_type -> strata.plugin.v1.PodOnNode
-	23, // 37: strata.plugin.v1.RemotePlugin.Bind:input_type -> strata.plugin.v1.PodOnNode
-	23, // 38: strata.plugin.v1.RemotePlugin.PostBind:input_type -> strata.plugin.v1.PodOnNode
-	5,  // 39: strata.plugin.v1.RemotePlugin.PermitDecisions:input_type -> strata.plugin.v1.Empty
-	9,  // 40: strata.plugin.v1.RemotePlugin.Handshake:output_type -> strata.plugin.v1.HandshakeResponse
-	18, // 41: strata.plugin.v1.RemotePlugin.Filter:output_type -> strata.plugin.v1.FilterResponse
-	21, // 42: strata.plugin.v1.RemotePlugin.Score:output_type -> strata.plugin.v1.ScoreResponse
-	6,  // 43: strata.plugin.v1.RemotePlugin.Reserve:output_type -> strata.plugin.v1.Result
-	5,  // 44: strata.plugin.v1.RemotePlugin.Unreserve:output_type -> strata.plugin.v1.Empty
-	6,  // 45: strata.plugin.v1.RemotePlugin.Permit:output_type -> strata.plugin.v1.Result
-	6,  // 46: strata.plugin.v1.RemotePlugin.PreBind:output_type -> strata.plugin.v1.Result
-	6,  // 47: strata.plugin.v1.RemotePlugin.Bind:output_type -> strata.plugin.v1.Result
-	5,  // 48: strata.plugin.v1.RemotePlugin.PostBind:output_type -> strata.plugin.v1.Empty
-	7,  // 49: strata.plugin.v1.RemotePlugin.PermitDecisions:output_type -> strata.plugin.v1.PermitDecision
-	40, // [40:50] is the sub-list for method output_type
-	30, // [30:40] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	20, // 22: strata.plugin.v1.FilterResponse.rejections:type_name -> strata.plugin.v1.Rejection
+	19, // 23: strata.plugin.v1.FilterResponse.scores:type_name -> strata.plugin.v1.FilterScores
+	6,  // 24: strata.plugin.v1.FilterScores.status:type_name -> strata.plugin.v1.Result
+	23, // 25: strata.plugin.v1.FilterScores.runs:type_name -> strata.plugin.v1.ScoreRun
+	2,  // 26: strata.plugin.v1.Rejection.code:type_name -> strata.plugin.v1.Code
+	11, // 27: strata.plugin.v1.ScoreRequest.delta:type_name -> strata.plugin.v1.SnapshotDelta
+	15, // 28: strata.plugin.v1.ScoreRequest.pod:type_name -> strata.plugin.v1.Pod
+	16, // 29: strata.plugin.v1.ScoreRequest.nodes:type_name -> strata.plugin.v1.NodeSet
+	6,  // 30: strata.plugin.v1.ScoreResponse.status:type_name -> strata.plugin.v1.Result
+	23, // 31: strata.plugin.v1.ScoreResponse.runs:type_name -> strata.plugin.v1.ScoreRun
+	15, // 32: strata.plugin.v1.PodOnNode.pod:type_name -> strata.plugin.v1.Pod
+	8,  // 33: strata.plugin.v1.RemotePlugin.Handshake:input_type -> strata.plugin.v1.HandshakeRequest
+	17, // 34: strata.plugin.v1.RemotePlugin.Filter:input_type -> strata.plugin.v1.FilterRequest
+	21, // 35: strata.plugin.v1.RemotePlugin.Score:input_type -> strata.plugin.v1.ScoreRequest
+	24, // 36: strata.plugin.v1.RemotePlugin.Reserve:input_type -> strata.plugin.v1.PodOnNode
+	24, // 37: strata.plugin.v1.RemotePlugin.Unreserve:input_type -> strata.plugin.v1.PodOnNode
+	24, // 38: strata.plugin.v1.RemotePlugin.Permit:input_type -> strata.plugin.v1.PodOnNode
+	24, // 39: strata.plugin.v1.RemotePlugin.PreBind:input_type -> strata.plugin.v1.PodOnNode
+	24, // 40: strata.plugin.v1.RemotePlugin.Bind:input_type -> strata.plugin.v1.PodOnNode
+	24, // 41: strata.plugin.v1.RemotePlugin.PostBind:input_type -> strata.plugin.v1.PodOnNode
+	5,  // 42: strata.plugin.v1.RemotePlugin.PermitDecisions:input_type -> strata.plugin.v1.Empty
+	9,  // 43: strata.plugin.v1.RemotePlugin.Handshake:output_type -> strata.plugin.v1.HandshakeResponse
+	18, // 44: strata.plugin.v1.RemotePlugin.Filter:output_type -> strata.plugin.v1.FilterResponse
+	22, // 45: strata.plugin.v1.RemotePlugin.Score:output_type -> strata.plugin.v1.ScoreResponse
+	6,  // 46: strata.plugin.v1.RemotePlugin.Reserve:output_type -> strata.plugin.v1.Result
+	5,  // 47: strata.plugin.v1.RemotePlugin.Unreserve:output_type -> strata.plugin.v1.Empty
+	6,  // 48: strata.plugin.v1.RemotePlugin.Permit:output_type -> strata.plugin.v1.Result
+	6,  // 49: strata.plugin.v1.RemotePlugin.PreBind:output_type -> strata.plugin.v1.Result
+	6,  // 50: strata.plugin.v1.RemotePlugin.Bind:output_type -> strata.plugin.v1.Result
+	5,  // 51: strata.plugin.v1.RemotePlugin.PostBind:output_type -> strata.plugin.v1.Empty
+	7,  // 52: strata.plugin.v1.RemotePlugin.PermitDecisions:output_type -> strata.plugin.v1.PermitDecision
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_strata_plugin_v1_plugin_proto_init() }
@@ -1967,7 +2079,7 @@ func file_strata_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_strata_plugin_v1_plugin_proto_rawDesc), len(file_strata_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

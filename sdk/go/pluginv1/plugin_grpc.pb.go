@@ -12,6 +12,11 @@
 //      NormalizeScore of every feasible node together). Never one call per
 //      node. A node-local plugin (HandshakeResponse.node_local) is asked
 //      only about the nodes whose answer the scheduler does not hold yet.
+//      A node-local plugin that serves both and declares
+//      HandshakeResponse.scores_with_filter is asked for the scores of the
+//      nodes it passes in the Filter call itself (FilterRequest.with_scores):
+//      a cycle then costs it one round trip, and a Score call is made only
+//      for feasible nodes whose score the scheduler still lacks.
 //   3. Each Filter or Score call carries a SnapshotDelta: the nodes changed
 //      since the version the plugin already holds. The first call of a
 //      session (and any call after the plugin answered `resync`) carries a
