@@ -323,9 +323,42 @@ impl PreScorePlugin for InterPodAffinity {
             return Status::skip();
         }
         // A memo hit: PreFilter brought the totals up to date moments ago.
-        let (counts, views) = self.memo.counts(&self.walker(pod, snap), snap, &[]);
+        // The keys of the pod's own preferred terms, whose domains the
+        // views then always hold.
+        let aff = &pod.spec.affinity;
+        let mut keys: SmallVec<[Sym; 4]> = SmallVec::new();
+        for t in aff.preferred.iter().chain(&aff.preferred_anti) {
+            if !keys.contains(&t.term.topology_key) {
+                keys.push(t.term.topology_key);
+            }
+        }
+        let (counts, views) = self.memo.counts(&self.walker(pod, snap), snap, &keys);
         if counts.score.is_empty() {
-            return Status::skip();
+            // No pod counts toward a preferred term yet (a Deployment's
+            // first pod): every node scores 0, as with Skip. A pod with
+            // preferred terms of its own says so through zero layers of
+            // their keys, the shape its next pods' scores will have, so the
+            // engine keeps its soft-score index instead of rebuilding it.
+            let layers: Option<Vec<ScoreLayer>> = keys
+                .iter()
+                .map(|&k| {
+                    Some(ScoreLayer {
+                        of_node: views.find(k)?.of_node.clone(),
+                        values: Arc::new(Vec::new()),
+                    })
+                })
+                .collect();
+            return match layers {
+                Some(layers) if !layers.is_empty() => {
+                    state.insert(ScoreState {
+                        layers: Some(layers),
+                        scores: counts.score,
+                        slots: NodeSlots::of(snap),
+                    });
+                    Status::success()
+                }
+                _ => Status::skip(),
+            };
         }
         state.insert(ScoreState {
             layers: counts.score_layers(&views),
