@@ -14,9 +14,10 @@
 //!   full for its share; for whole-device classes, every partly used
 //!   device), plus the share of the usable capacity the node's cpu and
 //!   memory cannot serve: when the usable devices could take `g` pods of the
-//!   class but cpu and memory leave room for `k < g`, only `k/g` of the
-//!   usable capacity counts as usable (a GPU whose node has no cpu left is
-//!   a fragment for every class).
+//!   class but its mean cpu and memory fit only `x < g` times into what is
+//!   free (`x` not rounded: the class's requests vary around that mean),
+//!   only `x/g` of the usable capacity counts as usable (a GPU whose node
+//!   has no cpu left is a fragment for every class).
 //!
 //! The node's fragmentation for the expected workload mix `M` is the
 //! weighted sum over classes, `F_n(M) = Σ p_m F_n(m)`, in percent of one
@@ -25,8 +26,9 @@
 //!
 //! The mix is either configured (`DevicesArgs.workload`) or learned from
 //! the device pods the scheduler sees (each pod counted once): a class per
-//! distinct device ask (devices, memory and compute share), with the mean
-//! cpu and memory of its pods, cut to the [`MAX_CLASSES`] most frequent, so
+//! distinct device ask (devices, memory and compute share) — for asks of
+//! several devices, also per memory band (powers of two of GiB) — with the
+//! mean cpu and memory of its pods, cut to the [`MAX_CLASSES`] most frequent, so
 //! a node's fragmentation costs at most `MAX_CLASSES × devices` comparisons
 //! and a cached placement `MAX_CLASSES`.
 //!
@@ -213,30 +215,46 @@ fn fragment_of(m: &Class, s: &ClassStat, cpu_free: i64, mem_free: i64) -> u32 {
     if m.cpu_milli > cpu_free || m.mem_bytes > mem_free || s.usable < m.count {
         return s.total;
     }
-    // Pods of the class the devices could take, and those cpu and memory
-    // leave room for: past the latter, usable capacity is stranded.
-    let by_devices = if m.count <= 1 {
+    // Pods of the class the devices could take (`g`), and the usable
+    // capacity the node's cpu and memory reach: all of it when they hold
+    // `g` of the class's mean requests, else the share they hold, not
+    // rounded down: the class's pods ask around that mean, so one more pod
+    // or a few cores less does not strand a whole pod's capacity at once.
+    let g = if m.count <= 1 {
         s.pods
     } else {
         s.usable / m.count
     };
-    let by_cpu = if m.cpu_milli > 0 {
-        cpu_free / m.cpu_milli
-    } else {
-        i64::MAX
-    };
-    let by_mem = if m.mem_bytes > 0 {
-        mem_free / m.mem_bytes
-    } else {
-        i64::MAX
-    };
-    let k = by_cpu.min(by_mem);
-    if k >= i64::from(by_devices) || by_devices == 0 {
+    let usable_free = s.total - s.unusable;
+    if g == 0 || usable_free == 0 {
         return s.unusable;
     }
-    let usable_free = u64::from(s.total - s.unusable);
-    let reachable = usable_free * k as u64 / u64::from(by_devices);
-    s.total - reachable as u32
+    let reachable = reach(usable_free, cpu_free, m.cpu_milli, g).min(reach(
+        usable_free,
+        mem_free,
+        m.mem_bytes,
+        g,
+    ));
+    s.total - reachable
+}
+
+/// The part of `usable` capacity that `free` of a resource reaches when `g`
+/// pods asking `each` could use all of it: `usable × free / (each × g)`,
+/// at most `usable` (all of it when nothing is asked).
+#[inline]
+fn reach(usable: u32, free: i64, each: i64, g: u32) -> u32 {
+    if each <= 0 {
+        return usable;
+    }
+    let free = free.max(0) as u64;
+    let need = (each as u64).saturating_mul(u64::from(g));
+    if free >= need {
+        return usable;
+    }
+    match u64::from(usable).checked_mul(free) {
+        Some(p) => (p / need) as u32,
+        None => (u128::from(usable) * u128::from(free) / u128::from(need)) as u32,
+    }
 }
 
 /// `F_n(M)` from cached statistics and the node's free cpu and memory.
@@ -295,6 +313,9 @@ struct Key {
     memory: MemAsk,
     cores: u32,
     exclusive: bool,
+    /// For asks of several devices, `log2` of the pod's memory in GiB
+    /// (else 0).
+    band: u32,
 }
 
 impl Key {
@@ -305,8 +326,24 @@ impl Key {
             memory: c.memory,
             cores: c.cores,
             exclusive: c.exclusive,
+            band: band(c),
         }
     }
+}
+
+/// The memory band a pod of class `c` is counted in. Pods of several
+/// devices take most of a node's cpu and memory, so which node shapes can
+/// hold them depends on their size: a mean over pods that fit different
+/// nodes (say 64 cores and 256 GiB, and 120 cores and 720 GiB, on nodes of
+/// 96 cores and 384 GiB and of 128 cores and 768 GiB) describes a pod that
+/// fits the first nodes, and leaves the few nodes the large pods need
+/// unguarded. Powers of two of GiB keep the number of classes small; pods
+/// of one device fit most nodes and keep one class per ask.
+fn band(c: &Class) -> u32 {
+    if c.count <= 1 {
+        return 0;
+    }
+    ((c.mem_bytes >> 30).max(1) as u64).ilog2()
 }
 
 #[derive(Default)]
@@ -497,8 +534,9 @@ mod tests {
 
     /// Usable devices the node's cpu cannot serve are fragments too: 4
     /// empty GPUs and cpu for two 10-core 1-GPU pods leave two GPUs
-    /// stranded; a 50% share of 10 cores on 2 empty GPUs (room for 4 pods)
-    /// with cpu for 3 strands a quarter of the 200.
+    /// stranded, cpu for two and a half strands 1.5 (not two: the count is
+    /// not rounded down); a 50% share of 10 cores on 2 empty GPUs (room for 4 pods) with
+    /// cpu for 3 strands a quarter of the 200.
     #[test]
     fn cpu_strands_usable_devices() {
         let devs = [gpu("a", 10), gpu("b", 10), gpu("c", 10), gpu("d", 10)];
@@ -506,8 +544,13 @@ mod tests {
         let mut one = whole(1, 1.0);
         one.cpu_milli = 10_000;
         assert_eq!(class_fragment(&one, &devs, &u, 45_000, 1000), 0);
-        assert_eq!(class_fragment(&one, &devs, &u, 25_000, 1000), 200);
+        assert_eq!(class_fragment(&one, &devs, &u, 40_000, 1000), 0);
+        assert_eq!(class_fragment(&one, &devs, &u, 20_000, 1000), 200);
+        assert_eq!(class_fragment(&one, &devs, &u, 25_000, 1000), 150);
         assert_eq!(class_fragment(&one, &devs, &u, 5_000, 1000), 400);
+        // Memory strands the same way.
+        one.mem_bytes = 100;
+        assert_eq!(class_fragment(&one, &devs, &u, 45_000, 300), 100);
         let mut half = share(50, 1.0);
         half.cpu_milli = 10_000;
         let devs = [gpu("a", 10), gpu("b", 10)];
@@ -576,6 +619,41 @@ mod tests {
         let fb = node_fragmentation(&mix, &devs, &on_b, 1000, 1000);
         assert!(fa < f0, "{fa} < {f0}");
         assert!(fb > fa, "{fb} > {fa}");
+    }
+
+    /// Each cpu core a pod takes from a node whose cpu already limits a
+    /// class strands the same share of a GPU: the fragment grows evenly,
+    /// without steps at multiples of the class's mean cpu.
+    #[test]
+    fn stranding_grows_evenly_with_the_cpu_taken() {
+        let devs = [gpu("a", 10), gpu("b", 10), gpu("c", 10), gpu("d", 10)];
+        let u = [used(0); 4];
+        let mut one = whole(1, 1.0);
+        one.cpu_milli = 10_000;
+        let f: Vec<u32> = (0..=4)
+            .map(|i| class_fragment(&one, &devs, &u, 40_000 - 5_000 * i, 1000))
+            .collect();
+        assert_eq!(f, [0, 50, 100, 150, 200]);
+    }
+
+    #[test]
+    fn multi_device_classes_are_split_by_memory_band() {
+        let mix = Mix::learned();
+        let gib = 1i64 << 30;
+        for (i, (n, mem)) in [(8, 256), (8, 320), (8, 720), (1, 8), (1, 300)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut c = whole(n, 0.0);
+            c.mem_bytes = mem * gib;
+            mix.observe(&Arc::from(format!("p{i}")), c);
+        }
+        let (s, _) = mix.snapshot();
+        let mut got: Vec<(u32, i64)> = s.iter().map(|c| (c.count, c.mem_bytes / gib)).collect();
+        got.sort();
+        // 256 and 320 GiB share a band (256–511), 720 GiB has its own;
+        // one-device pods keep one class whatever their memory.
+        assert_eq!(got, [(1, 154), (8, 288), (8, 720)]);
     }
 
     #[test]

@@ -596,7 +596,7 @@ fn cpu_only_pods_prefer_nodes_without_devices() {
 fn cpu_only_pods_keep_off_cpu_that_gpus_need() {
     // Expected: 1-GPU pods of 10 cores. "tight" has 2 GPUs and 24 cores:
     // both GPUs are usable (2 pods × 10 cores). An 8-core pod there leaves
-    // 16 cores, room for one such pod: one GPU stranded. On "roomy" (100
+    // 16 of the 20 cores they need: 40% of a GPU stranded. On "roomy" (100
     // cores) it strands nothing. Before cpu bounded the usable devices both
     // nodes scored alike and the tighter one won.
     let args =
