@@ -460,13 +460,7 @@ impl Scheduler {
                     .iter()
                     .filter(|(_, sp, _)| sp.has_normalize())
                     .count();
-                let cc = self.equiv.get(
-                    pi,
-                    pod.equivalence,
-                    pod.placement,
-                    fmask,
-                    snap.node_capacity(),
-                );
+                let cc = self.equiv.class_of(pi, pod, fmask, snap.node_capacity());
                 cc.set_score_mask(
                     cached_mask,
                     key_sig,

@@ -240,6 +240,18 @@ impl EquivCaches {
         c
     }
 
+    /// [`EquivCaches::get`] for `pod`'s class (its equivalence and
+    /// placement hashes).
+    pub fn class_of(
+        &mut self,
+        profile: usize,
+        pod: &crate::model::PodInfo,
+        filter_mask: ClassKey,
+        n: usize,
+    ) -> &mut ClassCache {
+        self.get(profile, pod.equivalence, pod.placement, filter_mask, n)
+    }
+
     /// Whether caching is enabled.
     pub fn enabled(&self) -> bool {
         self.capacity > 0

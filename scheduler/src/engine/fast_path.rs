@@ -263,13 +263,7 @@ impl Scheduler {
                 None => return Fast::Fallback,
             }
         }
-        let cc = self.equiv.get(
-            pi,
-            pod.equivalence,
-            pod.placement,
-            mask,
-            snap.node_capacity(),
-        );
+        let cc = self.equiv.class_of(pi, pod, mask, snap.node_capacity());
         let refresh = |cc: &mut super::equiv::ClassCache, id: NodeId| {
             refresh_verdict(cc, id, gens[id.index()], snap, &local, state, pod);
         };
@@ -332,13 +326,7 @@ impl Scheduler {
         // PreScore, then the scores: cached ones only, or scan.
         let feasible = std::mem::take(cc.fast.candidates_mut());
         let pre = self.run_pre_score(pi, state, pod, &feasible);
-        let cc = self.equiv.get(
-            pi,
-            pod.equivalence,
-            pod.placement,
-            mask,
-            snap.node_capacity(),
-        );
+        let cc = self.equiv.class_of(pi, pod, mask, snap.node_capacity());
         *cc.fast.candidates_mut() = feasible;
         if let Err(e) = pre {
             return Fast::Error(e);
@@ -534,13 +522,7 @@ impl Scheduler {
         let snap = self.cache.snapshot();
         let gens = snap.generations();
         let (local, global, mask) = split_filters(profile, state);
-        let cc = self.equiv.get(
-            pi,
-            pod.equivalence,
-            pod.placement,
-            mask,
-            snap.node_capacity(),
-        );
+        let cc = self.equiv.class_of(pi, pod, mask, snap.node_capacity());
         let all = candidates.unwrap_or_else(|| snap.node_ids());
         let mut feasible = Vec::with_capacity(all.len());
         let mut local_rejected: Vec<(NodeId, u32)> = Vec::new();
