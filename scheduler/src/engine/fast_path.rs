@@ -30,6 +30,10 @@ pub(super) enum Fast {
     Fallback,
 }
 
+/// The fast path scores the candidates by a scan, not through the soft
+/// index, when they are at most this fraction (1/N) of the nodes.
+const FEW_CANDIDATES: usize = 8;
+
 /// A filter plugin with its name.
 type NamedFilter<'a> = (&'static str, &'a dyn FilterPlugin);
 
@@ -353,8 +357,16 @@ impl Scheduler {
             let mut domain: Vec<DomainScored<'_>> = Vec::new();
             let mut answers = Vec::new();
             let mut sig = score_mask ^ key_sig.rotate_left(17);
-            let mut by_domain = true;
+            // Few candidates (a small part of the cluster, as one zone under
+            // required zone affinity): scoring them all costs less than
+            // keeping the soft index, where a domain's change would make
+            // most of them pending every cycle.
+            let few = cc.fast.candidates().len().saturating_mul(FEW_CANDIDATES) <= snap.num_nodes();
+            let mut by_domain = !few;
             for (i, (p, w)) in profile.score.iter().enumerate() {
+                if few {
+                    break;
+                }
                 if st.skips_score(p.name()) {
                     continue;
                 }
@@ -404,9 +416,13 @@ impl Scheduler {
                 }
             }
             // Some score needs every node each cycle: scan the scores over
-            // the feasible set we maintained.
+            // the feasible set we maintained. Neither tree is kept, so
+            // both start over when next used (and the nodes pending for
+            // them are dropped rather than piling up).
             let feasible = cc.fast.candidates().to_vec();
             cc.fast.tree_valid = false;
+            cc.fast.soft.valid = false;
+            cc.fast.pending.clear();
             return match self.score_and_pick(pi, st, pod, &feasible, Some(mask), &[]) {
                 Ok(n) => Fast::Chosen(n),
                 Err(e) => Fast::Error(e),
