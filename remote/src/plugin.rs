@@ -182,16 +182,26 @@ impl RemotePlugin {
         };
         let with_scores = self.scores_with_filter();
         let mut answers = self.answers.lock();
-        for _ in 0..2 {
-            let session = self.conn.session();
+        self.in_one_session(|session| {
             let (memo, scores) = answers.both(session, key);
             let scores = (with_scores && !scores.skip).then_some(scores);
-            let r = self.fill_filter(memo, scores, pod, snap)?;
+            self.fill_filter(memo, scores, pod, snap)
+        })
+    }
+
+    /// Runs `call` with the connection's session, again once if the plugin
+    /// resynchronised during the call: what it answered before belongs to
+    /// its old session, so every node is asked about again.
+    fn in_one_session<T>(
+        &self,
+        mut call: impl FnMut(u64) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        for _ in 0..2 {
+            let session = self.conn.session();
+            let r = call(session)?;
             if self.conn.session() == session {
                 return Ok(r);
             }
-            // The plugin resynchronised during the call: what it answered
-            // before belongs to its old session. Ask again about every node.
         }
         Err(CallError::Protocol(
             "the plugin resynchronised twice in one cycle".into(),
@@ -320,17 +330,10 @@ impl RemotePlugin {
             return self.fill_score(&mut memo, pod, snap, feasible);
         };
         let mut answers = self.answers.lock();
-        for _ in 0..2 {
-            let session = self.conn.session();
+        self.in_one_session(|session| {
             let memo = answers.score(session, key);
-            let r = self.fill_score(memo, pod, snap, feasible)?;
-            if self.conn.session() == session {
-                return Ok(r);
-            }
-        }
-        Err(CallError::Protocol(
-            "the plugin resynchronised twice in one cycle".into(),
-        ))
+            self.fill_score(memo, pod, snap, feasible)
+        })
     }
 
     fn fill_score(
