@@ -14,10 +14,14 @@
 //!   full for its share; for whole-device classes, every partly used
 //!   device), plus the share of the usable capacity the node's cpu and
 //!   memory cannot serve: when the usable devices could take `g` pods of the
-//!   class but its mean cpu and memory fit only `x < g` times into what is
-//!   free (`x` not rounded: the class's requests vary around that mean),
-//!   only `x/g` of the usable capacity counts as usable (a GPU whose node
-//!   has no cpu left is a fragment for every class).
+//!   class, one per device (`usable / count`), but its mean cpu and memory
+//!   fit only `x < g` times into what is free (`x` not rounded: the class's
+//!   requests vary around that mean), only `x/g` of the usable capacity
+//!   counts as usable (a GPU whose node has no cpu left is a fragment for
+//!   every class). A device is reached, like it is usable, for one more pod
+//!   of the class: a sharing class is not charged for the further pods a
+//!   device could pack, which the node's cpu never serves for small shares
+//!   and would make every core taken anywhere strand capacity.
 //!
 //! The node's fragmentation for the expected workload mix `M` is the
 //! weighted sum over classes, `F_n(M) = Σ p_m F_n(m)`, in percent of one
@@ -127,9 +131,6 @@ pub struct ClassStat {
     pub unusable: u32,
     /// All free capacity of the class's kind.
     pub total: u32,
-    /// Pods of the class the usable devices could take, counting device
-    /// capacity only (one per device for whole-device classes).
-    pub pods: u32,
 }
 
 impl ClassStat {
@@ -138,7 +139,6 @@ impl ClassStat {
         self.usable += c.usable;
         self.unusable += c.unusable;
         self.total += c.total;
-        self.pods += c.pods;
     }
 
     #[inline]
@@ -146,7 +146,6 @@ impl ClassStat {
         self.usable -= c.usable;
         self.unusable -= c.unusable;
         self.total -= c.total;
-        self.pods -= c.pods;
     }
 }
 
@@ -165,32 +164,14 @@ fn contribution(m: &Class, d: &Device, u: &Usage) -> ClassStat {
             usable: 1,
             unusable: 0,
             total: f,
-            pods: pods_on(m, d, u),
         }
     } else {
         ClassStat {
             usable: 0,
             unusable: f,
             total: f,
-            pods: 0,
         }
     }
-}
-
-/// How many pods of class `m` device `d` with use `u` could still take
-/// (at least one: it is called for usable devices only).
-#[inline]
-fn pods_on(m: &Class, d: &Device, u: &Usage) -> u32 {
-    if m.exclusive {
-        return 1;
-    }
-    let mem = m.memory.units(d.memory, d.memory_known).unwrap_or(0);
-    let by_mem = d.memory.saturating_sub(u.memory).checked_div(mem);
-    let by_cores = d.cores.saturating_sub(u.cores).checked_div(m.cores);
-    let by_shares = d.shares.saturating_sub(u.tasks);
-    let n = by_shares.min(by_cores.unwrap_or(u32::MAX));
-    let n = by_mem.map_or(n, |b| n.min(b.min(u64::from(u32::MAX)) as u32));
-    n.max(1)
 }
 
 /// Computes the statistics of every class of `mix` on a node.
@@ -215,16 +196,15 @@ fn fragment_of(m: &Class, s: &ClassStat, cpu_free: i64, mem_free: i64) -> u32 {
     if m.cpu_milli > cpu_free || m.mem_bytes > mem_free || s.usable < m.count {
         return s.total;
     }
-    // Pods of the class the devices could take (`g`), and the usable
-    // capacity the node's cpu and memory reach: all of it when they hold
-    // `g` of the class's mean requests, else the share they hold, not
-    // rounded down: the class's pods ask around that mean, so one more pod
-    // or a few cores less does not strand a whole pod's capacity at once.
-    let g = if m.count <= 1 {
-        s.pods
-    } else {
-        s.usable / m.count
-    };
+    // Pods of the class the devices could take, one per usable device
+    // (`g`), and the usable capacity the node's cpu and memory reach: all
+    // of it when they hold `g` of the class's mean requests, else the share
+    // they hold, not rounded down: the class's pods ask around that mean,
+    // so one more pod or a few cores less does not strand a whole pod's
+    // capacity at once. A sharing class counts one pod per device, as
+    // usability does: a device counts as reached when the node can run one
+    // more pod of the class on it.
+    let g = s.usable / m.count.max(1);
     let usable_free = s.total - s.unusable;
     if g == 0 || usable_free == 0 {
         return s.unusable;
@@ -535,8 +515,9 @@ mod tests {
     /// Usable devices the node's cpu cannot serve are fragments too: 4
     /// empty GPUs and cpu for two 10-core 1-GPU pods leave two GPUs
     /// stranded, cpu for two and a half strands 1.5 (not two: the count is
-    /// not rounded down); a 50% share of 10 cores on 2 empty GPUs (room for 4 pods) with
-    /// cpu for 3 strands a quarter of the 200.
+    /// not rounded down); a 50% share of 10 cores on 2 empty GPUs counts
+    /// one pod per GPU, like usability: cpu for 3 (or 2) strands nothing,
+    /// cpu for 1.5 a quarter of the 200.
     #[test]
     fn cpu_strands_usable_devices() {
         let devs = [gpu("a", 10), gpu("b", 10), gpu("c", 10), gpu("d", 10)];
@@ -555,13 +536,36 @@ mod tests {
         half.cpu_milli = 10_000;
         let devs = [gpu("a", 10), gpu("b", 10)];
         let u = [used(0); 2];
-        assert_eq!(class_fragment(&half, &devs, &u, 30_000, 1000), 50);
-        assert_eq!(class_fragment(&half, &devs, &u, 40_000, 1000), 0);
+        assert_eq!(class_fragment(&half, &devs, &u, 30_000, 1000), 0);
+        assert_eq!(class_fragment(&half, &devs, &u, 20_000, 1000), 0);
+        assert_eq!(class_fragment(&half, &devs, &u, 15_000, 1000), 50);
+        assert_eq!(class_fragment(&half, &devs, &u, 12_000, 1000), 80);
         // A device 70% used takes no 50% share: its 30 are a fragment
-        // whatever the cpu.
+        // whatever the cpu; cpu for one pod reaches the other device.
         let u = [used(70), used(0)];
         assert_eq!(class_fragment(&half, &devs, &u, 40_000, 1000), 30);
-        assert_eq!(class_fragment(&half, &devs, &u, 10_000, 1000), 80);
+        assert_eq!(class_fragment(&half, &devs, &u, 10_000, 1000), 30);
+    }
+
+    /// A class of small shares could pack ten pods on a GPU, which the
+    /// node's cpu never serves: counting those pods would strand most of
+    /// every GPU node's capacity for it and make each core taken anywhere
+    /// strand more. One pod per device: 8 empty GPUs and 40 cores hold
+    /// eight 4-core pods of 10%, before and after a pod takes 8 cores, so
+    /// taking them strands nothing; below 32 cores the stranding starts.
+    #[test]
+    fn small_shares_are_reached_one_pod_per_device() {
+        let devs: Vec<Device> = (0..8).map(|i| gpu(&format!("g{i}"), 10)).collect();
+        let u = [used(0); 8];
+        let mut small = share(10, 1.0);
+        small.cpu_milli = 4_000;
+        assert_eq!(class_fragment(&small, &devs, &u, 40_000, 1000), 0);
+        assert_eq!(class_fragment(&small, &devs, &u, 32_000, 1000), 0);
+        assert_eq!(class_fragment(&small, &devs, &u, 16_000, 1000), 400);
+        // One GPU partly used still takes a 10% pod: eight pods reach all.
+        let mut u2 = u;
+        u2[0] = used(40);
+        assert_eq!(class_fragment(&small, &devs, &u2, 32_000, 1000), 0);
     }
 
     #[test]
