@@ -233,16 +233,57 @@ fn sync_domains(
             }
         }
         _ => {
-            d.feasible.clear();
-            d.feasible.extend(
-                fast.feasible
-                    .iter()
-                    .copied()
-                    .filter(|id| d.fails.get(id.index()).is_some_and(|f| *f == 0)),
-            );
+            keep_passing(&fast.feasible, &d.fails, &mut d.feasible);
             d.feasible_valid = true;
         }
     }
+}
+
+/// Sets `out` to the nodes of `feasible` that fail no layer (`fails` by
+/// node slot; a slot past its end fails), in the same order. A zone's
+/// verdict flipping rebuilds the list this way; zones interleave in
+/// position order, so the copy is branch-free rather than a filter whose
+/// branch mispredicts.
+fn keep_passing(feasible: &[NodeId], fails: &[u32], out: &mut Vec<NodeId>) {
+    out.clear();
+    out.resize(feasible.len(), NodeId(0));
+    let mut k = 0;
+    for &id in feasible {
+        out[k] = id;
+        k += usize::from(fails.get(id.index()).is_some_and(|f| *f == 0));
+    }
+    out.truncate(k);
+}
+
+/// The live positions of `pending` (nodes changed since the tree was last
+/// brought up to date), each once and in ascending order. A zone's
+/// verdict flipping makes a thousand nodes pending at once, often with
+/// repeats; a bitmap over positions sorts and deduplicates them in one
+/// pass, and [`MaxTree::repair`](super::equiv::MaxTree::repair) then finds
+/// them already sorted.
+fn pending_positions(pending: &[NodeId], snap: &crate::cache::Snapshot) -> Vec<usize> {
+    let positions = pending.iter().filter_map(|id| snap.live_position(*id));
+    if pending.len() < 64 {
+        let mut set: Vec<usize> = positions.collect();
+        set.sort_unstable();
+        set.dedup();
+        return set;
+    }
+    let mut bits = vec![0u64; snap.num_nodes().div_ceil(64)];
+    for pos in positions {
+        if let Some(w) = bits.get_mut(pos / 64) {
+            *w |= 1 << (pos % 64);
+        }
+    }
+    let mut set = Vec::with_capacity(pending.len());
+    for (w, &word) in bits.iter().enumerate() {
+        let mut word = word;
+        while word != 0 {
+            set.push(w * 64 + word.trailing_zeros() as usize);
+            word &= word - 1;
+        }
+    }
+    set
 }
 
 impl Scheduler {
@@ -457,11 +498,9 @@ impl Scheduler {
         } else {
             let pending = std::mem::take(&mut cc.fast.pending);
             // Leaves set now, their ancestors repaired once at the end.
-            let mut set = Vec::with_capacity(pending.len());
-            for id in pending {
-                let Some(pos) = snap.live_position(id) else {
-                    continue;
-                };
+            let set = pending_positions(&pending, snap);
+            for &pos in &set {
+                let id = snap.node_ids()[pos];
                 let was_counted = cc.fast.tree_leaf_present(pos);
                 if was_counted {
                     for k in 0..normalizing {
@@ -483,7 +522,6 @@ impl Scheduler {
                 } else {
                     cc.fast.tree.set_leaf(pos, i64::MIN);
                 }
-                set.push(pos);
             }
             cc.fast.tree.repair(&set);
         }
@@ -593,5 +631,58 @@ impl Scheduler {
             diagnosis,
             class_mask: Some(mask),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::intern::Sym;
+
+    /// A cache of `n` nodes less a few removed, so live positions are not
+    /// in node-id order.
+    fn cluster(n: usize) -> Cache {
+        let mut cache = Cache::new();
+        for i in 0..n {
+            let node = crate::testing::node(&format!("n{i}"))
+                .alloc("cpu", "4")
+                .build();
+            cache.upsert_node(&node).unwrap();
+        }
+        for i in [3, 17, 40, 41] {
+            cache.remove_node(Sym::new(&format!("n{i}")));
+        }
+        cache
+    }
+
+    #[test]
+    fn pending_positions_are_each_live_one_once_in_order() {
+        let cache = cluster(300);
+        let snap = cache.snapshot();
+        for len in [0, 5, 63, 64, 500, 2000] {
+            // Repeats, removed nodes and every order.
+            let pending: Vec<NodeId> = (0..len)
+                .map(|i| NodeId(((i * 7919) % 300) as u32))
+                .collect();
+            let mut want: Vec<usize> = pending
+                .iter()
+                .filter_map(|id| snap.live_position(*id))
+                .collect();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(pending_positions(&pending, snap), want, "{len} pending");
+        }
+    }
+
+    #[test]
+    fn keep_passing_keeps_order_and_drops_failing_or_unknown_slots() {
+        let feasible: Vec<NodeId> = [9, 2, 5, 0, 7, 12].into_iter().map(NodeId).collect();
+        let fails = vec![0, 0, 1, 0, 0, 0, 0, 2, 0, 0];
+        let mut out = vec![NodeId(99); 3];
+        keep_passing(&feasible, &fails, &mut out);
+        assert_eq!(out, vec![NodeId(9), NodeId(5), NodeId(0)]);
+        keep_passing(&[], &fails, &mut out);
+        assert!(out.is_empty());
     }
 }
