@@ -220,7 +220,10 @@ impl Scheduler {
             self.phases.filter = filter_start.elapsed();
             self.phases.algorithm = cycle_start.elapsed();
             match fast {
-                Fast::Chosen(node) => return self.assume_and_reserve(pi, qp, state, node),
+                Fast::Chosen(node) => {
+                    self.equiv.fast_cycle_done();
+                    return self.assume_and_reserve(pi, qp, state, node);
+                }
                 Fast::Error(msg) => return self.fail_error(pi, qp, msg),
                 Fast::Fallback => {}
             }

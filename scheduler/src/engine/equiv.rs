@@ -36,6 +36,7 @@ pub(crate) struct ClassKey {
 }
 
 /// Cached node-local results of one equivalence class under one profile.
+#[derive(Clone)]
 pub(crate) struct ClassCache {
     pub profile: usize,
     pub equivalence: u64,
@@ -66,6 +67,11 @@ pub(crate) struct ClassCache {
     pub raw: Vec<Vec<i64>>,
     /// The incremental index used when every filter and score is cached.
     pub fast: FastIndex,
+    /// Fast-path cycles completed (a class's first one leaves a template,
+    /// see [`EquivCaches::fast_cycle_done`]).
+    fast_cycles: u64,
+    /// The pods' [`rules_shape`]: which template fits the class best.
+    shape: u64,
     last_used: u64,
 }
 
@@ -92,6 +98,8 @@ impl ClassCache {
             plain_total: vec![0; n],
             raw: Vec::new(),
             fast: FastIndex::default(),
+            fast_cycles: 0,
+            shape: 0,
             last_used: 0,
         }
     }
@@ -167,11 +175,63 @@ impl ClassCache {
     }
 }
 
+/// Templates kept (one per placement and rules shape, least recently used
+/// dropped first).
+const TEMPLATES: usize = 8;
+
+/// A hash of the pod's inter-pod rules without their selectors and
+/// namespaces: the kinds of terms, their topology keys and weights, the
+/// spread constraints' keys, skews and policies. Deployments of one
+/// placement and one shape keep the same per-domain layers and scores in
+/// the fast path, so a template of one fits the next best; the choice only
+/// affects how much a new class must catch up, never its answers.
+pub(crate) fn rules_shape(pod: &crate::model::PodInfo) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    let a = &pod.spec.affinity;
+    for terms in [&a.required, &a.required_anti] {
+        terms.len().hash(&mut h);
+        for t in terms {
+            t.topology_key.hash(&mut h);
+        }
+    }
+    for terms in [&a.preferred, &a.preferred_anti] {
+        terms.len().hash(&mut h);
+        for t in terms {
+            (t.weight, t.term.topology_key).hash(&mut h);
+        }
+    }
+    pod.spec.spread_constraints.len().hash(&mut h);
+    for c in &pod.spec.spread_constraints {
+        (
+            c.max_skew,
+            c.topology_key,
+            c.when_unsatisfiable,
+            c.min_domains,
+        )
+            .hash(&mut h);
+        (c.node_affinity_policy, c.node_taints_policy).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The per-class caches, least recently used evicted first.
+///
+/// Besides the classes, it keeps *templates*: per placement, a copy of a
+/// class as its first fast-path cycle left it, incremental index included.
+/// A new Deployment's pods usually find the cluster as the previous
+/// Deployment of the same shape found it (none of their own pods yet), so a
+/// new class of that placement starts from the template and catches up with
+/// the nodes changed since and the domains whose values differ, instead of
+/// building its index over every node (see `docs/ARCHITECTURE.md`,
+/// "Equivalence classes").
 pub(crate) struct EquivCaches {
     classes: Vec<ClassCache>,
     capacity: usize,
     clock: u64,
+    /// The class [`EquivCaches::get`] returned last.
+    last: Option<usize>,
+    templates: Vec<ClassCache>,
 }
 
 impl EquivCaches {
@@ -180,7 +240,44 @@ impl EquivCaches {
             classes: Vec::new(),
             capacity,
             clock: 0,
+            last: None,
+            templates: Vec::new(),
         }
+    }
+
+    /// Called when a fast-path cycle chose a node: on the first such cycle
+    /// of the class last returned by [`EquivCaches::get`], keeps a copy of
+    /// it as its placement's template when its answers may be shared
+    /// (node-local filters and scores that do not read the pod's identity).
+    /// The copy is of the state before the chosen node is assumed, so it
+    /// describes the cluster as this class's pods first found it.
+    pub fn fast_cycle_done(&mut self) {
+        let Some(i) = self.last else { return };
+        let c = &mut self.classes[i];
+        c.fast_cycles += 1;
+        if c.fast_cycles != 1 || !c.filter_mask.shared || !c.scores_shared || !c.fast.valid {
+            return;
+        }
+        let same = |t: &ClassCache| {
+            t.profile == c.profile
+                && t.filter_mask == c.filter_mask
+                && t.placement == c.placement
+                && t.shape == c.shape
+        };
+        let at = match self.templates.iter().position(same) {
+            Some(k) => k,
+            None if self.templates.len() < TEMPLATES => {
+                self.templates.push(c.clone());
+                return;
+            }
+            None => self
+                .templates
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, t)| t.last_used)
+                .map_or(0, |(k, _)| k),
+        };
+        self.templates[at].clone_from(c);
     }
 
     /// The cache of a class, created (evicting the least recently used) if
@@ -195,6 +292,7 @@ impl EquivCaches {
         placement: u64,
         filter_mask: ClassKey,
         n: usize,
+        shape: impl FnOnce() -> u64,
     ) -> &mut ClassCache {
         self.clock += 1;
         let pos = self.classes.iter().position(|c| {
@@ -215,10 +313,34 @@ impl EquivCaches {
                 } else {
                     None
                 };
-                let c = match donor {
-                    Some(d) => ClassCache::seeded(d, equivalence, n),
-                    None => ClassCache::new(profile, equivalence, placement, filter_mask, n),
+                let shape = shape();
+                // The template is taken, not copied: the class's first fast
+                // cycle leaves a new one.
+                let template = if filter_mask.shared {
+                    self.templates
+                        .iter()
+                        .position(|t| {
+                            t.profile == profile
+                                && t.filter_mask == filter_mask
+                                && t.placement == placement
+                                && t.shape == shape
+                        })
+                        .map(|k| self.templates.swap_remove(k))
+                } else {
+                    None
                 };
+                let mut c = match (template, donor) {
+                    (Some(mut c), _) => {
+                        c.equivalence = equivalence;
+                        c.fast_cycles = 0;
+                        c
+                    }
+                    (None, Some(d)) => ClassCache::seeded(d, equivalence, n),
+                    (None, None) => {
+                        ClassCache::new(profile, equivalence, placement, filter_mask, n)
+                    }
+                };
+                c.shape = shape;
                 if self.classes.len() < self.capacity {
                     self.classes.push(c);
                     self.classes.len() - 1
@@ -234,6 +356,7 @@ impl EquivCaches {
                 }
             }
         };
+        self.last = Some(idx);
         let c = &mut self.classes[idx];
         c.last_used = self.clock;
         c.fit(n);
@@ -249,7 +372,14 @@ impl EquivCaches {
         filter_mask: ClassKey,
         n: usize,
     ) -> &mut ClassCache {
-        self.get(profile, pod.equivalence, pod.placement, filter_mask, n)
+        self.get(
+            profile,
+            pod.equivalence,
+            pod.placement,
+            filter_mask,
+            n,
+            || rules_shape(pod),
+        )
     }
 
     /// Whether caching is enabled.
@@ -260,7 +390,7 @@ impl EquivCaches {
 
 /// A max-tree over node positions that also counts ties, so "a uniformly
 /// random node among the best" is O(log n) instead of a scan.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct MaxTree {
     size: usize,
     max: Vec<i64>,
@@ -374,7 +504,7 @@ impl MaxTree {
 
 /// An incrementally maintained view of one class's feasible nodes and best
 /// scores, valid while nodes are only changed (not added or removed).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct FastIndex {
     /// Whether the fields below describe the class.
     pub valid: bool,
@@ -411,7 +541,7 @@ pub(crate) struct FastIndex {
 /// Invariants while `active`: `fails[slot]` is the number of layers in
 /// `layers` that node slot fails; `feasible` (when `feasible_valid`) is the
 /// nodes of [`FastIndex::feasible`] with `fails == 0`, in the same order.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct DomainLayers {
     /// Whether the class's last fast-path cycle had layers.
     pub active: bool,
@@ -440,9 +570,11 @@ impl DomainLayers {
 
     /// Applies `new` (non-empty) over node slots `0..capacity`. Returns the
     /// slots whose standing may have changed (`feasible` is then the
-    /// caller's to bring up to date), or `None` when everything was rebuilt
-    /// (mappings, sizes or layer count changed, or the layers were
-    /// inactive): every node must then be re-evaluated.
+    /// caller's to bring up to date), or `None` when the node capacity
+    /// changed: every node must then be re-evaluated. When the mappings,
+    /// sizes or layer count changed, or the layers were inactive (every
+    /// node passed), the layers are rebuilt and the slots returned are
+    /// those whose standing differs from before.
     pub fn sync(
         &mut self,
         new: Vec<crate::framework::DomainVerdict>,
@@ -457,8 +589,20 @@ impl DomainLayers {
                     && a.absent == b.absent
             });
         if !same_shape {
+            let was_active = self.active;
+            let before = std::mem::take(&mut self.fails);
+            if was_active && before.len() != capacity {
+                self.rebuild(new, capacity);
+                return None;
+            }
             self.rebuild(new, capacity);
-            return None;
+            let failed_before = |s: usize| was_active && before[s] != 0;
+            return Some(
+                (0..capacity)
+                    .filter(|&s| failed_before(s) != (self.fails[s] != 0))
+                    .map(|s| s as u32)
+                    .collect(),
+            );
         }
         let mut changed = Vec::new();
         for (l, nl) in new.iter().enumerate() {
@@ -533,9 +677,15 @@ impl DomainLayers {
         self.feasible_valid = false;
     }
 
-    /// Forgets the layers (a cycle without any).
-    pub fn clear(&mut self) {
+    /// Forgets the layers (a cycle without any), returning the slots that
+    /// failed them (they pass now).
+    pub fn clear(&mut self) -> Vec<u32> {
+        let failed = (0..self.fails.len())
+            .filter(|&s| self.active && self.fails[s] != 0)
+            .map(|s| s as u32)
+            .collect();
         *self = DomainLayers::default();
+        failed
     }
 }
 
@@ -626,6 +776,7 @@ mod tests {
 #[cfg(test)]
 mod sharing_tests {
     use super::*;
+    use crate::model::NodeId;
 
     fn key(shared: bool) -> ClassKey {
         ClassKey {
@@ -651,8 +802,8 @@ mod sharing_tests {
     #[test]
     fn a_new_class_of_the_same_placement_starts_from_the_shared_answers() {
         let mut caches = EquivCaches::new(4);
-        fill(caches.get(0, 100, 9, key(true), 4), true);
-        let c = caches.get(0, 200, 9, key(true), 4);
+        fill(caches.get(0, 100, 9, key(true), 4, || 0), true);
+        let c = caches.get(0, 200, 9, key(true), 4, || 0);
         assert_eq!(c.equivalence, 200);
         assert_eq!(c.filter_gen, vec![1; 4]);
         assert_eq!(c.verdict[2], 0);
@@ -672,33 +823,71 @@ mod sharing_tests {
     #[test]
     fn answers_are_not_shared_across_placements_filters_or_identity_readers() {
         let mut caches = EquivCaches::new(8);
-        fill(caches.get(0, 100, 9, key(true), 4), true);
+        fill(caches.get(0, 100, 9, key(true), 4, || 0), true);
         // Another placement, another profile, other filters.
         assert_eq!(
-            caches.get(0, 201, 8, key(true), 4).filter_gen,
+            caches.get(0, 201, 8, key(true), 4, || 0).filter_gen,
             vec![NEVER; 4]
         );
         assert_eq!(
-            caches.get(1, 202, 9, key(true), 4).filter_gen,
+            caches.get(1, 202, 9, key(true), 4, || 0).filter_gen,
             vec![NEVER; 4]
         );
         let other = ClassKey {
             sig: 8,
             ..key(true)
         };
-        assert_eq!(caches.get(0, 203, 9, other, 4).filter_gen, vec![NEVER; 4]);
-        // Filters that read the pod's identity.
-        fill(caches.get(0, 300, 9, key(false), 4), true);
         assert_eq!(
-            caches.get(0, 301, 9, key(false), 4).filter_gen,
+            caches.get(0, 203, 9, other, 4, || 0).filter_gen,
+            vec![NEVER; 4]
+        );
+        // Filters that read the pod's identity.
+        fill(caches.get(0, 300, 9, key(false), 4, || 0), true);
+        assert_eq!(
+            caches.get(0, 301, 9, key(false), 4, || 0).filter_gen,
             vec![NEVER; 4]
         );
         // Verdicts shared, scores not when a score plugin reads identity.
-        fill(caches.get(0, 400, 7, key(true), 4), false);
-        let c = caches.get(0, 401, 7, key(true), 4);
+        fill(caches.get(0, 400, 7, key(true), 4, || 0), false);
+        let c = caches.get(0, 401, 7, key(true), 4, || 0);
         assert_eq!(c.filter_gen, vec![1; 4]);
         assert_eq!(c.score_gen, vec![NEVER; 4]);
         assert_eq!(c.score_mask, 0);
+    }
+
+    #[test]
+    fn the_first_fast_cycle_of_a_class_leaves_its_placements_template() {
+        let mut caches = EquivCaches::new(8);
+        let c = caches.get(0, 100, 9, key(true), 4, || 0);
+        fill(c, true);
+        c.fast.valid = true;
+        c.fast.synced = 41;
+        c.fast.feasible = vec![NodeId(0), NodeId(1), NodeId(3)];
+        caches.fast_cycle_done();
+        // Later cycles of the class do not overwrite the template.
+        let c = caches.get(0, 100, 9, key(true), 4, || 0);
+        c.fast.synced = 50;
+        c.fast.feasible.pop();
+        caches.fast_cycle_done();
+        let c = caches.get(0, 200, 9, key(true), 4, || 0);
+        assert_eq!(c.equivalence, 200);
+        assert!(c.fast.valid);
+        assert_eq!(c.fast.synced, 41, "the state the first cycle left");
+        assert_eq!(c.fast.feasible, vec![NodeId(0), NodeId(1), NodeId(3)]);
+        assert_eq!(c.plain_total, vec![10, 11, 12, 13]);
+        // That class's own first cycle replaces the template.
+        c.fast.synced = 60;
+        caches.fast_cycle_done();
+        assert_eq!(caches.get(0, 300, 9, key(true), 4, || 0).fast.synced, 60);
+        // Pods whose inter-pod rules have another shape start afresh.
+        assert!(!caches.get(0, 350, 9, key(true), 4, || 1).fast.valid);
+        // No template for another placement, or when scores read identity.
+        assert!(!caches.get(0, 400, 8, key(true), 4, || 0).fast.valid);
+        let c = caches.get(0, 500, 7, key(true), 4, || 0);
+        fill(c, false);
+        c.fast.valid = true;
+        caches.fast_cycle_done();
+        assert!(!caches.get(0, 501, 7, key(true), 4, || 0).fast.valid);
     }
 }
 
@@ -757,19 +946,56 @@ mod domain_layer_tests {
                 let before: Vec<bool> = (0..SLOTS).map(|s| kept.passes(s)).collect();
                 let changed = kept.sync(layers(&maps, &absent, pass), SLOTS);
                 let mut fresh = DomainLayers::default();
-                prop_assert!(fresh.sync(layers(&maps, &absent, pass), SLOTS).is_none());
+                let from_nothing = fresh.sync(layers(&maps, &absent, pass), SLOTS);
                 prop_assert_eq!(&kept.fails, &fresh.fails, "step {}", i);
+                // From no layers (every slot passed), the failing slots.
+                let failing: Vec<u32> = (0..SLOTS as u32).filter(|s| fresh.fails[*s as usize] != 0).collect();
+                prop_assert_eq!(from_nothing, Some(failing));
+                let changed = changed.expect("same capacity");
                 for (s, was) in before.iter().enumerate() {
                     let want = layers(&maps, &absent, pass).iter().all(|l| l.passes(s));
                     prop_assert_eq!(kept.passes(s), want);
-                    if let Some(ch) = &changed
-                        && i > 0
-                        && *was != want
-                    {
-                        prop_assert!(ch.contains(&(s as u32)), "step {} slot {}", i, s);
+                    if *was != want {
+                        prop_assert!(changed.contains(&(s as u32)), "step {} slot {}", i, s);
                     }
                 }
-                prop_assert_eq!(changed.is_none(), i == 0);
+            }
+            // Forgetting the layers reports the slots that failed them.
+            let before: Vec<bool> = (0..SLOTS).map(|s| kept.passes(s)).collect();
+            let freed = kept.clear();
+            for (s, was) in before.iter().enumerate() {
+                prop_assert!(kept.passes(s));
+                prop_assert_eq!(freed.contains(&(s as u32)), !*was);
+            }
+        }
+
+        /// When the mappings change between cycles (another shape), the
+        /// rebuilt layers report every slot whose standing changed.
+        #[test]
+        fn a_new_shape_reports_the_slots_that_changed(
+            a in shape(),
+            b in shape(),
+            pass in prop::collection::vec(prop::collection::vec(any::<bool>(), 4), 3),
+        ) {
+            let of = |shape: &Shape| -> (Vec<Arc<Vec<u32>>>, Vec<bool>) {
+                (
+                    shape
+                        .iter()
+                        .map(|(m, _)| Arc::new(m.iter().map(|d| d.map_or(DomainVerdict::NO_DOMAIN, u32::from)).collect()))
+                        .collect(),
+                    shape.iter().map(|(_, x)| *x).collect(),
+                )
+            };
+            let (ma, xa) = of(&a);
+            let (mb, xb) = of(&b);
+            let mut kept = DomainLayers::default();
+            kept.sync(layers(&ma, &xa, &pass[..ma.len()]), SLOTS);
+            let before: Vec<bool> = (0..SLOTS).map(|s| kept.passes(s)).collect();
+            let changed = kept.sync(layers(&mb, &xb, &pass[..mb.len()]), SLOTS).expect("same capacity");
+            for (s, was) in before.iter().enumerate() {
+                let want = layers(&mb, &xb, &pass[..mb.len()]).iter().all(|l| l.passes(s));
+                prop_assert_eq!(kept.passes(s), want);
+                prop_assert_eq!(changed.contains(&(s as u32)), *was != want, "slot {}", s);
             }
         }
     }

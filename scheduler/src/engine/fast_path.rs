@@ -183,10 +183,9 @@ fn sync_domains(
     let fast = &mut cc.fast;
     if layers.is_empty() {
         if fast.domains.active {
-            // The tree's leaves were masked by the layers.
-            fast.domains.clear();
-            fast.tree_valid = false;
-            fast.soft.valid = false;
+            // The nodes the layers masked are feasible again.
+            let failed = fast.domains.clear();
+            fast.pending.extend(failed.into_iter().map(NodeId));
         }
         return;
     }
@@ -456,14 +455,19 @@ impl Scheduler {
                     Ok(false) => {}
                 }
             }
-            // Some score needs every node each cycle: scan the scores over
-            // the feasible set we maintained. Neither tree is kept, so
-            // both start over when next used (and the nodes pending for
-            // them are dropped rather than piling up).
+            // Some score needs every node each cycle, or few candidates:
+            // scan the scores over the feasible set we maintained. The
+            // trees do not follow this cycle; they keep their pending nodes
+            // for their next use (a zone's last free domain under a hard
+            // spread is scanned, then every zone opens again), unless those
+            // pile up past a quarter of the nodes in a class that keeps
+            // scanning: rebuilding then costs less.
             let feasible = cc.fast.candidates().to_vec();
-            cc.fast.tree_valid = false;
-            cc.fast.soft.valid = false;
-            cc.fast.pending.clear();
+            if cc.fast.pending.len() > snap.num_nodes() / 4 {
+                cc.fast.tree_valid = false;
+                cc.fast.soft.valid = false;
+                cc.fast.pending.clear();
+            }
             return match self.score_and_pick(pi, st, pod, &feasible, Some(mask), &[]) {
                 Ok(n) => Fast::Chosen(n),
                 Err(e) => Fast::Error(e),

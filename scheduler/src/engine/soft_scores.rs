@@ -47,7 +47,7 @@ pub(super) type DomainScored<'a> = (&'static str, &'a dyn ScorePlugin, i64);
 type Tuple = SmallVec<[i64; 4]>;
 
 /// Nodes sharing a raw tuple.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Group {
     tuple: Tuple,
     /// Feasible nodes in the group.
@@ -57,7 +57,7 @@ struct Group {
 }
 
 /// One plugin's last answer, with each layer's nodes grouped by domain.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Remembered {
     salt: u64,
     layers: Vec<crate::framework::ScoreLayer>,
@@ -154,7 +154,7 @@ impl Remembered {
 }
 
 /// A class's domain-scored state (see the module docs).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct SoftIndex {
     /// Whether the fields below describe the class.
     pub valid: bool,
@@ -222,9 +222,12 @@ impl SoftIndex {
             t.push(cc.raw[k][slot]);
         }
         t.extend_from_slice(&self.raw[slot * nd..(slot + 1) * nd]);
+        // Compared element by element: a tuple is a few integers, and
+        // slice equality would call `memcmp` for them.
+        let same = |a: &Tuple| a.len() == t.len() && a.iter().zip(&t).all(|(x, y)| x == y);
         let last = self
             .last
-            .filter(|&gi| self.groups.get(gi as usize).is_some_and(|g| g.tuple == t));
+            .filter(|&gi| self.groups.get(gi as usize).is_some_and(|g| same(&g.tuple)));
         let gi = match last.or_else(|| self.by_tuple.get(&t).copied()) {
             Some(gi) => gi,
             None => {

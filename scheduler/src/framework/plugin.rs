@@ -494,10 +494,14 @@ pub trait ScorePlugin: Send + Sync {
     /// domain's value changed, instead of on every feasible node.
     ///
     /// `None` (the default): the engine scores every feasible node. An
-    /// answer promises, for equivalent pods:
+    /// answer promises, for pods of one [`PodInfo::placement`] (equal specs
+    /// apart from identity and inter-pod rules: the engine carries answers
+    /// from one Deployment's class to the next one's):
     /// - on a node whose generation did not move, `score` returns what it
     ///   returned in an earlier cycle when `salt` is the same and, in every
-    ///   layer, the node's domain and that domain's value are the same;
+    ///   layer, the node's domain and that domain's value are the same (so
+    ///   whatever else the score reads of the pod, such as its own counts
+    ///   kept outside the layers, must be in `salt`);
     /// - with `has_normalize`, `normalize` gives each score a value that
     ///   depends only on that score and on the set of distinct scores it was
     ///   given (not on node ids, order or repeats), so the engine may

@@ -74,6 +74,11 @@ struct ScoreData {
     /// Where the snapshot's nodes are, to find a node's slot without
     /// reading it.
     slots: NodeSlots,
+    /// What the scores depend on besides the constraints' weights, bonuses
+    /// and per-domain counts: whether a node missing a key is ignored and,
+    /// when a constraint counts by node (not in a layer), the pod's
+    /// equivalence class, as those counts are the class's own.
+    salt: u64,
 }
 
 /// What PreScore leaves for Score and NormalizeScore. Read-only, so clones
@@ -203,10 +208,15 @@ impl PreScorePlugin for PodTopologySpread {
                         .collect();
                     (constraints, ignored)
                 });
+        let by_node = constraints
+            .iter()
+            .any(|c| matches!(c.counts, Counts::ByNode(_)));
+        let salt = u64::from(require_all) ^ if by_node { pod.equivalence } else { 0 };
         state.insert(PreScoreState(Arc::new(ScoreData {
             constraints,
             ignored,
             slots: NodeSlots::of(snap),
+            salt,
         })));
         Status::success()
     }
@@ -248,7 +258,7 @@ impl ScorePlugin for PodTopologySpread {
     /// scores only ([`IGNORED`] marks ignored nodes).
     fn domain_scores(&self, state: &CycleState) -> Option<DomainScores> {
         let PreScoreState(s) = state.get::<PreScoreState>()?;
-        let mut salt = s.constraints.len() as u64;
+        let mut salt = (s.constraints.len() as u64).wrapping_add(s.salt.rotate_left(29));
         let mut layers = Vec::new();
         for c in &s.constraints {
             let by_domain = match &c.counts {
