@@ -776,7 +776,43 @@ mod tests {
 #[cfg(test)]
 mod sharing_tests {
     use super::*;
-    use crate::model::NodeId;
+    use crate::model::{NodeId, PodInfo};
+
+    /// A pod of service `app` with a hostname anti-affinity (`hard` or
+    /// preferred) and a zone spread on key `zone_key`.
+    fn service(app: &str, hard: bool, zone_key: &str) -> PodInfo {
+        let term = serde_json::json!({"topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {"app": app}}});
+        let anti = if hard {
+            serde_json::json!({"requiredDuringSchedulingIgnoredDuringExecution": [term]})
+        } else {
+            serde_json::json!({"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": term}]})
+        };
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": app, "namespace": app, "labels": {"app": app}},
+            "spec": {
+                "containers": [{"name": "c"}],
+                "affinity": {"podAntiAffinity": anti},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": zone_key,
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"app": app}}}]
+            }
+        }))
+        .expect("a valid pod");
+        PodInfo::compile(&pod).expect("compiles")
+    }
+
+    /// Services that differ only in their selectors (and names) share a
+    /// rules shape; a required term instead of a preferred one, or another
+    /// topology key, does not.
+    #[test]
+    fn rules_shape_leaves_out_selectors_but_not_kinds_or_keys() {
+        let a = service("a", false, "zone");
+        assert_eq!(rules_shape(&a), rules_shape(&service("b", false, "zone")));
+        assert_ne!(rules_shape(&a), rules_shape(&service("a", true, "zone")));
+        assert_ne!(rules_shape(&a), rules_shape(&service("a", false, "region")));
+    }
 
     fn key(shared: bool) -> ClassKey {
         ClassKey {
