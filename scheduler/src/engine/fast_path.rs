@@ -457,14 +457,16 @@ impl Scheduler {
             }
             // Some score needs every node each cycle, or few candidates:
             // scan the scores over the feasible set we maintained. The
-            // trees do not follow this cycle; they keep their pending nodes
-            // for their next use (a zone's last free domain under a hard
-            // spread is scanned, then every zone opens again), unless those
-            // pile up past a quarter of the nodes in a class that keeps
-            // scanning: rebuilding then costs less.
+            // domain-scored index does not follow this cycle; it keeps its
+            // pending nodes for its next use (a zone's last free domain
+            // under a hard spread is scanned, then every zone opens again),
+            // unless those pile up past a quarter of the nodes in a class
+            // that keeps scanning: rebuilding then costs less. The plain
+            // tree starts over: the scan refreshes stale scores, and its
+            // histograms of normalizing scores count the values they had.
             let feasible = cc.fast.candidates().to_vec();
-            if cc.fast.pending.len() > snap.num_nodes() / 4 {
-                cc.fast.tree_valid = false;
+            cc.fast.tree_valid = false;
+            if !cc.fast.soft.valid || cc.fast.pending.len() > snap.num_nodes() / 4 {
                 cc.fast.soft.valid = false;
                 cc.fast.pending.clear();
             }
