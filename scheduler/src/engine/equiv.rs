@@ -165,6 +165,13 @@ impl ClassCache {
         c
     }
 
+    /// Whether this class answers for `profile`'s pods of `placement`
+    /// under the same node-local filters (the key of donors and
+    /// templates).
+    fn same_placement(&self, profile: usize, filter_mask: ClassKey, placement: u64) -> bool {
+        self.profile == profile && self.filter_mask == filter_mask && self.placement == placement
+    }
+
     /// Stores a rejection, returning its index.
     pub fn intern_status(&mut self, s: Status) -> u32 {
         if let Some(i) = self.statuses.iter().position(|x| *x == s) {
@@ -259,10 +266,7 @@ impl EquivCaches {
             return;
         }
         let same = |t: &ClassCache| {
-            t.profile == c.profile
-                && t.filter_mask == c.filter_mask
-                && t.placement == c.placement
-                && t.shape == c.shape
+            t.same_placement(c.profile, c.filter_mask, c.placement) && t.shape == c.shape
         };
         let at = match self.templates.iter().position(same) {
             Some(k) => k,
@@ -301,43 +305,41 @@ impl EquivCaches {
         let idx = match pos {
             Some(i) => i,
             None => {
-                let donor = if filter_mask.shared {
-                    self.classes
-                        .iter()
-                        .filter(|c| {
-                            c.profile == profile
-                                && c.filter_mask == filter_mask
-                                && c.placement == placement
-                        })
-                        .max_by_key(|c| c.last_used)
-                } else {
-                    None
-                };
                 let shape = shape();
                 // The template is taken, not copied: the class's first fast
-                // cycle leaves a new one.
+                // cycle leaves a new one. Without one, the most recently
+                // used class of the placement lends its answers.
                 let template = if filter_mask.shared {
                     self.templates
                         .iter()
                         .position(|t| {
-                            t.profile == profile
-                                && t.filter_mask == filter_mask
-                                && t.placement == placement
-                                && t.shape == shape
+                            t.same_placement(profile, filter_mask, placement) && t.shape == shape
                         })
                         .map(|k| self.templates.swap_remove(k))
                 } else {
                     None
                 };
-                let mut c = match (template, donor) {
-                    (Some(mut c), _) => {
+                let mut c = match template {
+                    Some(mut c) => {
                         c.equivalence = equivalence;
                         c.fast_cycles = 0;
                         c
                     }
-                    (None, Some(d)) => ClassCache::seeded(d, equivalence, n),
-                    (None, None) => {
-                        ClassCache::new(profile, equivalence, placement, filter_mask, n)
+                    None => {
+                        let donor = if filter_mask.shared {
+                            self.classes
+                                .iter()
+                                .filter(|c| c.same_placement(profile, filter_mask, placement))
+                                .max_by_key(|c| c.last_used)
+                        } else {
+                            None
+                        };
+                        match donor {
+                            Some(d) => ClassCache::seeded(d, equivalence, n),
+                            None => {
+                                ClassCache::new(profile, equivalence, placement, filter_mask, n)
+                            }
+                        }
                     }
                 };
                 c.shape = shape;
@@ -680,10 +682,14 @@ impl DomainLayers {
     /// Forgets the layers (a cycle without any), returning the slots that
     /// failed them (they pass now).
     pub fn clear(&mut self) -> Vec<u32> {
-        let failed = (0..self.fails.len())
-            .filter(|&s| self.active && self.fails[s] != 0)
-            .map(|s| s as u32)
-            .collect();
+        let failed = if self.active {
+            (0..self.fails.len())
+                .filter(|&s| self.fails[s] != 0)
+                .map(|s| s as u32)
+                .collect()
+        } else {
+            Vec::new()
+        };
         *self = DomainLayers::default();
         failed
     }
